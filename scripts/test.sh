@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Runs every test: Rust unit and integration tests (SQLite and the local PostgreSQL),
+# then the Playwright end-to-end tests in headless Chromium against a release build.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+cd "$PARLEY_ROOT"
+bash scripts/bootstrap.sh
+
+# Storage tests create a fresh schema per test in this database.
+export PARLEY_TEST_POSTGRES_URL="${PARLEY_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}"
+
+echo "== Rust tests"
+cargo test --workspace --locked
+
+echo "== Release build of the site"
+cargo leptos build --release
+
+echo "== Playwright end-to-end tests"
+export PARLEY_SERVER_BIN="$PARLEY_ROOT/${CARGO_TARGET_DIR:-target}/release/server"
+case "${CARGO_TARGET_DIR:-}" in /*) PARLEY_SERVER_BIN="$CARGO_TARGET_DIR/release/server" ;; esac
+cd end2end
+npx playwright test

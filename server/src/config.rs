@@ -1,0 +1,237 @@
+//! Runtime settings: `Leptos.toml`, then environment variables on top.
+//!
+//! Every key has a default, so the binary also starts with no file at all. The file is
+//! `Leptos.toml` in the working directory unless `PARLEY_CONFIG` names another one.
+//! Environment variables win over the file, in this order (later wins):
+//! 1. `LEPTOS_SITE_ADDR`, `LEPTOS_SITE_ROOT`, `LEPTOS_SITE_PKG_DIR`, `LEPTOS_OUTPUT_NAME`,
+//!    `LEPTOS_ENV`, `LEPTOS_RELOAD_PORT`: set by `cargo leptos watch/serve/end-to-end`;
+//! 2. `DATABASE_URL`, the usual name for a database address;
+//! 3. `PARLEY_<SECTION>_<KEY>`, for example `PARLEY_CHAT_MAX_MESSAGE_CHARS=2000`.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use figment::{
+    providers::{Env, Format, Serialized, Toml},
+    Figment,
+};
+use serde::{Deserialize, Serialize};
+
+/// All settings the server reads at start.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub site: SiteConfig,
+    pub chat: ChatConfig,
+}
+
+/// Where the site is served from and where cargo-leptos put its files.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SiteConfig {
+    /// Address and port to listen on.
+    pub addr: SocketAddr,
+    /// `dev` or `prod`; `dev` enables the live-reload script for `cargo leptos watch`.
+    pub env: String,
+    /// Folder holding the built site (`pkg/`, favicon, manifest).
+    pub root: String,
+    /// Sub-folder of `root` with the WASM, JS and CSS bundles.
+    pub pkg_dir: String,
+    /// Base name of the bundles (`parley.wasm`, `parley.js`, `parley.css`).
+    pub output_name: String,
+    /// Port of cargo-leptos's live-reload socket in `dev`.
+    pub reload_port: u32,
+}
+
+impl Default for SiteConfig {
+    fn default() -> Self {
+        SiteConfig {
+            addr: SocketAddr::from(([127, 0, 0, 1], 3000)),
+            env: "prod".into(),
+            root: "target/site".into(),
+            pkg_dir: "pkg".into(),
+            output_name: "parley".into(),
+            reload_port: 3001,
+        }
+    }
+}
+
+/// The chat's own settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChatConfig {
+    /// Folder for the embedded database; created on first start.
+    pub data_dir: PathBuf,
+    /// `sqlite://…` or `postgres://…`; empty means `sqlite://<data_dir>/parley.db`.
+    pub database_url: String,
+}
+
+impl Default for ChatConfig {
+    fn default() -> Self {
+        ChatConfig {
+            data_dir: PathBuf::from("data"),
+            database_url: String::new(),
+        }
+    }
+}
+
+/// Failure to read or understand the settings; the message names the offending key.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(#[from] Box<figment::Error>);
+
+/// The sections of the file, which are also the second word of `PARLEY_` variables.
+const SECTIONS: [&str; 2] = ["site", "chat"];
+
+/// Environment variables cargo-leptos sets, and the `site` key each one overrides.
+const LEPTOS_VARIABLES: [(&str, &str); 6] = [
+    ("LEPTOS_SITE_ADDR", "site.addr"),
+    ("LEPTOS_SITE_ROOT", "site.root"),
+    ("LEPTOS_SITE_PKG_DIR", "site.pkg_dir"),
+    ("LEPTOS_OUTPUT_NAME", "site.output_name"),
+    ("LEPTOS_ENV", "site.env"),
+    ("LEPTOS_RELOAD_PORT", "site.reload_port"),
+];
+
+impl Config {
+    /// Reads the file named by `PARLEY_CONFIG` (default `Leptos.toml`) and the environment.
+    pub fn load() -> Result<Self, ConfigError> {
+        let path = std::env::var("PARLEY_CONFIG").unwrap_or_else(|_| "Leptos.toml".into());
+        Self::figment(Toml::file(path)).extract().map_err(|e| ConfigError(Box::new(e)))
+    }
+
+    /// The layering behind [`Config::load`], with the file provider given, so tests can
+    /// feed a string instead of a file.
+    fn figment(file: figment::providers::Data<Toml>) -> Figment {
+        Figment::from(Serialized::defaults(Config::default()))
+            .merge(file)
+            .merge(
+                Env::raw()
+                    .only(&LEPTOS_VARIABLES.map(|(var, _)| var))
+                    .map(|var| {
+                        let key = LEPTOS_VARIABLES
+                            .iter()
+                            .find(|(name, _)| var.as_str().eq_ignore_ascii_case(name))
+                            .map_or("", |(_, key)| key);
+                        key.into()
+                    })
+                    .lowercase(false),
+            )
+            .merge(Env::raw().only(&["DATABASE_URL"]).map(|_| "chat.database_url".into()))
+            .merge(
+                Env::prefixed("PARLEY_")
+                    // Only variables naming a section; tools may set other PARLEY_ names.
+                    .filter(|key| {
+                        SECTIONS.iter().any(|section| {
+                            key.len() > section.len()
+                                && key.as_str()[..section.len()].eq_ignore_ascii_case(section)
+                                && key.as_str().as_bytes()[section.len()] == b'_'
+                        })
+                    })
+                    // PARLEY_CHAT_MAX_MESSAGE_CHARS → chat.max_message_chars
+                    .map(|key| key.as_str().to_ascii_lowercase().replacen('_', ".", 1).into()),
+            )
+    }
+
+    /// The database to open: the configured URL, or the embedded SQLite file.
+    pub fn database_url(&self) -> String {
+        if self.chat.database_url.trim().is_empty() {
+            format!("sqlite://{}", self.chat.data_dir.join("parley.db").display())
+        } else {
+            self.chat.database_url.clone()
+        }
+    }
+
+    /// Leptos's own view of the site settings, for rendering and static files.
+    pub fn leptos_options(&self) -> leptos::config::LeptosOptions {
+        let env = if self.site.env.eq_ignore_ascii_case("dev") || self.site.env.eq_ignore_ascii_case("development") {
+            leptos::config::Env::DEV
+        } else {
+            leptos::config::Env::PROD
+        };
+        leptos::config::LeptosOptions::builder()
+            .output_name(self.site.output_name.as_str())
+            .site_root(self.site.root.as_str())
+            .site_pkg_dir(self.site.pkg_dir.as_str())
+            .site_addr(self.site.addr)
+            .reload_port(self.site.reload_port)
+            .env(env)
+            .build()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs `check` with an emptied environment, restored afterwards. `Jail` also
+    /// serialises the tests that use it, since the environment is process-wide.
+    fn with_clean_env(check: impl FnOnce(&mut figment::Jail) -> figment::error::Result<()>) {
+        figment::Jail::expect_with(|jail| {
+            jail.clear_env();
+            check(jail)
+        });
+    }
+
+    fn from_toml(text: &str) -> Result<Config, figment::Error> {
+        Config::figment(Toml::string(text)).extract()
+    }
+
+    #[test]
+    fn an_empty_file_gives_the_defaults() {
+        with_clean_env(|_| {
+            let config = from_toml("")?;
+            assert_eq!(config.site.addr, SocketAddr::from(([127, 0, 0, 1], 3000)));
+            assert_eq!(config.database_url(), "sqlite://data/parley.db");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_shipped_leptos_toml_parses_and_matches_the_defaults() {
+        with_clean_env(|_| {
+            let config = from_toml(include_str!("../../Leptos.toml"))?;
+            assert_eq!(
+                serde_json::to_value(&config).unwrap(),
+                serde_json::to_value(Config::default()).unwrap(),
+                "Leptos.toml documents the defaults; keep the two in step"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn file_values_override_defaults() {
+        with_clean_env(|_| {
+            let config = from_toml("[chat]\ndatabase_url = \"postgres://db/parley\"\n")?;
+            assert_eq!(config.database_url(), "postgres://db/parley");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn environment_overrides_the_file_in_the_documented_order() {
+        with_clean_env(|jail| {
+            jail.set_env("LEPTOS_SITE_ADDR", "127.0.0.1:4100");
+            jail.set_env("DATABASE_URL", "postgres://from-database-url/db");
+            jail.set_env("PARLEY_CHAT_DATABASE_URL", "postgres://from-parley/db");
+            // Not a section: ignored rather than refused, so tools can use the prefix.
+            jail.set_env("PARLEY_E2E_PORT", "9999");
+            let config = from_toml("[site]\naddr = \"127.0.0.1:4000\"\n")?;
+            assert_eq!(config.site.addr, SocketAddr::from(([127, 0, 0, 1], 4100)));
+            assert_eq!(config.database_url(), "postgres://from-parley/db");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_misspelt_key_is_refused_with_its_name() {
+        with_clean_env(|jail| {
+            let err = from_toml("[chat]\nmax_mesage_chars = 5\n").unwrap_err();
+            assert!(err.to_string().contains("max_mesage_chars"), "{err}");
+            jail.set_env("PARLEY_CHAT_DATA_DIRR", "/tmp");
+            let err = from_toml("").unwrap_err();
+            assert!(err.to_string().contains("data_dirr"), "{err}");
+            Ok(())
+        });
+    }
+}

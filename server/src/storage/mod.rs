@@ -1,0 +1,139 @@
+//! Durable state: users, sessions, rooms, memberships and messages.
+//!
+//! The database is the source of truth; everything in memory (the hub, presence) can be
+//! rebuilt from it. One [`Store`] trait, two backends: SQLite (embedded default, WAL)
+//! and PostgreSQL. Both run the very same SQL (see `sql.rs`), so they cannot drift.
+
+mod sql;
+
+use std::sync::Arc;
+
+use app::protocol::{ChatMessage, RoomSummary, UserRef};
+use async_trait::async_trait;
+
+pub use sql::{PostgresStore, SqliteStore};
+
+/// Storage failures. `Conflict` and `NotFound` are normal outcomes callers branch on;
+/// the others are faults that are logged and shown to users only as "internal error".
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("already exists")]
+    Conflict,
+    #[error("not found")]
+    NotFound,
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("unsupported database URL (expected sqlite:// or postgres://)")]
+    UnsupportedUrl,
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A user's name and password hash, for checking a login.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub user: UserRef,
+    pub password_hash: String,
+}
+
+/// A live session found by its token.
+#[derive(Debug, Clone)]
+pub struct SessionRecord {
+    pub session_id: i64,
+    pub user: UserRef,
+    pub last_seen_at: i64,
+}
+
+/// A room as stored, before any per-user view of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomRecord {
+    pub id: i64,
+    pub name: String,
+    pub last_seq: i64,
+}
+
+/// What posting a message did: stored it now, or found it stored by an earlier try
+/// with the same client id (then nothing new was written).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Posted {
+    New(ChatMessage),
+    Duplicate(ChatMessage),
+}
+
+impl Posted {
+    pub fn message(&self) -> &ChatMessage {
+        match self {
+            Posted::New(message) | Posted::Duplicate(message) => message,
+        }
+    }
+}
+
+/// Everything the chat keeps. All times are Unix milliseconds supplied by the caller,
+/// which keeps the clock out of the storage layer and makes tests deterministic.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Creates an account; `Conflict` when the username is taken in any letter case.
+    async fn create_user(&self, username: &str, display_name: &str, password_hash: &str, now: i64) -> StoreResult<UserRef>;
+    /// The account and hash for a username, matched without regard to case.
+    async fn credentials(&self, username: &str) -> StoreResult<Option<Credentials>>;
+    async fn user(&self, user_id: i64) -> StoreResult<Option<UserRef>>;
+
+    async fn create_session(&self, user_id: i64, token_hash: &str, now: i64, expires_at: i64) -> StoreResult<i64>;
+    /// The session for a token hash if it is neither revoked nor past its absolute expiry.
+    /// Idle expiry is the caller's policy, decided from `last_seen_at`.
+    async fn session(&self, token_hash: &str, now: i64) -> StoreResult<Option<SessionRecord>>;
+    async fn touch_session(&self, session_id: i64, now: i64) -> StoreResult<()>;
+    /// Revokes a session; returns its id if it was live.
+    async fn revoke_session(&self, token_hash: &str, now: i64) -> StoreResult<Option<i64>>;
+
+    /// Returns the public room with this name, creating it (with no members) if needed.
+    async fn ensure_public_room(&self, name: &str, now: i64) -> StoreResult<RoomRecord>;
+    /// Creates a public room and makes `creator` its first member; `Conflict` when the
+    /// name is taken in any letter case. Returns the room and the creator's join notice.
+    async fn create_room(&self, name: &str, creator: &UserRef, now: i64) -> StoreResult<(RoomRecord, ChatMessage)>;
+    async fn room(&self, room_id: i64) -> StoreResult<Option<RoomRecord>>;
+    /// Every public room, with whether `user_id` is a member.
+    async fn public_rooms(&self, user_id: i64) -> StoreResult<Vec<RoomSummary>>;
+    /// The rooms `user_id` is a member of.
+    async fn rooms_of(&self, user_id: i64) -> StoreResult<Vec<RoomSummary>>;
+    async fn is_member(&self, room_id: i64, user_id: i64) -> StoreResult<bool>;
+    /// The members of a room, by display name.
+    async fn members(&self, room_id: i64) -> StoreResult<Vec<UserRef>>;
+
+    /// Adds a member and records the "joined" notice in the room's history.
+    /// `None` if they were already a member (nothing is written).
+    async fn join(&self, room_id: i64, user: &UserRef, now: i64) -> StoreResult<Option<ChatMessage>>;
+    /// Removes a member and records the "left" notice. `None` if they were not a member.
+    async fn leave(&self, room_id: i64, user: &UserRef, now: i64) -> StoreResult<Option<ChatMessage>>;
+
+    /// Stores a message with the room's next sequence number, in one transaction.
+    /// A second post with the same `(sender, client_id)` returns the first one.
+    async fn post(&self, room_id: i64, sender: &UserRef, client_id: &str, text: &str, now: i64) -> StoreResult<Posted>;
+    /// Up to `limit` messages with `seq < before_seq` (newest page if `None`), oldest first.
+    async fn history_before(&self, room_id: i64, before_seq: Option<i64>, limit: u32) -> StoreResult<Vec<ChatMessage>>;
+    /// Up to `limit` messages with `seq > after_seq`, oldest first.
+    async fn history_after(&self, room_id: i64, after_seq: i64, limit: u32) -> StoreResult<Vec<ChatMessage>>;
+}
+
+/// Storage settings that are not part of the URL.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub max_connections: u32,
+    /// SQLite only: `true` waits for the disk on every commit (survives power loss),
+    /// `false` survives a crash of the process but not of the machine.
+    pub sqlite_full_sync: bool,
+}
+
+/// Opens the database named by `url`, creating the SQLite file and folder if needed,
+/// and brings its schema up to date.
+pub async fn open(url: &str, options: &StoreOptions) -> StoreResult<Arc<dyn Store>> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(PostgresStore::open(url, options).await?))
+    } else if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::open(url, options).await?))
+    } else {
+        Err(StoreError::UnsupportedUrl)
+    }
+}

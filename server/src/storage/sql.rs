@@ -1,0 +1,517 @@
+//! The one SQL implementation of [`Store`], instantiated for SQLite and PostgreSQL.
+//!
+//! Every statement is written once and runs on both databases: `$n` placeholders
+//! (sqlx maps them for SQLite too), integers cast to BIGINT, `ON CONFLICT` and
+//! `RETURNING` (SQLite ≥ 3.35). A macro stamps the code out for each pool type because
+//! sqlx's generic executor bounds would bury the queries under trait plumbing.
+
+use std::{str::FromStr, time::Duration};
+
+use app::protocol::{ChatMessage, MessageKind, RoomKind, RoomSummary, UserRef};
+use async_trait::async_trait;
+use sqlx::{
+    postgres::{PgPool, PgPoolOptions},
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous},
+    FromRow,
+};
+
+use super::{Credentials, Posted, RoomRecord, SessionRecord, Store, StoreError, StoreOptions, StoreResult};
+
+/// The embedded default: one file, WAL so readers never wait for the writer.
+#[derive(Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+/// For deployments that run several Parley nodes against one database.
+#[derive(Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl SqliteStore {
+    pub async fn open(url: &str, options: &StoreOptions) -> StoreResult<Self> {
+        let connect = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(if options.sqlite_full_sync { SqliteSynchronous::Full } else { SqliteSynchronous::Normal })
+            .foreign_keys(true)
+            // Writers queue on SQLite's single write lock; wait rather than fail.
+            .busy_timeout(Duration::from_secs(10));
+        if let Some(dir) = connect.get_filename().parent() {
+            if !dir.as_os_str().is_empty() {
+                std::fs::create_dir_all(dir).map_err(|err| StoreError::Database(sqlx::Error::Io(err)))?;
+            }
+        }
+        let pool = SqlitePoolOptions::new()
+            .max_connections(options.max_connections.max(1))
+            .connect_with(connect)
+            .await?;
+        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        Ok(SqliteStore { pool })
+    }
+}
+
+impl PostgresStore {
+    pub async fn open(url: &str, options: &StoreOptions) -> StoreResult<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections.max(1))
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(url)
+            .await?;
+        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        Ok(PostgresStore { pool })
+    }
+
+    /// Opens a store on an existing pool (tests point it at a private schema).
+    pub async fn from_pool(pool: PgPool) -> StoreResult<Self> {
+        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        Ok(PostgresStore { pool })
+    }
+}
+
+#[derive(FromRow)]
+struct UserRow {
+    id: i64,
+    username: String,
+    display_name: String,
+}
+
+impl From<UserRow> for UserRef {
+    fn from(row: UserRow) -> Self {
+        UserRef { id: row.id, username: row.username, display_name: row.display_name }
+    }
+}
+
+#[derive(FromRow)]
+struct CredentialsRow {
+    id: i64,
+    username: String,
+    display_name: String,
+    password_hash: String,
+}
+
+#[derive(FromRow)]
+struct SessionRow {
+    session_id: i64,
+    last_seen_at: i64,
+    id: i64,
+    username: String,
+    display_name: String,
+}
+
+#[derive(FromRow)]
+struct RoomRow {
+    id: i64,
+    name: String,
+    last_seq: i64,
+}
+
+impl From<RoomRow> for RoomRecord {
+    fn from(row: RoomRow) -> Self {
+        RoomRecord { id: row.id, name: row.name, last_seq: row.last_seq }
+    }
+}
+
+#[derive(FromRow)]
+struct RoomSummaryRow {
+    id: i64,
+    name: String,
+    kind: String,
+    topic: String,
+    last_seq: i64,
+    member_count: i64,
+    joined: i64,
+}
+
+impl From<RoomSummaryRow> for RoomSummary {
+    fn from(row: RoomSummaryRow) -> Self {
+        RoomSummary {
+            id: row.id,
+            name: row.name,
+            kind: if row.kind == "direct" { RoomKind::Direct } else { RoomKind::Public },
+            topic: row.topic,
+            last_seq: row.last_seq,
+            member_count: row.member_count,
+            joined: row.joined != 0,
+        }
+    }
+}
+
+#[derive(FromRow)]
+struct MessageRow {
+    id: i64,
+    room_id: i64,
+    seq: i64,
+    kind: String,
+    body: String,
+    client_id: Option<String>,
+    created_at: i64,
+    sender_id: i64,
+    username: String,
+    display_name: String,
+}
+
+impl From<MessageRow> for ChatMessage {
+    fn from(row: MessageRow) -> Self {
+        ChatMessage {
+            id: row.id,
+            room_id: row.room_id,
+            seq: row.seq,
+            kind: match row.kind.as_str() {
+                "joined" => MessageKind::Joined,
+                "left" => MessageKind::Left,
+                _ => MessageKind::Text,
+            },
+            sender: UserRef { id: row.sender_id, username: row.username, display_name: row.display_name },
+            client_id: row.client_id,
+            text: row.body,
+            sent_at: row.created_at,
+        }
+    }
+}
+
+fn kind_column(kind: MessageKind) -> &'static str {
+    match kind {
+        MessageKind::Text => "text",
+        MessageKind::Joined => "joined",
+        MessageKind::Left => "left",
+    }
+}
+
+fn is_unique_violation(err: &sqlx::Error) -> bool {
+    err.as_database_error().is_some_and(|db| db.is_unique_violation())
+}
+
+const SELECT_MESSAGE: &str = "SELECT m.id, m.room_id, m.seq, m.kind, m.body, m.client_id, m.created_at, \
+     u.id AS sender_id, u.username, u.display_name \
+     FROM messages m JOIN users u ON u.id = m.sender_id";
+
+const SELECT_ROOM_SUMMARY: &str = "SELECT r.id, r.name, r.kind, r.topic, r.last_seq, \
+     CAST((SELECT COUNT(*) FROM memberships c WHERE c.room_id = r.id) AS BIGINT) AS member_count, \
+     CAST(CASE WHEN mine.user_id IS NULL THEN 0 ELSE 1 END AS BIGINT) AS joined \
+     FROM rooms r LEFT JOIN memberships mine ON mine.room_id = r.id AND mine.user_id = $1";
+
+/// Stamps out the [`Store`] implementation for one backend.
+macro_rules! sql_store {
+    ($store:ident, $db:ty) => {
+        impl $store {
+            /// Appends a message with the room's next sequence number inside `tx`.
+            /// The room row is updated first: on SQLite that takes the write lock before
+            /// any read (no lock upgrade to fail), on PostgreSQL it locks the room row so
+            /// concurrent posts to one room queue instead of racing for a number.
+            /// Returns `None` when `(sender, client_id)` already exists; the caller
+            /// rolls back, which also undoes the sequence bump, so numbering has no gaps.
+            async fn append(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                room_id: i64,
+                sender: &UserRef,
+                kind: MessageKind,
+                body: &str,
+                client_id: Option<&str>,
+                now: i64,
+            ) -> StoreResult<Option<ChatMessage>> {
+                let seq: i64 = sqlx::query_scalar("UPDATE rooms SET last_seq = last_seq + 1 WHERE id = $1 RETURNING last_seq")
+                    .bind(room_id)
+                    .fetch_optional(&mut **tx)
+                    .await?
+                    .ok_or(StoreError::NotFound)?;
+                let id: Option<i64> = sqlx::query_scalar(
+                    "INSERT INTO messages (room_id, seq, sender_id, kind, body, client_id, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                     ON CONFLICT (sender_id, client_id) DO NOTHING RETURNING id",
+                )
+                .bind(room_id)
+                .bind(seq)
+                .bind(sender.id)
+                .bind(kind_column(kind))
+                .bind(body)
+                .bind(client_id)
+                .bind(now)
+                .fetch_optional(&mut **tx)
+                .await?;
+                Ok(id.map(|id| ChatMessage {
+                    id,
+                    room_id,
+                    seq,
+                    kind,
+                    sender: sender.clone(),
+                    client_id: client_id.map(str::to_string),
+                    text: body.to_string(),
+                    sent_at: now,
+                }))
+            }
+
+            async fn message_by_client_id(&self, sender_id: i64, client_id: &str) -> StoreResult<Option<ChatMessage>> {
+                let sql = format!("{SELECT_MESSAGE} WHERE m.sender_id = $1 AND m.client_id = $2");
+                let row: Option<MessageRow> =
+                    sqlx::query_as(&sql).bind(sender_id).bind(client_id).fetch_optional(&self.pool).await?;
+                Ok(row.map(Into::into))
+            }
+        }
+
+        #[async_trait]
+        impl Store for $store {
+            async fn create_user(&self, username: &str, display_name: &str, password_hash: &str, now: i64) -> StoreResult<UserRef> {
+                let row: Result<UserRow, _> = sqlx::query_as(
+                    "INSERT INTO users (username, username_key, display_name, password_hash, created_at) \
+                     VALUES ($1, lower($1), $2, $3, $4) RETURNING id, username, display_name",
+                )
+                .bind(username)
+                .bind(display_name)
+                .bind(password_hash)
+                .bind(now)
+                .fetch_one(&self.pool)
+                .await;
+                match row {
+                    Ok(row) => Ok(row.into()),
+                    Err(err) if is_unique_violation(&err) => Err(StoreError::Conflict),
+                    Err(err) => Err(err.into()),
+                }
+            }
+
+            async fn credentials(&self, username: &str) -> StoreResult<Option<Credentials>> {
+                let row: Option<CredentialsRow> = sqlx::query_as(
+                    "SELECT id, username, display_name, password_hash FROM users WHERE username_key = lower($1)",
+                )
+                .bind(username)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(row.map(|row| Credentials {
+                    user: UserRef { id: row.id, username: row.username, display_name: row.display_name },
+                    password_hash: row.password_hash,
+                }))
+            }
+
+            async fn user(&self, user_id: i64) -> StoreResult<Option<UserRef>> {
+                let row: Option<UserRow> = sqlx::query_as("SELECT id, username, display_name FROM users WHERE id = $1")
+                    .bind(user_id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(row.map(Into::into))
+            }
+
+            async fn create_session(&self, user_id: i64, token_hash: &str, now: i64, expires_at: i64) -> StoreResult<i64> {
+                Ok(sqlx::query_scalar(
+                    "INSERT INTO sessions (token_hash, user_id, created_at, last_seen_at, expires_at) \
+                     VALUES ($1, $2, $3, $3, $4) RETURNING id",
+                )
+                .bind(token_hash)
+                .bind(user_id)
+                .bind(now)
+                .bind(expires_at)
+                .fetch_one(&self.pool)
+                .await?)
+            }
+
+            async fn session(&self, token_hash: &str, now: i64) -> StoreResult<Option<SessionRecord>> {
+                let row: Option<SessionRow> = sqlx::query_as(
+                    "SELECT s.id AS session_id, s.last_seen_at, u.id, u.username, u.display_name \
+                     FROM sessions s JOIN users u ON u.id = s.user_id \
+                     WHERE s.token_hash = $1 AND s.revoked_at IS NULL AND s.expires_at > $2",
+                )
+                .bind(token_hash)
+                .bind(now)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(row.map(|row| SessionRecord {
+                    session_id: row.session_id,
+                    last_seen_at: row.last_seen_at,
+                    user: UserRef { id: row.id, username: row.username, display_name: row.display_name },
+                }))
+            }
+
+            async fn touch_session(&self, session_id: i64, now: i64) -> StoreResult<()> {
+                sqlx::query("UPDATE sessions SET last_seen_at = $2 WHERE id = $1 AND last_seen_at < $2")
+                    .bind(session_id)
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn revoke_session(&self, token_hash: &str, now: i64) -> StoreResult<Option<i64>> {
+                Ok(sqlx::query_scalar(
+                    "UPDATE sessions SET revoked_at = $2 WHERE token_hash = $1 AND revoked_at IS NULL RETURNING id",
+                )
+                .bind(token_hash)
+                .bind(now)
+                .fetch_optional(&self.pool)
+                .await?)
+            }
+
+            async fn ensure_public_room(&self, name: &str, now: i64) -> StoreResult<RoomRecord> {
+                sqlx::query(
+                    "INSERT INTO rooms (name, name_key, kind, created_at) VALUES ($1, lower($1), 'public', $2) \
+                     ON CONFLICT (name_key) DO NOTHING",
+                )
+                .bind(name)
+                .bind(now)
+                .execute(&self.pool)
+                .await?;
+                let row: RoomRow = sqlx::query_as("SELECT id, name, last_seq FROM rooms WHERE name_key = lower($1)")
+                    .bind(name)
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(row.into())
+            }
+
+            async fn create_room(&self, name: &str, creator: &UserRef, now: i64) -> StoreResult<(RoomRecord, ChatMessage)> {
+                let mut tx = self.pool.begin().await?;
+                let inserted: Result<RoomRow, _> = sqlx::query_as(
+                    "INSERT INTO rooms (name, name_key, kind, created_by, created_at) \
+                     VALUES ($1, lower($1), 'public', $2, $3) RETURNING id, name, last_seq",
+                )
+                .bind(name)
+                .bind(creator.id)
+                .bind(now)
+                .fetch_one(&mut *tx)
+                .await;
+                let room: RoomRecord = match inserted {
+                    Ok(row) => row.into(),
+                    Err(err) if is_unique_violation(&err) => return Err(StoreError::Conflict),
+                    Err(err) => return Err(err.into()),
+                };
+                sqlx::query("INSERT INTO memberships (room_id, user_id, joined_at) VALUES ($1, $2, $3)")
+                    .bind(room.id)
+                    .bind(creator.id)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                let notice = Self::append(&mut tx, room.id, creator, MessageKind::Joined, "", None, now)
+                    .await?
+                    .expect("notices have no client id, so they never collide");
+                tx.commit().await?;
+                Ok((RoomRecord { last_seq: notice.seq, ..room }, notice))
+            }
+
+            async fn room(&self, room_id: i64) -> StoreResult<Option<RoomRecord>> {
+                let row: Option<RoomRow> = sqlx::query_as("SELECT id, name, last_seq FROM rooms WHERE id = $1")
+                    .bind(room_id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(row.map(Into::into))
+            }
+
+            async fn public_rooms(&self, user_id: i64) -> StoreResult<Vec<RoomSummary>> {
+                let sql = format!("{SELECT_ROOM_SUMMARY} WHERE r.kind = 'public' ORDER BY r.name_key");
+                let rows: Vec<RoomSummaryRow> = sqlx::query_as(&sql).bind(user_id).fetch_all(&self.pool).await?;
+                Ok(rows.into_iter().map(Into::into).collect())
+            }
+
+            async fn rooms_of(&self, user_id: i64) -> StoreResult<Vec<RoomSummary>> {
+                let sql = format!("{SELECT_ROOM_SUMMARY} WHERE mine.user_id IS NOT NULL ORDER BY r.name_key");
+                let rows: Vec<RoomSummaryRow> = sqlx::query_as(&sql).bind(user_id).fetch_all(&self.pool).await?;
+                Ok(rows.into_iter().map(Into::into).collect())
+            }
+
+            async fn is_member(&self, room_id: i64, user_id: i64) -> StoreResult<bool> {
+                let found: Option<i64> =
+                    sqlx::query_scalar("SELECT CAST(1 AS BIGINT) FROM memberships WHERE room_id = $1 AND user_id = $2")
+                        .bind(room_id)
+                        .bind(user_id)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                Ok(found.is_some())
+            }
+
+            async fn members(&self, room_id: i64) -> StoreResult<Vec<UserRef>> {
+                let rows: Vec<UserRow> = sqlx::query_as(
+                    "SELECT u.id, u.username, u.display_name FROM memberships m JOIN users u ON u.id = m.user_id \
+                     WHERE m.room_id = $1 ORDER BY lower(u.display_name), u.id",
+                )
+                .bind(room_id)
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows.into_iter().map(Into::into).collect())
+            }
+
+            async fn join(&self, room_id: i64, user: &UserRef, now: i64) -> StoreResult<Option<ChatMessage>> {
+                let mut tx = self.pool.begin().await?;
+                let inserted = sqlx::query(
+                    "INSERT INTO memberships (room_id, user_id, joined_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                )
+                .bind(room_id)
+                .bind(user.id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await;
+                let inserted = match inserted {
+                    Ok(done) => done.rows_affected() == 1,
+                    // The room (or user) does not exist.
+                    Err(err) if err.as_database_error().is_some_and(|db| db.is_foreign_key_violation()) => {
+                        return Err(StoreError::NotFound)
+                    }
+                    Err(err) => return Err(err.into()),
+                };
+                if !inserted {
+                    return Ok(None);
+                }
+                let notice = Self::append(&mut tx, room_id, user, MessageKind::Joined, "", None, now).await?;
+                tx.commit().await?;
+                Ok(notice)
+            }
+
+            async fn leave(&self, room_id: i64, user: &UserRef, now: i64) -> StoreResult<Option<ChatMessage>> {
+                let mut tx = self.pool.begin().await?;
+                let removed = sqlx::query("DELETE FROM memberships WHERE room_id = $1 AND user_id = $2")
+                    .bind(room_id)
+                    .bind(user.id)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if removed == 0 {
+                    return Ok(None);
+                }
+                let notice = Self::append(&mut tx, room_id, user, MessageKind::Left, "", None, now).await?;
+                tx.commit().await?;
+                Ok(notice)
+            }
+
+            async fn post(&self, room_id: i64, sender: &UserRef, client_id: &str, text: &str, now: i64) -> StoreResult<Posted> {
+                // The common retry case answers without taking the write lock.
+                if let Some(original) = self.message_by_client_id(sender.id, client_id).await? {
+                    return Ok(Posted::Duplicate(original));
+                }
+                let mut tx = self.pool.begin().await?;
+                match Self::append(&mut tx, room_id, sender, MessageKind::Text, text, Some(client_id), now).await? {
+                    Some(message) => {
+                        tx.commit().await?;
+                        Ok(Posted::New(message))
+                    }
+                    None => {
+                        // A concurrent try with the same client id won the race.
+                        tx.rollback().await?;
+                        let original = self.message_by_client_id(sender.id, client_id).await?.ok_or(StoreError::NotFound)?;
+                        Ok(Posted::Duplicate(original))
+                    }
+                }
+            }
+
+            async fn history_before(&self, room_id: i64, before_seq: Option<i64>, limit: u32) -> StoreResult<Vec<ChatMessage>> {
+                let sql = format!("{SELECT_MESSAGE} WHERE m.room_id = $1 AND m.seq < $2 ORDER BY m.seq DESC LIMIT $3");
+                let rows: Vec<MessageRow> = sqlx::query_as(&sql)
+                    .bind(room_id)
+                    .bind(before_seq.unwrap_or(i64::MAX))
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await?;
+                Ok(rows.into_iter().rev().map(Into::into).collect())
+            }
+
+            async fn history_after(&self, room_id: i64, after_seq: i64, limit: u32) -> StoreResult<Vec<ChatMessage>> {
+                let sql = format!("{SELECT_MESSAGE} WHERE m.room_id = $1 AND m.seq > $2 ORDER BY m.seq ASC LIMIT $3");
+                let rows: Vec<MessageRow> = sqlx::query_as(&sql)
+                    .bind(room_id)
+                    .bind(after_seq)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await?;
+                Ok(rows.into_iter().map(Into::into).collect())
+            }
+        }
+    };
+}
+
+sql_store!(SqliteStore, sqlx::Sqlite);
+sql_store!(PostgresStore, sqlx::Postgres);
