@@ -10,7 +10,9 @@ bash scripts/bootstrap.sh
 export PARLEY_TEST_POSTGRES_URL="${PARLEY_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}"
 
 echo "== Rust tests"
-cargo test --workspace --locked
+# Not --workspace: that would build `app` with the browser-only `hydrate` feature
+# (wanted by `frontend`) switched on inside the server as well.
+cargo test --locked -p app -p server
 
 echo "== Release build of the site"
 cargo leptos build --release
