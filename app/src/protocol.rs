@@ -12,25 +12,114 @@ pub const PROTOCOL_VERSION: u32 = 1;
 /// Chosen by the client for each request; every reply to that request carries it back
 /// so the client can match answers to questions even when events interleave.
 pub type RequestId = u64;
+pub type RoomId = i64;
+pub type UserId = i64;
+/// Position of a message in its room: 1, 2, 3… with no gaps, assigned by the server.
+pub type Seq = i64;
+
+/// Who someone is, as shown next to their messages.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct UserRef {
+    pub id: UserId,
+    pub username: String,
+    pub display_name: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RoomKind {
+    /// Listed for everyone; anyone may join.
+    Public,
+    /// A private conversation between two people.
+    Direct,
+}
+
+/// A room as one user sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomSummary {
+    pub id: RoomId,
+    pub name: String,
+    pub kind: RoomKind,
+    pub topic: String,
+    /// Sequence number of the newest message.
+    pub last_seq: Seq,
+    pub member_count: i64,
+    /// Whether the user this summary was made for is a member.
+    pub joined: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageKind {
+    /// Something a person wrote.
+    Text,
+    /// Notice that the sender joined the room.
+    Joined,
+    /// Notice that the sender left the room.
+    Left,
+}
+
+/// One entry of a room's history, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    /// Server-wide id.
+    pub id: i64,
+    pub room_id: RoomId,
+    pub seq: Seq,
+    pub kind: MessageKind,
+    pub sender: UserRef,
+    /// The sender's own id for the message, used to make retries harmless.
+    pub client_id: Option<String>,
+    /// Plain text, always displayed as text (never parsed as HTML).
+    pub text: String,
+    /// Server time of storage, Unix milliseconds.
+    pub sent_at: i64,
+}
+
+/// Limits the client should respect before the server has to refuse something.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    pub max_message_chars: u32,
+    pub history_page: u32,
+}
+
+/// Longest client-chosen message id the server accepts.
+pub const MAX_CLIENT_ID_LEN: usize = 64;
 
 /// Everything a browser may say to the server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ClientMsg {
-    /// Liveness and latency probe; answered by [`ServerMsg::Pong`] with the same id.
+    /// Liveness and latency probe; answered by [`ServerMsg::Pong`].
     Ping { id: RequestId },
+    /// Every public room, joined or not; answered by [`ServerMsg::Rooms`].
+    ListRooms { id: RequestId },
+    /// Creates a public room and joins it; answered by [`ServerMsg::RoomJoined`].
+    CreateRoom { id: RequestId, name: String },
+    /// Answered by [`ServerMsg::RoomJoined`] (also when already a member).
+    JoinRoom { id: RequestId, room_id: RoomId },
+    /// Answered by [`ServerMsg::RoomLeft`].
+    LeaveRoom { id: RequestId, room_id: RoomId },
+    /// Posts a message; answered by [`ServerMsg::Sent`] once it is stored.
+    /// Sending the same `client_id` again returns the stored message, never a copy.
+    Send { id: RequestId, room_id: RoomId, client_id: String, text: String },
+    /// One page of history before `before_seq` (the newest page when absent);
+    /// answered by [`ServerMsg::History`].
+    History { id: RequestId, room_id: RoomId, before_seq: Option<Seq> },
 }
 
 /// Everything the server may say to a browser.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerMsg {
-    /// First frame on every connection, so the client knows what it is talking to
-    /// before it sends anything.
+    /// First frame on every connection: who you are and where you are a member.
     Hello {
         protocol: u32,
         /// Server clock in Unix milliseconds, for showing times relative to the server.
         server_time: i64,
+        me: UserRef,
+        rooms: Vec<RoomSummary>,
+        limits: Limits,
     },
     /// Answer to [`ClientMsg::Ping`].
     Pong { id: RequestId },
@@ -42,6 +131,27 @@ pub enum ServerMsg {
         /// A sentence for people; clients branch on `code`, not on this.
         message: String,
     },
+    /// Answer to [`ClientMsg::ListRooms`].
+    Rooms { id: RequestId, rooms: Vec<RoomSummary> },
+    /// You are a member of `room`: the answer to a join or create (with its id), or
+    /// news from another of your tabs (without).
+    RoomJoined { id: Option<RequestId>, room: RoomSummary },
+    /// You are no longer a member, as [`ServerMsg::RoomJoined`] in reverse.
+    RoomLeft { id: Option<RequestId>, room_id: RoomId },
+    /// Your message is stored: the acknowledgement of [`ClientMsg::Send`].
+    Sent { id: RequestId, message: ChatMessage },
+    /// A new message (or join/leave notice) in a room you are a member of.
+    Message { message: ChatMessage },
+    /// Answer to [`ClientMsg::History`], oldest first.
+    History {
+        id: RequestId,
+        room_id: RoomId,
+        messages: Vec<ChatMessage>,
+        /// Whether older messages exist before the first one returned.
+        has_more: bool,
+    },
+    /// Who is connected now among a room's members (each person once).
+    Presence { room_id: RoomId, online: Vec<UserRef> },
 }
 
 /// Machine-readable reason carried by [`ServerMsg::Error`].
@@ -50,11 +160,31 @@ pub enum ServerMsg {
 pub enum ErrorCode {
     /// The frame was not valid JSON, named an unknown type, or missed a field.
     BadRequest,
+    /// The request was understood but breaks a rule (empty message, bad room name…).
+    Invalid,
+    /// You are not allowed to do this (for example, post to a room you are not in).
+    Forbidden,
+    NotFound,
+    /// The name is taken.
+    Conflict,
     /// The server failed; the request may be retried.
     Internal,
 }
 
 impl ClientMsg {
+    /// The request id, which every reply to this message carries back.
+    pub fn id(&self) -> RequestId {
+        match self {
+            ClientMsg::Ping { id }
+            | ClientMsg::ListRooms { id }
+            | ClientMsg::CreateRoom { id, .. }
+            | ClientMsg::JoinRoom { id, .. }
+            | ClientMsg::LeaveRoom { id, .. }
+            | ClientMsg::Send { id, .. }
+            | ClientMsg::History { id, .. } => *id,
+        }
+    }
+
     /// Decodes one text frame. On failure the error keeps whatever request id could be
     /// read from the frame, so the client can still match the error to its request.
     pub fn decode(frame: &str) -> Result<Self, DecodeError> {
@@ -111,15 +241,88 @@ mod tests {
 
     #[test]
     fn server_messages_round_trip() {
+        let alice = UserRef { id: 1, username: "alice".into(), display_name: "Alice".into() };
+        let room = RoomSummary {
+            id: 2,
+            name: "general".into(),
+            kind: RoomKind::Public,
+            topic: String::new(),
+            last_seq: 9,
+            member_count: 3,
+            joined: true,
+        };
+        let message = ChatMessage {
+            id: 5,
+            room_id: 2,
+            seq: 9,
+            kind: MessageKind::Text,
+            sender: alice.clone(),
+            client_id: Some("c-1".into()),
+            text: "<b>hi</b> \u{1F600}".into(),
+            sent_at: 1_700_000_000_000,
+        };
         let samples = [
-            ServerMsg::Hello { protocol: PROTOCOL_VERSION, server_time: 1_700_000_000_000 },
+            ServerMsg::Hello {
+                protocol: PROTOCOL_VERSION,
+                server_time: 1_700_000_000_000,
+                me: alice.clone(),
+                rooms: vec![room.clone()],
+                limits: Limits { max_message_chars: 4000, history_page: 50 },
+            },
             ServerMsg::Pong { id: 3 },
             ServerMsg::Error { id: Some(4), code: ErrorCode::BadRequest, message: "nope".into() },
+            ServerMsg::Rooms { id: 5, rooms: vec![room.clone()] },
+            ServerMsg::RoomJoined { id: None, room },
+            ServerMsg::RoomLeft { id: Some(6), room_id: 2 },
+            ServerMsg::Sent { id: 7, message: message.clone() },
+            ServerMsg::Message { message: message.clone() },
+            ServerMsg::History { id: 8, room_id: 2, messages: vec![message], has_more: false },
+            ServerMsg::Presence { room_id: 2, online: vec![alice] },
         ];
         for msg in samples {
             let back: ServerMsg = serde_json::from_str(&msg.encode()).unwrap();
             assert_eq!(back, msg);
         }
+    }
+
+    #[test]
+    fn client_messages_round_trip() {
+        let samples = [
+            ClientMsg::Ping { id: 1 },
+            ClientMsg::ListRooms { id: 2 },
+            ClientMsg::CreateRoom { id: 3, name: "rust".into() },
+            ClientMsg::JoinRoom { id: 4, room_id: 7 },
+            ClientMsg::LeaveRoom { id: 5, room_id: 7 },
+            ClientMsg::Send { id: 6, room_id: 7, client_id: "abc".into(), text: "hello\nworld".into() },
+            ClientMsg::History { id: 7, room_id: 7, before_seq: Some(51) },
+            ClientMsg::History { id: 8, room_id: 7, before_seq: None },
+        ];
+        for msg in samples {
+            let text = serde_json::to_string(&msg).unwrap();
+            assert_eq!(ClientMsg::decode(&text).unwrap(), msg, "{text}");
+        }
+    }
+
+    #[test]
+    fn send_has_a_stable_wire_form() {
+        let frame = r#"{"type":"send","id":1,"room_id":2,"client_id":"x","text":"hi"}"#;
+        assert_eq!(
+            ClientMsg::decode(frame).unwrap(),
+            ClientMsg::Send { id: 1, room_id: 2, client_id: "x".into(), text: "hi".into() }
+        );
+    }
+
+    #[test]
+    fn unexpected_fields_are_refused() {
+        let err = ClientMsg::decode(r#"{"type":"ping","id":1,"admin":true}"#).unwrap_err();
+        assert_eq!(err.id, Some(1));
+        assert!(err.reason.contains("unknown field `admin`"), "{}", err.reason);
+    }
+
+    #[test]
+    fn wrong_field_types_are_named() {
+        let err = ClientMsg::decode(r#"{"type":"join_room","id":1,"room_id":"general"}"#).unwrap_err();
+        assert!(err.reason.contains("invalid type"), "{}", err.reason);
     }
 
     #[test]

@@ -69,6 +69,9 @@ pub fn check_message_text(text: &str, max_chars: usize) -> Result<(), String> {
     if text.trim().is_empty() {
         return Err("Message is empty.".into());
     }
+    if text.contains('\0') {
+        return Err("Message may not contain NUL characters.".into());
+    }
     let len = text.chars().count();
     if len > max_chars {
         return Err(format!("Message is {len} characters; the limit is {max_chars}."));
@@ -144,6 +147,7 @@ mod tests {
         assert!(check_message_text("hi", 10).is_ok());
         assert!(check_message_text("ééééé", 5).is_ok(), "limit counts characters, not bytes");
         assert!(check_message_text("ééééé!", 5).is_err());
+        assert!(check_message_text("a\0b", 10).is_err());
     }
 
     #[test]

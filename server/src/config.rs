@@ -22,6 +22,8 @@ use serde::{Deserialize, Serialize};
 pub struct Config {
     pub site: SiteConfig,
     pub chat: ChatConfig,
+    pub session: SessionConfig,
+    pub limits: LimitsConfig,
 }
 
 /// Where the site is served from and where cargo-leptos put its files.
@@ -63,6 +65,16 @@ pub struct ChatConfig {
     pub data_dir: PathBuf,
     /// `sqlite://…` or `postgres://…`; empty means `sqlite://<data_dir>/parley.db`.
     pub database_url: String,
+    /// Most database connections the server opens.
+    pub db_max_connections: u32,
+    /// SQLite: wait for the disk on every commit (survives power loss, not only crashes).
+    pub sqlite_full_sync: bool,
+    /// The public room every new account joins; created at start if missing.
+    pub default_room: String,
+    /// Longest message, in characters.
+    pub max_message_chars: u32,
+    /// Messages per history page (opening a room, scrolling up).
+    pub history_page_size: u32,
 }
 
 impl Default for ChatConfig {
@@ -70,6 +82,58 @@ impl Default for ChatConfig {
         ChatConfig {
             data_dir: PathBuf::from("data"),
             database_url: String::new(),
+            db_max_connections: 8,
+            sqlite_full_sync: true,
+            default_room: "general".into(),
+            max_message_chars: 4000,
+            history_page_size: 50,
+        }
+    }
+}
+
+/// How long a login lasts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionConfig {
+    /// A session unused for this long ends.
+    pub idle_hours: u64,
+    /// A session ends this long after login, used or not.
+    pub max_days: u64,
+    /// Mark the cookie `Secure` (only sent over HTTPS). Set it when a TLS proxy fronts
+    /// Parley; it is set automatically when Parley serves TLS itself.
+    pub secure_cookie: bool,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig { idle_hours: 7 * 24, max_days: 30, secure_cookie: false }
+    }
+}
+
+/// Bounds that keep one connection from costing the server too much.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest WebSocket message accepted from a client, in bytes.
+    pub max_ws_message_bytes: usize,
+    /// Frames that may wait for one slow connection before it is disconnected.
+    pub outbound_queue_frames: usize,
+    /// Bytes that may wait for one slow connection before it is disconnected.
+    pub outbound_queue_bytes: usize,
+    /// Seconds between server pings on an idle socket.
+    pub heartbeat_interval_secs: u64,
+    /// A socket silent for this many seconds (no pong, no frame) is closed.
+    pub heartbeat_timeout_secs: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_ws_message_bytes: 64 * 1024,
+            outbound_queue_frames: 1024,
+            outbound_queue_bytes: 1024 * 1024,
+            heartbeat_interval_secs: 25,
+            heartbeat_timeout_secs: 35,
         }
     }
 }
@@ -80,7 +144,7 @@ impl Default for ChatConfig {
 pub struct ConfigError(#[from] Box<figment::Error>);
 
 /// The sections of the file, which are also the second word of `PARLEY_` variables.
-const SECTIONS: [&str; 2] = ["site", "chat"];
+const SECTIONS: [&str; 4] = ["site", "chat", "session", "limits"];
 
 /// Environment variables cargo-leptos sets, and the `site` key each one overrides.
 const LEPTOS_VARIABLES: [(&str, &str); 6] = [

@@ -3,10 +3,18 @@
 //! [`start`] is what both `main` and the integration tests call, so the tests exercise
 //! the same wiring as production: they only choose the listener (`127.0.0.1:0`).
 
+pub mod accounts;
+mod chat;
 pub mod config;
-pub mod telemetry;
+mod error;
+pub mod hub;
+mod password;
 mod routes;
 mod state;
+pub mod storage;
+pub mod telemetry;
+mod time;
+mod web_auth;
 mod ws;
 
 use std::net::SocketAddr;
@@ -22,9 +30,14 @@ use crate::{config::Config, state::AppState};
 pub enum StartError {
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot open the database: {0}")]
+    Storage(#[from] storage::StoreError),
     #[error("server failed: {0}")]
     Serve(#[from] std::io::Error),
 }
+
+/// How long shutdown waits for open sockets to finish their current request.
+const SOCKET_DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A server that is accepting connections; stop it with [`RunningServer::shutdown`].
 pub struct RunningServer {
@@ -60,7 +73,8 @@ impl RunningServer {
 pub async fn start(config: Config, listener: TcpListener) -> Result<RunningServer, StartError> {
     let addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
-    let state = AppState::new(config, shutdown.clone());
+    let state = AppState::build(config, shutdown.clone()).await?;
+    let (hub, tasks) = (state.hub.clone(), state.tasks.clone());
     let router = routes::router(state);
     // Nagle's algorithm holds small frames back for up to 40 ms; chat frames are small
     // and latency matters more than packet count.
@@ -69,9 +83,22 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<RunningServe
     });
     let stop = shutdown.clone();
     let task = tokio::spawn(async move {
-        axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(stop.cancelled_owned())
-            .await
+        let served = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown({
+                let stop = stop.clone();
+                async move {
+                    stop.cancelled().await;
+                    // Upgraded sockets are not HTTP connections axum waits for: tell
+                    // them to close, then wait for them below.
+                    hub.shutdown();
+                }
+            })
+            .await;
+        tasks.close();
+        if tokio::time::timeout(SOCKET_DRAIN_TIMEOUT, tasks.wait()).await.is_err() {
+            tracing::warn!("some sockets were still open after the shutdown grace period");
+        }
+        served
     });
     tracing::info!(%addr, "Parley is listening");
     Ok(RunningServer { addr, shutdown, task })

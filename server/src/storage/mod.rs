@@ -8,7 +8,7 @@ mod sql;
 
 use std::sync::Arc;
 
-use app::protocol::{ChatMessage, RoomSummary, UserRef};
+use app::protocol::{ChatMessage, RoomKind, RoomSummary, UserRef};
 use async_trait::async_trait;
 
 pub use sql::{PostgresStore, SqliteStore};
@@ -51,6 +51,7 @@ pub struct SessionRecord {
 pub struct RoomRecord {
     pub id: i64,
     pub name: String,
+    pub kind: RoomKind,
     pub last_seq: i64,
 }
 
@@ -94,6 +95,8 @@ pub trait Store: Send + Sync + 'static {
     /// name is taken in any letter case. Returns the room and the creator's join notice.
     async fn create_room(&self, name: &str, creator: &UserRef, now: i64) -> StoreResult<(RoomRecord, ChatMessage)>;
     async fn room(&self, room_id: i64) -> StoreResult<Option<RoomRecord>>;
+    /// One room as `user_id` sees it.
+    async fn room_summary(&self, room_id: i64, user_id: i64) -> StoreResult<Option<RoomSummary>>;
     /// Every public room, with whether `user_id` is a member.
     async fn public_rooms(&self, user_id: i64) -> StoreResult<Vec<RoomSummary>>;
     /// The rooms `user_id` is a member of.

@@ -104,13 +104,18 @@ struct SessionRow {
 struct RoomRow {
     id: i64,
     name: String,
+    kind: String,
     last_seq: i64,
 }
 
 impl From<RoomRow> for RoomRecord {
     fn from(row: RoomRow) -> Self {
-        RoomRecord { id: row.id, name: row.name, last_seq: row.last_seq }
+        RoomRecord { id: row.id, name: row.name, kind: room_kind(&row.kind), last_seq: row.last_seq }
     }
+}
+
+fn room_kind(column: &str) -> RoomKind {
+    if column == "direct" { RoomKind::Direct } else { RoomKind::Public }
 }
 
 #[derive(FromRow)]
@@ -129,7 +134,7 @@ impl From<RoomSummaryRow> for RoomSummary {
         RoomSummary {
             id: row.id,
             name: row.name,
-            kind: if row.kind == "direct" { RoomKind::Direct } else { RoomKind::Public },
+            kind: room_kind(&row.kind),
             topic: row.topic,
             last_seq: row.last_seq,
             member_count: row.member_count,
@@ -349,7 +354,7 @@ macro_rules! sql_store {
                 .bind(now)
                 .execute(&self.pool)
                 .await?;
-                let row: RoomRow = sqlx::query_as("SELECT id, name, last_seq FROM rooms WHERE name_key = lower($1)")
+                let row: RoomRow = sqlx::query_as("SELECT id, name, kind, last_seq FROM rooms WHERE name_key = lower($1)")
                     .bind(name)
                     .fetch_one(&self.pool)
                     .await?;
@@ -360,7 +365,7 @@ macro_rules! sql_store {
                 let mut tx = self.pool.begin().await?;
                 let inserted: Result<RoomRow, _> = sqlx::query_as(
                     "INSERT INTO rooms (name, name_key, kind, created_by, created_at) \
-                     VALUES ($1, lower($1), 'public', $2, $3) RETURNING id, name, last_seq",
+                     VALUES ($1, lower($1), 'public', $2, $3) RETURNING id, name, kind, last_seq",
                 )
                 .bind(name)
                 .bind(creator.id)
@@ -386,10 +391,17 @@ macro_rules! sql_store {
             }
 
             async fn room(&self, room_id: i64) -> StoreResult<Option<RoomRecord>> {
-                let row: Option<RoomRow> = sqlx::query_as("SELECT id, name, last_seq FROM rooms WHERE id = $1")
+                let row: Option<RoomRow> = sqlx::query_as("SELECT id, name, kind, last_seq FROM rooms WHERE id = $1")
                     .bind(room_id)
                     .fetch_optional(&self.pool)
                     .await?;
+                Ok(row.map(Into::into))
+            }
+
+            async fn room_summary(&self, room_id: i64, user_id: i64) -> StoreResult<Option<RoomSummary>> {
+                let sql = format!("{SELECT_ROOM_SUMMARY} WHERE r.id = $2");
+                let row: Option<RoomSummaryRow> =
+                    sqlx::query_as(&sql).bind(user_id).bind(room_id).fetch_optional(&self.pool).await?;
                 Ok(row.map(Into::into))
             }
 

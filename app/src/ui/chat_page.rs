@@ -1,0 +1,209 @@
+//! The chat screen: sidebar (a drawer on phones), room header, messages, composer.
+
+use leptos::prelude::*;
+use leptos_meta::Title;
+use leptos_router::hooks::{use_navigate, use_params_map};
+
+use super::{composer::Composer, messages::MessageList, sidebar::Sidebar, Avatar};
+use crate::{
+    client::{ChatClient, ConnState},
+    protocol::{RoomId, RoomSummary},
+};
+
+#[component]
+pub fn ChatPage() -> impl IntoView {
+    let chat = expect_context::<ChatClient>();
+    Effect::new(move |_| chat.start());
+
+    let params = use_params_map();
+    let wanted_name = Memo::new(move |_| params.with(|p| p.get("room")));
+    // The room on screen: the one named in the URL, or on "/" the default room.
+    let current_id: Memo<Option<RoomId>> = Memo::new(move |_| match wanted_name.get() {
+        Some(name) => chat.room_by_name(&name).map(|room| room.id),
+        None => chat.rooms.with(|rooms| {
+            rooms.iter().find(|room| room.name == "general").or(rooms.first()).map(|room| room.id)
+        }),
+    });
+    let current: Signal<Option<RoomSummary>> =
+        Signal::derive(move || current_id.get().and_then(|id| chat.rooms.with(|r| r.iter().find(|r| r.id == id).cloned())));
+
+    // Load the room's history once connected (and again after each reconnect).
+    Effect::new(move |_| {
+        if let (Some(room_id), ConnState::Online) = (current_id.get(), chat.conn.get()) {
+            chat.open_room(room_id);
+        }
+    });
+    let navigate = use_navigate();
+    Effect::new(move |_| {
+        if let Some(path) = chat.goto.get() {
+            chat.goto.set(None);
+            navigate(&path, Default::default());
+        }
+    });
+
+    let drawer_open = RwSignal::new(false);
+    let title = move || match current.get() {
+        Some(room) => format!("#{} · Parley", room.name),
+        None => "Parley".to_string(),
+    };
+
+    view! {
+        <Title text=title />
+        <div class="flex h-dvh overflow-hidden bg-white text-slate-900 dark:bg-slate-950 dark:text-slate-100">
+            <Sidebar open=drawer_open current=current_id.into() />
+            <main class="relative flex min-w-0 flex-1 flex-col">
+                <RoomHeader room=current drawer_open=drawer_open />
+                <AlertBar />
+                {move || match current_id.get() {
+                    Some(room_id) => view! {
+                        <MessageList room_id=room_id />
+                        <Composer room_id=room_id />
+                    }
+                        .into_any(),
+                    None => view! { <NotAMember wanted=wanted_name.into() /> }.into_any(),
+                }}
+            </main>
+        </div>
+    }
+    .into_any()
+}
+
+#[component]
+fn RoomHeader(room: Signal<Option<RoomSummary>>, drawer_open: RwSignal<bool>) -> impl IntoView {
+    let chat = expect_context::<ChatClient>();
+    let room_id = move || room.with(|r| r.as_ref().map(|r| r.id));
+    let online = Memo::new(move |_| {
+        room_id().map(|id| chat.presence.with(|p| p.get(&id).cloned().unwrap_or_default())).unwrap_or_default()
+    });
+    view! {
+        <header class="flex items-center gap-2 border-b border-slate-200 px-3 py-2 dark:border-slate-800">
+            <button
+                type="button"
+                class="rounded-lg p-2 hover:bg-slate-100 focus:outline-none focus-visible:ring-2 focus-visible:ring-indigo-500 md:hidden dark:hover:bg-slate-800"
+                aria-label="Open rooms"
+                aria-controls="sidebar"
+                aria-expanded=move || drawer_open.get().to_string()
+                on:click=move |_| drawer_open.set(true)
+            >
+                <svg aria-hidden="true" viewBox="0 0 24 24" class="h-6 w-6" fill="none" stroke="currentColor" stroke-width="2">
+                    <path stroke-linecap="round" d="M4 6h16M4 12h16M4 18h16" />
+                </svg>
+            </button>
+            <h1 class="min-w-0 flex-1 truncate text-lg font-semibold" data-testid="room-title">
+                {move || room.with(|r| r.as_ref().map(|r| format!("#{}", r.name)).unwrap_or_default())}
+            </h1>
+            <details class="relative" data-testid="presence">
+                <summary class="cursor-pointer list-none rounded-full px-2 py-1 text-sm text-slate-600 hover:bg-slate-100 focus:outline-none focus-visible:ring-2 focus-visible:ring-indigo-500 dark:text-slate-300 dark:hover:bg-slate-800">
+                    <span class="mr-1 inline-block h-2 w-2 rounded-full bg-emerald-500" aria-hidden="true"></span>
+                    {move || format!("{} online", online.with(Vec::len))}
+                </summary>
+                <ul class="absolute right-0 z-20 mt-2 max-h-72 w-56 overflow-y-auto rounded-xl bg-white p-2 shadow-lg ring-1 ring-slate-200 dark:bg-slate-900 dark:ring-slate-700">
+                    <For each=move || online.get() key=|user| user.id let:user>
+                        <li class="flex items-center gap-2 rounded-lg px-2 py-1 text-sm">
+                            <Avatar name=user.display_name.clone() user_id=user.id small=true />
+                            <span class="truncate">{user.display_name.clone()}</span>
+                        </li>
+                    </For>
+                </ul>
+            </details>
+            <ConnectionBadge />
+            <Show when=move || room_id().is_some()>
+                <button
+                    type="button"
+                    class="rounded-lg px-2 py-1 text-sm text-slate-600 hover:bg-slate-100 focus:outline-none focus-visible:ring-2 focus-visible:ring-indigo-500 dark:text-slate-300 dark:hover:bg-slate-800"
+                    on:click=move |_| {
+                        if let Some(id) = room_id() {
+                            chat.leave_room(id);
+                        }
+                    }
+                >
+                    "Leave"
+                </button>
+            </Show>
+        </header>
+    }
+    .into_any()
+}
+
+#[component]
+fn ConnectionBadge() -> impl IntoView {
+    let chat = expect_context::<ChatClient>();
+    let look = move || match chat.conn.get() {
+        ConnState::Connecting => ("connecting", "Connecting…", "bg-amber-400"),
+        ConnState::Online => ("online", "Online", "bg-emerald-500"),
+        ConnState::Reconnecting => ("reconnecting", "Reconnecting…", "bg-amber-500 animate-pulse"),
+        ConnState::SignedOut => ("signed-out", "Signed out", "bg-slate-400"),
+    };
+    view! {
+        <span
+            role="status"
+            data-testid="connection-state"
+            data-state=move || look().0
+            class="flex items-center gap-1.5 whitespace-nowrap rounded-full px-2 py-1 text-xs text-slate-600 dark:text-slate-300"
+        >
+            <span aria-hidden="true" class=move || format!("inline-block h-2 w-2 rounded-full {}", look().2)></span>
+            <span class="hidden sm:inline">{move || look().1}</span>
+            <span class="sr-only sm:hidden">{move || look().1}</span>
+        </span>
+    }
+}
+
+#[component]
+fn AlertBar() -> impl IntoView {
+    let chat = expect_context::<ChatClient>();
+    view! {
+        <div role="alert" class="empty:hidden">
+            {move || {
+                chat.alert
+                    .get()
+                    .map(|message| {
+                        view! {
+                            <div class="flex items-center gap-2 bg-rose-50 px-4 py-2 text-sm text-rose-800 dark:bg-rose-950 dark:text-rose-200">
+                                <span class="flex-1">{message}</span>
+                                <button type="button" class="rounded px-2 font-medium hover:underline" on:click=move |_| chat.alert.set(None)>
+                                    "Dismiss"
+                                </button>
+                            </div>
+                        }
+                    })
+            }}
+        </div>
+    }
+}
+
+/// Shown when the URL names a room the user is not in: join it, or learn it does not exist.
+#[component]
+fn NotAMember(wanted: Signal<Option<String>>) -> impl IntoView {
+    let chat = expect_context::<ChatClient>();
+    Effect::new(move |_| {
+        if wanted.get().is_some() && chat.conn.get() == ConnState::Online && chat.directory.with(Option::is_none) {
+            chat.browse_rooms();
+        }
+    });
+    let found = move || {
+        let name = wanted.get()?;
+        chat.directory.with(|dir| dir.as_ref()?.iter().find(|r| r.name.eq_ignore_ascii_case(&name)).cloned())
+    };
+    view! {
+        <div class="flex flex-1 flex-col items-center justify-center gap-4 p-6 text-center">
+            {move || match (wanted.get(), found(), chat.directory.with(Option::is_some), chat.conn.get()) {
+                (_, _, _, ConnState::Connecting) => view! { <p class="text-slate-500">"Loading…"</p> }.into_any(),
+                (Some(_), Some(room), _, _) => view! {
+                    <p class="text-lg">{format!("You are not a member of #{}.", room.name)}</p>
+                    <button
+                        type="button"
+                        class="rounded-lg bg-indigo-600 px-4 py-2 font-semibold text-white hover:bg-indigo-700 focus:outline-none focus-visible:ring-4 focus-visible:ring-indigo-400/60"
+                        on:click=move |_| chat.join_room(room.id)
+                    >
+                        {format!("Join #{}", room.name)}
+                    </button>
+                }
+                    .into_any(),
+                (Some(name), None, true, _) => view! { <p class="text-lg">{format!("There is no room called #{name}.")}</p> }.into_any(),
+                (None, _, _, _) => view! { <p class="text-lg">"You are not in any room yet. Create one or browse the rooms."</p> }.into_any(),
+                _ => view! { <p class="text-slate-500">"Loading…"</p> }.into_any(),
+            }}
+        </div>
+    }
+    .into_any()
+}

@@ -1,0 +1,75 @@
+//! Writing a message: Enter sends, Shift+Enter starts a new line, the Send button sends.
+
+use leptos::prelude::*;
+
+use crate::{client::ChatClient, protocol::RoomId, validation::check_message_text};
+
+#[component]
+pub fn Composer(room_id: RoomId) -> impl IntoView {
+    let chat = expect_context::<ChatClient>();
+    let text = RwSignal::new(String::new());
+    let problem = RwSignal::new(None::<String>);
+    let room_name =
+        move || chat.rooms.with(|rooms| rooms.iter().find(|r| r.id == room_id).map(|r| r.name.clone()).unwrap_or_default());
+    let max_chars = move || chat.limits.with(|l| l.max_message_chars as usize);
+    let length = move || text.with(|t| t.chars().count());
+
+    let send = move || {
+        let draft = text.get_untracked();
+        match check_message_text(&draft, max_chars()) {
+            Ok(()) => {
+                chat.send_message(room_id, draft);
+                text.set(String::new());
+                problem.set(None);
+            }
+            // Nothing typed: nothing to send, nothing to complain about.
+            Err(_) if draft.trim().is_empty() => {}
+            Err(why) => problem.set(Some(why)),
+        }
+    };
+
+    view! {
+        <form
+            class="border-t border-slate-200 bg-white px-3 pt-2 pb-[max(0.5rem,env(safe-area-inset-bottom))] dark:border-slate-800 dark:bg-slate-950"
+            on:submit=move |ev| {
+                ev.prevent_default();
+                send();
+            }
+        >
+            <div class="mx-auto flex max-w-3xl items-end gap-2">
+                <label for="composer" class="sr-only">{move || format!("Message #{}", room_name())}</label>
+                <textarea
+                    id="composer"
+                    rows="1"
+                    placeholder=move || format!("Message #{}", room_name())
+                    aria-describedby="composer-problem"
+                    class="field-sizing-content max-h-40 min-h-11 min-w-0 flex-1 resize-none rounded-xl border border-slate-300 bg-white px-3 py-2.5 text-base leading-snug focus:border-indigo-500 focus:outline-none focus:ring-2 focus:ring-indigo-500/40 dark:border-slate-600 dark:bg-slate-900"
+                    prop:value=text
+                    on:input=move |ev| text.set(event_target_value(&ev))
+                    on:keydown=move |ev: leptos::ev::KeyboardEvent| {
+                        if ev.key() == "Enter" && !ev.shift_key() && !ev.is_composing() {
+                            ev.prevent_default();
+                            send();
+                        }
+                    }
+                ></textarea>
+                <button
+                    type="submit"
+                    class="min-h-11 rounded-xl bg-indigo-600 px-4 font-semibold text-white shadow hover:bg-indigo-700 focus:outline-none focus-visible:ring-4 focus-visible:ring-indigo-400/60 disabled:opacity-50"
+                    disabled=move || text.with(|t| t.trim().is_empty())
+                >
+                    "Send"
+                </button>
+            </div>
+            <div class="mx-auto flex max-w-3xl justify-between text-xs">
+                <p id="composer-problem" role="status" class="text-rose-600 dark:text-rose-400">{move || problem.get()}</p>
+                <Show when=move || { length() * 10 >= max_chars() * 9 }>
+                    <p class=move || { if length() > max_chars() { "text-rose-600" } else { "text-slate-500" } }>
+                        {move || format!("{}/{}", length(), max_chars())}
+                    </p>
+                </Show>
+            </div>
+        </form>
+    }
+    .into_any()
+}

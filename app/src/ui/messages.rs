@@ -1,0 +1,276 @@
+//! The message list: history that loads as you scroll up (without the view jumping),
+//! follows new messages while you are at the bottom, and otherwise offers a
+//! "new messages" button. Text is always inserted as text, never as HTML.
+
+use leptos::{html::Div, prelude::*};
+
+use super::Avatar;
+use crate::{
+    client::{ChatClient, Outgoing},
+    protocol::{ChatMessage, MessageKind, RoomId},
+};
+
+/// Within this many pixels of the bottom counts as "at the bottom".
+const BOTTOM_SLACK_PX: i32 = 48;
+/// Start loading older messages this close to the top.
+const TOP_PREFETCH_PX: i32 = 200;
+
+#[component]
+pub fn MessageList(room_id: RoomId) -> impl IntoView {
+    let chat = expect_context::<ChatClient>();
+    let messages = Memo::new(move |_| {
+        chat.timelines.with(|t| t.get(&room_id).map(|t| t.messages().cloned().collect::<Vec<_>>()).unwrap_or_default())
+    });
+    let pending = Memo::new(move |_| chat.outbox.with(|o| o.iter().filter(|o| o.room_id == room_id).cloned().collect::<Vec<_>>()));
+    let paging = Memo::new(move |_| {
+        chat.timelines.with(|t| t.get(&room_id).map(|t| (t.loaded, t.has_more_before, t.loading_older)).unwrap_or_default())
+    });
+    let me = move || chat.me.with(|me| me.as_ref().map(|me| me.id));
+
+    let list = NodeRef::<Div>::new();
+    let at_bottom = RwSignal::new(true);
+    let unseen = RwSignal::new(false);
+    // Distance from the bottom before an older page was requested, restored after it
+    // is drawn so the messages being read stay put.
+    let anchor = StoredValue::new(None::<i32>);
+
+    let scroll_to_bottom = move || {
+        if let Some(el) = list.get_untracked() {
+            el.set_scroll_top(el.scroll_height());
+        }
+        unseen.set(false);
+        at_bottom.set(true);
+    };
+    let load_older = move || {
+        let (loaded, has_more, loading) = paging.get_untracked();
+        if loaded && has_more && !loading {
+            if let Some(el) = list.get_untracked() {
+                anchor.set_value(Some(el.scroll_height() - el.scroll_top()));
+            }
+            chat.load_older(room_id);
+        }
+    };
+    let on_scroll = move |_| {
+        let Some(el) = list.get_untracked() else { return };
+        let bottom = el.scroll_height() - el.scroll_top() - el.client_height() <= BOTTOM_SLACK_PX;
+        at_bottom.set(bottom);
+        if bottom {
+            unseen.set(false);
+        }
+        if el.scroll_top() < TOP_PREFETCH_PX {
+            load_older();
+        }
+    };
+
+    // After each change to what is shown: keep the reading position when older
+    // messages were added on top, follow the newest when at the bottom (or when the
+    // newest is one's own), otherwise point out that something new arrived.
+    let last_seen = StoredValue::new((None::<i64>, None::<i64>));
+    Effect::new(move |_| {
+        let (first, last, last_is_mine) = messages.with(|m| {
+            (m.first().map(|m| m.seq), m.last().map(|m| m.seq), m.last().is_some_and(|m| Some(m.sender.id) == me()))
+        });
+        let pending_count = pending.with(Vec::len);
+        let (old_first, old_last) = last_seen.get_value();
+        last_seen.set_value((first, last));
+        let Some(el) = list.get() else { return };
+        if let Some(from_bottom) = anchor.get_value().filter(|_| first != old_first) {
+            anchor.set_value(None);
+            el.set_scroll_top(el.scroll_height() - from_bottom);
+            return;
+        }
+        let grew = last != old_last || pending_count > 0;
+        if grew && (at_bottom.get_untracked() || last_is_mine || old_last.is_none()) {
+            el.set_scroll_top(el.scroll_height());
+        } else if last != old_last && old_last.is_some() {
+            unseen.set(true);
+        }
+    });
+
+    view! {
+        <div class="relative flex min-h-0 flex-1 flex-col">
+            <div node_ref=list on:scroll=on_scroll class="min-h-0 flex-1 overflow-y-auto overscroll-contain px-3 py-4 sm:px-6" data-testid="message-scroller">
+                <div class="mx-auto flex max-w-3xl flex-col gap-2">
+                    {move || {
+                        let (loaded, has_more, loading) = paging.get();
+                        if !loaded {
+                            view! { <p class="py-8 text-center text-sm text-slate-500">"Loading messages…"</p> }.into_any()
+                        } else if has_more {
+                            view! {
+                                <button
+                                    type="button"
+                                    class="mx-auto rounded-full px-3 py-1 text-sm text-indigo-600 hover:bg-indigo-50 focus:outline-none focus-visible:ring-2 focus-visible:ring-indigo-500 dark:text-indigo-400 dark:hover:bg-slate-800"
+                                    disabled=loading
+                                    on:click=move |_| load_older()
+                                >
+                                    {if loading { "Loading older messages…" } else { "Load older messages" }}
+                                </button>
+                            }
+                                .into_any()
+                        } else {
+                            view! { <p class="py-2 text-center text-xs text-slate-500">"This is the start of the room."</p> }.into_any()
+                        }
+                    }}
+                    <div role="log" aria-live="polite" aria-relevant="additions" aria-label="Messages" class="flex flex-col gap-2">
+                        <For each=move || messages.get() key=|m| m.seq let:message>
+                            <MessageRow message=message mine=Signal::derive(me) />
+                        </For>
+                        <For each=move || pending.get() key=|o| (o.client_id.clone(), o.failed.clone()) let:item>
+                            <PendingRow item=item />
+                        </For>
+                    </div>
+                </div>
+            </div>
+            <Show when=move || unseen.get()>
+                <button
+                    type="button"
+                    class="absolute bottom-3 left-1/2 -translate-x-1/2 rounded-full bg-indigo-600 px-4 py-1.5 text-sm font-medium text-white shadow-lg hover:bg-indigo-700 focus:outline-none focus-visible:ring-4 focus-visible:ring-indigo-400/60"
+                    on:click=move |_| scroll_to_bottom()
+                >
+                    "New messages ↓"
+                </button>
+            </Show>
+        </div>
+    }
+    .into_any()
+}
+
+#[component]
+fn MessageRow(message: ChatMessage, mine: Signal<Option<i64>>) -> impl IntoView {
+    let who = message.sender.display_name.clone();
+    match message.kind {
+        MessageKind::Joined | MessageKind::Left => {
+            let verb = if message.kind == MessageKind::Joined { "joined" } else { "left" };
+            view! {
+                <p data-testid="notice" data-seq=message.seq class="my-1 text-center text-xs text-slate-500 dark:text-slate-400">
+                    <span class="rounded-full bg-slate-100 px-3 py-1 dark:bg-slate-800">{format!("{who} {verb}")}</span>
+                </p>
+            }
+            .into_any()
+        }
+        MessageKind::Text => {
+            let is_mine = mine.get_untracked() == Some(message.sender.id);
+            let time = Clock::from_millis(message.sent_at);
+            if is_mine {
+                view! {
+                    <div data-testid="message" data-seq=message.seq data-own="true" class="flex justify-end">
+                        <div class="max-w-[85%] rounded-2xl rounded-br-md bg-indigo-600 px-3 py-2 text-white shadow-sm sm:max-w-[75%]">
+                            <span class="sr-only">"You said: "</span>
+                            <p class="whitespace-pre-wrap break-words">{message.text}</p>
+                            <time datetime=time.iso() class="mt-0.5 block text-right text-[11px] text-indigo-100">{time.hh_mm()}</time>
+                        </div>
+                    </div>
+                }
+                .into_any()
+            } else {
+                view! {
+                    <div data-testid="message" data-seq=message.seq data-own="false" class="flex items-end gap-2">
+                        <Avatar name=who.clone() user_id=message.sender.id />
+                        <div class="min-w-0 max-w-[85%] sm:max-w-[75%]">
+                            <p class="mb-0.5 flex items-baseline gap-2 text-xs">
+                                <span class="font-semibold text-slate-800 dark:text-slate-100" data-testid="sender">{who.clone()}</span>
+                                <time datetime=time.iso() class="text-slate-500 dark:text-slate-400">{time.hh_mm()}</time>
+                            </p>
+                            <div class="rounded-2xl rounded-bl-md bg-slate-100 px-3 py-2 text-slate-900 shadow-sm dark:bg-slate-800 dark:text-slate-100">
+                                <span class="sr-only">{format!("{who} said: ")}</span>
+                                <p class="whitespace-pre-wrap break-words">{message.text}</p>
+                            </div>
+                        </div>
+                    </div>
+                }
+                .into_any()
+            }
+        }
+    }
+}
+
+/// One's own message before the server has stored it.
+#[component]
+fn PendingRow(item: Outgoing) -> impl IntoView {
+    let chat = expect_context::<ChatClient>();
+    let failed = item.failed.clone();
+    let colour = if failed.is_some() { "bg-rose-600" } else { "bg-indigo-400 dark:bg-indigo-700" };
+    let client_id = item.client_id.clone();
+    let retry_id = client_id.clone();
+    view! {
+        <div data-testid="pending" data-failed=item.failed.is_some().to_string() class="flex justify-end">
+            <div class=format!(
+                "max-w-[85%] rounded-2xl rounded-br-md px-3 py-2 text-white shadow-sm sm:max-w-[75%] {}",
+                colour,
+            )>
+                <p class="whitespace-pre-wrap break-words">{item.text.clone()}</p>
+                {match failed {
+                    None => view! { <p class="mt-0.5 text-right text-[11px] text-indigo-50">"Sending…"</p> }.into_any(),
+                    Some(reason) => view! {
+                        <p class="mt-1 text-xs">{format!("Not sent: {reason}")}</p>
+                        <div class="mt-1 flex justify-end gap-2 text-xs font-semibold">
+                            <button type="button" class="underline" on:click=move |_| chat.retry(&retry_id)>"Retry"</button>
+                            <button type="button" class="underline" on:click=move |_| chat.discard(&client_id)>"Discard"</button>
+                        </div>
+                    }
+                        .into_any(),
+                }}
+            </div>
+        </div>
+    }
+}
+
+/// A message time: local time in the browser; UTC on the server (which never renders
+/// messages, as they arrive over the socket after hydration).
+struct Clock {
+    millis: i64,
+}
+
+impl Clock {
+    fn from_millis(millis: i64) -> Self {
+        Clock { millis }
+    }
+
+    fn hh_mm(&self) -> String {
+        #[cfg(feature = "hydrate")]
+        {
+            let date = js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(self.millis as f64));
+            format!("{:02}:{:02}", date.get_hours(), date.get_minutes())
+        }
+        #[cfg(not(feature = "hydrate"))]
+        {
+            let minutes = self.millis.div_euclid(60_000);
+            format!("{:02}:{:02}", minutes.div_euclid(60).rem_euclid(24), minutes.rem_euclid(60))
+        }
+    }
+
+    /// ISO 8601 in UTC, for the `datetime` attribute.
+    fn iso(&self) -> String {
+        let seconds = self.millis.div_euclid(1000);
+        let (days, of_day) = (seconds.div_euclid(86_400), seconds.rem_euclid(86_400));
+        let (year, month, day) = civil_from_days(days);
+        format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", of_day / 3600, of_day / 60 % 60, of_day % 60)
+    }
+}
+
+/// Year, month and day of a count of days since 1970-01-01 in the proleptic Gregorian
+/// calendar (Howard Hinnant's `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iso_times_are_utc() {
+        assert_eq!(Clock::from_millis(0).iso(), "1970-01-01T00:00:00Z");
+        assert_eq!(Clock::from_millis(1_709_210_096_000).iso(), "2024-02-29T12:34:56Z");
+        assert_eq!(Clock::from_millis(951_782_400_000).iso(), "2000-02-29T00:00:00Z");
+    }
+}

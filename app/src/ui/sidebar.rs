@@ -1,0 +1,228 @@
+//! Rooms the user is in, creating and browsing rooms, and the account menu.
+//! Side by side with the messages on wide screens; a drawer on phones.
+
+use leptos::prelude::*;
+use leptos_router::components::A;
+
+use super::Avatar;
+use crate::{auth::Logout, client::ChatClient, protocol::RoomId, validation::check_room_name};
+
+const SECTION_TITLE: &str = "px-3 text-xs font-semibold uppercase tracking-wide text-slate-500 dark:text-slate-400";
+const SMALL_BUTTON: &str = "rounded-lg px-3 py-1.5 text-sm font-medium focus:outline-none focus-visible:ring-2 focus-visible:ring-indigo-500";
+
+#[component]
+pub fn Sidebar(open: RwSignal<bool>, current: Signal<Option<RoomId>>) -> impl IntoView {
+    let chat = expect_context::<ChatClient>();
+    let close = move || open.set(false);
+    let position = move || {
+        if open.get() {
+            "translate-x-0 visible"
+        } else {
+            "-translate-x-full invisible md:visible"
+        }
+    };
+    view! {
+        <Show when=move || open.get()>
+            <div class="fixed inset-0 z-30 bg-black/40 md:hidden" aria-hidden="true" on:click=move |_| close()></div>
+        </Show>
+        <aside
+            id="sidebar"
+            aria-label="Rooms"
+            data-open=move || open.get().to_string()
+            class=move || {
+                format!(
+                    "fixed inset-y-0 left-0 z-40 flex w-72 max-w-[85vw] flex-col border-r border-slate-200 bg-slate-50 \
+                     transition-transform duration-200 dark:border-slate-800 dark:bg-slate-900 \
+                     md:static md:z-auto md:max-w-none md:translate-x-0 {}",
+                    position(),
+                )
+            }
+        >
+            <div class="flex items-center justify-between px-4 py-3">
+                <span class="text-xl font-bold tracking-tight text-indigo-600 dark:text-indigo-400">"Parley"</span>
+                <button
+                    type="button"
+                    class="rounded-lg p-2 hover:bg-slate-200 focus:outline-none focus-visible:ring-2 focus-visible:ring-indigo-500 md:hidden dark:hover:bg-slate-800"
+                    aria-label="Close rooms"
+                    on:click=move |_| close()
+                >
+                    <svg aria-hidden="true" viewBox="0 0 24 24" class="h-5 w-5" fill="none" stroke="currentColor" stroke-width="2">
+                        <path stroke-linecap="round" d="M6 6l12 12M18 6L6 18" />
+                    </svg>
+                </button>
+            </div>
+            <div class="flex-1 space-y-6 overflow-y-auto px-2 pb-4">
+                <nav aria-labelledby="rooms-heading">
+                    <h2 id="rooms-heading" class=SECTION_TITLE>"Rooms"</h2>
+                    <ul class="mt-2 space-y-0.5" data-testid="room-list">
+                        <For each=move || chat.rooms.get() key=|room| (room.id, room.name.clone()) let:room>
+                            {
+                                let id = room.id;
+                                let active = move || current.get() == Some(id);
+                                view! {
+                                    <li>
+                                        <A
+                                            href=format!("/r/{}", room.name)
+                                            attr:class=move || {
+                                                format!(
+                                                    "block truncate rounded-lg px-3 py-2 text-sm focus:outline-none focus-visible:ring-2 focus-visible:ring-indigo-500 {}",
+                                                    if active() {
+                                                        "bg-indigo-600 font-semibold text-white"
+                                                    } else {
+                                                        "text-slate-700 hover:bg-slate-200 dark:text-slate-200 dark:hover:bg-slate-800"
+                                                    },
+                                                )
+                                            }
+                                            attr:aria-current=move || active().then_some("page")
+                                            on:click=move |_| close()
+                                        >
+                                            {format!("#{}", room.name)}
+                                        </A>
+                                    </li>
+                                }
+                            }
+                        </For>
+                    </ul>
+                </nav>
+                <NewRoomForm />
+                <RoomDirectory />
+            </div>
+            <AccountFooter />
+        </aside>
+    }
+    .into_any()
+}
+
+#[component]
+fn NewRoomForm() -> impl IntoView {
+    let chat = expect_context::<ChatClient>();
+    let name = RwSignal::new(String::new());
+    let problem = RwSignal::new(None::<String>);
+    let submit = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        let wanted = name.get_untracked().trim().to_string();
+        match check_room_name(&wanted) {
+            Ok(()) => {
+                chat.create_room(wanted);
+                name.set(String::new());
+                problem.set(None);
+            }
+            Err(why) => problem.set(Some(why)),
+        }
+    };
+    view! {
+        <form class="px-3" on:submit=submit>
+            <label for="new-room" class=SECTION_TITLE.replace("px-3 ", "")>"New room"</label>
+            <div class="mt-2 flex gap-2">
+                <input
+                    id="new-room"
+                    placeholder="room-name"
+                    autocomplete="off"
+                    autocapitalize="none"
+                    spellcheck="false"
+                    aria-describedby="new-room-problem"
+                    class="min-w-0 flex-1 rounded-lg border border-slate-300 bg-white px-2 py-1.5 text-sm focus:border-indigo-500 focus:outline-none focus:ring-2 focus:ring-indigo-500/40 dark:border-slate-600 dark:bg-slate-800"
+                    prop:value=name
+                    on:input=move |ev| name.set(event_target_value(&ev))
+                />
+                <button type="submit" class=format!("{SMALL_BUTTON} bg-indigo-600 text-white hover:bg-indigo-700")>
+                    "Create"
+                </button>
+            </div>
+            <p id="new-room-problem" class="mt-1 text-xs text-rose-600 dark:text-rose-400">{move || problem.get()}</p>
+        </form>
+    }
+    .into_any()
+}
+
+#[component]
+fn RoomDirectory() -> impl IntoView {
+    let chat = expect_context::<ChatClient>();
+    let shown = RwSignal::new(false);
+    let toggle = move |_| {
+        let now_shown = !shown.get_untracked();
+        shown.set(now_shown);
+        if now_shown {
+            chat.browse_rooms();
+        }
+    };
+    let others = move || {
+        chat.directory.with(|dir| dir.as_ref().map(|rooms| rooms.iter().filter(|r| !r.joined).cloned().collect::<Vec<_>>()))
+    };
+    view! {
+        <section class="px-3">
+            <button
+                type="button"
+                class=format!("{SMALL_BUTTON} w-full border border-slate-300 text-slate-700 hover:bg-slate-200 dark:border-slate-600 dark:text-slate-200 dark:hover:bg-slate-800")
+                aria-expanded=move || shown.get().to_string()
+                aria-controls="room-directory"
+                on:click=toggle
+            >
+                {move || if shown.get() { "Hide other rooms" } else { "Browse rooms" }}
+            </button>
+            <Show when=move || shown.get()>
+                <ul id="room-directory" class="mt-2 space-y-1" data-testid="room-directory">
+                    {move || match others() {
+                        None => view! { <li class="text-sm text-slate-500">"Loading…"</li> }.into_any(),
+                        Some(rooms) if rooms.is_empty() => {
+                            view! { <li class="text-sm text-slate-500">"You are in every room."</li> }.into_any()
+                        }
+                        Some(rooms) => rooms
+                            .into_iter()
+                            .map(|room| {
+                                let id = room.id;
+                                view! {
+                                    <li class="flex items-center justify-between gap-2 rounded-lg px-2 py-1 text-sm">
+                                        <span class="truncate">{format!("#{}", room.name)}</span>
+                                        <span class="text-xs text-slate-500">{format!("{} members", room.member_count)}</span>
+                                        <button
+                                            type="button"
+                                            class=format!("{SMALL_BUTTON} bg-indigo-600 py-1 text-white hover:bg-indigo-700")
+                                            aria-label=format!("Join #{}", room.name)
+                                            on:click=move |_| chat.join_room(id)
+                                        >
+                                            "Join"
+                                        </button>
+                                    </li>
+                                }
+                            })
+                            .collect_view()
+                            .into_any(),
+                    }}
+                </ul>
+            </Show>
+        </section>
+    }
+    .into_any()
+}
+
+#[component]
+fn AccountFooter() -> impl IntoView {
+    let chat = expect_context::<ChatClient>();
+    let logout = ServerAction::<Logout>::new();
+    view! {
+        <div class="flex items-center gap-2 border-t border-slate-200 px-3 py-3 dark:border-slate-800">
+            {move || {
+                chat.me
+                    .get()
+                    .map(|me| {
+                        view! {
+                            <Avatar name=me.display_name.clone() user_id=me.id />
+                            <div class="min-w-0 flex-1 text-sm">
+                                <p class="truncate font-semibold" data-testid="me">{me.display_name.clone()}</p>
+                                <p class="truncate text-xs text-slate-500">{format!("@{}", me.username)}</p>
+                            </div>
+                        }
+                    })
+            }}
+            <div class="ml-auto">
+                <ActionForm action=logout>
+                    <button type="submit" class=format!("{SMALL_BUTTON} text-slate-700 hover:bg-slate-200 dark:text-slate-200 dark:hover:bg-slate-800")>
+                        "Log out"
+                    </button>
+                </ActionForm>
+            </div>
+        </div>
+    }
+    .into_any()
+}

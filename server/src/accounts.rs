@@ -1,0 +1,193 @@
+//! Registration, login, logout and session checks.
+//!
+//! A session is 256 random bits in an `HttpOnly`, `SameSite=Lax` cookie; the database
+//! keeps only its SHA-256, so a leaked database holds no usable cookie. Sessions end
+//! after an idle period and at an absolute lifetime, both configurable; logout revokes
+//! the session on the server and closes the sockets it opened.
+
+use std::{sync::Arc, time::Duration};
+
+use app::{protocol::UserRef, validation};
+use argon2::password_hash::rand_core::{OsRng, RngCore};
+use sha2::{Digest, Sha256};
+
+use crate::{
+    error::AppError,
+    hub::Hub,
+    password,
+    storage::{SessionRecord, Store, StoreError},
+    time::unix_millis,
+};
+
+pub const SESSION_COOKIE: &str = "parley_session";
+
+/// Touching `last_seen_at` on every request would be a write per page view; once a
+/// minute is plenty to enforce an idle timeout measured in hours or days.
+const TOUCH_INTERVAL_MS: i64 = 60_000;
+
+/// Session lifetimes.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionPolicy {
+    pub idle: Duration,
+    pub absolute: Duration,
+    /// Adds `Secure` to the cookie: set when the site is served over TLS.
+    pub secure_cookie: bool,
+}
+
+/// A newly created session, ready to be put into a cookie.
+#[derive(Debug, Clone)]
+pub struct IssuedSession {
+    pub token: String,
+    pub user: UserRef,
+}
+
+pub struct Accounts {
+    store: Arc<dyn Store>,
+    hub: Arc<Hub>,
+    policy: SessionPolicy,
+    /// The room every new account joins.
+    default_room: i64,
+}
+
+impl Accounts {
+    pub fn new(store: Arc<dyn Store>, hub: Arc<Hub>, policy: SessionPolicy, default_room: i64) -> Self {
+        Accounts { store, hub, policy, default_room }
+    }
+
+    pub async fn register(&self, username: &str, display_name: &str, password: String) -> Result<IssuedSession, AppError> {
+        validation::check_username(username).map_err(AppError::Invalid)?;
+        let display_name = validation::normalize_display_name(display_name, username).map_err(AppError::Invalid)?;
+        validation::check_password(&password).map_err(AppError::Invalid)?;
+        let password_hash = password::hash(password).await?;
+        let now = unix_millis();
+        let user = match self.store.create_user(username, &display_name, &password_hash, now).await {
+            Ok(user) => user,
+            Err(StoreError::Conflict) => return Err(AppError::Conflict("That username is taken.")),
+            Err(err) => return Err(err.into()),
+        };
+        if let Some(notice) = self.store.join(self.default_room, &user, now).await? {
+            self.hub.join(user.id, self.default_room);
+            self.hub.publish(self.default_room, &app::protocol::ServerMsg::Message { message: notice }, None);
+        }
+        tracing::info!(user = user.id, "account registered");
+        self.issue(user).await
+    }
+
+    pub async fn login(&self, username: &str, password: String) -> Result<IssuedSession, AppError> {
+        // Refuse absurd input before spending argon2 time on it.
+        if password.len() > validation::PASSWORD_MAX * 4 || username.len() > validation::USERNAME_MAX * 4 {
+            return Err(AppError::Unauthorized);
+        }
+        let credentials = self.store.credentials(username).await?;
+        let (user, stored_hash) = match credentials {
+            Some(found) => (Some(found.user), Some(found.password_hash)),
+            None => (None, None),
+        };
+        let verified = password::verify(password, stored_hash).await?;
+        match user {
+            Some(user) if verified => {
+                tracing::info!(user = user.id, "logged in");
+                self.issue(user).await
+            }
+            _ => {
+                tracing::info!("login refused: wrong username or password");
+                Err(AppError::Unauthorized)
+            }
+        }
+    }
+
+    async fn issue(&self, user: UserRef) -> Result<IssuedSession, AppError> {
+        let token = new_token();
+        let now = unix_millis();
+        let expires_at = now + self.policy.absolute.as_millis() as i64;
+        self.store.create_session(user.id, &token_hash(&token), now, expires_at).await?;
+        Ok(IssuedSession { token, user })
+    }
+
+    /// Revokes the session and closes its sockets. Unknown tokens are ignored: logging
+    /// out twice is not an error.
+    pub async fn logout(&self, token: &str) -> Result<(), AppError> {
+        if let Some(session_id) = self.store.revoke_session(&token_hash(token), unix_millis()).await? {
+            self.hub.end_session(session_id);
+            tracing::info!(session = session_id, "logged out");
+        }
+        Ok(())
+    }
+
+    /// The live session for a cookie token, or `None` if it is unknown, revoked,
+    /// expired or idle for too long (an idle session is revoked on the spot).
+    pub async fn authenticate(&self, token: &str) -> Result<Option<SessionRecord>, AppError> {
+        let hash = token_hash(token);
+        let now = unix_millis();
+        let Some(session) = self.store.session(&hash, now).await? else {
+            return Ok(None);
+        };
+        if now - session.last_seen_at > self.policy.idle.as_millis() as i64 {
+            self.store.revoke_session(&hash, now).await?;
+            self.hub.end_session(session.session_id);
+            return Ok(None);
+        }
+        if now - session.last_seen_at > TOUCH_INTERVAL_MS {
+            self.store.touch_session(session.session_id, now).await?;
+        }
+        Ok(Some(session))
+    }
+
+    /// The `Set-Cookie` value that stores a session in the browser.
+    pub fn session_cookie(&self, token: &str) -> String {
+        self.cookie(token, self.policy.absolute.as_secs())
+    }
+
+    /// The `Set-Cookie` value that removes the session cookie.
+    pub fn clearing_cookie(&self) -> String {
+        self.cookie("", 0)
+    }
+
+    fn cookie(&self, value: &str, max_age_secs: u64) -> String {
+        let secure = if self.policy.secure_cookie { "; Secure" } else { "" };
+        format!("{SESSION_COOKIE}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age_secs}{secure}")
+    }
+}
+
+/// 256 bits from the operating system's generator, hex-encoded.
+fn new_token() -> String {
+    let mut bytes = [0u8; 32];
+    OsRng.fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
+fn token_hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// The session token from a `Cookie` header, if there is one.
+pub fn token_from_cookie_header(header: Option<&str>) -> Option<String> {
+    header?
+        .split(';')
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value.to_string())
+        .filter(|value| !value.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_long_random_and_hashed_for_storage() {
+        let (a, b) = (new_token(), new_token());
+        assert_eq!(a.len(), 64);
+        assert_ne!(a, b);
+        assert_eq!(token_hash(&a).len(), 64);
+        assert_ne!(token_hash(&a), a);
+    }
+
+    #[test]
+    fn the_session_token_is_found_among_other_cookies() {
+        assert_eq!(token_from_cookie_header(Some("theme=dark; parley_session=abc; x=1")), Some("abc".into()));
+        assert_eq!(token_from_cookie_header(Some("parley_session=")), None);
+        assert_eq!(token_from_cookie_header(Some("other=1")), None);
+        assert_eq!(token_from_cookie_header(None), None);
+    }
+}

@@ -1,0 +1,186 @@
+//! What each socket request does: rooms, membership, posting and history.
+//!
+//! Every request is checked against the database (membership is authoritative there,
+//! not in the hub), and every change is stored before anyone hears of it: the ack and
+//! the broadcast both go out only after the transaction commits.
+
+use std::sync::Arc;
+
+use app::{
+    protocol::{ClientMsg, Limits, RoomId, RoomKind, ServerMsg, UserRef, MAX_CLIENT_ID_LEN, PROTOCOL_VERSION},
+    validation,
+};
+use tokio::sync::Mutex;
+
+use crate::{
+    error::AppError,
+    hub::{ConnId, Hub},
+    storage::{Posted, Store, StoreError},
+    time::unix_millis,
+};
+
+/// Writes to one room are serialised from "store" to "publish", so events leave in
+/// sequence order and clients never see message 8 before message 7. Rooms share a
+/// fixed set of locks (by id) so memory does not grow with the number of rooms.
+struct RoomLocks(Vec<Mutex<()>>);
+
+impl RoomLocks {
+    const STRIPES: usize = 64;
+
+    fn new() -> Self {
+        RoomLocks((0..Self::STRIPES).map(|_| Mutex::new(())).collect())
+    }
+
+    fn for_room(&self, room_id: RoomId) -> &Mutex<()> {
+        &self.0[room_id.rem_euclid(Self::STRIPES as i64) as usize]
+    }
+}
+
+/// The connection a request came from.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub conn: ConnId,
+    pub user: UserRef,
+}
+
+pub struct Chat {
+    store: Arc<dyn Store>,
+    hub: Arc<Hub>,
+    locks: RoomLocks,
+    limits: Limits,
+}
+
+impl Chat {
+    pub fn new(store: Arc<dyn Store>, hub: Arc<Hub>, limits: Limits) -> Self {
+        Chat { store, hub, locks: RoomLocks::new(), limits }
+    }
+
+    /// The greeting for a new connection: who they are and their rooms.
+    pub async fn hello(&self, user: &UserRef) -> Result<ServerMsg, AppError> {
+        Ok(ServerMsg::Hello {
+            protocol: PROTOCOL_VERSION,
+            server_time: unix_millis(),
+            me: user.clone(),
+            rooms: self.store.rooms_of(user.id).await?,
+            limits: self.limits.clone(),
+        })
+    }
+
+    /// Answers one request. Failures become an error reply carrying the request id;
+    /// nothing is changed by a request that fails.
+    pub async fn handle(&self, caller: &Caller, msg: ClientMsg) -> ServerMsg {
+        let id = msg.id();
+        match self.dispatch(caller, msg).await {
+            Ok(reply) => reply,
+            Err(err) => err.into_reply(id),
+        }
+    }
+
+    async fn dispatch(&self, caller: &Caller, msg: ClientMsg) -> Result<ServerMsg, AppError> {
+        match msg {
+            ClientMsg::Ping { id } => Ok(ServerMsg::Pong { id }),
+            ClientMsg::ListRooms { id } => Ok(ServerMsg::Rooms { id, rooms: self.store.public_rooms(caller.user.id).await? }),
+            ClientMsg::CreateRoom { id, name } => self.create_room(caller, id, name.trim()).await,
+            ClientMsg::JoinRoom { id, room_id } => self.join_room(caller, id, room_id).await,
+            ClientMsg::LeaveRoom { id, room_id } => self.leave_room(caller, id, room_id).await,
+            ClientMsg::Send { id, room_id, client_id, text } => self.send(caller, id, room_id, &client_id, &text).await,
+            ClientMsg::History { id, room_id, before_seq } => self.history(caller, id, room_id, before_seq).await,
+        }
+    }
+
+    async fn create_room(&self, caller: &Caller, id: u64, name: &str) -> Result<ServerMsg, AppError> {
+        validation::check_room_name(name).map_err(AppError::Invalid)?;
+        let (room, _notice) = match self.store.create_room(name, &caller.user, unix_millis()).await {
+            Ok(created) => created,
+            Err(StoreError::Conflict) => return Err(AppError::Conflict("A room with that name already exists.")),
+            Err(err) => return Err(err.into()),
+        };
+        // Only the creator is in the room, and the notice is in its history, so there is
+        // nobody to broadcast it to yet.
+        self.hub.join(caller.user.id, room.id);
+        self.joined_reply(caller, id, room.id).await
+    }
+
+    async fn join_room(&self, caller: &Caller, id: u64, room_id: RoomId) -> Result<ServerMsg, AppError> {
+        let room = self.store.room(room_id).await?.ok_or(AppError::NotFound("No such room."))?;
+        if room.kind != RoomKind::Public && !self.store.is_member(room_id, caller.user.id).await? {
+            // Private conversations are not joinable, and do not admit they exist.
+            return Err(AppError::NotFound("No such room."));
+        }
+        {
+            let _order = self.locks.for_room(room_id).lock().await;
+            if let Some(notice) = self.store.join(room_id, &caller.user, unix_millis()).await? {
+                self.hub.join(caller.user.id, room_id);
+                self.hub.publish(room_id, &ServerMsg::Message { message: notice }, Some(caller.conn));
+            }
+        }
+        self.joined_reply(caller, id, room_id).await
+    }
+
+    /// Replies to the caller and tells the user's other tabs about the new room.
+    async fn joined_reply(&self, caller: &Caller, id: u64, room_id: RoomId) -> Result<ServerMsg, AppError> {
+        let room = self.store.room_summary(room_id, caller.user.id).await?.ok_or(AppError::NotFound("No such room."))?;
+        self.hub
+            .send_to_user(caller.user.id, &ServerMsg::RoomJoined { id: None, room: room.clone() }, Some(caller.conn));
+        Ok(ServerMsg::RoomJoined { id: Some(id), room })
+    }
+
+    async fn leave_room(&self, caller: &Caller, id: u64, room_id: RoomId) -> Result<ServerMsg, AppError> {
+        {
+            let _order = self.locks.for_room(room_id).lock().await;
+            if let Some(notice) = self.store.leave(room_id, &caller.user, unix_millis()).await? {
+                self.hub.leave(caller.user.id, room_id);
+                self.hub.publish(room_id, &ServerMsg::Message { message: notice }, None);
+            }
+        }
+        self.hub.send_to_user(caller.user.id, &ServerMsg::RoomLeft { id: None, room_id }, Some(caller.conn));
+        Ok(ServerMsg::RoomLeft { id: Some(id), room_id })
+    }
+
+    async fn send(&self, caller: &Caller, id: u64, room_id: RoomId, client_id: &str, text: &str) -> Result<ServerMsg, AppError> {
+        check_client_id(client_id)?;
+        validation::check_message_text(text, self.limits.max_message_chars as usize).map_err(AppError::Invalid)?;
+        self.require_member(caller, room_id).await?;
+        let posted = {
+            let _order = self.locks.for_room(room_id).lock().await;
+            let posted = self.store.post(room_id, &caller.user, client_id, text, unix_millis()).await?;
+            if let Posted::New(message) = &posted {
+                self.hub.publish(room_id, &ServerMsg::Message { message: message.clone() }, Some(caller.conn));
+            }
+            posted
+        };
+        // A retry (same client id) gets the original back and nothing is broadcast again.
+        let message = match posted {
+            Posted::New(message) | Posted::Duplicate(message) => message,
+        };
+        Ok(ServerMsg::Sent { id, message })
+    }
+
+    async fn history(&self, caller: &Caller, id: u64, room_id: RoomId, before_seq: Option<i64>) -> Result<ServerMsg, AppError> {
+        self.require_member(caller, room_id).await?;
+        let page = self.limits.history_page;
+        let mut messages = self.store.history_before(room_id, before_seq, page + 1).await?;
+        let has_more = messages.len() > page as usize;
+        if has_more {
+            messages.remove(0);
+        }
+        Ok(ServerMsg::History { id, room_id, messages, has_more })
+    }
+
+    async fn require_member(&self, caller: &Caller, room_id: RoomId) -> Result<(), AppError> {
+        if self.store.is_member(room_id, caller.user.id).await? {
+            Ok(())
+        } else {
+            Err(AppError::Forbidden("You are not a member of this room."))
+        }
+    }
+}
+
+fn check_client_id(client_id: &str) -> Result<(), AppError> {
+    if client_id.is_empty() || client_id.len() > MAX_CLIENT_ID_LEN || client_id.chars().any(char::is_control) {
+        return Err(AppError::Invalid(format!(
+            "client_id must be 1 to {MAX_CLIENT_ID_LEN} bytes without control characters."
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,107 @@
+//! The server's one error type, for HTTP responses and socket replies alike.
+//!
+//! Callers see a short, safe sentence; internal causes (SQL errors, I/O) are logged
+//! where they are turned into a response and never sent to the client.
+
+use app::protocol::{ErrorCode, RequestId, ServerMsg};
+use axum::{
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    Json,
+};
+
+use crate::storage::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// No session, or one that is revoked or expired.
+    #[error("You need to log in.")]
+    Unauthorized,
+    #[error("{0}")]
+    Forbidden(&'static str),
+    #[error("{0}")]
+    NotFound(&'static str),
+    /// Input breaks a rule; the text says which.
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Conflict(&'static str),
+    #[error("internal error")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl From<StoreError> for AppError {
+    fn from(err: StoreError) -> Self {
+        AppError::Internal(Box::new(err))
+    }
+}
+
+impl AppError {
+    pub fn internal(err: impl std::error::Error + Send + Sync + 'static) -> Self {
+        AppError::Internal(Box::new(err))
+    }
+
+    fn status(&self) -> StatusCode {
+        match self {
+            AppError::Unauthorized => StatusCode::UNAUTHORIZED,
+            AppError::Forbidden(_) => StatusCode::FORBIDDEN,
+            AppError::NotFound(_) => StatusCode::NOT_FOUND,
+            AppError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            AppError::Conflict(_) => StatusCode::CONFLICT,
+            AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn code(&self) -> ErrorCode {
+        match self {
+            AppError::Unauthorized | AppError::Forbidden(_) => ErrorCode::Forbidden,
+            AppError::NotFound(_) => ErrorCode::NotFound,
+            AppError::Invalid(_) => ErrorCode::Invalid,
+            AppError::Conflict(_) => ErrorCode::Conflict,
+            AppError::Internal(_) => ErrorCode::Internal,
+        }
+    }
+
+    fn log_if_internal(&self) {
+        if let AppError::Internal(cause) = self {
+            tracing::error!(error = %cause, "internal error");
+        }
+    }
+
+    /// The socket reply for a request that failed.
+    pub fn into_reply(self, id: RequestId) -> ServerMsg {
+        self.log_if_internal();
+        ServerMsg::Error { id: Some(id), code: self.code(), message: self.to_string() }
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        self.log_if_internal();
+        let body = serde_json::json!({ "error": self.code(), "message": self.to_string() });
+        (self.status(), Json(body)).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_details_stay_inside() {
+        let err = AppError::internal(std::io::Error::other("disk on fire at /var/lib/secret"));
+        match err.into_reply(3) {
+            ServerMsg::Error { id, code, message } => {
+                assert_eq!((id, code, message.as_str()), (Some(3), ErrorCode::Internal, "internal error"));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn statuses_follow_the_kind_of_error() {
+        assert_eq!(AppError::Unauthorized.into_response().status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(AppError::Invalid("x".into()).into_response().status(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(AppError::Conflict("taken").into_response().status(), StatusCode::CONFLICT);
+    }
+}

@@ -1,0 +1,196 @@
+//! Each connection's bounded queue of frames waiting to be written to its socket.
+//!
+//! Fan-out never waits for a socket: it pushes into this queue and moves on. A client
+//! that stops reading fills its queue; the next push fails and the connection is
+//! closed as a slow consumer (it catches up from the database when it reconnects).
+//! The bound is in frames *and* bytes so a few huge frames cannot pin memory either.
+
+use std::sync::{
+    atomic::{AtomicUsize, Ordering},
+    Arc, OnceLock,
+};
+
+use axum::extract::ws::Utf8Bytes;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// How much may wait for one connection before it counts as a slow consumer.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueLimits {
+    pub max_frames: usize,
+    pub max_bytes: usize,
+}
+
+/// Why the server is closing a connection; each maps to a distinct close code so the
+/// client can decide whether (and how) to come back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The client closed first; the server completes the closing handshake.
+    PeerClosed,
+    /// The server is stopping (RFC 6455 1001 "going away"); reconnect later.
+    ShuttingDown,
+    /// The outbound queue overflowed; reconnect and resume from the database.
+    SlowConsumer,
+    /// The session was logged out or expired; do not reconnect without logging in.
+    SessionEnded,
+    /// The peer answered neither pings nor anything else for too long.
+    HeartbeatTimeout,
+}
+
+impl CloseReason {
+    pub fn code(self) -> u16 {
+        match self {
+            CloseReason::ShuttingDown => 1001,
+            CloseReason::PeerClosed => 1000,
+            CloseReason::HeartbeatTimeout => 4000,
+            CloseReason::SessionEnded => 4001,
+            CloseReason::SlowConsumer => 4008,
+        }
+    }
+
+    pub fn text(self) -> &'static str {
+        match self {
+            CloseReason::PeerClosed => "bye",
+            CloseReason::ShuttingDown => "server shutting down",
+            CloseReason::SessionEnded => "session ended",
+            CloseReason::SlowConsumer => "slow consumer",
+            CloseReason::HeartbeatTimeout => "heartbeat timeout",
+        }
+    }
+}
+
+/// Tells a connection's task to close, once, with the first reason given.
+#[derive(Debug, Clone, Default)]
+pub struct CloseSignal {
+    token: CancellationToken,
+    reason: Arc<OnceLock<CloseReason>>,
+}
+
+impl CloseSignal {
+    pub fn close(&self, reason: CloseReason) {
+        let _ = self.reason.set(reason);
+        self.token.cancel();
+    }
+
+    /// Resolves when [`CloseSignal::close`] is called, with the reason.
+    pub async fn closed(&self) -> CloseReason {
+        self.token.cancelled().await;
+        self.reason.get().copied().unwrap_or(CloseReason::ShuttingDown)
+    }
+
+    pub fn reason(&self) -> Option<CloseReason> {
+        self.reason.get().copied()
+    }
+}
+
+/// The fan-out side of a connection's queue.
+#[derive(Debug, Clone)]
+pub struct OutboundSender {
+    frames: mpsc::Sender<Utf8Bytes>,
+    queued_bytes: Arc<AtomicUsize>,
+    max_bytes: usize,
+}
+
+/// The socket-writer side of a connection's queue.
+#[derive(Debug)]
+pub struct OutboundReceiver {
+    frames: mpsc::Receiver<Utf8Bytes>,
+    queued_bytes: Arc<AtomicUsize>,
+}
+
+/// The queue is full: the connection is not keeping up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Overflow;
+
+pub fn queue(limits: QueueLimits) -> (OutboundSender, OutboundReceiver) {
+    let (tx, rx) = mpsc::channel(limits.max_frames.max(1));
+    let queued_bytes = Arc::new(AtomicUsize::new(0));
+    (
+        OutboundSender { frames: tx, queued_bytes: queued_bytes.clone(), max_bytes: limits.max_bytes },
+        OutboundReceiver { frames: rx, queued_bytes },
+    )
+}
+
+impl OutboundSender {
+    /// Queues a frame without waiting. A connection whose writer has already gone
+    /// accepts silently: it is being torn down and will resume from the database.
+    pub fn push(&self, frame: Utf8Bytes) -> Result<(), Overflow> {
+        let len = frame.len();
+        let before = self.queued_bytes.fetch_add(len, Ordering::AcqRel);
+        if before + len > self.max_bytes && before > 0 {
+            self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+            return Err(Overflow);
+        }
+        match self.frames.try_send(frame) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+                Err(Overflow)
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+                Ok(())
+            }
+        }
+    }
+}
+
+impl OutboundReceiver {
+    pub async fn recv(&mut self) -> Option<Utf8Bytes> {
+        let frame = self.frames.recv().await?;
+        self.queued_bytes.fetch_sub(frame.len(), Ordering::AcqRel);
+        Some(frame)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(text: &str) -> Utf8Bytes {
+        Utf8Bytes::from(text.to_string())
+    }
+
+    #[tokio::test]
+    async fn frames_arrive_in_order() {
+        let (tx, mut rx) = queue(QueueLimits { max_frames: 4, max_bytes: 1024 });
+        tx.push(frame("a")).unwrap();
+        tx.push(frame("b")).unwrap();
+        assert_eq!(rx.recv().await.unwrap().as_str(), "a");
+        assert_eq!(rx.recv().await.unwrap().as_str(), "b");
+    }
+
+    #[tokio::test]
+    async fn overflows_by_frame_count_and_recovers_after_draining() {
+        let (tx, mut rx) = queue(QueueLimits { max_frames: 2, max_bytes: 1024 });
+        tx.push(frame("1")).unwrap();
+        tx.push(frame("2")).unwrap();
+        assert_eq!(tx.push(frame("3")), Err(Overflow));
+        rx.recv().await.unwrap();
+        tx.push(frame("3")).unwrap();
+    }
+
+    #[tokio::test]
+    async fn overflows_by_bytes() {
+        let (tx, mut rx) = queue(QueueLimits { max_frames: 100, max_bytes: 10 });
+        tx.push(frame("123456")).unwrap();
+        assert_eq!(tx.push(frame("123456")), Err(Overflow), "12 bytes would exceed 10");
+        rx.recv().await.unwrap();
+        tx.push(frame("123456")).unwrap();
+    }
+
+    #[tokio::test]
+    async fn one_oversized_frame_still_goes_through_an_empty_queue() {
+        let (tx, mut rx) = queue(QueueLimits { max_frames: 4, max_bytes: 4 });
+        tx.push(frame("larger than four")).unwrap();
+        assert_eq!(rx.recv().await.unwrap().as_str(), "larger than four");
+    }
+
+    #[tokio::test]
+    async fn close_keeps_the_first_reason() {
+        let signal = CloseSignal::default();
+        signal.close(CloseReason::SlowConsumer);
+        signal.close(CloseReason::ShuttingDown);
+        assert_eq!(signal.closed().await, CloseReason::SlowConsumer);
+    }
+}

@@ -1,0 +1,111 @@
+//! Sessions on the HTTP side: the backend of the login/register/logout server
+//! functions, and the guard that sends visitors without a session to the login page.
+
+use app::auth::backend::{AuthBackend, AuthFailure};
+use axum::{
+    extract::{Request, State},
+    http::{header::COOKIE, request::Parts, HeaderMap},
+    middleware::Next,
+    response::{IntoResponse, Redirect, Response},
+};
+
+use crate::{accounts::token_from_cookie_header, error::AppError, state::AppState};
+
+/// [`AuthBackend`] over the server's [`crate::accounts::Accounts`].
+pub struct AccountsBackend(pub AppState);
+
+fn session_token(headers: &HeaderMap) -> Option<String> {
+    token_from_cookie_header(headers.get(COOKIE).and_then(|value| value.to_str().ok()))
+}
+
+fn failure(err: AppError) -> AuthFailure {
+    let status = match &err {
+        AppError::Unauthorized => 401,
+        AppError::Invalid(_) => 422,
+        AppError::Conflict(_) => 409,
+        AppError::Forbidden(_) => 403,
+        AppError::NotFound(_) => 404,
+        AppError::Internal(cause) => {
+            tracing::error!(error = %cause, "auth request failed");
+            500
+        }
+    };
+    let message = match err {
+        AppError::Unauthorized => "Wrong username or password.".to_string(),
+        other => other.to_string(),
+    };
+    AuthFailure { status, message }
+}
+
+#[async_trait::async_trait]
+impl AuthBackend for AccountsBackend {
+    async fn register(&self, _request: &Parts, username: String, display_name: String, password: String) -> Result<String, AuthFailure> {
+        let accounts = &self.0.accounts;
+        let session = accounts.register(&username, &display_name, password).await.map_err(failure)?;
+        Ok(accounts.session_cookie(&session.token))
+    }
+
+    async fn login(&self, _request: &Parts, username: String, password: String) -> Result<String, AuthFailure> {
+        let accounts = &self.0.accounts;
+        let session = accounts.login(&username, password).await.map_err(failure)?;
+        Ok(accounts.session_cookie(&session.token))
+    }
+
+    async fn logout(&self, request: &Parts) -> String {
+        let accounts = &self.0.accounts;
+        if let Some(token) = session_token(&request.headers) {
+            if let Err(err) = accounts.logout(&token).await {
+                tracing::error!(error = %err, "logout failed");
+            }
+        }
+        accounts.clearing_cookie()
+    }
+
+    async fn current_user(&self, request: &Parts) -> Result<Option<app::protocol::UserRef>, AuthFailure> {
+        let Some(token) = session_token(&request.headers) else { return Ok(None) };
+        let session = self.0.accounts.authenticate(&token).await.map_err(failure)?;
+        Ok(session.map(|session| session.user))
+    }
+}
+
+/// Pages that only make sense with a session.
+fn needs_session(path: &str) -> bool {
+    path == "/" || path.starts_with("/r/")
+}
+
+/// Pages for getting a session, pointless to someone who has one.
+fn is_auth_page(path: &str) -> bool {
+    path == "/login" || path == "/register"
+}
+
+/// Sends visitors without a session from chat pages to `/login?next=<where they were
+/// going>`, and visitors with one from the login and register pages into the chat.
+pub async fn page_guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let path = request.uri().path();
+    if !needs_session(path) && !is_auth_page(path) {
+        return next.run(request).await;
+    }
+    let session = match session_token(request.headers()) {
+        Some(token) => match state.accounts.authenticate(&token).await {
+            Ok(session) => session,
+            Err(err) => return err.into_response(),
+        },
+        None => None,
+    };
+    match (session.is_some(), needs_session(path)) {
+        (false, true) => {
+            let target = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
+            let next: String = form_urlencoded::byte_serialize(target.as_bytes()).collect();
+            Redirect::to(&format!("/login?next={next}")).into_response()
+        }
+        (true, false) => {
+            let next = request
+                .uri()
+                .query()
+                .and_then(|query| form_urlencoded::parse(query.as_bytes()).find(|(key, _)| key == "next"))
+                .map(|(_, value)| value.into_owned());
+            Redirect::to(&app::validation::safe_return_path(next.as_deref())).into_response()
+        }
+        _ => next.run(request).await,
+    }
+}

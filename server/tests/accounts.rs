@@ -1,0 +1,133 @@
+//! Accounts and sessions over HTTP, and what they mean for sockets and pages.
+
+mod support;
+
+use server::config::Config;
+use support::{
+    databases::TestDb,
+    server::{session_cookie, TestServer, PASSWORD},
+};
+
+#[tokio::test]
+async fn registration_checks_its_input_and_refuses_taken_names() {
+    let server = TestServer::start().await;
+    let response = server.try_register("al", PASSWORD).await;
+    assert_eq!(response.status(), 422);
+    assert!(response.text().await.unwrap().contains("Username must be 3 to 32 characters"));
+    let response = server.try_register("alice", "short").await;
+    assert_eq!(response.status(), 422);
+    assert!(session_cookie(&response).is_none());
+
+    server.register("Alice").await;
+    let response = server.try_register("ALICE", PASSWORD).await;
+    assert_eq!(response.status(), 409);
+    assert!(response.text().await.unwrap().contains("That username is taken."));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_session_cookie_is_http_only_and_same_site() {
+    let server = TestServer::start().await;
+    let response = server.try_register("alice", PASSWORD).await;
+    let set_cookie = response.headers().get("set-cookie").unwrap().to_str().unwrap().to_string();
+    assert!(set_cookie.contains("HttpOnly"), "{set_cookie}");
+    assert!(set_cookie.contains("SameSite=Lax"), "{set_cookie}");
+    assert!(set_cookie.contains("Path=/"), "{set_cookie}");
+    let token = set_cookie.split(';').next().unwrap().trim_start_matches("parley_session=");
+    assert_eq!(token.len(), 64, "256 random bits, hex");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn login_needs_the_right_password_and_ignores_username_case() {
+    let server = TestServer::start().await;
+    server.register("alice").await;
+    for (username, password) in [("alice", "wrong password"), ("nobody", PASSWORD)] {
+        let response = server.try_login(username, password).await;
+        assert_eq!(response.status(), 401, "{username}");
+        assert!(session_cookie(&response).is_none());
+        // Same words for both, so the form does not reveal which accounts exist.
+        assert!(response.text().await.unwrap().contains("Wrong username or password."));
+    }
+    let cookie = server.login("ALICE").await;
+    server.connect(&cookie).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn sockets_need_a_live_session() {
+    let server = TestServer::start().await;
+    assert_eq!(server.try_connect(None).await.err(), Some(401));
+    assert_eq!(server.try_connect(Some("parley_session=forged")).await.err(), Some(401));
+    let cookie = server.register("alice").await;
+    let mut tampered = cookie.clone();
+    tampered.pop();
+    tampered.push(if cookie.ends_with('0') { '1' } else { '0' });
+    assert_eq!(server.try_connect(Some(&tampered)).await.err(), Some(401));
+    server.connect(&cookie).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn logout_revokes_the_session_and_closes_its_sockets() {
+    let server = TestServer::start().await;
+    let cookie = server.register("alice").await;
+    let other_device = server.login("alice").await;
+    let mut socket = server.connect(&cookie).await;
+    let mut other_socket = server.connect(&other_device).await;
+
+    let response = server.logout(&cookie).await;
+    let cleared = response.headers().get("set-cookie").unwrap().to_str().unwrap();
+    assert!(cleared.starts_with("parley_session=;") && cleared.contains("Max-Age=0"), "{cleared}");
+    assert_eq!(socket.closed().await, Some(4001));
+    assert_eq!(server.try_connect(Some(&cookie)).await.err(), Some(401));
+
+    // The other device's session is untouched.
+    assert!(matches!(
+        other_socket.request(|id| app::protocol::ClientMsg::Ping { id }).await,
+        app::protocol::ServerMsg::Pong { .. }
+    ));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn sessions_expire_when_idle_and_at_their_absolute_limit() {
+    for tweak in [|c: &mut Config| c.session.idle_hours = 0, |c: &mut Config| c.session.max_days = 0] {
+        let mut config = Config::default();
+        tweak(&mut config);
+        let server = TestServer::start_with(TestDb::sqlite().await, config).await;
+        let cookie = server.register("alice").await;
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        assert_eq!(server.try_connect(Some(&cookie)).await.err(), Some(401));
+        server.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn chat_pages_send_visitors_without_a_session_to_login_and_back() {
+    let server = TestServer::start().await;
+    let response = server.get("/r/general?focus=1", None).await;
+    assert!(response.status().is_redirection());
+    assert_eq!(response.headers()["location"], "/login?next=%2Fr%2Fgeneral%3Ffocus%3D1");
+
+    let cookie = server.register("alice").await;
+    let response = server.get("/r/general", Some(&cookie)).await;
+    assert_eq!(response.status(), 200);
+    let response = server.get("/login?next=%2Fr%2Fgeneral", Some(&cookie)).await;
+    assert!(response.status().is_redirection());
+    assert_eq!(response.headers()["location"], "/r/general");
+    let response = server.get("/login?next=https%3A%2F%2Fevil.example", Some(&cookie)).await;
+    assert_eq!(response.headers()["location"], "/", "never off-site");
+    assert_eq!(server.get("/login", None).await.status(), 200);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_tells_open_sockets_the_server_is_going_away() {
+    let server = TestServer::start().await;
+    let mut socket = server.connect(&server.register("alice").await).await;
+    let stopping = tokio::spawn(server.stop());
+    assert_eq!(socket.closed().await, Some(1001));
+    drop(socket);
+    stopping.await.unwrap();
+}

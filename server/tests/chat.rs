@@ -1,0 +1,298 @@
+//! Chat over real sockets against a real server.
+
+mod support;
+
+use std::time::Duration;
+
+use app::protocol::{ChatMessage, ClientMsg, ErrorCode, MessageKind, RoomSummary, ServerMsg};
+use support::server::{TestServer, WsClient};
+use tokio_tungstenite::tungstenite::Message;
+
+fn general(hello_rooms: &[RoomSummary]) -> &RoomSummary {
+    hello_rooms.iter().find(|room| room.name == "general").expect("new accounts are in general")
+}
+
+async fn create_room(client: &mut WsClient, name: &str) -> RoomSummary {
+    match client.request(|id| ClientMsg::CreateRoom { id, name: name.into() }).await {
+        ServerMsg::RoomJoined { room, .. } => room,
+        other => panic!("create {name}: {other:?}"),
+    }
+}
+
+async fn join(client: &mut WsClient, room_id: i64) -> RoomSummary {
+    match client.request(|id| ClientMsg::JoinRoom { id, room_id }).await {
+        ServerMsg::RoomJoined { room, .. } => room,
+        other => panic!("join {room_id}: {other:?}"),
+    }
+}
+
+async fn send(client: &mut WsClient, room_id: i64, client_id: &str, text: &str) -> ServerMsg {
+    client.request(|id| ClientMsg::Send { id, room_id, client_id: client_id.into(), text: text.into() }).await
+}
+
+async fn sent(client: &mut WsClient, room_id: i64, client_id: &str, text: &str) -> ChatMessage {
+    match send(client, room_id, client_id, text).await {
+        ServerMsg::Sent { message, .. } => message,
+        other => panic!("send: {other:?}"),
+    }
+}
+
+fn is_presence(msg: &ServerMsg) -> bool {
+    matches!(msg, ServerMsg::Presence { .. })
+}
+
+async fn history(client: &mut WsClient, room_id: i64, before_seq: Option<i64>) -> (Vec<ChatMessage>, bool) {
+    match client.request(|id| ClientMsg::History { id, room_id, before_seq }).await {
+        ServerMsg::History { messages, has_more, .. } => (messages, has_more),
+        other => panic!("history: {other:?}"),
+    }
+}
+
+fn error_code(msg: &ServerMsg) -> ErrorCode {
+    match msg {
+        ServerMsg::Error { code, .. } => *code,
+        other => panic!("expected an error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn hello_names_the_user_and_their_rooms() {
+    let server = TestServer::start().await;
+    let cookie = server.register("Alice").await;
+    let mut alice = server.try_connect(Some(&cookie)).await.unwrap();
+    match alice.next().await {
+        ServerMsg::Hello { me, rooms, limits, .. } => {
+            assert_eq!((me.username.as_str(), me.display_name.as_str()), ("Alice", "Alice"));
+            assert_eq!(rooms.len(), 1);
+            assert!(general(&rooms).joined);
+            assert_eq!((limits.max_message_chars, limits.history_page), (4000, 50));
+        }
+        other => panic!("expected hello, got {other:?}"),
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn two_users_chat_and_each_sees_the_other_once() {
+    let server = TestServer::start().await;
+    let (alice_cookie, bob_cookie) = (server.register("alice").await, server.register("bob").await);
+    let mut alice = server.connect(&alice_cookie).await;
+    let mut bob = server.connect(&bob_cookie).await;
+    let room = create_room(&mut alice, "pairs").await;
+    join(&mut bob, room.id).await;
+
+    let from_alice = sent(&mut alice, room.id, "a-1", "hi bob").await;
+    let from_bob = sent(&mut bob, room.id, "b-1", "hi alice").await;
+    assert_eq!(from_bob.seq, from_alice.seq + 1);
+
+    // Each receives the other's message as an event, with the sender's name...
+    let got = bob.wait_for(|m| matches!(m, ServerMsg::Message { message } if message.kind == MessageKind::Text)).await;
+    assert_eq!(got, ServerMsg::Message { message: from_alice.clone() });
+    assert_eq!(from_alice.sender.username, "alice");
+    let got = alice
+        .wait_for(|m| matches!(m, ServerMsg::Message { message } if message.kind == MessageKind::Text))
+        .await;
+    assert_eq!(got, ServerMsg::Message { message: from_bob });
+    // ...and nothing more: no echo of their own, no second copy.
+    let text_message = |m: &ServerMsg| matches!(m, ServerMsg::Message { message } if message.kind == MessageKind::Text);
+    assert!(alice.is_quiet(Duration::from_millis(300), |m| !text_message(m)).await);
+    assert!(bob.is_quiet(Duration::from_millis(300), |m| !text_message(m)).await);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn joining_and_leaving_are_announced_to_the_room() {
+    let server = TestServer::start().await;
+    let mut alice = server.connect(&server.register("alice").await).await;
+    let mut bob = server.connect(&server.register("bob").await).await;
+    let room = create_room(&mut alice, "notices").await;
+
+    join(&mut bob, room.id).await;
+    let in_room = |m: &ServerMsg| matches!(m, ServerMsg::Message { message } if message.room_id == room.id);
+    match alice.wait_for(in_room).await {
+        ServerMsg::Message { message } => {
+            assert_eq!((message.kind, message.sender.username.as_str(), message.room_id), (MessageKind::Joined, "bob", room.id));
+        }
+        _ => unreachable!(),
+    }
+    match bob.request(|id| ClientMsg::LeaveRoom { id, room_id: room.id }).await {
+        ServerMsg::RoomLeft { room_id, .. } => assert_eq!(room_id, room.id),
+        other => panic!("leave: {other:?}"),
+    }
+    match alice.wait_for(in_room).await {
+        ServerMsg::Message { message } => assert_eq!((message.kind, message.sender.username.as_str()), (MessageKind::Left, "bob")),
+        _ => unreachable!(),
+    }
+    // The notices are part of the history, after the creator's own.
+    let (messages, _) = history(&mut alice, room.id, None).await;
+    let kinds: Vec<(MessageKind, &str)> = messages.iter().map(|m| (m.kind, m.sender.username.as_str())).collect();
+    assert_eq!(kinds, [(MessageKind::Joined, "alice"), (MessageKind::Joined, "bob"), (MessageKind::Left, "bob")]);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn non_members_can_neither_post_nor_read_nor_hear() {
+    let server = TestServer::start().await;
+    let mut alice = server.connect(&server.register("alice").await).await;
+    let mut mallory = server.connect(&server.register("mallory").await).await;
+    let room = create_room(&mut alice, "members-only").await;
+
+    assert_eq!(error_code(&send(&mut mallory, room.id, "m-1", "let me in").await), ErrorCode::Forbidden);
+    let reply = mallory.request(|id| ClientMsg::History { id, room_id: room.id, before_seq: None }).await;
+    assert_eq!(error_code(&reply), ErrorCode::Forbidden);
+    sent(&mut alice, room.id, "a-1", "secret").await;
+    assert!(mallory.is_quiet(Duration::from_millis(300), is_presence).await, "no events from a room she is not in");
+    let (messages, _) = history(&mut alice, room.id, None).await;
+    assert!(messages.iter().all(|m| m.sender.username != "mallory"), "the refused post was not stored");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn history_pages_are_complete_and_ordered() {
+    let server = TestServer::start().await;
+    let mut alice = server.connect(&server.register("alice").await).await;
+    let room = create_room(&mut alice, "long").await;
+    for n in 0..120 {
+        sent(&mut alice, room.id, &format!("c{n}"), &format!("message {n}")).await;
+    }
+    let (newest, has_more) = history(&mut alice, room.id, None).await;
+    assert_eq!(newest.len(), 50);
+    assert!(has_more);
+    assert_eq!(newest.last().unwrap().text, "message 119");
+    let mut all = newest;
+    loop {
+        let (older, has_more) = history(&mut alice, room.id, Some(all[0].seq)).await;
+        all.splice(0..0, older);
+        if !has_more {
+            break;
+        }
+    }
+    let seqs: Vec<i64> = all.iter().map(|m| m.seq).collect();
+    assert_eq!(seqs, (1..=121).collect::<Vec<_>>(), "the join notice and all 120 messages, in order, once");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn resending_a_client_id_returns_the_original_and_stores_nothing_new() {
+    let server = TestServer::start().await;
+    let mut alice = server.connect(&server.register("alice").await).await;
+    let mut bob = server.connect(&server.register("bob").await).await;
+    let room = create_room(&mut alice, "retries").await;
+    join(&mut bob, room.id).await;
+
+    let first = sent(&mut alice, room.id, "same-id", "once").await;
+    let retry = sent(&mut alice, room.id, "same-id", "once").await;
+    assert_eq!(retry, first);
+    let (messages, _) = history(&mut alice, room.id, None).await;
+    assert_eq!(messages.iter().filter(|m| m.client_id.as_deref() == Some("same-id")).count(), 1);
+    let text_message = |m: &ServerMsg| matches!(m, ServerMsg::Message { message } if message.kind == MessageKind::Text);
+    bob.wait_for(text_message).await;
+    assert!(bob.is_quiet(Duration::from_millis(300), |m| !text_message(m)).await, "the retry was not broadcast");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn history_survives_a_restart() {
+    let mut server = TestServer::start().await;
+    let cookie = server.register("alice").await;
+    let mut alice = server.connect(&cookie).await;
+    let room = create_room(&mut alice, "durable").await;
+    sent(&mut alice, room.id, "c1", "before restart").await;
+    drop(alice);
+
+    server.restart().await;
+    // Same cookie: the session survived too.
+    let mut alice = server.connect(&cookie).await;
+    let (messages, _) = history(&mut alice, room.id, None).await;
+    assert_eq!(messages.last().unwrap().text, "before restart");
+    let next = sent(&mut alice, room.id, "c2", "after restart").await;
+    assert_eq!(next.seq, messages.last().unwrap().seq + 1, "numbering continues without a gap");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn bad_frames_get_errors_and_the_socket_stays_usable() {
+    let server = TestServer::start().await;
+    let mut alice = server.connect(&server.register("alice").await).await;
+    let room = create_room(&mut alice, "sandbox").await;
+
+    let cases: [(&str, ErrorCode, &str); 5] = [
+        ("{oops", ErrorCode::BadRequest, "not valid JSON"),
+        (r#"{"type":"teleport","id":5}"#, ErrorCode::BadRequest, "unknown variant `teleport`"),
+        (r#"{"type":"send","id":6,"room_id":1}"#, ErrorCode::BadRequest, "missing field"),
+        (r#"{"type":"send","id":7,"room_id":1,"client_id":"x","text":"hi","html":"<b>"}"#, ErrorCode::BadRequest, "unknown field"),
+        (r#"[1,2,3]"#, ErrorCode::BadRequest, "invalid type"),
+    ];
+    for (frame, code, words) in cases {
+        alice.send_raw(Message::text(frame)).await;
+        match alice.wait_for(|m| matches!(m, ServerMsg::Error { .. })).await {
+            ServerMsg::Error { code: got, message, .. } => {
+                assert_eq!(got, code, "{frame}");
+                assert!(message.contains(words), "{frame}: {message}");
+            }
+            _ => unreachable!(),
+        }
+    }
+    alice.send_raw(Message::binary(vec![1, 2, 3])).await;
+    assert_eq!(error_code(&alice.wait_for(|m| matches!(m, ServerMsg::Error { .. })).await), ErrorCode::BadRequest);
+
+    let rules = [("   \n ", "empty"), (&"x".repeat(4001) as &str, "limit is 4000")];
+    for (text, words) in rules {
+        match send(&mut alice, room.id, "rule", text).await {
+            ServerMsg::Error { code: ErrorCode::Invalid, message, .. } => assert!(message.contains(words), "{message}"),
+            other => panic!("expected invalid, got {other:?}"),
+        }
+    }
+    assert_eq!(error_code(&send(&mut alice, room.id, "", "no id").await), ErrorCode::Invalid);
+    assert_eq!(error_code(&send(&mut alice, 987_654, "c", "nowhere").await), ErrorCode::Forbidden);
+
+    // Nothing was stored by any of that, and the socket still works.
+    let (messages, _) = history(&mut alice, room.id, None).await;
+    assert_eq!(messages.len(), 1, "only the join notice");
+    // `request` only returns the reply carrying the ping's own id.
+    assert!(matches!(alice.request(|id| ClientMsg::Ping { id }).await, ServerMsg::Pong { .. }));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn room_names_are_validated_and_unique() {
+    let server = TestServer::start().await;
+    let mut alice = server.connect(&server.register("alice").await).await;
+    create_room(&mut alice, "Rustaceans").await;
+    let taken = alice.request(|id| ClientMsg::CreateRoom { id, name: "rustaceans".into() }).await;
+    assert_eq!(error_code(&taken), ErrorCode::Conflict);
+    let bad = alice.request(|id| ClientMsg::CreateRoom { id, name: "no spaces allowed".into() }).await;
+    assert_eq!(error_code(&bad), ErrorCode::Invalid);
+    match alice.request(|id| ClientMsg::ListRooms { id }).await {
+        ServerMsg::Rooms { rooms, .. } => {
+            let names: Vec<&str> = rooms.iter().map(|r| r.name.as_str()).collect();
+            assert_eq!(names, ["general", "Rustaceans"]);
+        }
+        other => panic!("list: {other:?}"),
+    }
+    let missing = alice.request(|id| ClientMsg::JoinRoom { id, room_id: 424_242 }).await;
+    assert_eq!(error_code(&missing), ErrorCode::NotFound);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn presence_counts_a_person_once_and_updates_live() {
+    let server = TestServer::start().await;
+    let alice_cookie = server.register("alice").await;
+    let bob_cookie = server.register("bob").await;
+    let mut alice = server.connect(&alice_cookie).await;
+    let online_names = |msg: &ServerMsg| match msg {
+        ServerMsg::Presence { online, .. } => online.iter().map(|u| u.username.clone()).collect::<Vec<_>>(),
+        _ => Vec::new(),
+    };
+    let bob_tab_1 = server.connect(&bob_cookie).await;
+    let seen = alice.wait_for(|m| online_names(m) == ["alice", "bob"]).await;
+    assert!(is_presence(&seen));
+    let bob_tab_2 = server.connect(&bob_cookie).await;
+    assert!(alice.is_quiet(Duration::from_millis(300), |_| false).await, "a second tab changes nothing");
+    drop(bob_tab_1);
+    assert!(alice.is_quiet(Duration::from_millis(300), |_| false).await, "still online through the other tab");
+    drop(bob_tab_2);
+    alice.wait_for(|m| online_names(m) == ["alice"]).await;
+    server.stop().await;
+}

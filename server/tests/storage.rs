@@ -1,0 +1,196 @@
+//! The storage suite, run against both backends on real databases: SQLite in a
+//! temporary file and the local PostgreSQL in a fresh schema per test.
+
+mod support;
+
+use std::sync::Arc;
+
+use app::protocol::{MessageKind, UserRef};
+use server::storage::{Posted, Store, StoreError};
+use support::databases::TestDb;
+
+/// Defines `mod $name { sqlite, postgres }`, each running `$body(store)`.
+macro_rules! on_both_backends {
+    ($($name:ident => $body:expr;)*) => {$(
+        mod $name {
+            use super::*;
+
+            #[tokio::test]
+            async fn sqlite() {
+                let db = TestDb::sqlite().await;
+                ($body)(db.open().await).await;
+                db.remove().await;
+            }
+
+            #[tokio::test]
+            async fn postgres() {
+                let db = TestDb::postgres().await;
+                ($body)(db.open().await).await;
+                db.remove().await;
+            }
+        }
+    )*};
+}
+
+async fn user(store: &Arc<dyn Store>, name: &str) -> UserRef {
+    store.create_user(name, &format!("{name} display"), "hash", 1).await.unwrap()
+}
+
+/// Quotes, comment markers, wildcards and non-ASCII. (NUL is refused by validation
+/// before storage: PostgreSQL text cannot hold it.)
+const INJECTION: &str = "Robert'); DROP TABLE messages;-- \"quoted\" \\ %_ ?; ünï \u{1F600}";
+
+on_both_backends! {
+    usernames_are_unique_ignoring_case => |store: Arc<dyn Store>| async move {
+        let alice = store.create_user("Alice", "Alice L.", "h1", 10).await.unwrap();
+        assert_eq!((alice.username.as_str(), alice.display_name.as_str()), ("Alice", "Alice L."));
+        assert!(matches!(store.create_user("alice", "x", "h2", 11).await, Err(StoreError::Conflict)));
+        let found = store.credentials("ALICE").await.unwrap().expect("found ignoring case");
+        assert_eq!((found.user.id, found.password_hash.as_str()), (alice.id, "h1"));
+        assert!(store.credentials("bob").await.unwrap().is_none());
+        assert_eq!(store.user(alice.id).await.unwrap(), Some(alice));
+    };
+
+    sessions_expire_and_are_revoked => |store: Arc<dyn Store>| async move {
+        let alice = user(&store, "alice").await;
+        let id = store.create_session(alice.id, "hash-a", 100, 1_000).await.unwrap();
+        let live = store.session("hash-a", 500).await.unwrap().expect("live");
+        assert_eq!((live.session_id, live.user.id, live.last_seen_at), (id, alice.id, 100));
+        assert!(store.session("hash-a", 1_000).await.unwrap().is_none(), "past absolute expiry");
+        store.touch_session(id, 400).await.unwrap();
+        assert_eq!(store.session("hash-a", 500).await.unwrap().unwrap().last_seen_at, 400);
+        store.touch_session(id, 300).await.unwrap();
+        assert_eq!(store.session("hash-a", 500).await.unwrap().unwrap().last_seen_at, 400, "never moves back");
+        assert_eq!(store.revoke_session("hash-a", 600).await.unwrap(), Some(id));
+        assert!(store.session("hash-a", 601).await.unwrap().is_none());
+        assert_eq!(store.revoke_session("hash-a", 700).await.unwrap(), None, "already revoked");
+        assert!(store.session("no-such-hash", 1).await.unwrap().is_none());
+    };
+
+    rooms_have_unique_names_and_track_members => |store: Arc<dyn Store>| async move {
+        let general = store.ensure_public_room("general", 1).await.unwrap();
+        assert_eq!(store.ensure_public_room("General", 2).await.unwrap(), general, "idempotent, case-insensitive");
+        let alice = user(&store, "alice").await;
+        let bob = user(&store, "bob").await;
+
+        let (rust, notice) = store.create_room("Rust", &alice, 5).await.unwrap();
+        assert_eq!((notice.seq, notice.kind, notice.sender.id), (1, MessageKind::Joined, alice.id));
+        assert_eq!(rust.last_seq, 1);
+        assert!(matches!(store.create_room("rust", &bob, 6).await, Err(StoreError::Conflict)));
+        assert!(store.is_member(rust.id, alice.id).await.unwrap());
+        assert!(!store.is_member(rust.id, bob.id).await.unwrap());
+
+        let joined = store.join(rust.id, &bob, 7).await.unwrap().expect("first join writes a notice");
+        assert_eq!((joined.seq, joined.kind), (2, MessageKind::Joined));
+        assert_eq!(store.join(rust.id, &bob, 8).await.unwrap(), None, "joining twice changes nothing");
+        let members: Vec<i64> = store.members(rust.id).await.unwrap().iter().map(|u| u.id).collect();
+        assert_eq!(members, vec![alice.id, bob.id]);
+
+        let listed = store.public_rooms(bob.id).await.unwrap();
+        let names: Vec<(&str, bool, i64)> = listed.iter().map(|r| (r.name.as_str(), r.joined, r.member_count)).collect();
+        assert_eq!(names, vec![("general", false, 0), ("Rust", true, 2)]);
+        let mine: Vec<&str> = store.rooms_of(bob.id).await.unwrap().iter().map(|r| r.name.clone().leak() as &str).collect();
+        assert_eq!(mine, vec!["Rust"]);
+        let summary = store.room_summary(rust.id, bob.id).await.unwrap().unwrap();
+        assert_eq!((summary.last_seq, summary.joined), (2, true));
+
+        let left = store.leave(rust.id, &bob, 9).await.unwrap().expect("leaving writes a notice");
+        assert_eq!((left.seq, left.kind), (3, MessageKind::Left));
+        assert_eq!(store.leave(rust.id, &bob, 10).await.unwrap(), None);
+        assert!(!store.is_member(rust.id, bob.id).await.unwrap());
+        assert!(matches!(store.join(9_999, &bob, 11).await, Err(StoreError::NotFound)));
+    };
+
+    posts_are_numbered_without_gaps_and_retries_are_idempotent => |store: Arc<dyn Store>| async move {
+        let alice = user(&store, "alice").await;
+        let (room, _) = store.create_room("room", &alice, 1).await.unwrap();
+        let first = store.post(room.id, &alice, "c1", "hello", 2).await.unwrap();
+        let Posted::New(first) = first else { panic!("first post is new") };
+        assert_eq!((first.seq, first.text.as_str(), first.client_id.as_deref()), (2, "hello", Some("c1")));
+
+        let again = store.post(room.id, &alice, "c1", "hello (retry)", 3).await.unwrap();
+        assert_eq!(again, Posted::Duplicate(first.clone()), "the original comes back unchanged");
+        let Posted::New(second) = store.post(room.id, &alice, "c2", "world", 4).await.unwrap() else { panic!() };
+        assert_eq!(second.seq, 3, "the retry consumed no number");
+        assert_eq!(store.room(room.id).await.unwrap().unwrap().last_seq, 3);
+        assert!(matches!(store.post(9_999, &alice, "c3", "x", 5).await, Err(StoreError::NotFound)));
+    };
+
+    history_pages_are_complete_and_ordered => |store: Arc<dyn Store>| async move {
+        let alice = user(&store, "alice").await;
+        let (room, _) = store.create_room("busy", &alice, 1).await.unwrap();
+        for n in 0..120 {
+            store.post(room.id, &alice, &format!("c{n}"), &format!("message {n}"), 10 + n).await.unwrap();
+        }
+        // 1 join notice + 120 messages = seq 1..=121, paged back 50 at a time.
+        let mut seen = Vec::new();
+        let mut before = None;
+        loop {
+            let page = store.history_before(room.id, before, 50).await.unwrap();
+            if page.is_empty() {
+                break;
+            }
+            assert!(page.windows(2).all(|w| w[0].seq + 1 == w[1].seq), "each page is ascending and contiguous");
+            before = Some(page[0].seq);
+            seen.splice(0..0, page.into_iter().map(|m| m.seq));
+        }
+        assert_eq!(seen, (1..=121).collect::<Vec<_>>());
+        let after: Vec<i64> = store.history_after(room.id, 100, 10).await.unwrap().iter().map(|m| m.seq).collect();
+        assert_eq!(after, (101..=110).collect::<Vec<_>>());
+    };
+
+    concurrent_posts_get_distinct_consecutive_numbers => |store: Arc<dyn Store>| async move {
+        let alice = user(&store, "alice").await;
+        let (room, _) = store.create_room("race", &alice, 1).await.unwrap();
+        let posts = (0..40).map(|n| {
+            let (store, alice) = (store.clone(), alice.clone());
+            tokio::spawn(async move { store.post(room.id, &alice, &format!("c{n}"), "x", 2).await.unwrap() })
+        });
+        let mut seqs: Vec<i64> = futures::future::join_all(posts).await.into_iter().map(|p| p.unwrap().message().seq).collect();
+        seqs.sort();
+        assert_eq!(seqs, (2..=41).collect::<Vec<_>>());
+    };
+
+    hostile_text_is_stored_byte_for_byte => |store: Arc<dyn Store>| async move {
+        let name = "x'); DROP TABLE users;--";
+        let sneaky = store.create_user(name, INJECTION, "h", 1).await.unwrap();
+        assert_eq!(store.credentials(name).await.unwrap().unwrap().user.display_name, INJECTION);
+        let (room, _) = store.create_room("r'--", &sneaky, 2).await.unwrap();
+        store.post(room.id, &sneaky, INJECTION, INJECTION, 3).await.unwrap();
+        let history = store.history_before(room.id, None, 10).await.unwrap();
+        assert_eq!(history.last().unwrap().text, INJECTION);
+        assert_eq!(history.last().unwrap().client_id.as_deref(), Some(INJECTION));
+        assert_eq!(store.room(room.id).await.unwrap().unwrap().name, "r'--");
+    };
+}
+
+mod survives_reopening {
+    use super::*;
+
+    async fn check(db: TestDb) {
+        let room_id = {
+            let store = db.open().await;
+            let alice = user(&store, "alice").await;
+            let (room, _) = store.create_room("durable", &alice, 1).await.unwrap();
+            store.post(room.id, &alice, "c1", "still here", 2).await.unwrap();
+            store.create_session(alice.id, "token-hash", 3, i64::MAX).await.unwrap();
+            room.id
+        };
+        let store = db.open().await;
+        let history = store.history_before(room_id, None, 10).await.unwrap();
+        assert_eq!(history.last().unwrap().text, "still here");
+        assert!(store.session("token-hash", 4).await.unwrap().is_some());
+        assert!(store.credentials("alice").await.unwrap().is_some());
+        db.remove().await;
+    }
+
+    #[tokio::test]
+    async fn sqlite() {
+        check(TestDb::sqlite().await).await;
+    }
+
+    #[tokio::test]
+    async fn postgres() {
+        check(TestDb::postgres().await).await;
+    }
+}

@@ -1,0 +1,5 @@
+//! Shared by the integration tests.
+#![allow(dead_code)]
+
+pub mod databases;
+pub mod server;

@@ -1,0 +1,268 @@
+//! A real Parley server on 127.0.0.1:0 and real clients for it: HTTP (reqwest) for
+//! accounts, WebSocket (tokio-tungstenite) for chat.
+
+use std::time::Duration;
+
+use app::protocol::{ClientMsg, RequestId, ServerMsg};
+use futures::{SinkExt, StreamExt};
+use server::{config::Config, RunningServer};
+use tokio::net::TcpStream;
+use tokio_tungstenite::{
+    tungstenite::{client::IntoClientRequest, http::HeaderValue, protocol::CloseFrame, Message},
+    MaybeTlsStream, WebSocketStream,
+};
+
+use super::databases::TestDb;
+
+pub const PASSWORD: &str = "correct horse battery staple";
+const WAIT: Duration = Duration::from_secs(10);
+
+pub struct TestServer {
+    running: Option<RunningServer>,
+    pub db: TestDb,
+    pub config: Config,
+}
+
+impl TestServer {
+    /// A server on a fresh SQLite database.
+    pub async fn start() -> Self {
+        Self::start_with(TestDb::sqlite().await, Config::default()).await
+    }
+
+    pub async fn start_with(db: TestDb, mut config: Config) -> Self {
+        config.chat.database_url = db.url();
+        config.chat.sqlite_full_sync = false;
+        let running = Some(Self::launch(&config).await);
+        TestServer { running, db, config }
+    }
+
+    async fn launch(config: &Config) -> RunningServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        server::start(config.clone(), listener).await.expect("server starts")
+    }
+
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.running.as_ref().expect("server running").addr()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr())
+    }
+
+    /// Stops the server and starts a new one on the same database (and a new port).
+    pub async fn restart(&mut self) {
+        self.running.take().expect("server running").shutdown().await.unwrap();
+        self.running = Some(Self::launch(&self.config).await);
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(running) = self.running.take() {
+            running.shutdown().await.unwrap();
+        }
+        self.db.remove().await;
+    }
+
+    fn http() -> reqwest::Client {
+        reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
+    }
+
+    /// Posts the register form the way a browser without JavaScript would.
+    pub async fn try_register(&self, username: &str, password: &str) -> reqwest::Response {
+        Self::http()
+            .post(self.url("/api/register"))
+            .form(&[("username", username), ("display_name", ""), ("password", password), ("next", "/")])
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn try_login(&self, username: &str, password: &str) -> reqwest::Response {
+        Self::http()
+            .post(self.url("/api/login"))
+            .form(&[("username", username), ("password", password), ("next", "/")])
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Registers `username` and returns its session cookie (`name=value`).
+    pub async fn register(&self, username: &str) -> String {
+        let response = self.try_register(username, PASSWORD).await;
+        assert!(response.status().is_success() || response.status().is_redirection(), "register {username}: {}", response.status());
+        session_cookie(&response).expect("registration sets a session cookie")
+    }
+
+    pub async fn login(&self, username: &str) -> String {
+        let response = self.try_login(username, PASSWORD).await;
+        session_cookie(&response).expect("login sets a session cookie")
+    }
+
+    pub async fn logout(&self, cookie: &str) -> reqwest::Response {
+        Self::http().post(self.url("/api/logout")).header("cookie", cookie).send().await.unwrap()
+    }
+
+    pub async fn get(&self, path: &str, cookie: Option<&str>) -> reqwest::Response {
+        let request = Self::http().get(self.url(path));
+        let request = match cookie {
+            Some(cookie) => request.header("cookie", cookie),
+            None => request,
+        };
+        request.send().await.unwrap()
+    }
+
+    /// Opens a socket with a session cookie and reads the hello.
+    pub async fn connect(&self, cookie: &str) -> WsClient {
+        let mut client = self.try_connect(Some(cookie)).await.expect("socket opens");
+        match client.next().await {
+            ServerMsg::Hello { .. } => {}
+            other => panic!("expected hello, got {other:?}"),
+        }
+        client
+    }
+
+    /// Opens a socket; the handshake's HTTP status if it is refused.
+    pub async fn try_connect(&self, cookie: Option<&str>) -> Result<WsClient, u16> {
+        let mut request = format!("ws://{}/ws", self.addr()).into_client_request().unwrap();
+        if let Some(cookie) = cookie {
+            request.headers_mut().insert("cookie", HeaderValue::from_str(cookie).unwrap());
+        }
+        match tokio_tungstenite::connect_async(request).await {
+            Ok((socket, _)) => Ok(WsClient { socket, next_id: 1, buffered: Vec::new() }),
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => Err(response.status().as_u16()),
+            Err(err) => panic!("connect failed: {err}"),
+        }
+    }
+}
+
+/// The `parley_session=…` pair from a response's `Set-Cookie`.
+pub fn session_cookie(response: &reqwest::Response) -> Option<String> {
+    response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .find(|value| value.starts_with("parley_session=") && !value.starts_with("parley_session=;"))
+        .map(|value| value.split(';').next().unwrap().to_string())
+}
+
+pub struct WsClient {
+    socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    next_id: RequestId,
+    /// Events that arrived while waiting for a reply, in arrival order.
+    buffered: Vec<ServerMsg>,
+}
+
+pub enum Frame {
+    Msg(ServerMsg),
+    Closed(Option<CloseFrame>),
+}
+
+impl WsClient {
+    pub async fn send_raw(&mut self, frame: Message) {
+        self.socket.send(frame).await.unwrap();
+    }
+
+    pub async fn send(&mut self, msg: &ClientMsg) {
+        self.send_raw(Message::text(serde_json::to_string(msg).unwrap())).await;
+    }
+
+    async fn read(&mut self) -> Frame {
+        loop {
+            let frame = tokio::time::timeout(WAIT, self.socket.next()).await.expect("server answered in time");
+            match frame {
+                Some(Ok(Message::Text(text))) => return Frame::Msg(serde_json::from_str(&text).expect("protocol frame")),
+                Some(Ok(Message::Close(close))) => return Frame::Closed(close),
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return Frame::Closed(None),
+            }
+        }
+    }
+
+    /// The next message, buffered or new.
+    pub async fn next(&mut self) -> ServerMsg {
+        if !self.buffered.is_empty() {
+            return self.buffered.remove(0);
+        }
+        match self.read().await {
+            Frame::Msg(msg) => msg,
+            Frame::Closed(close) => panic!("socket closed: {close:?}"),
+        }
+    }
+
+    /// Sends a request built around a fresh id and returns the reply carrying it;
+    /// events arriving meanwhile are kept for [`WsClient::next`].
+    pub async fn request(&mut self, build: impl FnOnce(RequestId) -> ClientMsg) -> ServerMsg {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.send(&build(id)).await;
+        self.reply_to(id).await
+    }
+
+    pub async fn reply_to(&mut self, id: RequestId) -> ServerMsg {
+        loop {
+            let msg = match self.read().await {
+                Frame::Msg(msg) => msg,
+                Frame::Closed(close) => panic!("socket closed while waiting for reply {id}: {close:?}"),
+            };
+            if reply_id(&msg) == Some(id) {
+                return msg;
+            }
+            self.buffered.push(msg);
+        }
+    }
+
+    /// Skips messages until one matches, returning it (presence updates and notices
+    /// arrive interleaved with what a test is looking for).
+    pub async fn wait_for(&mut self, mut wanted: impl FnMut(&ServerMsg) -> bool) -> ServerMsg {
+        loop {
+            let msg = self.next().await;
+            if wanted(&msg) {
+                return msg;
+            }
+        }
+    }
+
+    /// Reads until the server closes the socket; returns the close code.
+    pub async fn closed(&mut self) -> Option<u16> {
+        loop {
+            match self.read().await {
+                Frame::Msg(_) => continue,
+                Frame::Closed(close) => return close.map(|frame| u16::from(frame.code)),
+            }
+        }
+    }
+
+    /// True when nothing arrives within `quiet` (to check something was *not* sent).
+    pub async fn is_quiet(&mut self, quiet: Duration, mut ignore: impl FnMut(&ServerMsg) -> bool) -> bool {
+        self.buffered.retain(|msg| !ignore(msg));
+        if !self.buffered.is_empty() {
+            return false;
+        }
+        let deadline = tokio::time::Instant::now() + quiet;
+        loop {
+            match tokio::time::timeout_at(deadline, self.socket.next()).await {
+                Err(_) => return true,
+                Ok(Some(Ok(Message::Text(text)))) => {
+                    let msg: ServerMsg = serde_json::from_str(&text).unwrap();
+                    if !ignore(&msg) {
+                        self.buffered.push(msg);
+                        return false;
+                    }
+                }
+                Ok(Some(Ok(_))) => continue,
+                Ok(_) => return false,
+            }
+        }
+    }
+}
+
+fn reply_id(msg: &ServerMsg) -> Option<RequestId> {
+    match msg {
+        ServerMsg::Pong { id }
+        | ServerMsg::Rooms { id, .. }
+        | ServerMsg::Sent { id, .. }
+        | ServerMsg::History { id, .. } => Some(*id),
+        ServerMsg::Error { id, .. } | ServerMsg::RoomJoined { id, .. } | ServerMsg::RoomLeft { id, .. } => *id,
+        ServerMsg::Hello { .. } | ServerMsg::Message { .. } | ServerMsg::Presence { .. } => None,
+    }
+}
