@@ -50,39 +50,48 @@ pub fn MessageList(room_id: RoomId) -> impl IntoView {
             chat.load_older(room_id);
         }
     };
+    // "At the bottom" changes only by the reader's hand: reaching the bottom sets it,
+    // scrolling up clears it. Content growing under a programmatic scroll (a burst of
+    // messages) can leave the view briefly short of the bottom; that must not count.
+    let last_scroll_top = StoredValue::new(0);
     let on_scroll = move |_| {
         let Some(el) = list.get_untracked() else { return };
-        let bottom = el.scroll_height() - el.scroll_top() - el.client_height() <= BOTTOM_SLACK_PX;
-        at_bottom.set(bottom);
-        if bottom {
+        let top = el.scroll_top();
+        let scrolled_up = top < last_scroll_top.get_value();
+        last_scroll_top.set_value(top);
+        if el.scroll_height() - top - el.client_height() <= BOTTOM_SLACK_PX {
+            at_bottom.set(true);
             unseen.set(false);
+        } else if scrolled_up {
+            at_bottom.set(false);
         }
-        if el.scroll_top() < TOP_PREFETCH_PX {
+        if top < TOP_PREFETCH_PX {
             load_older();
         }
     };
 
     // After each change to what is shown: keep the reading position when older
-    // messages were added on top, follow the newest when at the bottom (or when the
-    // newest is one's own), otherwise point out that something new arrived.
-    let last_seen = StoredValue::new((None::<i64>, None::<i64>));
+    // messages were added on top; follow the newest when at the bottom or when this tab
+    // just sent something; otherwise point out that something new arrived. (A message
+    // one wrote on another device does not yank this view.)
+    let last_seen = StoredValue::new((None::<i64>, None::<i64>, 0usize));
     Effect::new(move |_| {
-        let (first, last, last_is_mine) = messages.with(|m| {
-            (m.first().map(|m| m.seq), m.last().map(|m| m.seq), m.last().is_some_and(|m| Some(m.sender.id) == me()))
-        });
+        let (first, last) = messages.with(|m| (m.first().map(|m| m.seq), m.last().map(|m| m.seq)));
         let pending_count = pending.with(Vec::len);
-        let (old_first, old_last) = last_seen.get_value();
-        last_seen.set_value((first, last));
+        let (old_first, old_last, old_pending) = last_seen.get_value();
+        last_seen.set_value((first, last, pending_count));
         let Some(el) = list.get() else { return };
+        // Measure and scroll once the new rows are laid out, before they are painted.
         if let Some(from_bottom) = anchor.get_value().filter(|_| first != old_first) {
             anchor.set_value(None);
-            el.set_scroll_top(el.scroll_height() - from_bottom);
+            request_animation_frame(move || el.set_scroll_top(el.scroll_height() - from_bottom));
             return;
         }
-        let grew = last != old_last || pending_count > 0;
-        if grew && (at_bottom.get_untracked() || last_is_mine || old_last.is_none()) {
-            el.set_scroll_top(el.scroll_height());
-        } else if last != old_last && old_last.is_some() {
+        let grew = last != old_last;
+        let sent_here = pending_count > old_pending;
+        if sent_here || (grew && (at_bottom.get_untracked() || old_last.is_none())) {
+            request_animation_frame(move || el.set_scroll_top(el.scroll_height()));
+        } else if grew && old_last.is_some() {
             unseen.set(true);
         }
     });
@@ -156,7 +165,7 @@ fn MessageRow(message: ChatMessage, mine: Signal<Option<i64>>) -> impl IntoView 
                     <div data-testid="message" data-seq=message.seq data-own="true" class="flex justify-end">
                         <div class="max-w-[85%] rounded-2xl rounded-br-md bg-indigo-600 px-3 py-2 text-white shadow-sm sm:max-w-[75%]">
                             <span class="sr-only">"You said: "</span>
-                            <p class="whitespace-pre-wrap break-words">{message.text}</p>
+                            <p data-testid="text" class="whitespace-pre-wrap break-words">{message.text}</p>
                             <time datetime=time.iso() class="mt-0.5 block text-right text-[11px] text-indigo-100">{time.hh_mm()}</time>
                         </div>
                     </div>
@@ -173,7 +182,7 @@ fn MessageRow(message: ChatMessage, mine: Signal<Option<i64>>) -> impl IntoView 
                             </p>
                             <div class="rounded-2xl rounded-bl-md bg-slate-100 px-3 py-2 text-slate-900 shadow-sm dark:bg-slate-800 dark:text-slate-100">
                                 <span class="sr-only">{format!("{who} said: ")}</span>
-                                <p class="whitespace-pre-wrap break-words">{message.text}</p>
+                                <p data-testid="text" class="whitespace-pre-wrap break-words">{message.text}</p>
                             </div>
                         </div>
                     </div>

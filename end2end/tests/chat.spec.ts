@@ -1,0 +1,115 @@
+import { expect, test } from "@playwright/test";
+import { createRoom, hydrated, newUser, openRooms, PASSWORD, sendMessage, uniqueName } from "./helpers";
+
+test("two people join a new room, see each other's names, notices and messages", async ({ browser }) => {
+  const alice = await newUser(browser, "alice", "Alice Liddell");
+  const bob = await newUser(browser, "bob", "Bob Builder");
+  const room = uniqueName("tea").replace(/_/g, "-");
+
+  await createRoom(alice.page, room);
+  await bob.page.goto(`/r/${room}`);
+  await bob.page.getByRole("button", { name: `Join #${room}` }).click();
+  await expect(bob.page.getByTestId("room-title")).toHaveText(`#${room}`);
+
+  // Alice sees the join notice, styled apart from messages.
+  await expect(alice.page.getByTestId("notice").filter({ hasText: "Bob Builder joined" })).toBeVisible();
+
+  await sendMessage(alice.page, "Hello Bob!");
+  const atBob = bob.page.getByTestId("message").filter({ hasText: "Hello Bob!" });
+  await expect(atBob).toHaveCount(1);
+  await expect(atBob).toHaveAttribute("data-own", "false");
+  await expect(atBob.getByTestId("sender")).toHaveText("Alice Liddell");
+
+  await sendMessage(bob.page, "Hi Alice");
+  const atAlice = alice.page.getByTestId("message").filter({ hasText: "Hi Alice" });
+  await expect(atAlice).toHaveCount(1);
+  await expect(atAlice.getByTestId("sender")).toHaveText("Bob Builder");
+  await expect(alice.page.getByTestId("message").filter({ hasText: "Hello Bob!" })).toHaveAttribute("data-own", "true");
+
+  // Both are online in the room.
+  await expect(alice.page.getByTestId("presence").locator("summary")).toContainText("2 online");
+  await alice.context.close();
+  await bob.context.close();
+});
+
+test("a reload keeps the session and the history", async ({ browser }) => {
+  const carol = await newUser(browser, "carol");
+  const room = uniqueName("keep").replace(/_/g, "-");
+  await createRoom(carol.page, room);
+  await sendMessage(carol.page, "written before the reload");
+  await carol.page.reload();
+  await hydrated(carol.page);
+  await expect(carol.page.getByTestId("connection-state")).toHaveAttribute("data-state", "online");
+  await expect(carol.page.getByTestId("message").filter({ hasText: "written before the reload" })).toHaveCount(1);
+  await carol.context.close();
+});
+
+test("markup in a message is shown as text, never run", async ({ browser }) => {
+  const dave = await newUser(browser, "dave");
+  const eve = await newUser(browser, "eve");
+  let dialogs = 0;
+  for (const page of [dave.page, eve.page]) page.on("dialog", async (d) => { dialogs += 1; await d.dismiss(); });
+  // Unique per run: both projects post into the shared #general.
+  const payload = `<img src=x onerror=alert(1)> <script>alert(2)</script> ${uniqueName("xss")}`;
+  await sendMessage(dave.page, payload);
+  const atEve = eve.page.getByTestId("message").filter({ hasText: payload });
+  await expect(atEve).toHaveCount(1);
+  await expect(atEve.locator("img")).toHaveCount(0);
+  await expect(eve.page.locator("img[src=x]")).toHaveCount(0);
+  expect(dialogs).toBe(0);
+  await dave.context.close();
+  await eve.context.close();
+});
+
+test("Enter sends, Shift+Enter adds a line", async ({ browser }) => {
+  const frank = await newUser(browser, "frank");
+  const composer = frank.page.getByRole("textbox", { name: /^Message #/ });
+  const second = `second line ${uniqueName("x")}`;
+  await composer.fill("first line");
+  await composer.press("Shift+Enter");
+  await composer.pressSequentially(second);
+  await expect(composer).toHaveValue(`first line\n${second}`);
+  await frank.page.getByRole("button", { name: "Send" }).click();
+  const sent = frank.page.getByTestId("message").filter({ hasText: second });
+  await expect(sent).toHaveCount(1);
+  await expect(sent).toHaveAttribute("data-own", "true");
+  expect(await sent.getByTestId("text").innerText()).toBe(`first line\n${second}`);
+  await expect(composer).toHaveValue("");
+  await frank.context.close();
+});
+
+test("chat pages ask for a login and then return to where you were going", async ({ browser }) => {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  const username = uniqueName("grace");
+  // Register in another context, then log in from this one.
+  const other = await browser.newContext();
+  const otherPage = await other.newPage();
+  await otherPage.goto("/register");
+  await hydrated(otherPage);
+  await otherPage.getByLabel("Username").fill(username);
+  await otherPage.getByLabel("Password", { exact: true }).fill(PASSWORD);
+  await otherPage.getByRole("button", { name: "Create account" }).click();
+  await expect(otherPage.getByTestId("connection-state")).toHaveAttribute("data-state", "online");
+
+  await page.goto("/r/general");
+  await expect(page).toHaveURL(/\/login\?next=%2Fr%2Fgeneral$/);
+  await hydrated(page);
+  await page.getByLabel("Username").fill(username);
+  await page.getByLabel("Password", { exact: true }).fill("wrong password");
+  await page.getByRole("button", { name: "Log in" }).click();
+  await expect(page.getByRole("alert")).toHaveText("Wrong username or password.");
+  await page.getByLabel("Password", { exact: true }).fill(PASSWORD);
+  await page.getByRole("button", { name: "Log in" }).click();
+  await expect(page).toHaveURL(/\/r\/general$/);
+  await expect(page.getByTestId("connection-state")).toHaveAttribute("data-state", "online");
+
+  // Logging out ends the session: the chat is out of reach again.
+  await openRooms(page);
+  await page.getByRole("button", { name: "Log out" }).click();
+  await expect(page).toHaveURL(/\/login/);
+  await page.goto("/r/general");
+  await expect(page).toHaveURL(/\/login\?next=/);
+  await context.close();
+  await other.close();
+});

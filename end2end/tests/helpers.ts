@@ -1,0 +1,58 @@
+import { expect, type Browser, type Page } from "@playwright/test";
+
+export const PASSWORD = "correct horse battery staple";
+
+/** A username no other test (or project) in this run will pick. */
+export function uniqueName(prefix: string): string {
+  const suffix = `${Date.now().toString(36)}${Math.floor(Math.random() * 1e6).toString(36)}`;
+  return `${prefix}_${suffix}`.slice(0, 32);
+}
+
+/** Waits until the WASM has taken over the server-rendered page. */
+export async function hydrated(page: Page) {
+  await expect(page.locator("html")).toHaveAttribute("data-hydrated", "true");
+}
+
+/** Registers through the form and waits for the chat to be online. */
+export async function register(page: Page, username: string, displayName = "") {
+  await page.goto("/register");
+  await hydrated(page);
+  await page.getByLabel("Username").fill(username);
+  if (displayName) await page.getByLabel("Display name").fill(displayName);
+  await page.getByLabel("Password", { exact: true }).fill(PASSWORD);
+  await page.getByRole("button", { name: "Create account" }).click();
+  await expect(page.getByTestId("connection-state")).toHaveAttribute("data-state", "online");
+}
+
+/** A fresh browser context (its own cookies) with a registered user in it. */
+export async function newUser(browser: Browser, prefix: string, displayName = "") {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  const username = uniqueName(prefix);
+  await register(page, username, displayName);
+  return { context, page, username };
+}
+
+/** Opens the rooms drawer on a phone-sized screen (a no-op on desktop). */
+export async function openRooms(page: Page) {
+  const menu = page.getByRole("button", { name: "Open rooms" });
+  if (await menu.isVisible()) {
+    await menu.click();
+    await expect(page.locator("#sidebar")).toHaveAttribute("data-open", "true");
+  }
+}
+
+export async function createRoom(page: Page, name: string) {
+  await openRooms(page);
+  await page.getByLabel("New room").fill(name);
+  await page.getByRole("button", { name: "Create", exact: true }).click();
+  await expect(page).toHaveURL(new RegExp(`/r/${name}$`));
+  await expect(page.getByTestId("room-title")).toHaveText(`#${name}`);
+}
+
+export async function sendMessage(page: Page, text: string) {
+  const composer = page.getByRole("textbox", { name: /^Message #/ });
+  await composer.fill(text);
+  await composer.press("Enter");
+  await expect(page.getByTestId("message").filter({ hasText: text }).last()).toBeVisible();
+}
