@@ -86,7 +86,7 @@ export default defineConfig({
       PARLEY_CHAT_DATA_DIR: dataDir,
       PARLEY_CHAT_DATABASE_URL: "",
       DATABASE_URL: "",
-      RUST_LOG: process.env.RUST_LOG ?? "warn,server=info",
+      RUST_LOG: process.env.RUST_LOG ?? "warn",
     },
   },
 });

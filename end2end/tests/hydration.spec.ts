@@ -57,7 +57,7 @@ test("the chat page hydrates without warnings and connects", async ({ browser })
   expect(html).toContain('data-state="connecting"');
   await hydrated(page);
   await expect(page.getByTestId("connection-state")).toHaveAttribute("data-state", "online");
-  await expect(page.getByTestId("me")).toBeVisible();
+  await expect(page.getByTestId("me")).toHaveText(user.username);
   expect(complaints).toEqual([]);
   await user.context.close();
 });

@@ -9,6 +9,8 @@ use std::{sync::Arc, time::Duration};
 
 use app::{protocol::UserRef, validation};
 use argon2::password_hash::rand_core::{OsRng, RngCore};
+use axum::http::HeaderMap;
+use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
 use sha2::{Digest, Sha256};
 
 use crate::{
@@ -135,17 +137,23 @@ impl Accounts {
 
     /// The `Set-Cookie` value that stores a session in the browser.
     pub fn session_cookie(&self, token: &str) -> String {
-        self.cookie(token, self.policy.absolute.as_secs())
+        self.cookie(token.to_string(), self.policy.absolute)
     }
 
     /// The `Set-Cookie` value that removes the session cookie.
     pub fn clearing_cookie(&self) -> String {
-        self.cookie("", 0)
+        self.cookie(String::new(), Duration::ZERO)
     }
 
-    fn cookie(&self, value: &str, max_age_secs: u64) -> String {
-        let secure = if self.policy.secure_cookie { "; Secure" } else { "" };
-        format!("{SESSION_COOKIE}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age_secs}{secure}")
+    fn cookie(&self, value: String, max_age: Duration) -> String {
+        Cookie::build((SESSION_COOKIE, value))
+            .path("/")
+            .http_only(true)
+            .same_site(SameSite::Lax)
+            .secure(self.policy.secure_cookie)
+            .max_age(cookie::time::Duration::seconds(max_age.as_secs() as i64))
+            .build()
+            .to_string()
     }
 }
 
@@ -160,13 +168,11 @@ fn token_hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
-/// The session token from a `Cookie` header, if there is one.
-pub fn token_from_cookie_header(header: Option<&str>) -> Option<String> {
-    header?
-        .split(';')
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == SESSION_COOKIE)
-        .map(|(_, value)| value.to_string())
+/// The session token from a request's cookies, if there is one.
+pub fn session_token(headers: &HeaderMap) -> Option<String> {
+    CookieJar::from_headers(headers)
+        .get(SESSION_COOKIE)
+        .map(|cookie| cookie.value().to_string())
         .filter(|value| !value.is_empty())
 }
 
@@ -185,9 +191,14 @@ mod tests {
 
     #[test]
     fn the_session_token_is_found_among_other_cookies() {
-        assert_eq!(token_from_cookie_header(Some("theme=dark; parley_session=abc; x=1")), Some("abc".into()));
-        assert_eq!(token_from_cookie_header(Some("parley_session=")), None);
-        assert_eq!(token_from_cookie_header(Some("other=1")), None);
-        assert_eq!(token_from_cookie_header(None), None);
+        let headers = |cookie: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(axum::http::header::COOKIE, cookie.parse().unwrap());
+            headers
+        };
+        assert_eq!(session_token(&headers("theme=dark; parley_session=abc; x=1")), Some("abc".into()));
+        assert_eq!(session_token(&headers("parley_session=")), None);
+        assert_eq!(session_token(&headers("other=1")), None);
+        assert_eq!(session_token(&HeaderMap::new()), None);
     }
 }

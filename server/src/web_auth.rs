@@ -4,19 +4,15 @@
 use app::auth::backend::{AuthBackend, AuthFailure};
 use axum::{
     extract::{Request, State},
-    http::{header::COOKIE, request::Parts, HeaderMap},
+    http::request::Parts,
     middleware::Next,
     response::{IntoResponse, Redirect, Response},
 };
 
-use crate::{accounts::token_from_cookie_header, error::AppError, state::AppState};
+use crate::{accounts::session_token, error::AppError, state::AppState};
 
 /// [`AuthBackend`] over the server's [`crate::accounts::Accounts`].
 pub struct AccountsBackend(pub AppState);
-
-fn session_token(headers: &HeaderMap) -> Option<String> {
-    token_from_cookie_header(headers.get(COOKIE).and_then(|value| value.to_str().ok()))
-}
 
 fn failure(err: AppError) -> AuthFailure {
     let status = match &err {

@@ -14,14 +14,14 @@ use axum::{
         ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade},
         State,
     },
-    http::{header::COOKIE, HeaderMap},
+    http::HeaderMap,
     response::Response,
 };
 use futures::{stream::SplitSink, SinkExt, StreamExt};
 use tokio::time::{sleep_until, Instant};
 
 use crate::{
-    accounts::token_from_cookie_header,
+    accounts::session_token,
     chat::Caller,
     error::AppError,
     hub::{CloseReason, CloseSignal, Connection, Hub, OutboundReceiver},
@@ -39,8 +39,7 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 const CLOSE_INTERNAL_ERROR: u16 = 1011;
 
 pub async fn upgrade(ws: WebSocketUpgrade, State(state): State<AppState>, headers: HeaderMap) -> Result<Response, AppError> {
-    let cookie = headers.get(COOKIE).and_then(|value| value.to_str().ok());
-    let token = token_from_cookie_header(cookie).ok_or(AppError::Unauthorized)?;
+    let token = session_token(&headers).ok_or(AppError::Unauthorized)?;
     let session = state.accounts.authenticate(&token).await?.ok_or(AppError::Unauthorized)?;
     let limits = &state.config.limits;
     Ok(ws
