@@ -134,11 +134,9 @@ impl ChatClient {
 
     /// Sends a message: it shows at once as pending, and goes out now or on reconnect.
     pub fn send_message(&self, room_id: RoomId, text: String) {
-        let client_id = new_client_id();
-        self.outbox.update(|outbox| {
-            outbox.push(Outgoing { client_id: client_id.clone(), room_id, text: text.clone(), failed: None });
-        });
-        self.request(Purpose::Send { client_id: client_id.clone() }, |id| ClientMsg::Send { id, room_id, client_id, text });
+        let item = Outgoing { client_id: new_client_id(), room_id, text, failed: None };
+        self.outbox.update(|outbox| outbox.push(item.clone()));
+        self.transmit_outgoing(item);
     }
 
     /// Sends a refused or stuck message again, with the same client id (so at most one
@@ -152,6 +150,10 @@ impl ChatClient {
                 o.failed = None;
             }
         });
+        self.transmit_outgoing(item);
+    }
+
+    fn transmit_outgoing(&self, item: Outgoing) {
         self.request(Purpose::Send { client_id: item.client_id.clone() }, |id| ClientMsg::Send {
             id,
             room_id: item.room_id,
@@ -301,15 +303,8 @@ impl ChatClient {
             self.request(Purpose::Other, |id| ClientMsg::History { id, room_id, before_seq: None });
         }
         // Unacknowledged messages go out again; the server drops any it already has.
-        for item in self.outbox.get_untracked() {
-            if item.failed.is_none() {
-                self.request(Purpose::Send { client_id: item.client_id.clone() }, |id| ClientMsg::Send {
-                    id,
-                    room_id: item.room_id,
-                    client_id: item.client_id,
-                    text: item.text,
-                });
-            }
+        for item in self.outbox.get_untracked().into_iter().filter(|item| item.failed.is_none()) {
+            self.transmit_outgoing(item);
         }
         self.conn.set(ConnState::Online);
     }
