@@ -46,6 +46,32 @@ pub struct RoomSummary {
     pub member_count: i64,
     /// Whether the user this summary was made for is a member.
     pub joined: bool,
+    /// For a direct conversation: the other person.
+    pub peer: Option<UserRef>,
+    /// The newest message this user has read here; unread = `last_seq - read_seq`.
+    pub read_seq: Seq,
+    /// Unread messages here that @mention this user.
+    pub mention_seqs: Vec<Seq>,
+}
+
+impl RoomSummary {
+    /// Messages after this user's read position.
+    pub fn unread(&self) -> i64 {
+        (self.last_seq - self.read_seq).max(0)
+    }
+
+    /// Unread mentions of this user.
+    pub fn unread_mentions(&self) -> usize {
+        self.mention_seqs.iter().filter(|seq| **seq > self.read_seq).count()
+    }
+}
+
+/// How far one member has received and read a conversation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberReceipt {
+    pub user: UserRef,
+    pub delivered_seq: Seq,
+    pub read_seq: Seq,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -106,6 +132,20 @@ pub enum ClientMsg {
     /// One page of history before `before_seq` (the newest page when absent);
     /// answered by [`ServerMsg::History`].
     History { id: RequestId, room_id: RoomId, before_seq: Option<Seq> },
+    /// Messages after `after_seq`, oldest first, for catching up after a reconnect;
+    /// answered by [`ServerMsg::Catchup`]. Repeat from the last one while `has_more`.
+    Catchup { id: RequestId, room_id: RoomId, after_seq: Seq },
+    /// Opens (creating if needed) the direct conversation with a user; answered by
+    /// [`ServerMsg::RoomJoined`].
+    OpenDirect { id: RequestId, user_id: UserId },
+    /// Users whose username or display name starts with `query`; answered by
+    /// [`ServerMsg::Users`].
+    FindUsers { id: RequestId, query: String },
+    /// Moves this user's delivered and/or read position forward (never back). No
+    /// reply unless it fails; the change is announced as [`ServerMsg::Receipt`].
+    Receipt { id: RequestId, room_id: RoomId, delivered_seq: Option<Seq>, read_seq: Option<Seq> },
+    /// "I am typing here"; sent at most every few seconds while typing. No reply.
+    Typing { id: RequestId, room_id: RoomId },
 }
 
 /// Everything the server may say to a browser.
@@ -149,7 +189,23 @@ pub enum ServerMsg {
         messages: Vec<ChatMessage>,
         /// Whether older messages exist before the first one returned.
         has_more: bool,
+        /// Every member's positions, with the newest page (empty for older pages).
+        receipts: Vec<MemberReceipt>,
     },
+    /// Answer to [`ClientMsg::Catchup`], oldest first.
+    Catchup {
+        id: RequestId,
+        room_id: RoomId,
+        messages: Vec<ChatMessage>,
+        /// Whether newer messages remain after the last one returned.
+        has_more: bool,
+    },
+    /// Answer to [`ClientMsg::FindUsers`].
+    Users { id: RequestId, users: Vec<UserRef> },
+    /// A member's delivered/read position moved forward.
+    Receipt { room_id: RoomId, user_id: UserId, delivered_seq: Seq, read_seq: Seq },
+    /// Someone is typing in a room.
+    Typing { room_id: RoomId, user: UserRef },
     /// Who is connected now among a room's members (each person once).
     Presence { room_id: RoomId, online: Vec<UserRef> },
 }
@@ -181,7 +237,12 @@ impl ClientMsg {
             | ClientMsg::JoinRoom { id, .. }
             | ClientMsg::LeaveRoom { id, .. }
             | ClientMsg::Send { id, .. }
-            | ClientMsg::History { id, .. } => *id,
+            | ClientMsg::History { id, .. }
+            | ClientMsg::Catchup { id, .. }
+            | ClientMsg::OpenDirect { id, .. }
+            | ClientMsg::FindUsers { id, .. }
+            | ClientMsg::Receipt { id, .. }
+            | ClientMsg::Typing { id, .. } => *id,
         }
     }
 
@@ -201,6 +262,24 @@ impl ClientMsg {
 }
 
 impl ServerMsg {
+    /// The request this message answers, if it is a reply.
+    pub fn reply_to(&self) -> Option<RequestId> {
+        match self {
+            ServerMsg::Pong { id }
+            | ServerMsg::Rooms { id, .. }
+            | ServerMsg::Sent { id, .. }
+            | ServerMsg::History { id, .. }
+            | ServerMsg::Catchup { id, .. }
+            | ServerMsg::Users { id, .. } => Some(*id),
+            ServerMsg::Error { id, .. } | ServerMsg::RoomJoined { id, .. } | ServerMsg::RoomLeft { id, .. } => *id,
+            ServerMsg::Hello { .. }
+            | ServerMsg::Message { .. }
+            | ServerMsg::Presence { .. }
+            | ServerMsg::Receipt { .. }
+            | ServerMsg::Typing { .. } => None,
+        }
+    }
+
     /// Encodes a frame. Serialising these types cannot fail (no maps with non-string
     /// keys, no foreign `Serialize` impls), so this returns the text directly.
     pub fn encode(&self) -> String {
@@ -250,6 +329,9 @@ mod tests {
             last_seq: 9,
             member_count: 3,
             joined: true,
+            peer: None,
+            read_seq: 7,
+            mention_seqs: vec![8],
         };
         let message = ChatMessage {
             id: 5,
@@ -276,7 +358,17 @@ mod tests {
             ServerMsg::RoomLeft { id: Some(6), room_id: 2 },
             ServerMsg::Sent { id: 7, message: message.clone() },
             ServerMsg::Message { message: message.clone() },
-            ServerMsg::History { id: 8, room_id: 2, messages: vec![message], has_more: false },
+            ServerMsg::History {
+                id: 8,
+                room_id: 2,
+                messages: vec![message.clone()],
+                has_more: false,
+                receipts: vec![MemberReceipt { user: alice.clone(), delivered_seq: 9, read_seq: 8 }],
+            },
+            ServerMsg::Catchup { id: 9, room_id: 2, messages: vec![message], has_more: true },
+            ServerMsg::Users { id: 10, users: vec![alice.clone()] },
+            ServerMsg::Receipt { room_id: 2, user_id: 1, delivered_seq: 9, read_seq: 9 },
+            ServerMsg::Typing { room_id: 2, user: alice.clone() },
             ServerMsg::Presence { room_id: 2, online: vec![alice] },
         ];
         for msg in samples {
@@ -296,11 +388,34 @@ mod tests {
             ClientMsg::Send { id: 6, room_id: 7, client_id: "abc".into(), text: "hello\nworld".into() },
             ClientMsg::History { id: 7, room_id: 7, before_seq: Some(51) },
             ClientMsg::History { id: 8, room_id: 7, before_seq: None },
+            ClientMsg::Catchup { id: 9, room_id: 7, after_seq: 40 },
+            ClientMsg::OpenDirect { id: 10, user_id: 3 },
+            ClientMsg::FindUsers { id: 11, query: "al".into() },
+            ClientMsg::Receipt { id: 12, room_id: 7, delivered_seq: Some(9), read_seq: None },
+            ClientMsg::Typing { id: 13, room_id: 7 },
         ];
         for msg in samples {
             let text = serde_json::to_string(&msg).unwrap();
             assert_eq!(ClientMsg::decode(&text).unwrap(), msg, "{text}");
         }
+    }
+
+    #[test]
+    fn unread_counts_come_from_positions() {
+        let room = RoomSummary {
+            id: 1,
+            name: "r".into(),
+            kind: RoomKind::Public,
+            topic: String::new(),
+            last_seq: 10,
+            member_count: 1,
+            joined: true,
+            peer: None,
+            read_seq: 6,
+            mention_seqs: vec![5, 7, 9],
+        };
+        assert_eq!((room.unread(), room.unread_mentions()), (4, 2));
+        assert_eq!(RoomSummary { read_seq: 12, ..room }.unread(), 0, "never negative");
     }
 
     #[test]

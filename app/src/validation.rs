@@ -88,6 +88,64 @@ pub fn safe_return_path(next: Option<&str>) -> String {
     }
 }
 
+/// Splits text into plain runs and `@name` mentions, in order, so the UI can highlight
+/// mentions while still inserting every part as text. A mention is `@` at the start or
+/// after a character that cannot be in a name, followed by 3–32 name characters;
+/// trailing `.` or `-` (end of a sentence) are not part of it.
+pub fn split_mentions(text: &str) -> Vec<(bool, &str)> {
+    let mut parts = Vec::new();
+    let mut plain_start = 0;
+    let mut chars = text.char_indices().peekable();
+    let mut previous: Option<char> = None;
+    while let Some((at, c)) = chars.next() {
+        let starts_mention = c == '@' && !previous.is_some_and(is_name_char);
+        previous = Some(c);
+        if !starts_mention {
+            continue;
+        }
+        let name_start = at + 1;
+        let mut name_end = name_start;
+        while let Some(&(i, next)) = chars.peek() {
+            if !is_name_char(next) {
+                break;
+            }
+            name_end = i + next.len_utf8();
+            previous = Some(next);
+            chars.next();
+        }
+        let name = text[name_start..name_end].trim_end_matches(['.', '-']);
+        if (USERNAME_MIN..=USERNAME_MAX).contains(&name.len()) {
+            if plain_start < at {
+                parts.push((false, &text[plain_start..at]));
+            }
+            let end = name_start + name.len();
+            parts.push((true, &text[at..end]));
+            plain_start = end;
+        }
+    }
+    if plain_start < text.len() {
+        parts.push((false, &text[plain_start..]));
+    }
+    parts
+}
+
+/// The usernames `@mentioned` in a text (without the `@`), each once.
+pub fn mentioned_usernames(text: &str) -> Vec<&str> {
+    let mut names: Vec<&str> = Vec::new();
+    for (is_mention, part) in split_mentions(text) {
+        let name = &part[1..];
+        if is_mention && !names.iter().any(|n| n.eq_ignore_ascii_case(name)) {
+            names.push(name);
+        }
+    }
+    names
+}
+
+/// Whether `text` mentions `username` (letter case ignored).
+pub fn mentions(text: &str, username: &str) -> bool {
+    mentioned_usernames(text).iter().any(|name| name.eq_ignore_ascii_case(username))
+}
+
 /// Up to two initials for an avatar: first letters of the first two words, or the
 /// first two letters of a single word.
 pub fn initials(name: &str) -> String {
@@ -157,6 +215,20 @@ mod tests {
         assert_eq!(safe_return_path(Some("https://evil.example")), "/");
         assert_eq!(safe_return_path(Some("/\\evil.example")), "/");
         assert_eq!(safe_return_path(None), "/");
+    }
+
+    #[test]
+    fn mentions_are_found_at_word_starts() {
+        assert_eq!(
+            split_mentions("hi @alice, see @Bob_2."),
+            vec![(false, "hi "), (true, "@alice"), (false, ", see "), (true, "@Bob_2"), (false, ".")]
+        );
+        assert_eq!(mentioned_usernames("mail me at bob@example.com"), Vec::<&str>::new(), "not after a name character");
+        assert_eq!(mentioned_usernames("@al is too short, @alice @ALICE twice"), vec!["alice"]);
+        assert!(mentions("thanks @Alice!", "alice"));
+        assert!(!mentions("thanks @alice2", "alice"));
+        assert_eq!(split_mentions("no mentions"), vec![(false, "no mentions")]);
+        assert_eq!(split_mentions("ünï @zoë"), vec![(false, "ünï @zoë")], "non-ASCII is not a name character");
     }
 
     #[test]

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use app::{
-    protocol::{ClientMsg, Limits, RoomId, RoomKind, ServerMsg, UserRef, MAX_CLIENT_ID_LEN, PROTOCOL_VERSION},
+    protocol::{ChatMessage, ClientMsg, Limits, RoomId, RoomKind, ServerMsg, UserId, UserRef, MAX_CLIENT_ID_LEN, PROTOCOL_VERSION},
     validation,
 };
 use tokio::sync::Mutex;
@@ -35,6 +35,11 @@ impl RoomLocks {
         &self.0[room_id.rem_euclid(Self::STRIPES as i64) as usize]
     }
 }
+
+/// A catch-up page is this many history pages long.
+const CATCHUP_PAGES: u32 = 4;
+/// Most users one search returns.
+const USER_SEARCH_LIMIT: u32 = 20;
 
 /// The connection a request came from.
 #[derive(Debug, Clone)]
@@ -66,26 +71,39 @@ impl Chat {
         })
     }
 
-    /// Answers one request. Failures become an error reply carrying the request id;
+    /// Answers one request: the reply to send, if any (receipts and typing notices have
+    /// none when they succeed). Failures become an error reply carrying the request id;
     /// nothing is changed by a request that fails.
-    pub async fn handle(&self, caller: &Caller, msg: ClientMsg) -> ServerMsg {
+    pub async fn handle(&self, caller: &Caller, msg: ClientMsg) -> Option<ServerMsg> {
         let id = msg.id();
         match self.dispatch(caller, msg).await {
             Ok(reply) => reply,
-            Err(err) => err.into_reply(id),
+            Err(err) => Some(err.into_reply(id)),
         }
     }
 
-    async fn dispatch(&self, caller: &Caller, msg: ClientMsg) -> Result<ServerMsg, AppError> {
-        match msg {
-            ClientMsg::Ping { id } => Ok(ServerMsg::Pong { id }),
-            ClientMsg::ListRooms { id } => Ok(ServerMsg::Rooms { id, rooms: self.store.public_rooms(caller.user.id).await? }),
-            ClientMsg::CreateRoom { id, name } => self.create_room(caller, id, name.trim()).await,
-            ClientMsg::JoinRoom { id, room_id } => self.join_room(caller, id, room_id).await,
-            ClientMsg::LeaveRoom { id, room_id } => self.leave_room(caller, id, room_id).await,
-            ClientMsg::Send { id, room_id, client_id, text } => self.send(caller, id, room_id, &client_id, &text).await,
-            ClientMsg::History { id, room_id, before_seq } => self.history(caller, id, room_id, before_seq).await,
-        }
+    async fn dispatch(&self, caller: &Caller, msg: ClientMsg) -> Result<Option<ServerMsg>, AppError> {
+        let reply = match msg {
+            ClientMsg::Ping { id } => ServerMsg::Pong { id },
+            ClientMsg::ListRooms { id } => ServerMsg::Rooms { id, rooms: self.store.public_rooms(caller.user.id).await? },
+            ClientMsg::CreateRoom { id, name } => self.create_room(caller, id, name.trim()).await?,
+            ClientMsg::JoinRoom { id, room_id } => self.join_room(caller, id, room_id).await?,
+            ClientMsg::LeaveRoom { id, room_id } => self.leave_room(caller, id, room_id).await?,
+            ClientMsg::Send { id, room_id, client_id, text } => self.send(caller, id, room_id, &client_id, &text).await?,
+            ClientMsg::History { id, room_id, before_seq } => self.history(caller, id, room_id, before_seq).await?,
+            ClientMsg::Catchup { id, room_id, after_seq } => self.catch_up(caller, id, room_id, after_seq).await?,
+            ClientMsg::OpenDirect { id, user_id } => self.open_direct(caller, id, user_id).await?,
+            ClientMsg::FindUsers { id, query } => self.find_users(caller, id, &query).await?,
+            ClientMsg::Receipt { room_id, delivered_seq, read_seq, .. } => {
+                self.receipt(caller, room_id, delivered_seq, read_seq).await?;
+                return Ok(None);
+            }
+            ClientMsg::Typing { room_id, .. } => {
+                self.typing(caller, room_id)?;
+                return Ok(None);
+            }
+        };
+        Ok(Some(reply))
     }
 
     async fn create_room(&self, caller: &Caller, id: u64, name: &str) -> Result<ServerMsg, AppError> {
@@ -126,6 +144,9 @@ impl Chat {
     }
 
     async fn leave_room(&self, caller: &Caller, id: u64, room_id: RoomId) -> Result<ServerMsg, AppError> {
+        if self.store.room(room_id).await?.is_some_and(|room| room.kind == RoomKind::Direct) {
+            return Err(AppError::Invalid("A direct conversation cannot be left.".into()));
+        }
         {
             let _order = self.locks.for_room(room_id).lock().await;
             if let Some(notice) = self.store.leave(room_id, &caller.user, unix_millis()).await? {
@@ -157,18 +178,91 @@ impl Chat {
     }
 
     async fn history(&self, caller: &Caller, id: u64, room_id: RoomId, before_seq: Option<i64>) -> Result<ServerMsg, AppError> {
-        self.require_member(caller, room_id).await?;
+        let (messages, has_more) = self.history_page(&caller.user, room_id, before_seq).await?;
+        let receipts = if before_seq.is_none() { self.store.receipts(room_id).await? } else { Vec::new() };
+        Ok(ServerMsg::History { id, room_id, messages, has_more, receipts })
+    }
+
+    /// One page of a room's history for a member, oldest first, and whether older
+    /// messages exist. Shared by the socket and the HTTP API.
+    pub async fn history_page(&self, user: &UserRef, room_id: RoomId, before_seq: Option<i64>) -> Result<(Vec<ChatMessage>, bool), AppError> {
+        self.require_member_id(user.id, room_id).await?;
         let page = self.limits.history_page;
         let mut messages = self.store.history_before(room_id, before_seq, page + 1).await?;
         let has_more = messages.len() > page as usize;
         if has_more {
             messages.remove(0);
         }
-        Ok(ServerMsg::History { id, room_id, messages, has_more })
+        Ok((messages, has_more))
+    }
+
+    /// Pages of what a reconnecting client missed. Larger than history pages: catching
+    /// up should take few round trips, and the client asks again while `has_more`.
+    async fn catch_up(&self, caller: &Caller, id: u64, room_id: RoomId, after_seq: i64) -> Result<ServerMsg, AppError> {
+        self.require_member(caller, room_id).await?;
+        let page = self.limits.history_page * CATCHUP_PAGES;
+        let mut messages = self.store.history_after(room_id, after_seq, page + 1).await?;
+        let has_more = messages.len() > page as usize;
+        messages.truncate(page as usize);
+        Ok(ServerMsg::Catchup { id, room_id, messages, has_more })
+    }
+
+    async fn open_direct(&self, caller: &Caller, id: u64, peer_id: UserId) -> Result<ServerMsg, AppError> {
+        if peer_id == caller.user.id {
+            return Err(AppError::Invalid("Pick someone else to talk to.".into()));
+        }
+        let peer = self.store.user(peer_id).await?.ok_or(AppError::NotFound("No such user."))?;
+        let (room, created) = self.store.open_direct(&caller.user, &peer, unix_millis()).await?;
+        if created {
+            self.hub.join(caller.user.id, room.id);
+            self.hub.join(peer.id, room.id);
+            if let Some(theirs) = self.store.room_summary(room.id, peer.id).await? {
+                self.hub.send_to_user(peer.id, &ServerMsg::RoomJoined { id: None, room: theirs }, None);
+            }
+        }
+        self.joined_reply(caller, id, room.id).await
+    }
+
+    async fn find_users(&self, caller: &Caller, id: u64, query: &str) -> Result<ServerMsg, AppError> {
+        let query = query.trim();
+        if query.is_empty() || query.chars().count() > app::validation::DISPLAY_NAME_MAX {
+            return Ok(ServerMsg::Users { id, users: Vec::new() });
+        }
+        let mut users = self.store.find_users(query, USER_SEARCH_LIMIT + 1).await?;
+        users.retain(|user| user.id != caller.user.id);
+        users.truncate(USER_SEARCH_LIMIT as usize);
+        Ok(ServerMsg::Users { id, users })
+    }
+
+    async fn receipt(&self, caller: &Caller, room_id: RoomId, delivered: Option<i64>, read: Option<i64>) -> Result<(), AppError> {
+        self.require_member(caller, room_id).await?;
+        if let Some((delivered_seq, read_seq)) =
+            self.store.advance_receipt(room_id, caller.user.id, delivered, read).await?
+        {
+            let event = ServerMsg::Receipt { room_id, user_id: caller.user.id, delivered_seq, read_seq };
+            // Everyone in the room learns it (senders show delivered/read), including
+            // this user's other tabs (their unread counts follow).
+            self.hub.publish(room_id, &event, None);
+        }
+        Ok(())
+    }
+
+    fn typing(&self, caller: &Caller, room_id: RoomId) -> Result<(), AppError> {
+        // The hub's subscriptions mirror membership, and typing is too frequent and too
+        // unimportant for a database read each time.
+        if !self.hub.is_subscribed(caller.conn, room_id) {
+            return Err(AppError::Forbidden("You are not a member of this room."));
+        }
+        self.hub.publish(room_id, &ServerMsg::Typing { room_id, user: caller.user.clone() }, Some(caller.conn));
+        Ok(())
     }
 
     async fn require_member(&self, caller: &Caller, room_id: RoomId) -> Result<(), AppError> {
-        if self.store.is_member(room_id, caller.user.id).await? {
+        self.require_member_id(caller.user.id, room_id).await
+    }
+
+    async fn require_member_id(&self, user_id: UserId, room_id: RoomId) -> Result<(), AppError> {
+        if self.store.is_member(room_id, user_id).await? {
             Ok(())
         } else {
             Err(AppError::Forbidden("You are not a member of this room."))

@@ -118,13 +118,13 @@ async fn read_loop(
         let reply = match frame {
             Some(Ok(Message::Text(text))) => match ClientMsg::decode(&text) {
                 Ok(msg) => state.chat.handle(caller, msg).await,
-                Err(err) => err.into_reply(),
+                Err(err) => Some(err.into_reply()),
             },
-            Some(Ok(Message::Binary(_))) => ServerMsg::Error {
+            Some(Ok(Message::Binary(_))) => Some(ServerMsg::Error {
                 id: None,
                 code: ErrorCode::BadRequest,
                 message: "frames must be JSON text, not binary".into(),
-            },
+            }),
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
             Some(Ok(Message::Close(_))) | None => return Some(CloseReason::PeerClosed),
             Some(Err(err)) => {
@@ -132,7 +132,9 @@ async fn read_loop(
                 return Some(CloseReason::PeerClosed);
             }
         };
-        state.hub.send_to(caller.conn, &reply);
+        if let Some(reply) = reply {
+            state.hub.send_to(caller.conn, &reply);
+        }
     }
 }
 

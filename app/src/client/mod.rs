@@ -1,11 +1,13 @@
-//! The browser's model of the chat: rooms, timelines, presence and the outbox, kept
-//! up to date from the socket. Components read these signals; only [`ChatClient`]'s
-//! methods change them.
+//! The browser's model of the chat: rooms and conversations, timelines, receipts,
+//! presence, typing and the outbox, kept up to date from the socket. Components read
+//! these signals; only [`ChatClient`]'s methods change them.
 //!
 //! Created once per page load in [`crate::App`] (so it survives moving between chat
 //! pages) and on the server too, where it stays empty: the server renders the empty
 //! state and the browser fills it in after hydration, so the two never disagree.
 
+mod events;
+mod platform;
 pub mod timeline;
 #[cfg(feature = "hydrate")]
 mod connection;
@@ -14,7 +16,8 @@ use std::collections::HashMap;
 
 use leptos::prelude::*;
 
-use crate::protocol::{ChatMessage, ClientMsg, ErrorCode, Limits, RequestId, RoomId, RoomSummary, ServerMsg, UserRef};
+use crate::protocol::{ClientMsg, Limits, MemberReceipt, RequestId, RoomId, RoomKind, RoomSummary, Seq, UserId, UserRef};
+pub use events::{room_path, sidebar_name};
 pub use timeline::Timeline;
 
 /// What the connection indicator shows.
@@ -39,35 +42,65 @@ pub struct Outgoing {
     pub failed: Option<String>,
 }
 
+/// How far one of your messages has got, as the sender of a direct message sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    Stored,
+    Delivered,
+    Read,
+}
+
 /// What a request was for, so its reply (or error) can be put in the right place.
 #[derive(Debug, Clone)]
 enum Purpose {
     Send { client_id: String },
+    /// Creating, joining or opening a conversation: show it when it is ready.
     Navigate,
     Other,
 }
+
+/// Typing notices count for this long after the last one.
+const TYPING_SHOWN_MS: f64 = 5_000.0;
+/// Send a typing notice at most this often while typing.
+const TYPING_EVERY_MS: f64 = 3_000.0;
+/// Receipts are gathered this long and sent together (a burst of messages is one
+/// receipt, not hundreds).
+const RECEIPT_BATCH_MS: u32 = 150;
 
 #[derive(Clone, Copy)]
 pub struct ChatClient {
     pub conn: RwSignal<ConnState>,
     pub me: RwSignal<Option<UserRef>>,
-    /// Rooms the user is a member of, by name.
+    /// Rooms and direct conversations the user is in.
     pub rooms: RwSignal<Vec<RoomSummary>>,
     /// Every public room, once the user has asked to browse them.
     pub directory: RwSignal<Option<Vec<RoomSummary>>>,
+    /// Results of the latest user search.
+    pub found_users: RwSignal<Option<Vec<UserRef>>>,
     pub timelines: RwSignal<HashMap<RoomId, Timeline>>,
+    /// Each member's delivered/read positions, for rooms whose history is loaded.
+    pub receipts: RwSignal<HashMap<RoomId, HashMap<UserId, MemberReceipt>>>,
     pub presence: RwSignal<HashMap<RoomId, Vec<UserRef>>>,
+    /// Who is typing where, with when their notice runs out (ms since the epoch).
+    pub typing: RwSignal<HashMap<RoomId, Vec<(UserRef, f64)>>>,
     pub outbox: RwSignal<Vec<Outgoing>>,
     pub limits: RwSignal<Limits>,
     /// The latest problem to tell the user about.
     pub alert: RwSignal<Option<String>>,
-    /// A page to move to (set after creating or joining a room).
+    /// A page to move to (set after creating, joining or opening a conversation).
     pub goto: RwSignal<Option<String>>,
+    /// Whether the page is visible and focused, so what is on screen counts as read.
+    pub attentive: RwSignal<bool>,
+    /// Browser notification permission ("default", "granted", "denied"), once known.
+    pub notification_permission: RwSignal<Option<String>>,
     requests: StoredValue<HashMap<RequestId, Purpose>>,
     next_request: StoredValue<RequestId>,
     /// Frames for the socket writer; `None` while disconnected.
     link: StoredValue<Option<futures::channel::mpsc::UnboundedSender<ClientMsg>>, LocalStorage>,
     started: StoredValue<bool>,
+    /// Receipts waiting for the next batch: room → (delivered, read).
+    unsent_receipts: StoredValue<HashMap<RoomId, (Option<Seq>, Option<Seq>)>>,
+    typing_sent_at: StoredValue<HashMap<RoomId, f64>>,
 }
 
 impl ChatClient {
@@ -77,16 +110,23 @@ impl ChatClient {
             me: RwSignal::new(None),
             rooms: RwSignal::new(Vec::new()),
             directory: RwSignal::new(None),
+            found_users: RwSignal::new(None),
             timelines: RwSignal::new(HashMap::new()),
+            receipts: RwSignal::new(HashMap::new()),
             presence: RwSignal::new(HashMap::new()),
+            typing: RwSignal::new(HashMap::new()),
             outbox: RwSignal::new(Vec::new()),
             limits: RwSignal::new(Limits { max_message_chars: 4000, history_page: 50 }),
             alert: RwSignal::new(None),
             goto: RwSignal::new(None),
+            attentive: RwSignal::new(true),
+            notification_permission: RwSignal::new(None),
             requests: StoredValue::new(HashMap::new()),
             next_request: StoredValue::new(1),
             link: StoredValue::new_local(None),
             started: StoredValue::new(false),
+            unsent_receipts: StoredValue::new(HashMap::new()),
+            typing_sent_at: StoredValue::new(HashMap::new()),
         }
     }
 
@@ -96,6 +136,7 @@ impl ChatClient {
             return;
         }
         self.started.set_value(true);
+        platform::watch_attention(*self);
         #[cfg(feature = "hydrate")]
         connection::run(*self);
     }
@@ -108,7 +149,62 @@ impl ChatClient {
     }
 
     pub fn room_by_name(&self, name: &str) -> Option<RoomSummary> {
-        self.rooms.with(|rooms| rooms.iter().find(|room| room.name.eq_ignore_ascii_case(name)).cloned())
+        self.rooms.with(|rooms| {
+            rooms.iter().find(|room| room.kind == RoomKind::Public && room.name.eq_ignore_ascii_case(name)).cloned()
+        })
+    }
+
+    /// The direct conversation with the user called `username`, if there is one.
+    pub fn direct_with(&self, username: &str) -> Option<RoomSummary> {
+        self.rooms.with(|rooms| {
+            rooms
+                .iter()
+                .find(|room| room.peer.as_ref().is_some_and(|peer| peer.username.eq_ignore_ascii_case(username)))
+                .cloned()
+        })
+    }
+
+    /// Total unread messages across all conversations (for the page title).
+    pub fn total_unread(&self) -> i64 {
+        self.rooms.with(|rooms| rooms.iter().map(RoomSummary::unread).sum())
+    }
+
+    /// Whether the peer in a direct conversation has received / read message `seq`.
+    pub fn progress(&self, room_id: RoomId, peer_id: UserId, seq: Seq) -> Progress {
+        self.receipts.with(|receipts| match receipts.get(&room_id).and_then(|r| r.get(&peer_id)) {
+            Some(peer) if peer.read_seq >= seq => Progress::Read,
+            Some(peer) if peer.delivered_seq >= seq => Progress::Delivered,
+            _ => Progress::Stored,
+        })
+    }
+
+    /// The members other than `sender` who have read message `seq` of a room.
+    pub fn seen_by(&self, room_id: RoomId, sender: UserId, seq: Seq) -> Vec<UserRef> {
+        self.receipts.with(|receipts| {
+            receipts
+                .get(&room_id)
+                .map(|members| {
+                    let mut readers: Vec<UserRef> = members
+                        .values()
+                        .filter(|m| m.user.id != sender && m.read_seq >= seq)
+                        .map(|m| m.user.clone())
+                        .collect();
+                    readers.sort_by_key(|u| u.display_name.to_lowercase());
+                    readers
+                })
+                .unwrap_or_default()
+        })
+    }
+
+    /// Who else is typing in a room now.
+    pub fn typing_in(&self, room_id: RoomId) -> Vec<UserRef> {
+        let now = platform::now_ms();
+        self.typing.with(|typing| {
+            typing
+                .get(&room_id)
+                .map(|users| users.iter().filter(|(_, until)| *until > now).map(|(user, _)| user.clone()).collect())
+                .unwrap_or_default()
+        })
     }
 
     // ----- requests -------------------------------------------------------------
@@ -134,13 +230,16 @@ impl ChatClient {
 
     /// Sends a message: it shows at once as pending, and goes out now or on reconnect.
     pub fn send_message(&self, room_id: RoomId, text: String) {
-        let item = Outgoing { client_id: new_client_id(), room_id, text, failed: None };
+        let item = Outgoing { client_id: platform::new_client_id(), room_id, text, failed: None };
         self.outbox.update(|outbox| outbox.push(item.clone()));
+        self.typing_sent_at.update_value(|sent| {
+            sent.remove(&room_id);
+        });
         self.transmit_outgoing(item);
     }
 
-    /// Sends a refused or stuck message again, with the same client id (so at most one
-    /// copy can ever be stored).
+    /// Sends a refused message again, with the same client id (so at most one copy can
+    /// ever be stored).
     pub fn retry(&self, client_id: &str) {
         let Some(item) = self.outbox.with(|outbox| outbox.iter().find(|o| o.client_id == client_id).cloned()) else {
             return;
@@ -191,6 +290,11 @@ impl ChatClient {
         }
     }
 
+    /// Asks for what a room missed after `after_seq` (more pages follow while needed).
+    fn catch_up(&self, room_id: RoomId, after_seq: Seq) {
+        self.request(Purpose::Other, |id| ClientMsg::Catchup { id, room_id, after_seq });
+    }
+
     pub fn create_room(&self, name: String) {
         self.request(Purpose::Navigate, |id| ClientMsg::CreateRoom { id, name });
     }
@@ -207,175 +311,76 @@ impl ChatClient {
         self.request(Purpose::Other, |id| ClientMsg::ListRooms { id });
     }
 
-    // ----- events -----------------------------------------------------------------
+    pub fn find_users(&self, query: String) {
+        self.request(Purpose::Other, |id| ClientMsg::FindUsers { id, query });
+    }
 
-    /// Applies one frame from the server.
-    pub fn apply(&self, msg: ServerMsg) {
-        match msg {
-            ServerMsg::Hello { me, rooms, limits, .. } => self.greeted(me, rooms, limits),
-            ServerMsg::Pong { id } => {
-                self.forget(id);
-            }
-            ServerMsg::Error { id, code, message } => self.refused(id, code, message),
-            ServerMsg::Rooms { id, rooms } => {
-                self.forget(id);
-                self.directory.set(Some(rooms));
-            }
-            ServerMsg::RoomJoined { id, room } => {
-                let navigate = id.and_then(|id| self.forget(id)).is_some_and(|p| matches!(p, Purpose::Navigate));
-                if navigate {
-                    self.goto.set(Some(format!("/r/{}", room.name)));
-                }
-                self.directory.update(|dir| {
-                    if let Some(entry) = dir.as_mut().and_then(|dir| dir.iter_mut().find(|r| r.id == room.id)) {
-                        *entry = room.clone();
-                    }
-                });
-                self.rooms.update(|rooms| {
-                    rooms.retain(|r| r.id != room.id);
-                    rooms.push(room);
-                    rooms.sort_by_key(|r| r.name.to_lowercase());
-                });
-            }
-            ServerMsg::RoomLeft { id, room_id } => {
-                if let Some(id) = id {
-                    self.forget(id);
-                }
-                self.rooms.update(|rooms| rooms.retain(|r| r.id != room_id));
-                self.timelines.update(|t| {
-                    t.remove(&room_id);
-                });
-                self.directory.update(|dir| {
-                    if let Some(entry) = dir.as_mut().and_then(|dir| dir.iter_mut().find(|r| r.id == room_id)) {
-                        entry.joined = false;
-                    }
-                });
-            }
-            ServerMsg::Sent { id, message } => {
-                self.forget(id);
-                self.delivered(message);
-            }
-            ServerMsg::Message { message } => self.delivered(message),
-            ServerMsg::History { id, room_id, messages, has_more } => {
-                self.forget(id);
-                self.timelines.update(|timelines| {
-                    let timeline = timelines.entry(room_id).or_default();
-                    let older = timeline.loading_older
-                        && messages.last().zip(timeline.first_seq()).is_some_and(|(last, first)| last.seq < first);
-                    if older {
-                        timeline.merge_older(messages, has_more);
-                    } else {
-                        timeline.merge_latest(messages, has_more);
-                    }
-                });
-            }
-            ServerMsg::Presence { room_id, online } => self.presence.update(|p| {
-                p.insert(room_id, online);
-            }),
+    /// Opens the direct conversation with a user and goes there.
+    pub fn open_direct(&self, user_id: UserId) {
+        self.request(Purpose::Navigate, |id| ClientMsg::OpenDirect { id, user_id });
+    }
+
+    /// Called on each keystroke in the composer; tells the room at most every 3 s.
+    pub fn typing_in_room(&self, room_id: RoomId) {
+        let now = platform::now_ms();
+        let due = self.typing_sent_at.with_value(|sent| sent.get(&room_id).is_none_or(|at| now - at >= TYPING_EVERY_MS));
+        if due {
+            self.typing_sent_at.update_value(|sent| {
+                sent.insert(room_id, now);
+            });
+            self.request(Purpose::Other, |id| ClientMsg::Typing { id, room_id });
         }
     }
 
-    fn forget(&self, id: RequestId) -> Option<Purpose> {
-        let mut purpose = None;
-        self.requests.update_value(|requests| purpose = requests.remove(&id));
-        purpose
+    /// Everything up to `seq` has been on screen: the room is read that far.
+    pub fn mark_read(&self, room_id: RoomId, seq: Seq) {
+        let ahead = self.rooms.with_untracked(|rooms| rooms.iter().any(|r| r.id == room_id && r.read_seq < seq));
+        if ahead {
+            self.set_own_read(room_id, seq);
+            self.queue_receipt(room_id, None, Some(seq));
+        }
     }
 
-    fn greeted(&self, me: UserRef, rooms: Vec<RoomSummary>, limits: Limits) {
-        // Requests of the previous connection will never be answered.
-        self.requests.set_value(HashMap::new());
-        let changed_user = self.me.with_untracked(|old| old.as_ref().is_some_and(|old| old.id != me.id));
-        if changed_user {
-            self.reset();
-        }
-        self.me.set(Some(me));
-        self.limits.set(limits);
-        let joined: Vec<RoomId> = rooms.iter().map(|r| r.id).collect();
-        self.rooms.set(rooms);
-        // Rooms left while away are dropped; the ones still held are refreshed from
-        // their newest page, which fills in whatever arrived during the outage.
-        self.timelines.update(|timelines| {
-            timelines.retain(|room, _| joined.contains(room));
-            timelines.values_mut().for_each(|t| t.loading_older = false);
-        });
-        let held: Vec<RoomId> = self.timelines.with_untracked(|t| t.keys().copied().collect());
-        for room_id in held {
-            self.request(Purpose::Other, |id| ClientMsg::History { id, room_id, before_seq: None });
-        }
-        // Unacknowledged messages go out again; the server drops any it already has.
-        for item in self.outbox.get_untracked().into_iter().filter(|item| item.failed.is_none()) {
-            self.transmit_outgoing(item);
-        }
-        self.conn.set(ConnState::Online);
-    }
-
-    /// A stored message arrived (own acknowledgement or someone's event).
-    fn delivered(&self, message: ChatMessage) {
-        if let Some(client_id) = &message.client_id {
-            if self.me.with_untracked(|me| me.as_ref().is_some_and(|me| me.id == message.sender.id)) {
-                self.outbox.update(|outbox| outbox.retain(|o| &o.client_id != client_id));
-            }
-        }
-        let room_id = message.room_id;
-        let seq = message.seq;
+    /// Records the user's own read position locally (the server is told separately).
+    fn set_own_read(&self, room_id: RoomId, seq: Seq) {
         self.rooms.update(|rooms| {
-            if let Some(room) = rooms.iter_mut().find(|r| r.id == room_id) {
-                room.last_seq = room.last_seq.max(seq);
-            }
-        });
-        self.timelines.update(|timelines| {
-            // Only rooms whose history is on screen keep live messages; the others
-            // load their newest page when opened.
-            if let Some(timeline) = timelines.get_mut(&room_id).filter(|t| t.loaded) {
-                timeline.insert(message);
+            if let Some(room) = rooms.iter_mut().find(|r| r.id == room_id && r.read_seq < seq) {
+                room.read_seq = seq;
+                room.mention_seqs.retain(|m| *m > seq);
             }
         });
     }
 
-    fn refused(&self, id: Option<RequestId>, code: ErrorCode, message: String) {
-        match id.and_then(|id| self.forget(id)) {
-            Some(Purpose::Send { client_id }) => self.outbox.update(|outbox| {
-                if let Some(item) = outbox.iter_mut().find(|o| o.client_id == client_id) {
-                    item.failed = Some(message);
-                }
-            }),
-            _ => {
-                if code != ErrorCode::BadRequest || id.is_some() {
-                    self.alert.set(Some(message));
-                }
-            }
+    fn queue_receipt(&self, room_id: RoomId, delivered: Option<Seq>, read: Option<Seq>) {
+        let mut first = false;
+        self.unsent_receipts.update_value(|unsent| {
+            first = unsent.is_empty();
+            let entry = unsent.entry(room_id).or_default();
+            entry.0 = entry.0.max(delivered);
+            entry.1 = entry.1.max(read);
+        });
+        if first {
+            let chat = *self;
+            platform::after(RECEIPT_BATCH_MS, move || chat.flush_receipts());
         }
     }
 
-    /// Forgets everything about the previous user.
-    fn reset(&self) {
-        self.me.set(None);
-        self.rooms.set(Vec::new());
-        self.directory.set(None);
-        self.timelines.set(HashMap::new());
-        self.presence.set(HashMap::new());
-        self.outbox.set(Vec::new());
+    fn flush_receipts(&self) {
+        let mut unsent = HashMap::new();
+        self.unsent_receipts.update_value(|pending| std::mem::swap(pending, &mut unsent));
+        for (room_id, (delivered_seq, read_seq)) in unsent {
+            self.request(Purpose::Other, |id| ClientMsg::Receipt { id, room_id, delivered_seq, read_seq });
+        }
+    }
+
+    /// Asks the browser for permission to show notifications (from a click).
+    pub fn ask_notification_permission(&self) {
+        platform::ask_notification_permission(*self);
     }
 }
 
 impl Default for ChatClient {
     fn default() -> Self {
         Self::new()
-    }
-}
-
-/// 128 random bits, hex: unique enough that two messages never share an id.
-fn new_client_id() -> String {
-    #[cfg(feature = "hydrate")]
-    {
-        let mut bytes = [0u8; 16];
-        if let Some(crypto) = window().crypto().ok() {
-            let _ = crypto.get_random_values_with_u8_array(&mut bytes);
-        }
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
-    }
-    #[cfg(not(feature = "hydrate"))]
-    {
-        String::new()
     }
 }

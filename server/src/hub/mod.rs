@@ -132,6 +132,11 @@ impl Hub {
         }
     }
 
+    /// Whether a connection hears a room (its user is a member).
+    pub fn is_subscribed(&self, conn: ConnId, room_id: RoomId) -> bool {
+        self.lock().conn(conn).is_some_and(|entry| entry.rooms.contains(&room_id))
+    }
+
     /// Who is online in a room now.
     pub fn online(&self, room_id: RoomId) -> Vec<UserRef> {
         self.lock().online(room_id)

@@ -8,7 +8,7 @@ mod sql;
 
 use std::sync::Arc;
 
-use app::protocol::{ChatMessage, RoomKind, RoomSummary, UserRef};
+use app::protocol::{ChatMessage, MemberReceipt, RoomKind, RoomSummary, Seq, UserRef};
 use async_trait::async_trait;
 
 pub use sql::{PostgresStore, SqliteStore};
@@ -118,6 +118,20 @@ pub trait Store: Send + Sync + 'static {
     async fn history_before(&self, room_id: i64, before_seq: Option<i64>, limit: u32) -> StoreResult<Vec<ChatMessage>>;
     /// Up to `limit` messages with `seq > after_seq`, oldest first.
     async fn history_after(&self, room_id: i64, after_seq: i64, limit: u32) -> StoreResult<Vec<ChatMessage>>;
+
+    /// The direct conversation between two people, created with both as members if it
+    /// does not exist yet. The flag says whether it was created now.
+    async fn open_direct(&self, me: &UserRef, peer: &UserRef, now: i64) -> StoreResult<(RoomRecord, bool)>;
+    /// Up to `limit` users whose username or display name starts with `prefix`
+    /// (letter case ignored; `%` and `_` match themselves).
+    async fn find_users(&self, prefix: &str, limit: u32) -> StoreResult<Vec<UserRef>>;
+    /// Moves a member's delivered and read positions forward, never back: each is
+    /// clamped to the room's newest message, and delivered is at least read. Returns the
+    /// new `(delivered, read)` if either moved; `None` if nothing changed or the user
+    /// is not a member.
+    async fn advance_receipt(&self, room_id: i64, user_id: i64, delivered: Option<Seq>, read: Option<Seq>) -> StoreResult<Option<(Seq, Seq)>>;
+    /// Every member's positions in a room.
+    async fn receipts(&self, room_id: i64) -> StoreResult<Vec<MemberReceipt>>;
 }
 
 /// Storage settings that are not part of the URL.

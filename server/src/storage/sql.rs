@@ -7,7 +7,10 @@
 
 use std::{str::FromStr, time::Duration};
 
-use app::protocol::{ChatMessage, MessageKind, RoomKind, RoomSummary, UserRef};
+use app::{
+    protocol::{ChatMessage, MemberReceipt, MessageKind, RoomKind, RoomSummary, Seq, UserRef},
+    validation::mentioned_usernames,
+};
 use async_trait::async_trait;
 use sqlx::{
     postgres::{PgPool, PgPoolOptions},
@@ -127,10 +130,18 @@ struct RoomSummaryRow {
     last_seq: i64,
     member_count: i64,
     joined: i64,
+    read_seq: i64,
+    peer_id: Option<i64>,
+    peer_username: Option<String>,
+    peer_display_name: Option<String>,
 }
 
 impl From<RoomSummaryRow> for RoomSummary {
     fn from(row: RoomSummaryRow) -> Self {
+        let peer = match (row.peer_id, row.peer_username, row.peer_display_name) {
+            (Some(id), Some(username), Some(display_name)) => Some(UserRef { id, username, display_name }),
+            _ => None,
+        };
         RoomSummary {
             id: row.id,
             name: row.name,
@@ -139,8 +150,49 @@ impl From<RoomSummaryRow> for RoomSummary {
             last_seq: row.last_seq,
             member_count: row.member_count,
             joined: row.joined != 0,
+            peer,
+            read_seq: row.read_seq,
+            mention_seqs: Vec::new(),
         }
     }
+}
+
+#[derive(FromRow)]
+struct ReceiptRow {
+    id: i64,
+    username: String,
+    display_name: String,
+    delivered_seq: i64,
+    read_seq: i64,
+}
+
+#[derive(FromRow)]
+struct MentionRow {
+    room_id: i64,
+    seq: i64,
+}
+
+/// At most this many unread mention positions are reported per room ("99+").
+const MENTIONS_REPORTED: usize = 99;
+
+/// `LIKE` pattern matching strings that start with `prefix` literally.
+fn starts_with_pattern(prefix: &str) -> String {
+    let mut pattern: String = prefix
+        .to_lowercase()
+        .chars()
+        .flat_map(|c| match c {
+            '%' | '_' | '\\' => vec!['\\', c],
+            c => vec![c],
+        })
+        .collect();
+    pattern.push('%');
+    pattern
+}
+
+/// The name that makes a pair's direct conversation unique (in either order). It has
+/// a colon, which public room names cannot, so the two never collide.
+fn direct_key(a: i64, b: i64) -> String {
+    format!("dm:{}:{}", a.min(b), a.max(b))
 }
 
 #[derive(FromRow)]
@@ -192,10 +244,17 @@ const SELECT_MESSAGE: &str = "SELECT m.id, m.room_id, m.seq, m.kind, m.body, m.c
      u.id AS sender_id, u.username, u.display_name \
      FROM messages m JOIN users u ON u.id = m.sender_id";
 
+/// A room as user `$1` sees it; for a direct conversation, the `peer_*` columns name
+/// the other member.
 const SELECT_ROOM_SUMMARY: &str = "SELECT r.id, r.name, r.kind, r.topic, r.last_seq, \
      CAST((SELECT COUNT(*) FROM memberships c WHERE c.room_id = r.id) AS BIGINT) AS member_count, \
-     CAST(CASE WHEN mine.user_id IS NULL THEN 0 ELSE 1 END AS BIGINT) AS joined \
-     FROM rooms r LEFT JOIN memberships mine ON mine.room_id = r.id AND mine.user_id = $1";
+     CAST(CASE WHEN mine.user_id IS NULL THEN 0 ELSE 1 END AS BIGINT) AS joined, \
+     CAST(COALESCE(mine.read_seq, 0) AS BIGINT) AS read_seq, \
+     pu.id AS peer_id, pu.username AS peer_username, pu.display_name AS peer_display_name \
+     FROM rooms r \
+     LEFT JOIN memberships mine ON mine.room_id = r.id AND mine.user_id = $1 \
+     LEFT JOIN memberships pm ON r.kind = 'direct' AND pm.room_id = r.id AND pm.user_id <> $1 \
+     LEFT JOIN users pu ON pu.id = pm.user_id";
 
 /// Stamps out the [`Store`] implementation for one backend.
 macro_rules! sql_store {
@@ -235,7 +294,36 @@ macro_rules! sql_store {
                 .bind(now)
                 .fetch_optional(&mut **tx)
                 .await?;
-                Ok(id.map(|id| ChatMessage {
+                let Some(id) = id else { return Ok(None) };
+                // The sender has read what they wrote (and a joiner what came before).
+                sqlx::query(
+                    "UPDATE memberships SET read_seq = $3, delivered_seq = $3 \
+                     WHERE room_id = $1 AND user_id = $2 AND read_seq < $3",
+                )
+                .bind(room_id)
+                .bind(sender.id)
+                .bind(seq)
+                .execute(&mut **tx)
+                .await?;
+                if kind == MessageKind::Text {
+                    for username in mentioned_usernames(body) {
+                        sqlx::query(
+                            "INSERT INTO mentions (message_id, user_id, room_id, seq) \
+                             SELECT $1, u.id, $2, $3 FROM users u \
+                             JOIN memberships m ON m.user_id = u.id AND m.room_id = $2 \
+                             WHERE u.username_key = lower($4) AND u.id <> $5 \
+                             ON CONFLICT DO NOTHING",
+                        )
+                        .bind(id)
+                        .bind(room_id)
+                        .bind(seq)
+                        .bind(username)
+                        .bind(sender.id)
+                        .execute(&mut **tx)
+                        .await?;
+                    }
+                }
+                Ok(Some(ChatMessage {
                     id,
                     room_id,
                     seq,
@@ -245,6 +333,26 @@ macro_rules! sql_store {
                     text: body.to_string(),
                     sent_at: now,
                 }))
+            }
+
+            /// Fills in each summary's unread mention positions.
+            async fn with_mentions(&self, user_id: i64, mut rooms: Vec<RoomSummary>) -> StoreResult<Vec<RoomSummary>> {
+                if rooms.is_empty() {
+                    return Ok(rooms);
+                }
+                let rows: Vec<MentionRow> = sqlx::query_as(
+                    "SELECT mn.room_id, mn.seq FROM mentions mn \
+                     JOIN memberships m ON m.room_id = mn.room_id AND m.user_id = mn.user_id \
+                     WHERE mn.user_id = $1 AND mn.seq > m.read_seq ORDER BY mn.room_id, mn.seq",
+                )
+                .bind(user_id)
+                .fetch_all(&self.pool)
+                .await?;
+                for room in &mut rooms {
+                    room.mention_seqs =
+                        rows.iter().filter(|row| row.room_id == room.id).map(|row| row.seq).take(MENTIONS_REPORTED).collect();
+                }
+                Ok(rooms)
             }
 
             async fn message_by_client_id(&self, sender_id: i64, client_id: &str) -> StoreResult<Option<ChatMessage>> {
@@ -402,7 +510,8 @@ macro_rules! sql_store {
                 let sql = format!("{SELECT_ROOM_SUMMARY} WHERE r.id = $2");
                 let row: Option<RoomSummaryRow> =
                     sqlx::query_as(&sql).bind(user_id).bind(room_id).fetch_optional(&self.pool).await?;
-                Ok(row.map(Into::into))
+                let rooms = self.with_mentions(user_id, row.into_iter().map(Into::into).collect()).await?;
+                Ok(rooms.into_iter().next())
             }
 
             async fn public_rooms(&self, user_id: i64) -> StoreResult<Vec<RoomSummary>> {
@@ -412,9 +521,9 @@ macro_rules! sql_store {
             }
 
             async fn rooms_of(&self, user_id: i64) -> StoreResult<Vec<RoomSummary>> {
-                let sql = format!("{SELECT_ROOM_SUMMARY} WHERE mine.user_id IS NOT NULL ORDER BY r.name_key");
+                let sql = format!("{SELECT_ROOM_SUMMARY} WHERE mine.user_id IS NOT NULL ORDER BY r.kind DESC, r.name_key");
                 let rows: Vec<RoomSummaryRow> = sqlx::query_as(&sql).bind(user_id).fetch_all(&self.pool).await?;
-                Ok(rows.into_iter().map(Into::into).collect())
+                self.with_mentions(user_id, rows.into_iter().map(Into::into).collect()).await
             }
 
             async fn is_member(&self, room_id: i64, user_id: i64) -> StoreResult<bool> {
@@ -478,6 +587,95 @@ macro_rules! sql_store {
                 let notice = Self::append(&mut tx, room_id, user, MessageKind::Left, "", None, now).await?;
                 tx.commit().await?;
                 Ok(notice)
+            }
+
+            async fn open_direct(&self, me: &UserRef, peer: &UserRef, now: i64) -> StoreResult<(RoomRecord, bool)> {
+                let key = direct_key(me.id, peer.id);
+                let mut tx = self.pool.begin().await?;
+                let created = sqlx::query(
+                    "INSERT INTO rooms (name, name_key, kind, created_by, created_at) VALUES ($1, $1, 'direct', $2, $3) \
+                     ON CONFLICT (name_key) DO NOTHING",
+                )
+                .bind(&key)
+                .bind(me.id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                    == 1;
+                let room: RoomRow = sqlx::query_as("SELECT id, name, kind, last_seq FROM rooms WHERE name_key = $1")
+                    .bind(&key)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                sqlx::query(
+                    "INSERT INTO memberships (room_id, user_id, joined_at) VALUES ($1, $2, $4), ($1, $3, $4) \
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(room.id)
+                .bind(me.id)
+                .bind(peer.id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok((room.into(), created))
+            }
+
+            async fn find_users(&self, prefix: &str, limit: u32) -> StoreResult<Vec<UserRef>> {
+                let rows: Vec<UserRow> = sqlx::query_as(
+                    "SELECT id, username, display_name FROM users \
+                     WHERE username_key LIKE $1 ESCAPE '\\' OR lower(display_name) LIKE $1 ESCAPE '\\' \
+                     ORDER BY username_key LIMIT $2",
+                )
+                .bind(starts_with_pattern(prefix))
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows.into_iter().map(Into::into).collect())
+            }
+
+            async fn advance_receipt(
+                &self,
+                room_id: i64,
+                user_id: i64,
+                delivered: Option<Seq>,
+                read: Option<Seq>,
+            ) -> StoreResult<Option<(Seq, Seq)>> {
+                let Some(room) = self.room(room_id).await? else { return Ok(None) };
+                let read = read.map(|seq| seq.clamp(0, room.last_seq)).unwrap_or(0);
+                let delivered = delivered.map(|seq| seq.clamp(0, room.last_seq)).unwrap_or(0).max(read);
+                let row: Option<(i64, i64)> = sqlx::query_as(
+                    "UPDATE memberships SET \
+                     delivered_seq = CASE WHEN $3 > delivered_seq THEN $3 ELSE delivered_seq END, \
+                     read_seq = CASE WHEN $4 > read_seq THEN $4 ELSE read_seq END \
+                     WHERE room_id = $1 AND user_id = $2 AND ($3 > delivered_seq OR $4 > read_seq) \
+                     RETURNING delivered_seq, read_seq",
+                )
+                .bind(room_id)
+                .bind(user_id)
+                .bind(delivered)
+                .bind(read)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(row)
+            }
+
+            async fn receipts(&self, room_id: i64) -> StoreResult<Vec<MemberReceipt>> {
+                let rows: Vec<ReceiptRow> = sqlx::query_as(
+                    "SELECT u.id, u.username, u.display_name, m.delivered_seq, m.read_seq \
+                     FROM memberships m JOIN users u ON u.id = m.user_id WHERE m.room_id = $1 ORDER BY u.id",
+                )
+                .bind(room_id)
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|row| MemberReceipt {
+                        user: UserRef { id: row.id, username: row.username, display_name: row.display_name },
+                        delivered_seq: row.delivered_seq,
+                        read_seq: row.read_seq,
+                    })
+                    .collect())
             }
 
             async fn post(&self, room_id: i64, sender: &UserRef, client_id: &str, text: &str, now: i64) -> StoreResult<Posted> {

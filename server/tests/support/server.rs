@@ -204,7 +204,7 @@ impl WsClient {
                 Frame::Msg(msg) => msg,
                 Frame::Closed(close) => panic!("socket closed while waiting for reply {id}: {close:?}"),
             };
-            if reply_id(&msg) == Some(id) {
+            if msg.reply_to() == Some(id) {
                 return msg;
             }
             self.buffered.push(msg);
@@ -253,16 +253,5 @@ impl WsClient {
                 Ok(_) => return false,
             }
         }
-    }
-}
-
-fn reply_id(msg: &ServerMsg) -> Option<RequestId> {
-    match msg {
-        ServerMsg::Pong { id }
-        | ServerMsg::Rooms { id, .. }
-        | ServerMsg::Sent { id, .. }
-        | ServerMsg::History { id, .. } => Some(*id),
-        ServerMsg::Error { id, .. } | ServerMsg::RoomJoined { id, .. } | ServerMsg::RoomLeft { id, .. } => *id,
-        ServerMsg::Hello { .. } | ServerMsg::Message { .. } | ServerMsg::Presence { .. } => None,
     }
 }

@@ -1,0 +1,277 @@
+//! Applying what the server says to the model.
+
+use std::collections::HashMap;
+
+use leptos::prelude::*;
+
+use super::{platform, ChatClient, ConnState, Purpose, TYPING_SHOWN_MS};
+use crate::{
+    protocol::{ChatMessage, ErrorCode, Limits, MessageKind, RequestId, RoomId, RoomKind, RoomSummary, ServerMsg, UserRef},
+    validation::mentions,
+};
+
+impl ChatClient {
+    /// Applies one frame from the server.
+    pub fn apply(&self, msg: ServerMsg) {
+        match msg {
+            ServerMsg::Hello { me, rooms, limits, .. } => self.greeted(me, rooms, limits),
+            ServerMsg::Pong { id } => {
+                self.forget(id);
+            }
+            ServerMsg::Error { id, code, message } => self.refused(id, code, message),
+            ServerMsg::Rooms { id, rooms } => {
+                self.forget(id);
+                self.directory.set(Some(rooms));
+            }
+            ServerMsg::Users { id, users } => {
+                self.forget(id);
+                self.found_users.set(Some(users));
+            }
+            ServerMsg::RoomJoined { id, room } => self.joined(id, room),
+            ServerMsg::RoomLeft { id, room_id } => self.left(id, room_id),
+            ServerMsg::Sent { id, message } => {
+                self.forget(id);
+                self.arrived(message);
+            }
+            ServerMsg::Message { message } => self.arrived(message),
+            ServerMsg::History { id, room_id, messages, has_more, receipts } => {
+                self.forget(id);
+                if !receipts.is_empty() {
+                    self.receipts.update(|all| {
+                        all.insert(room_id, receipts.into_iter().map(|r| (r.user.id, r)).collect());
+                    });
+                }
+                self.timelines.update(|timelines| {
+                    let timeline = timelines.entry(room_id).or_default();
+                    let older = timeline.loading_older
+                        && messages.last().zip(timeline.first_seq()).is_some_and(|(last, first)| last.seq < first);
+                    if older {
+                        timeline.merge_older(messages, has_more);
+                    } else {
+                        timeline.merge_latest(messages, has_more);
+                    }
+                });
+            }
+            ServerMsg::Catchup { id, room_id, messages, has_more } => {
+                self.forget(id);
+                let last = messages.last().map(|m| m.seq);
+                for message in messages {
+                    self.arrived(message);
+                }
+                if let (true, Some(last)) = (has_more, last) {
+                    self.catch_up(room_id, last);
+                }
+            }
+            ServerMsg::Receipt { room_id, user_id, delivered_seq, read_seq } => {
+                self.receipts.update(|all| {
+                    if let Some(member) = all.get_mut(&room_id).and_then(|members| members.get_mut(&user_id)) {
+                        member.delivered_seq = member.delivered_seq.max(delivered_seq);
+                        member.read_seq = member.read_seq.max(read_seq);
+                    }
+                });
+                // One's own position moving (in another tab) clears unread counts here.
+                if self.is_me(user_id) {
+                    self.set_own_read(room_id, read_seq);
+                }
+            }
+            ServerMsg::Typing { room_id, user } => self.someone_typing(room_id, user),
+            ServerMsg::Presence { room_id, online } => self.presence.update(|p| {
+                p.insert(room_id, online);
+            }),
+        }
+    }
+
+    fn forget(&self, id: RequestId) -> Option<Purpose> {
+        let mut purpose = None;
+        self.requests.update_value(|requests| purpose = requests.remove(&id));
+        purpose
+    }
+
+    fn is_me(&self, user_id: i64) -> bool {
+        self.me.with_untracked(|me| me.as_ref().is_some_and(|me| me.id == user_id))
+    }
+
+    fn greeted(&self, me: UserRef, rooms: Vec<RoomSummary>, limits: Limits) {
+        // Requests of the previous connection will never be answered.
+        self.requests.set_value(HashMap::new());
+        let changed_user = self.me.with_untracked(|old| old.as_ref().is_some_and(|old| old.id != me.id));
+        if changed_user {
+            self.reset();
+        }
+        self.me.set(Some(me));
+        self.limits.set(limits);
+        let joined: Vec<RoomId> = rooms.iter().map(|r| r.id).collect();
+        self.rooms.set(rooms);
+        // Conversations left while away are dropped; the others catch up on exactly
+        // what they missed, from the last message held, in pages until complete.
+        self.timelines.update(|timelines| {
+            timelines.retain(|room, _| joined.contains(room));
+            timelines.values_mut().for_each(|t| t.loading_older = false);
+        });
+        let held: Vec<(RoomId, Option<i64>)> =
+            self.timelines.with_untracked(|t| t.iter().map(|(room, t)| (*room, t.last_seq())).collect());
+        for (room_id, last) in held {
+            match last {
+                Some(last) => self.catch_up(room_id, last),
+                None => self.request(Purpose::Other, |id| crate::protocol::ClientMsg::History { id, room_id, before_seq: None }),
+            }
+        }
+        // Unacknowledged messages go out again; the server drops any it already has.
+        for item in self.outbox.get_untracked().into_iter().filter(|item| item.failed.is_none()) {
+            self.transmit_outgoing(item);
+        }
+        self.conn.set(ConnState::Online);
+    }
+
+    fn joined(&self, id: Option<RequestId>, room: RoomSummary) {
+        let navigate = id.and_then(|id| self.forget(id)).is_some_and(|p| matches!(p, Purpose::Navigate));
+        if navigate {
+            self.goto.set(Some(room_path(&room)));
+        }
+        self.directory.update(|dir| {
+            if let Some(entry) = dir.as_mut().and_then(|dir| dir.iter_mut().find(|r| r.id == room.id)) {
+                *entry = room.clone();
+            }
+        });
+        self.rooms.update(|rooms| {
+            rooms.retain(|r| r.id != room.id);
+            rooms.push(room);
+            rooms.sort_by_key(|r| (r.kind == RoomKind::Direct, sidebar_name(r).to_lowercase()));
+        });
+    }
+
+    fn left(&self, id: Option<RequestId>, room_id: RoomId) {
+        if let Some(id) = id {
+            self.forget(id);
+        }
+        self.rooms.update(|rooms| rooms.retain(|r| r.id != room_id));
+        self.timelines.update(|t| {
+            t.remove(&room_id);
+        });
+        self.directory.update(|dir| {
+            if let Some(entry) = dir.as_mut().and_then(|dir| dir.iter_mut().find(|r| r.id == room_id)) {
+                entry.joined = false;
+            }
+        });
+    }
+
+    /// A stored message arrived: an acknowledgement, a live event or a catch-up page.
+    fn arrived(&self, message: ChatMessage) {
+        let from_me = self.is_me(message.sender.id);
+        if let (true, Some(client_id)) = (from_me, &message.client_id) {
+            self.outbox.update(|outbox| outbox.retain(|o| &o.client_id != client_id));
+        }
+        let room_id = message.room_id;
+        let seq = message.seq;
+        let my_name = self.me.with_untracked(|me| me.as_ref().map(|me| me.username.clone())).unwrap_or_default();
+        let mentions_me = !from_me && message.kind == MessageKind::Text && mentions(&message.text, &my_name);
+        let mut kind = None;
+        self.rooms.update(|rooms| {
+            if let Some(room) = rooms.iter_mut().find(|r| r.id == room_id) {
+                room.last_seq = room.last_seq.max(seq);
+                if from_me {
+                    room.read_seq = room.read_seq.max(seq);
+                }
+                if mentions_me && seq > room.read_seq && !room.mention_seqs.contains(&seq) {
+                    room.mention_seqs.push(seq);
+                }
+                kind = Some((room.kind, sidebar_name(room)));
+            }
+        });
+        // Their message ends their typing notice.
+        self.typing.update(|typing| {
+            if let Some(users) = typing.get_mut(&room_id) {
+                users.retain(|(user, _)| user.id != message.sender.id);
+            }
+        });
+        let mut gap_after = None;
+        self.timelines.update(|timelines| {
+            // Only conversations whose history is loaded keep live messages; the others
+            // load their newest page when opened.
+            if let Some(timeline) = timelines.get_mut(&room_id).filter(|t| t.loaded) {
+                if let Some(last) = timeline.last_seq().filter(|last| seq > last + 1) {
+                    gap_after = Some(last);
+                }
+                timeline.insert(message.clone());
+            }
+        });
+        if let Some(last) = gap_after {
+            // Something was missed (another server published first): fetch it.
+            self.catch_up(room_id, last);
+        }
+        if !from_me {
+            self.queue_receipt(room_id, Some(seq), None);
+            if let Some((room_kind, room_name)) = kind {
+                if message.kind == MessageKind::Text && (room_kind == RoomKind::Direct || mentions_me) {
+                    let title = match room_kind {
+                        RoomKind::Direct => message.sender.display_name.clone(),
+                        RoomKind::Public => format!("{} in #{room_name}", message.sender.display_name),
+                    };
+                    platform::notify(&title, &message.text);
+                }
+            }
+        }
+    }
+
+    fn someone_typing(&self, room_id: RoomId, user: UserRef) {
+        if self.is_me(user.id) {
+            return;
+        }
+        let until = platform::now_ms() + TYPING_SHOWN_MS;
+        self.typing.update(|typing| {
+            let users = typing.entry(room_id).or_default();
+            users.retain(|(u, _)| u.id != user.id);
+            users.push((user, until));
+        });
+        // Re-evaluate when the notice runs out, dropping every expired one.
+        let chat = *self;
+        platform::after(TYPING_SHOWN_MS as u32 + 50, move || {
+            let now = platform::now_ms();
+            chat.typing.try_update(|typing| typing.values_mut().for_each(|users| users.retain(|(_, until)| *until > now)));
+        });
+    }
+
+    fn refused(&self, id: Option<RequestId>, code: ErrorCode, message: String) {
+        match id.and_then(|id| self.forget(id)) {
+            Some(Purpose::Send { client_id }) => self.outbox.update(|outbox| {
+                if let Some(item) = outbox.iter_mut().find(|o| o.client_id == client_id) {
+                    item.failed = Some(message);
+                }
+            }),
+            _ => {
+                if code != ErrorCode::BadRequest || id.is_some() {
+                    self.alert.set(Some(message));
+                }
+            }
+        }
+    }
+
+    /// Forgets everything about the previous user.
+    fn reset(&self) {
+        self.me.set(None);
+        self.rooms.set(Vec::new());
+        self.directory.set(None);
+        self.found_users.set(None);
+        self.timelines.set(HashMap::new());
+        self.receipts.set(HashMap::new());
+        self.presence.set(HashMap::new());
+        self.typing.set(HashMap::new());
+        self.outbox.set(Vec::new());
+    }
+}
+
+/// Where a conversation lives: `/r/<name>` for rooms, `/dm/<username>` for people.
+pub fn room_path(room: &RoomSummary) -> String {
+    match &room.peer {
+        Some(peer) if room.kind == RoomKind::Direct => format!("/dm/{}", peer.username),
+        _ => format!("/r/{}", room.name),
+    }
+}
+
+/// What a conversation is called in the sidebar: `#name`'s name, or the other person.
+pub fn sidebar_name(room: &RoomSummary) -> String {
+    match &room.peer {
+        Some(peer) if room.kind == RoomKind::Direct => peer.display_name.clone(),
+        _ => room.name.clone(),
+    }
+}

@@ -1,0 +1,105 @@
+//! The few browser facilities the chat model needs: clock, timers, random ids, page
+//! attention and notifications. On the server (which never runs effects) these are
+//! inert stand-ins so the model compiles for both.
+
+use super::ChatClient;
+
+#[cfg(feature = "hydrate")]
+mod browser {
+    use leptos::prelude::*;
+    use wasm_bindgen::{closure::Closure, JsCast};
+
+    use super::ChatClient;
+
+    pub fn now_ms() -> f64 {
+        js_sys::Date::now()
+    }
+
+    pub fn after(ms: u32, run: impl FnOnce() + 'static) {
+        set_timeout(run, std::time::Duration::from_millis(u64::from(ms)));
+    }
+
+    /// 128 random bits, hex: two messages never share an id.
+    pub fn new_client_id() -> String {
+        let mut bytes = [0u8; 16];
+        if let Ok(crypto) = window().crypto() {
+            let _ = crypto.get_random_values_with_u8_array(&mut bytes);
+        }
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    fn attention() -> bool {
+        let document = document();
+        document.visibility_state() == web_sys::VisibilityState::Visible && document.has_focus().unwrap_or(true)
+    }
+
+    /// Keeps `chat.attentive` in step with the page's visibility and focus.
+    pub fn watch_attention(chat: ChatClient) {
+        chat.attentive.set(attention());
+        chat.notification_permission.set(notification_permission());
+        let update = Closure::<dyn FnMut()>::new(move || {
+            chat.attentive.try_set(attention());
+        });
+        let target = window();
+        for event in ["focus", "blur"] {
+            let _ = target.add_event_listener_with_callback(event, update.as_ref().unchecked_ref());
+        }
+        let _ = document().add_event_listener_with_callback("visibilitychange", update.as_ref().unchecked_ref());
+        // Lives as long as the page, like the listeners.
+        update.forget();
+    }
+
+    fn notification_permission() -> Option<String> {
+        let supported = js_sys::Reflect::has(&window(), &"Notification".into()).unwrap_or(false);
+        supported.then(|| match web_sys::Notification::permission() {
+            web_sys::NotificationPermission::Granted => "granted".to_string(),
+            web_sys::NotificationPermission::Denied => "denied".to_string(),
+            _ => "default".to_string(),
+        })
+    }
+
+    pub fn ask_notification_permission(chat: ChatClient) {
+        if let Ok(promise) = web_sys::Notification::request_permission() {
+            leptos::task::spawn_local(async move {
+                let _ = wasm_bindgen_futures::JsFuture::from(promise).await;
+                chat.notification_permission.try_set(notification_permission());
+            });
+        }
+    }
+
+    /// Shows a system notification if the page is hidden and permission was given.
+    pub fn notify(title: &str, body: &str) {
+        if document().visibility_state() == web_sys::VisibilityState::Visible {
+            return;
+        }
+        if notification_permission().as_deref() != Some("granted") {
+            return;
+        }
+        let options = web_sys::NotificationOptions::new();
+        options.set_body(body);
+        options.set_tag("parley");
+        let _ = web_sys::Notification::new_with_options(title, &options);
+    }
+}
+
+#[cfg(feature = "hydrate")]
+pub use browser::{after, ask_notification_permission, new_client_id, notify, now_ms, watch_attention};
+
+#[cfg(not(feature = "hydrate"))]
+mod server {
+    use super::ChatClient;
+
+    pub fn now_ms() -> f64 {
+        0.0
+    }
+    pub fn after(_ms: u32, _run: impl FnOnce() + 'static) {}
+    pub fn new_client_id() -> String {
+        String::new()
+    }
+    pub fn watch_attention(_chat: ChatClient) {}
+    pub fn ask_notification_permission(_chat: ChatClient) {}
+    pub fn notify(_title: &str, _body: &str) {}
+}
+
+#[cfg(not(feature = "hydrate"))]
+pub use server::{after, ask_notification_permission, new_client_id, notify, now_ms, watch_attention};
