@@ -59,6 +59,7 @@ pub fn App() -> impl IntoView {
             <Routes fallback=NotFound>
                 <Route path=path!("/") view=ChatPage />
                 <Route path=path!("/r/:room") view=ChatPage />
+                <Route path=path!("/dm/:user") view=ChatPage />
                 <Route path=path!("/login") view=LoginPage />
                 <Route path=path!("/register") view=RegisterPage />
             </Routes>

@@ -4,6 +4,7 @@
 //! the same wiring as production: they only choose the listener (`127.0.0.1:0`).
 
 pub mod accounts;
+mod api;
 mod chat;
 pub mod config;
 mod error;

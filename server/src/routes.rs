@@ -7,7 +7,7 @@ use axum::{middleware, routing::get, Router};
 use leptos::prelude::provide_context;
 use leptos_axum::{generate_route_list, LeptosRoutes};
 
-use crate::{state::AppState, web_auth, ws};
+use crate::{api, state::AppState, web_auth, ws};
 
 pub fn router(state: AppState) -> Router {
     let routes = generate_route_list(App);
@@ -15,6 +15,7 @@ pub fn router(state: AppState) -> Router {
     let auth_backend: SharedAuthBackend = Arc::new(web_auth::AccountsBackend(state.clone()));
     Router::new()
         .route("/ws", get(ws::upgrade))
+        .route("/api/rooms/{room_id}/messages", get(api::room_messages))
         .leptos_routes_with_context(
             &state,
             routes,

@@ -66,7 +66,7 @@ impl AuthBackend for AccountsBackend {
 
 /// Pages that only make sense with a session.
 fn needs_session(path: &str) -> bool {
-    path == "/" || path.starts_with("/r/")
+    path == "/" || path.starts_with("/r/") || path.starts_with("/dm/")
 }
 
 /// Pages for getting a session, pointless to someone who has one.

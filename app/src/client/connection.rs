@@ -1,9 +1,12 @@
 //! The socket loop in the browser: connect, greet, read, and on any failure try again
-//! with exponential backoff and jitter until the session is known to be over.
+//! with exponential backoff and jitter until the session is known to be over. The
+//! browser's own online/offline events cut the wait short: going offline drops the
+//! socket at once (instead of waiting for TCP to notice), coming back reconnects at once.
 
-use futures::{SinkExt, StreamExt};
-use gloo_net::websocket::{futures::WebSocket, Message};
+use futures::{channel::mpsc, FutureExt, SinkExt, StreamExt};
+use gloo_net::websocket::{futures::WebSocket, Message, WebSocketError};
 use leptos::{prelude::*, task::spawn_local};
+use wasm_bindgen::{closure::Closure, JsCast};
 
 use super::{ChatClient, ConnState};
 use crate::protocol::ServerMsg;
@@ -22,14 +25,25 @@ enum Ended {
     BeforeGreeting,
     /// The server said the session is over.
     SessionEnded,
+    /// The browser went offline.
+    Offline,
 }
 
 pub(super) fn run(chat: ChatClient) {
+    let mut network = network_events();
     spawn_local(async move {
         let mut failures: u32 = 0;
         loop {
-            match connect_once(chat).await {
+            if !online() {
+                chat.conn.try_set(ConnState::Reconnecting);
+                wait_until_online(&mut network).await;
+            }
+            match connect_once(chat, &mut network).await {
                 Ended::AfterGreeting => failures = 0,
+                Ended::Offline => {
+                    failures = 0;
+                    continue;
+                }
                 Ended::BeforeGreeting => {
                     // A refused handshake looks the same as a dead server from here;
                     // ask over HTTP whether the session is still good.
@@ -45,9 +59,41 @@ pub(super) fn run(chat: ChatClient) {
             }
             chat.conn.try_set(ConnState::Reconnecting);
             failures = failures.saturating_add(1);
-            gloo_timers::future::TimeoutFuture::new(backoff_ms(failures) as u32).await;
+            let pause = gloo_timers::future::TimeoutFuture::new(backoff_ms(failures) as u32);
+            futures::select! {
+                () = pause.fuse() => {}
+                // Back online: no reason to keep waiting.
+                _ = wait_until_online(&mut network).fuse() => {}
+            }
         }
     });
+}
+
+fn online() -> bool {
+    window().navigator().on_line()
+}
+
+/// `true` for each `online` event, `false` for each `offline` event.
+fn network_events() -> mpsc::UnboundedReceiver<bool> {
+    let (tx, rx) = mpsc::unbounded();
+    for (event, value) in [("online", true), ("offline", false)] {
+        let tx = tx.clone();
+        let listener = Closure::<dyn FnMut()>::new(move || {
+            let _ = tx.unbounded_send(value);
+        });
+        let _ = window().add_event_listener_with_callback(event, listener.as_ref().unchecked_ref());
+        // The listener lives as long as the page.
+        listener.forget();
+    }
+    rx
+}
+
+async fn wait_until_online(network: &mut mpsc::UnboundedReceiver<bool>) {
+    while !online() {
+        if network.next().await.is_none() {
+            return;
+        }
+    }
 }
 
 fn signed_out(chat: ChatClient) {
@@ -55,7 +101,7 @@ fn signed_out(chat: ChatClient) {
     chat.stopped();
     let here = window().location();
     let path = here.pathname().unwrap_or_default() + &here.search().unwrap_or_default();
-    if path.starts_with("/r/") || path == "/" {
+    if path.starts_with("/r/") || path.starts_with("/dm/") || path == "/" {
         let next: String = js_sys::encode_uri_component(&path).into();
         let _ = here.assign(&format!("/login?next={next}"));
     }
@@ -67,12 +113,12 @@ fn backoff_ms(failures: u32) -> f64 {
     FIRST_BACKOFF_MS / 2.0 + js_sys::Math::random() * ceiling
 }
 
-async fn connect_once(chat: ChatClient) -> Ended {
+async fn connect_once(chat: ChatClient, network: &mut mpsc::UnboundedReceiver<bool>) -> Ended {
     let Ok(ws) = WebSocket::open(&socket_url()) else {
         return Ended::BeforeGreeting;
     };
     let (mut sink, mut stream) = ws.split();
-    let (tx, mut rx) = futures::channel::mpsc::unbounded();
+    let (tx, mut rx) = mpsc::unbounded();
     chat.link.try_set_value(Some(tx));
     spawn_local(async move {
         while let Some(msg) = rx.next().await {
@@ -85,28 +131,31 @@ async fn connect_once(chat: ChatClient) -> Ended {
     });
 
     let mut greeted = false;
-    let mut ended = None;
-    while let Some(frame) = stream.next().await {
+    let ended = loop {
+        let frame = futures::select! {
+            frame = stream.next().fuse() => frame,
+            change = network.next().fuse() => match change {
+                Some(false) => break Some(Ended::Offline),
+                _ => continue,
+            },
+        };
         match frame {
-            Ok(Message::Text(text)) => match serde_json::from_str::<ServerMsg>(&text) {
+            Some(Ok(Message::Text(text))) => match serde_json::from_str::<ServerMsg>(&text) {
                 Ok(msg) => {
                     greeted |= matches!(msg, ServerMsg::Hello { .. });
                     chat.apply(msg);
                 }
                 Err(err) => leptos::logging::warn!("ignoring a frame this client does not understand: {err}"),
             },
-            Ok(Message::Bytes(_)) => {}
-            Err(gloo_net::websocket::WebSocketError::ConnectionClose(close)) => {
-                if close.code == CLOSE_SESSION_ENDED {
-                    ended = Some(Ended::SessionEnded);
-                }
-                break;
+            Some(Ok(Message::Bytes(_))) => {}
+            Some(Err(WebSocketError::ConnectionClose(close))) => {
+                break (close.code == CLOSE_SESSION_ENDED).then_some(Ended::SessionEnded);
             }
             // An `error` event is followed by the `close` event that says why.
-            Err(gloo_net::websocket::WebSocketError::ConnectionError) => continue,
-            Err(_) => break,
+            Some(Err(WebSocketError::ConnectionError)) => continue,
+            Some(Err(_)) | None => break None,
         }
-    }
+    };
     // Dropping the sender ends the writer task, which closes the socket.
     chat.link.try_set_value(None);
     ended.unwrap_or(if greeted { Ended::AfterGreeting } else { Ended::BeforeGreeting })

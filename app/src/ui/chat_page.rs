@@ -6,9 +6,20 @@ use leptos_router::hooks::{use_navigate, use_params_map};
 
 use super::{composer::Composer, messages::MessageList, sidebar::Sidebar, Avatar};
 use crate::{
-    client::{ChatClient, ConnState},
-    protocol::{RoomId, RoomSummary},
+    client::{sidebar_name, ChatClient, ConnState},
+    protocol::{RoomId, RoomKind, RoomSummary},
 };
+
+/// What the URL asks to show.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Target {
+    /// `/`: the default room.
+    Default,
+    /// `/r/<name>`
+    Room(String),
+    /// `/dm/<username>`
+    Direct(String),
+}
 
 #[component]
 pub fn ChatPage() -> impl IntoView {
@@ -16,18 +27,26 @@ pub fn ChatPage() -> impl IntoView {
     Effect::new(move |_| chat.start());
 
     let params = use_params_map();
-    let wanted_name = Memo::new(move |_| params.with(|p| p.get("room")));
-    // The room on screen: the one named in the URL, or on "/" the default room.
-    let current_id: Memo<Option<RoomId>> = Memo::new(move |_| match wanted_name.get() {
-        Some(name) => chat.room_by_name(&name).map(|room| room.id),
-        None => chat.rooms.with(|rooms| {
-            rooms.iter().find(|room| room.name == "general").or(rooms.first()).map(|room| room.id)
+    let target = Memo::new(move |_| {
+        params.with(|p| match (p.get("room"), p.get("user")) {
+            (Some(room), _) => Target::Room(room),
+            (None, Some(user)) => Target::Direct(user),
+            (None, None) => Target::Default,
+        })
+    });
+    let current_id: Memo<Option<RoomId>> = Memo::new(move |_| match target.get() {
+        Target::Room(name) => chat.room_by_name(&name).map(|room| room.id),
+        Target::Direct(username) => chat.direct_with(&username).map(|room| room.id),
+        Target::Default => chat.rooms.with(|rooms| {
+            let mut public = rooms.iter().filter(|room| room.kind == RoomKind::Public);
+            let general = public.clone().find(|room| room.name == "general");
+            general.or_else(|| public.next()).map(|room| room.id)
         }),
     });
     let current: Signal<Option<RoomSummary>> =
         Signal::derive(move || current_id.get().and_then(|id| chat.rooms.with(|r| r.iter().find(|r| r.id == id).cloned())));
 
-    // Load the room's history once connected (and again after each reconnect).
+    // Load the conversation's history once connected (and again after each reconnect).
     Effect::new(move |_| {
         if let (Some(room_id), ConnState::Online) = (current_id.get(), chat.conn.get()) {
             chat.open_room(room_id);
@@ -42,9 +61,17 @@ pub fn ChatPage() -> impl IntoView {
     });
 
     let drawer_open = RwSignal::new(false);
-    let title = move || match current.get() {
-        Some(room) => format!("#{} · Parley", room.name),
-        None => "Parley".to_string(),
+    let title = move || {
+        let unread = chat.total_unread();
+        let place = current.with(|room| room.as_ref().map(|room| match room.kind {
+            RoomKind::Direct => sidebar_name(room),
+            RoomKind::Public => format!("#{}", room.name),
+        }));
+        let prefix = if unread > 0 { format!("({unread}) ") } else { String::new() };
+        match place {
+            Some(place) => format!("{prefix}{place} · Parley"),
+            None => format!("{prefix}Parley"),
+        }
     };
 
     view! {
@@ -60,7 +87,7 @@ pub fn ChatPage() -> impl IntoView {
                         <Composer room_id=room_id />
                     }
                         .into_any(),
-                    None => view! { <NotAMember wanted=wanted_name.into() /> }.into_any(),
+                    None => view! { <NotAMember target=target.into() /> }.into_any(),
                 }}
             </main>
         </div>
@@ -90,7 +117,16 @@ fn RoomHeader(room: Signal<Option<RoomSummary>>, drawer_open: RwSignal<bool>) ->
                 </svg>
             </button>
             <h1 class="min-w-0 flex-1 truncate text-lg font-semibold" data-testid="room-title">
-                {move || room.with(|r| r.as_ref().map(|r| format!("#{}", r.name)).unwrap_or_default())}
+                {move || {
+                    room.with(|r| {
+                        r.as_ref()
+                            .map(|r| match r.kind {
+                                RoomKind::Direct => sidebar_name(r),
+                                RoomKind::Public => format!("#{}", r.name),
+                            })
+                            .unwrap_or_default()
+                    })
+                }}
             </h1>
             <details class="relative" data-testid="presence">
                 <summary class="cursor-pointer list-none rounded-full px-2 py-1 text-sm text-slate-600 hover:bg-slate-100 focus:outline-none focus-visible:ring-2 focus-visible:ring-indigo-500 dark:text-slate-300 dark:hover:bg-slate-800">
@@ -107,7 +143,7 @@ fn RoomHeader(room: Signal<Option<RoomSummary>>, drawer_open: RwSignal<bool>) ->
                 </ul>
             </details>
             <ConnectionBadge />
-            <Show when=move || room_id().is_some()>
+            <Show when=move || room.with(|r| r.as_ref().is_some_and(|r| r.kind == RoomKind::Public))>
                 <button
                     type="button"
                     class="rounded-lg px-2 py-1 text-sm text-slate-600 hover:bg-slate-100 focus:outline-none focus-visible:ring-2 focus-visible:ring-indigo-500 dark:text-slate-300 dark:hover:bg-slate-800"
@@ -171,37 +207,68 @@ fn AlertBar() -> impl IntoView {
     }
 }
 
-/// Shown when the URL names a room the user is not in: join it, or learn it does not exist.
+/// Shown when the URL names a conversation the user is not in: join the room or start
+/// the conversation, or learn that it does not exist.
 #[component]
-fn NotAMember(wanted: Signal<Option<String>>) -> impl IntoView {
+fn NotAMember(target: Signal<Target>) -> impl IntoView {
     let chat = expect_context::<ChatClient>();
     Effect::new(move |_| {
-        if wanted.get().is_some() && chat.conn.get() == ConnState::Online && chat.directory.with(Option::is_none) {
-            chat.browse_rooms();
+        if chat.conn.get() != ConnState::Online {
+            return;
+        }
+        match target.get() {
+            Target::Room(_) if chat.directory.with_untracked(Option::is_none) => chat.browse_rooms(),
+            Target::Direct(username) => chat.find_users(username),
+            _ => {}
         }
     });
-    let found = move || {
-        let name = wanted.get()?;
-        chat.directory.with(|dir| dir.as_ref()?.iter().find(|r| r.name.eq_ignore_ascii_case(&name)).cloned())
+    let room = move || match target.get() {
+        Target::Room(name) => chat.directory.with(|dir| dir.as_ref()?.iter().find(|r| r.name.eq_ignore_ascii_case(&name)).cloned()),
+        _ => None,
     };
+    let person = move || match target.get() {
+        Target::Direct(username) => {
+            chat.found_users.with(|found| found.as_ref()?.iter().find(|u| u.username.eq_ignore_ascii_case(&username)).cloned())
+        }
+        _ => None,
+    };
+    let searched = move || match target.get() {
+        Target::Room(_) => chat.directory.with(Option::is_some),
+        Target::Direct(_) => chat.found_users.with(Option::is_some),
+        Target::Default => true,
+    };
+    const BUTTON: &str = "rounded-lg bg-indigo-600 px-4 py-2 font-semibold text-white hover:bg-indigo-700 focus:outline-none focus-visible:ring-4 focus-visible:ring-indigo-400/60";
     view! {
         <div class="flex flex-1 flex-col items-center justify-center gap-4 p-6 text-center">
-            {move || match (wanted.get(), found(), chat.directory.with(Option::is_some), chat.conn.get()) {
-                (_, _, _, ConnState::Connecting) => view! { <p class="text-slate-500">"Loading…"</p> }.into_any(),
-                (Some(_), Some(room), _, _) => view! {
-                    <p class="text-lg">{format!("You are not a member of #{}.", room.name)}</p>
-                    <button
-                        type="button"
-                        class="rounded-lg bg-indigo-600 px-4 py-2 font-semibold text-white hover:bg-indigo-700 focus:outline-none focus-visible:ring-4 focus-visible:ring-indigo-400/60"
-                        on:click=move |_| chat.join_room(room.id)
-                    >
-                        {format!("Join #{}", room.name)}
-                    </button>
+            {move || {
+                if chat.conn.get() == ConnState::Connecting {
+                    return view! { <p class="text-slate-500">"Loading…"</p> }.into_any();
                 }
-                    .into_any(),
-                (Some(name), None, true, _) => view! { <p class="text-lg">{format!("There is no room called #{name}.")}</p> }.into_any(),
-                (None, _, _, _) => view! { <p class="text-lg">"You are not in any room yet. Create one or browse the rooms."</p> }.into_any(),
-                _ => view! { <p class="text-slate-500">"Loading…"</p> }.into_any(),
+                if let Some(room) = room() {
+                    return view! {
+                        <p class="text-lg">{format!("You are not a member of #{}.", room.name)}</p>
+                        <button type="button" class=BUTTON on:click=move |_| chat.join_room(room.id)>
+                            {format!("Join #{}", room.name)}
+                        </button>
+                    }
+                        .into_any();
+                }
+                if let Some(person) = person() {
+                    return view! {
+                        <p class="text-lg">{format!("No messages with {} yet.", person.display_name)}</p>
+                        <button type="button" class=BUTTON on:click=move |_| chat.open_direct(person.id)>
+                            {format!("Message {}", person.display_name)}
+                        </button>
+                    }
+                        .into_any();
+                }
+                let message = match (target.get(), searched()) {
+                    (_, false) => "Loading…".to_string(),
+                    (Target::Room(name), true) => format!("There is no room called #{name}."),
+                    (Target::Direct(username), true) => format!("There is no one called @{username}."),
+                    (Target::Default, true) => "You are not in any room yet. Create one or browse the rooms.".to_string(),
+                };
+                view! { <p class="text-lg">{message}</p> }.into_any()
             }}
         </div>
     }

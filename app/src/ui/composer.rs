@@ -28,7 +28,17 @@ pub fn Composer(room_id: RoomId) -> impl IntoView {
         }
     };
 
+    let typing = move || {
+        let people = chat.typing_in(room_id);
+        match people.as_slice() {
+            [] => String::new(),
+            [one] => format!("{} is typing…", one.display_name),
+            many => format!("{} people are typing…", many.len()),
+        }
+    };
+
     view! {
+        <p data-testid="typing" aria-live="polite" class="h-5 truncate px-4 text-xs italic text-slate-500 dark:text-slate-400">{typing}</p>
         <form
             class="border-t border-slate-200 bg-white px-3 pt-2 pb-[max(0.5rem,env(safe-area-inset-bottom))] dark:border-slate-800 dark:bg-slate-950"
             on:submit=move |ev| {
@@ -45,7 +55,13 @@ pub fn Composer(room_id: RoomId) -> impl IntoView {
                     aria-describedby="composer-problem"
                     class="field-sizing-content max-h-40 min-h-11 min-w-0 flex-1 resize-none rounded-xl border border-slate-300 bg-white px-3 py-2.5 text-base leading-snug focus:border-indigo-500 focus:outline-none focus:ring-2 focus:ring-indigo-500/40 dark:border-slate-600 dark:bg-slate-900"
                     prop:value=text
-                    on:input=move |ev| text.set(event_target_value(&ev))
+                    on:input=move |ev| {
+                        let value = event_target_value(&ev);
+                        if !value.trim().is_empty() {
+                            chat.typing_in_room(room_id);
+                        }
+                        text.set(value);
+                    }
                     on:keydown=move |ev: leptos::ev::KeyboardEvent| {
                         if ev.key() == "Enter" && !ev.shift_key() && !ev.is_composing() {
                             ev.prevent_default();

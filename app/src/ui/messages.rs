@@ -6,8 +6,9 @@ use leptos::{html::Div, prelude::*};
 
 use super::Avatar;
 use crate::{
-    client::{ChatClient, Outgoing},
-    protocol::{ChatMessage, MessageKind, RoomId},
+    client::{ChatClient, Outgoing, Progress},
+    protocol::{ChatMessage, MessageKind, RoomId, RoomKind, Seq, UserRef},
+    validation::split_mentions,
 };
 
 /// Within this many pixels of the bottom counts as "at the bottom".
@@ -96,6 +97,27 @@ pub fn MessageList(room_id: RoomId) -> impl IntoView {
         }
     });
 
+    // What is on screen while the page has attention counts as read: the newest
+    // message when the view is at the bottom.
+    Effect::new(move |_| {
+        let newest = messages.with(|m| m.last().map(|m| m.seq));
+        if let (Some(seq), true, true, true) = (newest, at_bottom.get(), chat.attentive.get(), paging.get().0) {
+            chat.mark_read(room_id, seq);
+        }
+    });
+
+    let room = Memo::new(move |_| chat.rooms.with(|rooms| rooms.iter().find(|r| r.id == room_id).map(|r| (r.kind, r.peer.clone()))));
+    let last_own = Memo::new(move |_| {
+        let me = me();
+        messages.with(|m| m.iter().rev().find(|m| Some(m.sender.id) == me && m.kind == MessageKind::Text).map(|m| m.seq))
+    });
+    let context = RowContext {
+        me: Signal::derive(me),
+        kind: Signal::derive(move || room.get().map_or(RoomKind::Public, |(kind, _)| kind)),
+        peer: Signal::derive(move || room.get().and_then(|(_, peer)| peer)),
+        last_own: last_own.into(),
+    };
+
     view! {
         <div class="relative flex min-h-0 flex-1 flex-col">
             <div node_ref=list on:scroll=on_scroll class="min-h-0 flex-1 overflow-y-auto overscroll-contain px-3 py-4 sm:px-6" data-testid="message-scroller">
@@ -122,7 +144,7 @@ pub fn MessageList(room_id: RoomId) -> impl IntoView {
                     }}
                     <div role="log" aria-live="polite" aria-relevant="additions" aria-label="Messages" class="flex flex-col gap-2">
                         <For each=move || messages.get() key=|m| m.seq let:message>
-                            <MessageRow message=message mine=Signal::derive(me) />
+                            <MessageRow message=message context=context />
                         </For>
                         <For each=move || pending.get() key=|o| (o.client_id.clone(), o.failed.clone()) let:item>
                             <PendingRow item=item />
@@ -144,8 +166,20 @@ pub fn MessageList(room_id: RoomId) -> impl IntoView {
     .into_any()
 }
 
+/// What every row needs to know about the conversation it is in.
+#[derive(Clone, Copy)]
+struct RowContext {
+    me: Signal<Option<i64>>,
+    kind: Signal<RoomKind>,
+    /// The other person, in a direct conversation.
+    peer: Signal<Option<UserRef>>,
+    /// The newest message from me, which carries "seen by" in a room.
+    last_own: Signal<Option<Seq>>,
+}
+
 #[component]
-fn MessageRow(message: ChatMessage, mine: Signal<Option<i64>>) -> impl IntoView {
+fn MessageRow(message: ChatMessage, context: RowContext) -> impl IntoView {
+    let chat = expect_context::<ChatClient>();
     let who = message.sender.display_name.clone();
     match message.kind {
         MessageKind::Joined | MessageKind::Left => {
@@ -158,31 +192,48 @@ fn MessageRow(message: ChatMessage, mine: Signal<Option<i64>>) -> impl IntoView 
             .into_any()
         }
         MessageKind::Text => {
-            let is_mine = mine.get_untracked() == Some(message.sender.id);
+            let is_mine = context.me.get_untracked() == Some(message.sender.id);
             let time = Clock::from_millis(message.sent_at);
+            let my_name = chat.me.with_untracked(|me| me.as_ref().map(|me| me.username.clone())).unwrap_or_default();
+            let text = view! { <MessageText text=message.text.clone() my_username=my_name /> };
             if is_mine {
+                let (room_id, seq, sender) = (message.room_id, message.seq, message.sender.id);
                 view! {
                     <div data-testid="message" data-seq=message.seq data-own="true" class="flex justify-end">
                         <div class="max-w-[85%] rounded-2xl rounded-br-md bg-indigo-600 px-3 py-2 text-white shadow-sm sm:max-w-[75%]">
                             <span class="sr-only">"You said: "</span>
-                            <p data-testid="text" class="whitespace-pre-wrap break-words">{message.text}</p>
-                            <time datetime=time.iso() class="mt-0.5 block text-right text-[11px] text-indigo-100">{time.hh_mm()}</time>
+                            {text}
+                            <p class="mt-0.5 flex items-center justify-end gap-1 text-[11px] text-indigo-100">
+                                <time datetime=time.iso()>{time.hh_mm()}</time>
+                                <OwnMessageStatus room_id=room_id seq=seq sender=sender context=context />
+                            </p>
                         </div>
                     </div>
                 }
                 .into_any()
             } else {
+                let sender_id = message.sender.id;
+                let can_message = move || context.kind.get() == RoomKind::Public;
                 view! {
                     <div data-testid="message" data-seq=message.seq data-own="false" class="flex items-end gap-2">
                         <Avatar name=who.clone() user_id=message.sender.id />
                         <div class="min-w-0 max-w-[85%] sm:max-w-[75%]">
                             <p class="mb-0.5 flex items-baseline gap-2 text-xs">
-                                <span class="font-semibold text-slate-800 dark:text-slate-100" data-testid="sender">{who.clone()}</span>
+                                <button
+                                    type="button"
+                                    data-testid="sender"
+                                    class="font-semibold text-slate-800 hover:underline focus:outline-none focus-visible:ring-2 focus-visible:ring-indigo-500 disabled:no-underline dark:text-slate-100"
+                                    title=move || can_message().then(|| format!("Message {}", message.sender.display_name))
+                                    disabled=move || !can_message()
+                                    on:click=move |_| chat.open_direct(sender_id)
+                                >
+                                    {who.clone()}
+                                </button>
                                 <time datetime=time.iso() class="text-slate-500 dark:text-slate-400">{time.hh_mm()}</time>
                             </p>
                             <div class="rounded-2xl rounded-bl-md bg-slate-100 px-3 py-2 text-slate-900 shadow-sm dark:bg-slate-800 dark:text-slate-100">
                                 <span class="sr-only">{format!("{who} said: ")}</span>
-                                <p data-testid="text" class="whitespace-pre-wrap break-words">{message.text}</p>
+                                {text}
                             </div>
                         </div>
                     </div>
@@ -190,6 +241,71 @@ fn MessageRow(message: ChatMessage, mine: Signal<Option<i64>>) -> impl IntoView 
                 .into_any()
             }
         }
+    }
+}
+
+/// Message text, with `@mentions` highlighted (one's own more strongly). Every part
+/// is inserted as text.
+#[component]
+fn MessageText(text: String, my_username: String) -> impl IntoView {
+    let parts: Vec<_> = split_mentions(&text)
+        .into_iter()
+        .map(|(is_mention, part)| {
+            let part = part.to_string();
+            if !is_mention {
+                return view! { <span>{part}</span> }.into_any();
+            }
+            let mine = part[1..].eq_ignore_ascii_case(&my_username);
+            let look = if mine {
+                "rounded bg-amber-300 px-0.5 font-semibold text-slate-900"
+            } else {
+                "rounded bg-black/10 px-0.5 font-medium dark:bg-white/10"
+            };
+            view! { <mark data-testid="mention" data-me=mine.to_string() class=look>{part}</mark> }.into_any()
+        })
+        .collect();
+    view! { <p data-testid="text" class="whitespace-pre-wrap break-words">{parts}</p> }
+}
+
+/// Under one's own message: in a direct conversation, stored → delivered → read; in
+/// a room, on the newest one, who has seen it.
+#[component]
+fn OwnMessageStatus(room_id: RoomId, seq: Seq, sender: i64, context: RowContext) -> impl IntoView {
+    let chat = expect_context::<ChatClient>();
+    move || match (context.kind.get(), context.peer.get()) {
+        (RoomKind::Direct, Some(peer)) => {
+            let progress = chat.progress(room_id, peer.id, seq);
+            let (marker, label, look) = match progress {
+                Progress::Stored => ("sent", "Sent", "text-indigo-200"),
+                Progress::Delivered => ("delivered", "Delivered", "text-indigo-100"),
+                Progress::Read => ("read", "Read", "text-sky-300"),
+            };
+            let ticks = if progress == Progress::Stored { "✓" } else { "✓✓" };
+            view! {
+                <span data-testid="receipt" data-receipt=marker class=format!("font-semibold {look}") title=label>
+                    <span aria-hidden="true">{ticks}</span>
+                    <span class="sr-only">{label}</span>
+                </span>
+            }
+            .into_any()
+        }
+        _ if context.last_own.get() == Some(seq) => {
+            let readers = chat.seen_by(room_id, sender, seq);
+            if readers.is_empty() {
+                return ().into_any();
+            }
+            let count = readers.len();
+            view! {
+                <details data-testid="seen-by" class="relative">
+                    <summary class="cursor-pointer list-none underline decoration-dotted">{format!("Seen by {count}")}</summary>
+                    <ul class="absolute right-0 z-10 mt-1 w-44 rounded-lg bg-white p-2 text-left text-xs text-slate-800 shadow-lg ring-1 ring-slate-200 dark:bg-slate-900 dark:text-slate-100 dark:ring-slate-700">
+                        {readers.into_iter().map(|user| view! { <li class="truncate">{user.display_name}</li> }).collect_view()}
+                    </ul>
+                </details>
+            }
+            .into_any()
+        }
+        _ => ().into_any(),
     }
 }
 

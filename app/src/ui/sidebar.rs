@@ -5,14 +5,18 @@ use leptos::prelude::*;
 use leptos_router::components::A;
 
 use super::Avatar;
-use crate::{auth::Logout, client::ChatClient, protocol::RoomId, validation::check_room_name};
+use crate::{
+    auth::Logout,
+    client::{room_path, sidebar_name, ChatClient},
+    protocol::{RoomId, RoomKind},
+    validation::check_room_name,
+};
 
 const SECTION_TITLE: &str = "px-3 text-xs font-semibold uppercase tracking-wide text-slate-500 dark:text-slate-400";
 const SMALL_BUTTON: &str = "rounded-lg px-3 py-1.5 text-sm font-medium focus:outline-none focus-visible:ring-2 focus-visible:ring-indigo-500";
 
 #[component]
 pub fn Sidebar(open: RwSignal<bool>, current: Signal<Option<RoomId>>) -> impl IntoView {
-    let chat = expect_context::<ChatClient>();
     let close = move || open.set(false);
     let position = move || {
         if open.get() {
@@ -52,43 +56,156 @@ pub fn Sidebar(open: RwSignal<bool>, current: Signal<Option<RoomId>>) -> impl In
                 </button>
             </div>
             <div class="flex-1 space-y-6 overflow-y-auto px-2 pb-4">
-                <nav aria-labelledby="rooms-heading">
-                    <h2 id="rooms-heading" class=SECTION_TITLE>"Rooms"</h2>
-                    <ul class="mt-2 space-y-0.5" data-testid="room-list">
-                        <For each=move || chat.rooms.get() key=|room| (room.id, room.name.clone()) let:room>
-                            {
-                                let id = room.id;
-                                let active = move || current.get() == Some(id);
-                                view! {
-                                    <li>
-                                        <A
-                                            href=format!("/r/{}", room.name)
-                                            attr:class=move || {
-                                                format!(
-                                                    "block truncate rounded-lg px-3 py-2 text-sm focus:outline-none focus-visible:ring-2 focus-visible:ring-indigo-500 {}",
-                                                    if active() {
-                                                        "bg-indigo-600 font-semibold text-white"
-                                                    } else {
-                                                        "text-slate-700 hover:bg-slate-200 dark:text-slate-200 dark:hover:bg-slate-800"
-                                                    },
-                                                )
-                                            }
-                                            attr:aria-current=move || active().then_some("page")
-                                            on:click=move |_| close()
-                                        >
-                                            {format!("#{}", room.name)}
-                                        </A>
-                                    </li>
-                                }
-                            }
-                        </For>
-                    </ul>
-                </nav>
+                <ConversationList kind=RoomKind::Public current=current on_pick=close />
+                <ConversationList kind=RoomKind::Direct current=current on_pick=close />
+                <NewDirectForm />
                 <NewRoomForm />
                 <RoomDirectory />
             </div>
             <AccountFooter />
         </aside>
+    }
+    .into_any()
+}
+
+/// The user's rooms, or their direct conversations, with unread counts.
+#[component]
+fn ConversationList(kind: RoomKind, current: Signal<Option<RoomId>>, on_pick: impl Fn() + Copy + Send + Sync + 'static) -> impl IntoView {
+    let chat = expect_context::<ChatClient>();
+    let (heading_id, heading, empty) = match kind {
+        RoomKind::Public => ("rooms-heading", "Rooms", "No rooms yet."),
+        RoomKind::Direct => ("direct-heading", "Direct messages", "No conversations yet."),
+    };
+    let entries = move || chat.rooms.with(|rooms| rooms.iter().filter(|r| r.kind == kind).cloned().collect::<Vec<_>>());
+    view! {
+        <nav aria-labelledby=heading_id>
+            <h2 id=heading_id class=SECTION_TITLE>{heading}</h2>
+            <ul class="mt-2 space-y-0.5" data-testid=format!("{}-list", if kind == RoomKind::Public { "room" } else { "direct" })>
+                <For each=entries key=|room| (room.id, room.last_seq, room.read_seq, room.mention_seqs.len()) let:room>
+                    {
+                        let id = room.id;
+                        let active = move || current.get() == Some(id);
+                        let unread = room.unread();
+                        let mentions = room.unread_mentions();
+                        let label = match kind {
+                            RoomKind::Public => format!("#{}", room.name),
+                            RoomKind::Direct => sidebar_name(&room),
+                        };
+                        let avatar = room.peer.clone().map(|peer| view! { <Avatar name=peer.display_name.clone() user_id=peer.id small=true /> });
+                        let bold = if unread > 0 { "font-semibold" } else { "" };
+                        view! {
+                            <li>
+                                <A
+                                    href=room_path(&room)
+                                    attr:class=move || {
+                                        format!(
+                                            "flex items-center gap-2 rounded-lg px-3 py-2 text-sm focus:outline-none focus-visible:ring-2 focus-visible:ring-indigo-500 {}",
+                                            if active() {
+                                                "bg-indigo-600 font-semibold text-white"
+                                            } else {
+                                                "text-slate-700 hover:bg-slate-200 dark:text-slate-200 dark:hover:bg-slate-800"
+                                            },
+                                        )
+                                    }
+                                    attr:aria-current=move || active().then_some("page")
+                                    on:click=move |_| on_pick()
+                                >
+                                    {avatar}
+                                    <span class=format!("min-w-0 flex-1 truncate {bold}")>{label.clone()}</span>
+                                    {(mentions > 0)
+                                        .then(|| {
+                                            view! {
+                                                <span data-testid="mentions" class="rounded-full bg-amber-400 px-1.5 text-xs font-bold text-slate-900">
+                                                    {format!("@{mentions}")}
+                                                    <span class="sr-only">" mentions"</span>
+                                                </span>
+                                            }
+                                        })}
+                                    {(unread > 0)
+                                        .then(|| {
+                                            view! {
+                                                <span data-testid="unread" class="min-w-5 rounded-full bg-rose-600 px-1.5 text-center text-xs font-bold text-white">
+                                                    {if unread > 99 { "99+".to_string() } else { unread.to_string() }}
+                                                    <span class="sr-only">" unread"</span>
+                                                </span>
+                                            }
+                                        })}
+                                </A>
+                            </li>
+                        }
+                    }
+                </For>
+                <Show when=move || chat.rooms.with(|rooms| !rooms.iter().any(|r| r.kind == kind))>
+                    <li class="px-3 py-1 text-sm text-slate-500">{empty}</li>
+                </Show>
+            </ul>
+        </nav>
+    }
+    .into_any()
+}
+
+/// Finding someone to talk to.
+#[component]
+fn NewDirectForm() -> impl IntoView {
+    let chat = expect_context::<ChatClient>();
+    let query = RwSignal::new(String::new());
+    let on_input = move |ev| {
+        let text = event_target_value(&ev);
+        query.set(text.clone());
+        if text.trim().is_empty() {
+            chat.found_users.set(None);
+        } else {
+            chat.find_users(text.trim().to_string());
+        }
+    };
+    view! {
+        <section class="px-3" aria-labelledby="find-people">
+            <label id="find-people" for="find-person" class=SECTION_TITLE.replace("px-3 ", "")>"New message"</label>
+            <input
+                id="find-person"
+                type="search"
+                placeholder="Find people"
+                autocomplete="off"
+                autocapitalize="none"
+                spellcheck="false"
+                class="mt-2 w-full rounded-lg border border-slate-300 bg-white px-2 py-1.5 text-sm focus:border-indigo-500 focus:outline-none focus:ring-2 focus:ring-indigo-500/40 dark:border-slate-600 dark:bg-slate-800"
+                prop:value=query
+                on:input=on_input
+            />
+            <Show when=move || !query.with(|q| q.trim().is_empty())>
+                <ul class="mt-1 space-y-0.5" data-testid="people">
+                    {move || match chat.found_users.get() {
+                        None => view! { <li class="px-2 py-1 text-sm text-slate-500">"Searching…"</li> }.into_any(),
+                        Some(users) if users.is_empty() => view! { <li class="px-2 py-1 text-sm text-slate-500">"No one found."</li> }.into_any(),
+                        Some(users) => users
+                            .into_iter()
+                            .map(|user| {
+                                let id = user.id;
+                                view! {
+                                    <li>
+                                        <button
+                                            type="button"
+                                            class="flex w-full items-center gap-2 rounded-lg px-2 py-1.5 text-left text-sm hover:bg-slate-200 focus:outline-none focus-visible:ring-2 focus-visible:ring-indigo-500 dark:hover:bg-slate-800"
+                                            aria-label=format!("Message {}", user.display_name)
+                                            on:click=move |_| {
+                                                query.set(String::new());
+                                                chat.found_users.set(None);
+                                                chat.open_direct(id);
+                                            }
+                                        >
+                                            <Avatar name=user.display_name.clone() user_id=user.id small=true />
+                                            <span class="min-w-0 flex-1 truncate">{user.display_name.clone()}</span>
+                                            <span class="truncate text-xs text-slate-500">{format!("@{}", user.username)}</span>
+                                        </button>
+                                    </li>
+                                }
+                            })
+                            .collect_view()
+                            .into_any(),
+                    }}
+                </ul>
+            </Show>
+        </section>
     }
     .into_any()
 }
@@ -215,7 +332,17 @@ fn AccountFooter() -> impl IntoView {
                         }
                     })
             }}
-            <div class="ml-auto">
+            <div class="ml-auto flex items-center gap-1">
+                <Show when=move || chat.notification_permission.get().as_deref() == Some("default")>
+                    <button
+                        type="button"
+                        class=format!("{SMALL_BUTTON} text-slate-700 hover:bg-slate-200 dark:text-slate-200 dark:hover:bg-slate-800")
+                        title="Get a notification for direct messages and mentions while Parley is in the background"
+                        on:click=move |_| chat.ask_notification_permission()
+                    >
+                        "Notify me"
+                    </button>
+                </Show>
                 <ActionForm action=logout>
                     <button type="submit" class=format!("{SMALL_BUTTON} text-slate-700 hover:bg-slate-200 dark:text-slate-200 dark:hover:bg-slate-800")>
                         "Log out"
