@@ -151,6 +151,52 @@ on_both_backends! {
         assert_eq!(seqs, (2..=41).collect::<Vec<_>>());
     };
 
+    direct_conversations_are_one_per_pair => |store: Arc<dyn Store>| async move {
+        let alice = user(&store, "alice").await;
+        let bob = user(&store, "bob").await;
+        let (room, created) = store.open_direct(&alice, &bob, 1).await.unwrap();
+        assert!(created);
+        let (same, created_again) = store.open_direct(&bob, &alice, 2).await.unwrap();
+        assert_eq!((same.id, created_again), (room.id, false));
+        assert_eq!(room.kind, app::protocol::RoomKind::Direct);
+        let bobs = store.rooms_of(bob.id).await.unwrap();
+        let dm = bobs.iter().find(|r| r.id == room.id).unwrap();
+        assert_eq!(dm.peer.as_ref().map(|p| p.id), Some(alice.id));
+        assert_eq!(dm.member_count, 2);
+        assert!(store.public_rooms(bob.id).await.unwrap().iter().all(|r| r.id != room.id), "not listed publicly");
+    };
+
+    mentions_of_members_are_counted_until_read => |store: Arc<dyn Store>| async move {
+        let alice = user(&store, "alice").await;
+        let bob = user(&store, "bob").await;
+        let carol = user(&store, "carol").await;
+        let (room, _) = store.create_room("talk", &alice, 1).await.unwrap();
+        store.join(room.id, &bob, 2).await.unwrap();
+        let Posted::New(ping) = store.post(room.id, &alice, "c1", "@BOB and @carol, look", 3).await.unwrap() else { panic!() };
+        store.post(room.id, &alice, "c2", "@alice talks to herself", 4).await.unwrap();
+        let bobs = store.rooms_of(bob.id).await.unwrap();
+        assert_eq!(bobs[0].mention_seqs, vec![ping.seq], "mentioned, and case is ignored");
+        assert_eq!(bobs[0].unread(), 2);
+        assert!(store.rooms_of(carol.id).await.unwrap().is_empty(), "carol is not a member, so not mentioned");
+        assert!(store.rooms_of(alice.id).await.unwrap()[0].mention_seqs.is_empty(), "self-mentions do not count");
+        assert_eq!(store.advance_receipt(room.id, bob.id, None, Some(ping.seq)).await.unwrap(), Some((ping.seq, ping.seq)));
+        let bobs = store.rooms_of(bob.id).await.unwrap();
+        assert!(bobs[0].mention_seqs.is_empty());
+        assert_eq!(bobs[0].unread(), 1);
+        assert_eq!(store.advance_receipt(room.id, carol.id, None, Some(1)).await.unwrap(), None, "not a member");
+    };
+
+    people_are_found_by_prefix => |store: Arc<dyn Store>| async move {
+        for name in ["anna", "annabel", "bob", "an_na"] {
+            user(&store, name).await;
+        }
+        let names = |users: Vec<UserRef>| users.into_iter().map(|u| u.username).collect::<Vec<_>>();
+        assert_eq!(names(store.find_users("ANN", 10).await.unwrap()), ["anna", "annabel"]);
+        assert_eq!(names(store.find_users("an_", 10).await.unwrap()), ["an_na"], "_ is not a wildcard");
+        assert_eq!(names(store.find_users("bob d", 10).await.unwrap()), ["bob"], "display names match too");
+        assert_eq!(store.find_users("a", 1).await.unwrap().len(), 1);
+    };
+
     hostile_text_is_stored_byte_for_byte => |store: Arc<dyn Store>| async move {
         let name = "x'); DROP TABLE users;--";
         let sneaky = store.create_user(name, INJECTION, "h", 1).await.unwrap();

@@ -1,0 +1,141 @@
+import { expect, test, type Page } from "@playwright/test";
+import { newUser, openRooms, sendMessage, uniqueName } from "./helpers";
+
+/** Finds a person by name in the sidebar and opens the conversation with them. */
+async function messagePerson(page: Page, username: string) {
+  await openRooms(page);
+  await page.getByLabel("New message").fill(username);
+  await page.getByRole("button", { name: `Message ${username}` }).click();
+  await expect(page).toHaveURL(new RegExp(`/dm/${username}$`));
+  await expect(page.getByTestId("room-title")).toHaveText(username);
+}
+
+function directEntry(page: Page, name: string) {
+  return page.getByTestId("direct-list").getByRole("link", { name: new RegExp(name) });
+}
+
+test("a direct message goes sent → delivered → read, and the unread badge counts up and clears", async ({ browser }) => {
+  const alice = await newUser(browser, "alice");
+  const bob = await newUser(browser, "bob");
+  await messagePerson(alice.page, bob.username);
+
+  const text = `psst ${uniqueName("dm")}`;
+  await sendMessage(alice.page, text);
+  const mine = alice.page.getByTestId("message").filter({ hasText: text });
+  // Bob is online (in #general), so his client acknowledges delivery by itself.
+  await expect(mine.getByTestId("receipt")).toHaveAttribute("data-receipt", "delivered");
+
+  // Bob sees the conversation with an unread badge, and the count in the title.
+  await openRooms(bob.page);
+  const entry = directEntry(bob.page, alice.username);
+  await expect(entry.getByTestId("unread")).toHaveText(/^1/);
+  await expect(bob.page).toHaveTitle(/^\(1\) /);
+  await sendMessage(alice.page, `${text} again`);
+  await expect(entry.getByTestId("unread")).toHaveText(/^2/);
+
+  await entry.click();
+  await expect(bob.page.getByTestId("message").filter({ hasText: text }).first()).toBeVisible();
+  await expect(mine.getByTestId("receipt")).toHaveAttribute("data-receipt", "read");
+  await openRooms(bob.page);
+  await expect(entry.getByTestId("unread")).toHaveCount(0);
+  await expect(bob.page).not.toHaveTitle(/^\(/);
+  await alice.context.close();
+  await bob.context.close();
+});
+
+test("the typing indicator shows while typing and goes when the message is sent", async ({ browser }) => {
+  const alice = await newUser(browser, "alice");
+  const bob = await newUser(browser, "bob");
+  await messagePerson(alice.page, bob.username);
+  await messagePerson(bob.page, alice.username);
+
+  const composer = bob.page.getByRole("textbox", { name: /^Message/ });
+  await composer.pressSequentially("hold on, writing");
+  await expect(alice.page.getByTestId("typing")).toHaveText(`${bob.username} is typing…`);
+  await composer.press("Enter");
+  await expect(alice.page.getByTestId("message").filter({ hasText: "hold on, writing" })).toHaveCount(1);
+  await expect(alice.page.getByTestId("typing")).toHaveText("");
+
+  // Without a message, it goes by itself five seconds after the last keystroke.
+  await composer.pressSequentially("thinking");
+  await expect(alice.page.getByTestId("typing")).toHaveText(`${bob.username} is typing…`);
+  await expect(alice.page.getByTestId("typing")).toHaveText("", { timeout: 8_000 });
+  await alice.context.close();
+  await bob.context.close();
+});
+
+test("messages sent while the recipient is offline appear once when it comes back", async ({ browser }) => {
+  const alice = await newUser(browser, "alice");
+  const bob = await newUser(browser, "bob");
+  await messagePerson(alice.page, bob.username);
+  await messagePerson(bob.page, alice.username);
+  await sendMessage(alice.page, "before the tunnel");
+  await expect(bob.page.getByTestId("message").filter({ hasText: "before the tunnel" })).toHaveCount(1);
+
+  await bob.context.setOffline(true);
+  await expect(bob.page.getByTestId("connection-state")).toHaveAttribute("data-state", "reconnecting");
+  await sendMessage(alice.page, "in the tunnel 1");
+  await sendMessage(alice.page, "in the tunnel 2");
+  await expect(bob.page.getByTestId("message").filter({ hasText: "in the tunnel" })).toHaveCount(0);
+
+  await bob.context.setOffline(false);
+  await expect(bob.page.getByTestId("connection-state")).toHaveAttribute("data-state", "online");
+  await expect(bob.page.getByTestId("message").filter({ hasText: "in the tunnel 1" })).toHaveCount(1);
+  await expect(bob.page.getByTestId("message").filter({ hasText: "in the tunnel 2" })).toHaveCount(1);
+  await expect(bob.page.getByTestId("message").filter({ hasText: "before the tunnel" })).toHaveCount(1);
+  await alice.context.close();
+  await bob.context.close();
+});
+
+test("a message written offline waits in the outbox and goes out once on reconnect", async ({ browser }) => {
+  const alice = await newUser(browser, "alice");
+  const bob = await newUser(browser, "bob");
+  await messagePerson(alice.page, bob.username);
+  await messagePerson(bob.page, alice.username);
+
+  await alice.context.setOffline(true);
+  await expect(alice.page.getByTestId("connection-state")).toHaveAttribute("data-state", "reconnecting");
+  const composer = alice.page.getByRole("textbox", { name: /^Message/ });
+  await composer.fill("written on the train");
+  await composer.press("Enter");
+  const pending = alice.page.getByTestId("pending").filter({ hasText: "written on the train" });
+  await expect(pending).toContainText("Sending…");
+
+  await alice.context.setOffline(false);
+  await expect(pending).toHaveCount(0);
+  await expect(alice.page.getByTestId("message").filter({ hasText: "written on the train" })).toHaveCount(1);
+  await expect(bob.page.getByTestId("message").filter({ hasText: "written on the train" })).toHaveCount(1);
+  await alice.context.close();
+  await bob.context.close();
+});
+
+test("reading in one tab clears the unread count in another, and mentions are counted apart", async ({ browser }) => {
+  const alice = await newUser(browser, "alice");
+  const bob = await newUser(browser, "bob");
+  const room = uniqueName("desk").replace(/_/g, "-");
+  // Bob is in his own room; Alice writes in #general, which he does not have open.
+  await openRooms(bob.page);
+  await bob.page.getByLabel("New room").fill(room);
+  await bob.page.getByRole("button", { name: "Create", exact: true }).click();
+  await expect(bob.page).toHaveURL(new RegExp(`/r/${room}$`));
+  const secondTab = await bob.context.newPage();
+  await secondTab.goto(`/r/${room}`);
+  await expect(secondTab.getByTestId("connection-state")).toHaveAttribute("data-state", "online");
+
+  await sendMessage(alice.page, `hey @${bob.username}, look at this`);
+  for (const page of [bob.page, secondTab]) {
+    await openRooms(page);
+    const general = page.getByTestId("room-list").getByRole("link", { name: /#general/ });
+    await expect(general.getByTestId("mentions")).toContainText("@1");
+    await expect(general.getByTestId("unread")).toBeVisible();
+  }
+
+  await bob.page.getByTestId("room-list").getByRole("link", { name: /#general/ }).click();
+  const mention = bob.page.getByTestId("mention").filter({ hasText: `@${bob.username}` });
+  await expect(mention).toHaveAttribute("data-me", "true");
+  const elsewhere = secondTab.getByTestId("room-list").getByRole("link", { name: /#general/ });
+  await expect(elsewhere.getByTestId("unread")).toHaveCount(0);
+  await expect(elsewhere.getByTestId("mentions")).toHaveCount(0);
+  await alice.context.close();
+  await bob.context.close();
+});

@@ -1,0 +1,282 @@
+//! Nothing acknowledged is lost and nothing is duplicated, whatever happens to the
+//! connection or the server process.
+
+mod support;
+
+use std::{
+    collections::BTreeMap,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use app::protocol::{ChatMessage, ClientMsg, ServerMsg};
+use futures::{SinkExt, StreamExt};
+use support::server::{session_cookie, TestServer, WsClient, PASSWORD};
+use tokio_tungstenite::tungstenite::{client::IntoClientRequest, http::HeaderValue, Message};
+
+/// A small deterministic generator, so a failing run can be replayed.
+struct XorShift(u64);
+
+impl XorShift {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+async fn create_room(client: &mut WsClient, name: &str) -> i64 {
+    match client.request(|id| ClientMsg::CreateRoom { id, name: name.into() }).await {
+        ServerMsg::RoomJoined { room, .. } => room.id,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// What a reader holds: messages appended strictly in sequence, as the browser's
+/// timeline does. A message beyond the next expected one means a gap, filled by a
+/// catch-up request; one already held is a duplicate and dropped.
+struct Reader {
+    held: Vec<ChatMessage>,
+    duplicates_dropped: usize,
+}
+
+impl Reader {
+    fn last_seq(&self) -> i64 {
+        self.held.last().map_or(0, |m| m.seq)
+    }
+
+    /// Appends what follows on directly; returns false if `message` leaves a gap.
+    fn take(&mut self, message: ChatMessage) -> bool {
+        if message.seq <= self.last_seq() {
+            self.duplicates_dropped += 1;
+            true
+        } else if message.seq == self.last_seq() + 1 {
+            self.held.push(message);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Asks for everything after what is held, page by page, until complete.
+    async fn catch_up(&mut self, socket: &mut WsClient, room_id: i64) {
+        loop {
+            let after_seq = self.last_seq();
+            match socket.request(|id| ClientMsg::Catchup { id, room_id, after_seq }).await {
+                ServerMsg::Catchup { messages, has_more, .. } => {
+                    for message in messages {
+                        assert!(self.take(message), "catch-up pages are contiguous");
+                    }
+                    if !has_more {
+                        return;
+                    }
+                }
+                other => panic!("catch-up: {other:?}"),
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_reader_cut_off_again_and_again_ends_with_all_500_messages_once_in_order() {
+    let server = TestServer::start().await;
+    let writer_cookie = server.register("writer").await;
+    let reader_cookie = server.register("reader").await;
+    let mut writer = server.connect(&writer_cookie).await;
+    let room_id = create_room(&mut writer, "firehose").await;
+    let mut setup = server.connect(&reader_cookie).await;
+    assert!(matches!(setup.request(|id| ClientMsg::JoinRoom { id, room_id }).await, ServerMsg::RoomJoined { .. }));
+    drop(setup);
+
+    let writing = tokio::spawn(async move {
+        for n in 0..500 {
+            match writer.request(|id| ClientMsg::Send { id, room_id, client_id: format!("w{n}"), text: format!("message {n}") }).await {
+                ServerMsg::Sent { .. } => {}
+                other => panic!("send {n}: {other:?}"),
+            }
+            if n % 50 == 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    });
+
+    let mut rng = XorShift(0x5eed_1234_abcd_0042);
+    let mut reader = Reader { held: Vec::new(), duplicates_dropped: 0 };
+    let mut cuts = 0;
+    loop {
+        let done_writing = writing.is_finished();
+        let mut socket = server.connect(&reader_cookie).await;
+        reader.catch_up(&mut socket, room_id).await;
+        if done_writing {
+            break;
+        }
+        // Read live for a random while, then the connection is cut without warning.
+        let live_frames = rng.below(40);
+        for _ in 0..live_frames {
+            match tokio::time::timeout(Duration::from_millis(200), socket.next()).await {
+                Ok(ServerMsg::Message { message }) if message.room_id == room_id => {
+                    if !reader.take(message) {
+                        reader.catch_up(&mut socket, room_id).await;
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        drop(socket);
+        cuts += 1;
+    }
+    writing.await.unwrap();
+
+    // The room's join notices come first; then the 500, each once, in order.
+    let texts: Vec<&str> = reader.held.iter().filter(|m| m.client_id.is_some()).map(|m| m.text.as_str()).collect();
+    let expected: Vec<String> = (0..500).map(|n| format!("message {n}")).collect();
+    assert_eq!(texts, expected);
+    assert!(reader.held.windows(2).all(|w| w[0].seq + 1 == w[1].seq));
+    assert!(cuts >= 3, "the connection was cut {cuts} times");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_retry_after_a_lost_acknowledgement_does_not_duplicate() {
+    let server = TestServer::start().await;
+    let cookie = server.register("alice").await;
+    let mut first = server.connect(&cookie).await;
+    let room_id = create_room(&mut first, "flaky").await;
+    // Send, then lose the connection before reading the acknowledgement.
+    first.send(&ClientMsg::Send { id: 77, room_id, client_id: "lost-ack".into(), text: "did it arrive?".into() }).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(first);
+
+    let mut second = server.connect(&cookie).await;
+    let retried = second.request(|id| ClientMsg::Send { id, room_id, client_id: "lost-ack".into(), text: "did it arrive?".into() }).await;
+    let ServerMsg::Sent { message, .. } = retried else { panic!("{retried:?}") };
+    match second.request(|id| ClientMsg::History { id, room_id, before_seq: None }).await {
+        ServerMsg::History { messages, .. } => {
+            let copies: Vec<&ChatMessage> = messages.iter().filter(|m| m.text == "did it arrive?").collect();
+            assert_eq!(copies, vec![&message], "one stored copy, returned to the retry");
+        }
+        other => panic!("{other:?}"),
+    }
+    server.stop().await;
+}
+
+/// The real server binary, so it can be killed without warning.
+struct ServerProcess {
+    child: Child,
+    addr: std::net::SocketAddr,
+}
+
+impl ServerProcess {
+    async fn start(data_dir: &std::path::Path) -> Self {
+        let port = {
+            let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            probe.local_addr().unwrap().port()
+        };
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_server"))
+            .current_dir(data_dir)
+            .env("PARLEY_CONFIG", data_dir.join("no-such-file.toml"))
+            .env("LEPTOS_SITE_ADDR", addr.to_string())
+            .env("PARLEY_CHAT_DATA_DIR", data_dir)
+            .env("PARLEY_CHAT_DATABASE_URL", "")
+            .env_remove("DATABASE_URL")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("server binary starts");
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                return ServerProcess { child, addr };
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("server did not start listening on {addr}");
+    }
+
+    fn kill_hard(mut self) {
+        // `Child::kill` is SIGKILL on Unix: no shutdown code runs at all.
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+async fn socket(addr: std::net::SocketAddr, cookie: &str) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    let mut request = format!("ws://{addr}/ws").into_client_request().unwrap();
+    request.headers_mut().insert("cookie", HeaderValue::from_str(cookie).unwrap());
+    tokio_tungstenite::connect_async(request).await.unwrap().0
+}
+
+async fn next_msg(ws: &mut tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>) -> ServerMsg {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), ws.next()).await.unwrap() {
+            Some(Ok(Message::Text(text))) => return serde_json::from_str(&text).unwrap(),
+            Some(Ok(_)) => continue,
+            other => panic!("socket ended: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_acknowledged_message_survives_sigkill() {
+    let data = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(data.path()).await;
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let response = http
+        .post(format!("http://{}/api/register", server.addr))
+        .form(&[("username", "durable"), ("display_name", ""), ("password", PASSWORD), ("next", "/")])
+        .send()
+        .await
+        .unwrap();
+    let cookie = session_cookie(&response).expect("registered");
+    let mut ws = socket(server.addr, &cookie).await;
+    let ServerMsg::Hello { rooms, .. } = next_msg(&mut ws).await else { panic!("hello") };
+    let room_id = rooms[0].id;
+
+    // Pipeline 300 sends and kill the process the moment 150 are acknowledged.
+    for n in 0..300u64 {
+        let frame = ClientMsg::Send { id: n + 1, room_id, client_id: format!("k{n}"), text: format!("kill test {n}") };
+        ws.send(Message::text(serde_json::to_string(&frame).unwrap())).await.unwrap();
+    }
+    let mut acknowledged = BTreeMap::new();
+    while acknowledged.len() < 150 {
+        if let ServerMsg::Sent { message, .. } = next_msg(&mut ws).await {
+            acknowledged.insert(message.client_id.clone().unwrap(), message);
+        }
+    }
+    server.kill_hard();
+    drop(ws);
+
+    let restarted = ServerProcess::start(data.path()).await;
+    let mut ws = socket(restarted.addr, &cookie).await;
+    let _hello = next_msg(&mut ws).await;
+    let mut stored = BTreeMap::new();
+    let mut after_seq = 0;
+    loop {
+        let frame = ClientMsg::Catchup { id: 1, room_id, after_seq };
+        ws.send(Message::text(serde_json::to_string(&frame).unwrap())).await.unwrap();
+        let ServerMsg::Catchup { messages, has_more, .. } = (loop {
+            let msg = next_msg(&mut ws).await;
+            if matches!(msg, ServerMsg::Catchup { .. }) {
+                break msg;
+            }
+        }) else {
+            unreachable!()
+        };
+        after_seq = messages.last().map_or(after_seq, |m| m.seq);
+        for message in messages {
+            if let Some(client_id) = message.client_id.clone() {
+                assert!(stored.insert(client_id, message).is_none(), "no message is stored twice");
+            }
+        }
+        if !has_more {
+            break;
+        }
+    }
+    for (client_id, message) in &acknowledged {
+        assert_eq!(stored.get(client_id), Some(message), "acknowledged {client_id} is stored as acknowledged");
+    }
+    restarted.kill_hard();
+}
