@@ -21,7 +21,7 @@ test("a direct message goes sent → delivered → read, and the unread badge co
 
   const text = `psst ${uniqueName("dm")}`;
   await sendMessage(alice.page, text);
-  const mine = alice.page.getByTestId("message").filter({ hasText: text });
+  const mine = alice.page.getByTestId("message").filter({ has: alice.page.getByTestId("text").getByText(text, { exact: true }) });
   // Bob is online (in #general), so his client acknowledges delivery by itself.
   await expect(mine.getByTestId("receipt")).toHaveAttribute("data-receipt", "delivered");
 

@@ -159,7 +159,7 @@ fn NewDirectForm() -> impl IntoView {
         }
     };
     view! {
-        <section class="px-3" aria-labelledby="find-people">
+        <section class="px-3">
             <label id="find-people" for="find-person" class=SECTION_TITLE.replace("px-3 ", "")>"New message"</label>
             <input
                 id="find-person"
