@@ -203,7 +203,7 @@ pub enum ServerMsg {
     /// Answer to [`ClientMsg::FindUsers`].
     Users { id: RequestId, users: Vec<UserRef> },
     /// A member's delivered/read position moved forward.
-    Receipt { room_id: RoomId, user_id: UserId, delivered_seq: Seq, read_seq: Seq },
+    Receipt { room_id: RoomId, user: UserRef, delivered_seq: Seq, read_seq: Seq },
     /// Someone is typing in a room.
     Typing { room_id: RoomId, user: UserRef },
     /// Who is connected now among a room's members (each person once).
@@ -367,7 +367,7 @@ mod tests {
             },
             ServerMsg::Catchup { id: 9, room_id: 2, messages: vec![message], has_more: true },
             ServerMsg::Users { id: 10, users: vec![alice.clone()] },
-            ServerMsg::Receipt { room_id: 2, user_id: 1, delivered_seq: 9, read_seq: 9 },
+            ServerMsg::Receipt { room_id: 2, user: alice.clone(), delivered_seq: 9, read_seq: 9 },
             ServerMsg::Typing { room_id: 2, user: alice.clone() },
             ServerMsg::Presence { room_id: 2, online: vec![alice] },
         ];

@@ -1,5 +1,5 @@
 import { expect, test, type Page } from "@playwright/test";
-import { newUser, openRooms, sendMessage, uniqueName } from "./helpers";
+import { newUser, openRooms, register, sendMessage, uniqueName } from "./helpers";
 
 /** Finds a person by name in the sidebar and opens the conversation with them. */
 async function messagePerson(page: Page, username: string) {
@@ -17,12 +17,15 @@ function directEntry(page: Page, name: string) {
 test("a direct message goes sent → delivered → read, and the unread badge counts up and clears", async ({ browser }) => {
   const alice = await newUser(browser, "alice");
   const bob = await newUser(browser, "bob");
+  // Other tests talk in #general; leaving it keeps Bob's unread total about this DM only.
+  await bob.page.getByRole("button", { name: "Leave" }).click();
+  await expect(bob.page.getByText("You are not in any room yet.")).toBeVisible();
   await messagePerson(alice.page, bob.username);
 
   const text = `psst ${uniqueName("dm")}`;
   await sendMessage(alice.page, text);
   const mine = alice.page.getByTestId("message").filter({ has: alice.page.getByTestId("text").getByText(text, { exact: true }) });
-  // Bob is online (in #general), so his client acknowledges delivery by itself.
+  // Bob is online (though not looking), so his client acknowledges delivery by itself.
   await expect(mine.getByTestId("receipt")).toHaveAttribute("data-receipt", "delivered");
 
   // Bob sees the conversation with an unread badge, and the count in the title.
@@ -138,4 +141,61 @@ test("reading in one tab clears the unread count in another, and mentions are co
   await expect(elsewhere.getByTestId("mentions")).toHaveCount(0);
   await alice.context.close();
   await bob.context.close();
+});
+
+test("in a room the sender sees who has seen their message", async ({ browser }) => {
+  const alice = await newUser(browser, "alice");
+  const bob = await newUser(browser, "bob", "Bob Reader");
+  const room = uniqueName("seen").replace(/_/g, "-");
+  await openRooms(alice.page);
+  await alice.page.getByLabel("New room").fill(room);
+  await alice.page.getByRole("button", { name: "Create", exact: true }).click();
+  await expect(alice.page).toHaveURL(new RegExp(`/r/${room}$`));
+  await bob.page.goto(`/r/${room}`);
+  await bob.page.getByRole("button", { name: `Join #${room}` }).click();
+  await expect(bob.page.getByTestId("room-title")).toHaveText(`#${room}`);
+
+  await sendMessage(alice.page, "did everyone see this?");
+  const seen = alice.page.getByTestId("message").filter({ hasText: "did everyone see this?" }).getByTestId("seen-by");
+  await expect(seen.locator("summary")).toHaveText("Seen by 1");
+  await seen.locator("summary").click();
+  await expect(seen.getByRole("listitem")).toHaveText("Bob Reader");
+  await alice.context.close();
+  await bob.context.close();
+});
+
+test("a hidden tab notifies of a direct message, with permission asked only from a click", async ({ browser }) => {
+  const alice = await newUser(browser, "alice");
+  const context = await browser.newContext();
+  // Record notifications and permission requests, and let the test hide the page.
+  await context.addInitScript(() => {
+    const w = window as any;
+    w.__shown = [];
+    w.__asked = 0;
+    w.__hidden = false;
+    let permission = "default";
+    class FakeNotification {
+      static get permission() { return permission; }
+      static requestPermission() { w.__asked += 1; permission = "granted"; return Promise.resolve(permission); }
+      constructor(title: string, options: any) { w.__shown.push({ title, body: options?.body }); }
+    }
+    w.Notification = FakeNotification;
+    Object.defineProperty(document, "visibilityState", { get: () => (w.__hidden ? "hidden" : "visible") });
+  });
+  const page = await context.newPage();
+  const bobName = uniqueName("bob");
+  await register(page, bobName);
+  expect(await page.evaluate(() => (window as any).__asked)).toBe(0);
+
+  await openRooms(page);
+  await page.getByRole("button", { name: "Notify me" }).click();
+  await expect(page.getByRole("button", { name: "Notify me" })).toHaveCount(0);
+  expect(await page.evaluate(() => (window as any).__asked)).toBe(1);
+
+  await page.evaluate(() => { (window as any).__hidden = true; document.dispatchEvent(new Event("visibilitychange")); });
+  await messagePerson(alice.page, bobName);
+  await sendMessage(alice.page, "are you there?");
+  await expect.poll(() => page.evaluate(() => (window as any).__shown)).toEqual([{ title: alice.username, body: "are you there?" }]);
+  await alice.context.close();
+  await context.close();
 });

@@ -239,7 +239,7 @@ impl Chat {
         if let Some((delivered_seq, read_seq)) =
             self.store.advance_receipt(room_id, caller.user.id, delivered, read).await?
         {
-            let event = ServerMsg::Receipt { room_id, user_id: caller.user.id, delivered_seq, read_seq };
+            let event = ServerMsg::Receipt { room_id, user: caller.user.clone(), delivered_seq, read_seq };
             // Everyone in the room learns it (senders show delivered/read), including
             // this user's other tabs (their unread counts follow).
             self.hub.publish(room_id, &event, None);

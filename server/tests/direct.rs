@@ -150,12 +150,12 @@ async fn the_sender_sees_delivered_then_read_and_positions_never_go_back() {
     bob.send(&ClientMsg::Receipt { id: 1, room_id: dm.id, delivered_seq: Some(m2.seq), read_seq: None }).await;
     assert_eq!(
         alice.wait_for(receipt).await,
-        ServerMsg::Receipt { room_id: dm.id, user_id: bob_ref.id, delivered_seq: m2.seq, read_seq: 0 }
+        ServerMsg::Receipt { room_id: dm.id, user: bob_ref.clone(), delivered_seq: m2.seq, read_seq: 0 }
     );
     bob.send(&ClientMsg::Receipt { id: 2, room_id: dm.id, delivered_seq: None, read_seq: Some(m1.seq) }).await;
     assert_eq!(
         alice.wait_for(receipt).await,
-        ServerMsg::Receipt { room_id: dm.id, user_id: bob_ref.id, delivered_seq: m2.seq, read_seq: m1.seq }
+        ServerMsg::Receipt { room_id: dm.id, user: bob_ref.clone(), delivered_seq: m2.seq, read_seq: m1.seq }
     );
     // Backwards and repeated positions change nothing and announce nothing; a position
     // past the newest message is held to it.
@@ -164,7 +164,7 @@ async fn the_sender_sees_delivered_then_read_and_positions_never_go_back() {
     bob.send(&ClientMsg::Receipt { id: 5, room_id: dm.id, delivered_seq: None, read_seq: Some(10_000) }).await;
     assert_eq!(
         alice.wait_for(receipt).await,
-        ServerMsg::Receipt { room_id: dm.id, user_id: bob_ref.id, delivered_seq: m2.seq, read_seq: m2.seq }
+        ServerMsg::Receipt { room_id: dm.id, user: bob_ref.clone(), delivered_seq: m2.seq, read_seq: m2.seq }
     );
     assert!(alice.is_quiet(Duration::from_millis(300), |m| !receipt(m)).await);
 
@@ -204,9 +204,9 @@ async fn unread_counts_and_mentions_follow_the_read_position_across_tabs() {
     // Reading in one tab moves the position every tab sees.
     bob_tab_1.send(&ClientMsg::Receipt { id: 1, room_id: room.id, delivered_seq: None, read_seq: Some(mention.seq) }).await;
     let seen = bob_tab_2
-        .wait_for(|m| matches!(m, ServerMsg::Receipt { user_id, .. } if *user_id == bob_ref.id))
+        .wait_for(|m| matches!(m, ServerMsg::Receipt { user, .. } if user.id == bob_ref.id))
         .await;
-    assert_eq!(seen, ServerMsg::Receipt { room_id: room.id, user_id: bob_ref.id, delivered_seq: mention.seq, read_seq: mention.seq });
+    assert_eq!(seen, ServerMsg::Receipt { room_id: room.id, user: bob_ref.clone(), delivered_seq: mention.seq, read_seq: mention.seq });
     let mut after = server.try_connect(Some(&bob_cookie)).await.unwrap();
     let ServerMsg::Hello { rooms, .. } = after.next().await else { panic!() };
     let room = general(&rooms);

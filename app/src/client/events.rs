@@ -6,7 +6,7 @@ use leptos::prelude::*;
 
 use super::{platform, ChatClient, ConnState, Purpose, TYPING_SHOWN_MS};
 use crate::{
-    protocol::{ChatMessage, ErrorCode, Limits, MessageKind, RequestId, RoomId, RoomKind, RoomSummary, ServerMsg, UserRef},
+    protocol::{ChatMessage, ErrorCode, Limits, MemberReceipt, MessageKind, RequestId, RoomId, RoomKind, RoomSummary, ServerMsg, UserRef},
     validation::mentions,
 };
 
@@ -62,9 +62,13 @@ impl ChatClient {
                     self.catch_up(room_id, last);
                 }
             }
-            ServerMsg::Receipt { room_id, user_id, delivered_seq, read_seq } => {
+            ServerMsg::Receipt { room_id, user, delivered_seq, read_seq } => {
+                let user_id = user.id;
                 self.receipts.update(|all| {
-                    if let Some(member) = all.get_mut(&room_id).and_then(|members| members.get_mut(&user_id)) {
+                    // Only rooms whose positions were loaded with their history; a
+                    // member new since then is added.
+                    if let Some(members) = all.get_mut(&room_id) {
+                        let member = members.entry(user_id).or_insert(MemberReceipt { user, delivered_seq: 0, read_seq: 0 });
                         member.delivered_seq = member.delivered_seq.max(delivered_seq);
                         member.read_seq = member.read_seq.max(read_seq);
                     }
