@@ -87,6 +87,13 @@ export default defineConfig({
       PARLEY_CHAT_DATABASE_URL: "",
       DATABASE_URL: "",
       RUST_LOG: process.env.RUST_LOG ?? "warn",
+      // Every browser in the run comes from 127.0.0.1; per-address limits would stop
+      // the suite itself. (The limits have their own tests.)
+      PARLEY_LIMITS_HTTP_BURST: "1000000",
+      PARLEY_LIMITS_REGISTRATIONS_PER_HOUR: "1000000",
+      PARLEY_LIMITS_LOGINS_PER_MINUTE: "1000000",
+      PARLEY_LIMITS_MESSAGES_BURST: "1000",
+      PARLEY_LIMITS_FRAMES_BURST: "100000",
     },
   },
 });

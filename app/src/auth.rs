@@ -20,6 +20,8 @@ pub mod backend {
     pub struct AuthFailure {
         pub status: u16,
         pub message: String,
+        /// For 429: seconds until trying again makes sense (sent as `Retry-After`).
+        pub retry_after_secs: Option<u64>,
     }
 
     /// Implemented by the server. Each call gets the request's head for the cookie and
@@ -61,6 +63,9 @@ pub mod backend {
             (use_context::<leptos_axum::ResponseOptions>(), http::StatusCode::from_u16(failure.status))
         {
             response.set_status(status);
+            if let Some(secs) = failure.retry_after_secs {
+                response.insert_header(http::header::RETRY_AFTER, secs.into());
+            }
         }
         ServerFnError::new(failure.message)
     }

@@ -170,6 +170,9 @@ pub enum ServerMsg {
         code: ErrorCode,
         /// A sentence for people; clients branch on `code`, not on this.
         message: String,
+        /// For `rate_limited`: when the request may be tried again.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_after_ms: Option<u64>,
     },
     /// Answer to [`ClientMsg::ListRooms`].
     Rooms { id: RequestId, rooms: Vec<RoomSummary> },
@@ -223,6 +226,8 @@ pub enum ErrorCode {
     NotFound,
     /// The name is taken.
     Conflict,
+    /// Too many requests; wait `retry_after_ms` and try again.
+    RateLimited,
     /// The server failed; the request may be retried.
     Internal,
 }
@@ -298,11 +303,7 @@ pub struct DecodeError {
 impl DecodeError {
     /// The error frame the server answers an undecodable frame with.
     pub fn into_reply(self) -> ServerMsg {
-        ServerMsg::Error {
-            id: self.id,
-            code: ErrorCode::BadRequest,
-            message: self.reason,
-        }
+        ServerMsg::Error { id: self.id, code: ErrorCode::BadRequest, message: self.reason, retry_after_ms: None }
     }
 }
 
@@ -352,7 +353,8 @@ mod tests {
                 limits: Limits { max_message_chars: 4000, history_page: 50 },
             },
             ServerMsg::Pong { id: 3 },
-            ServerMsg::Error { id: Some(4), code: ErrorCode::BadRequest, message: "nope".into() },
+            ServerMsg::Error { id: Some(4), code: ErrorCode::BadRequest, message: "nope".into(), retry_after_ms: None },
+            ServerMsg::Error { id: Some(5), code: ErrorCode::RateLimited, message: "slow down".into(), retry_after_ms: Some(900) },
             ServerMsg::Rooms { id: 5, rooms: vec![room.clone()] },
             ServerMsg::RoomJoined { id: None, room },
             ServerMsg::RoomLeft { id: Some(6), room_id: 2 },

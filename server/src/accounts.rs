@@ -91,10 +91,7 @@ impl Accounts {
                 tracing::info!(user = user.id, "logged in");
                 self.issue(user).await
             }
-            _ => {
-                tracing::info!("login refused: wrong username or password");
-                Err(AppError::Unauthorized)
-            }
+            _ => Err(AppError::Unauthorized),
         }
     }
 

@@ -53,11 +53,22 @@ pub struct Chat {
     hub: Arc<Hub>,
     locks: RoomLocks,
     limits: Limits,
+    /// Most public rooms one user may be in.
+    rooms_per_user: u32,
 }
 
 impl Chat {
-    pub fn new(store: Arc<dyn Store>, hub: Arc<Hub>, limits: Limits) -> Self {
-        Chat { store, hub, locks: RoomLocks::new(), limits }
+    pub fn new(store: Arc<dyn Store>, hub: Arc<Hub>, limits: Limits, rooms_per_user: u32) -> Self {
+        Chat { store, hub, locks: RoomLocks::new(), limits, rooms_per_user }
+    }
+
+    /// Refuses joining or creating one more public room beyond the limit.
+    async fn require_room_allowance(&self, user: &UserRef) -> Result<(), AppError> {
+        let public = self.store.rooms_of(user.id).await?.iter().filter(|r| r.kind == RoomKind::Public).count();
+        if public >= self.rooms_per_user as usize {
+            return Err(AppError::Invalid(format!("You are in {public} rooms, the most allowed. Leave one to join another.")));
+        }
+        Ok(())
     }
 
     /// The greeting for a new connection: who they are and their rooms.
@@ -108,6 +119,7 @@ impl Chat {
 
     async fn create_room(&self, caller: &Caller, id: u64, name: &str) -> Result<ServerMsg, AppError> {
         validation::check_room_name(name).map_err(AppError::Invalid)?;
+        self.require_room_allowance(&caller.user).await?;
         let (room, _notice) = match self.store.create_room(name, &caller.user, unix_millis()).await {
             Ok(created) => created,
             Err(StoreError::Conflict) => return Err(AppError::Conflict("A room with that name already exists.")),
@@ -124,6 +136,9 @@ impl Chat {
         if room.kind != RoomKind::Public && !self.store.is_member(room_id, caller.user.id).await? {
             // Private conversations are not joinable, and do not admit they exist.
             return Err(AppError::NotFound("No such room."));
+        }
+        if !self.store.is_member(room_id, caller.user.id).await? {
+            self.require_room_allowance(&caller.user).await?;
         }
         {
             let _order = self.locks.for_room(room_id).lock().await;

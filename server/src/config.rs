@@ -24,6 +24,8 @@ pub struct Config {
     pub chat: ChatConfig,
     pub session: SessionConfig,
     pub limits: LimitsConfig,
+    pub security: SecurityConfig,
+    pub tls: TlsConfig,
 }
 
 /// Where the site is served from and where cargo-leptos put its files.
@@ -124,6 +126,36 @@ pub struct LimitsConfig {
     pub heartbeat_interval_secs: u64,
     /// A socket silent for this many seconds (no pong, no frame) is closed.
     pub heartbeat_timeout_secs: u64,
+    /// Chat messages one connection may post in a burst…
+    pub messages_burst: u32,
+    /// …refilled at this many per second (10 per 10 s by default).
+    pub messages_per_second: f64,
+    /// Frames of any kind one connection may send in a burst…
+    pub frames_burst: u32,
+    /// …refilled at this many per second.
+    pub frames_per_second: f64,
+    /// Refused frames in a row after which the connection is closed (1008).
+    pub abuse_close_after: u32,
+    /// Open sockets per user.
+    pub sockets_per_user: usize,
+    /// Open sockets per client address.
+    pub sockets_per_ip: usize,
+    /// HTTP requests (pages, files, API, socket upgrades) per client address: burst…
+    pub http_burst: u32,
+    /// …and sustained rate per second.
+    pub http_per_second: f64,
+    /// Login attempts per minute, per account and per client address.
+    pub logins_per_minute: u32,
+    /// New accounts per hour per client address.
+    pub registrations_per_hour: u32,
+    /// Rooms and conversations one user may be in.
+    pub rooms_per_user: u32,
+    /// Largest HTTP request body, in bytes.
+    pub http_body_bytes: usize,
+    /// An HTTP request not answered within this many seconds gets 408.
+    pub request_timeout_secs: u64,
+    /// A client must send its request headers within this many seconds.
+    pub header_read_timeout_secs: u64,
 }
 
 impl Default for LimitsConfig {
@@ -134,7 +166,65 @@ impl Default for LimitsConfig {
             outbound_queue_bytes: 1024 * 1024,
             heartbeat_interval_secs: 25,
             heartbeat_timeout_secs: 35,
+            messages_burst: 10,
+            messages_per_second: 1.0,
+            frames_burst: 60,
+            frames_per_second: 20.0,
+            abuse_close_after: 100,
+            sockets_per_user: 10,
+            sockets_per_ip: 100,
+            http_burst: 200,
+            http_per_second: 50.0,
+            logins_per_minute: 5,
+            registrations_per_hour: 10,
+            rooms_per_user: 128,
+            http_body_bytes: 64 * 1024,
+            request_timeout_secs: 30,
+            header_read_timeout_secs: 10,
         }
+    }
+}
+
+/// Who may talk to the server, and how to tell who they are.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecurityConfig {
+    /// Origins (scheme://host[:port]) allowed to open the chat socket, besides the
+    /// site itself (the origin matching the request's Host).
+    pub allowed_origins: Vec<String>,
+    /// Take the client address from the last `X-Forwarded-For` entry. Only behind a
+    /// load balancer that sets it; otherwise clients could pick their own address.
+    pub trust_forwarded_for: bool,
+}
+
+/// Serving HTTPS and WSS directly (rustls, TLS 1.2 and 1.3).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain; TLS is on when this and `key_path` are set.
+    pub cert_path: String,
+    /// PEM private key.
+    pub key_path: String,
+    /// Also listen here for plain HTTP and redirect it to HTTPS (empty: off).
+    pub redirect_http_addr: String,
+    /// `Strict-Transport-Security` max-age sent over TLS, in seconds.
+    pub hsts_max_age_secs: u64,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            cert_path: String::new(),
+            key_path: String::new(),
+            redirect_http_addr: String::new(),
+            hsts_max_age_secs: 31_536_000,
+        }
+    }
+}
+
+impl TlsConfig {
+    pub fn enabled(&self) -> bool {
+        !self.cert_path.is_empty() && !self.key_path.is_empty()
     }
 }
 
@@ -144,7 +234,7 @@ impl Default for LimitsConfig {
 pub struct ConfigError(#[from] Box<figment::Error>);
 
 /// The sections of the file, which are also the second word of `PARLEY_` variables.
-const SECTIONS: [&str; 4] = ["site", "chat", "session", "limits"];
+const SECTIONS: [&str; 6] = ["site", "chat", "session", "limits", "security", "tls"];
 
 /// Environment variables cargo-leptos sets, and the `site` key each one overrides.
 const LEPTOS_VARIABLES: [(&str, &str); 6] = [

@@ -10,7 +10,7 @@ use axum::{
     Json,
 };
 
-use crate::storage::StoreError;
+use crate::{limits::RetryAfter, storage::StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -26,6 +26,8 @@ pub enum AppError {
     Invalid(String),
     #[error("{0}")]
     Conflict(&'static str),
+    #[error("Too many requests. Try again in {} s.", .0.header_secs())]
+    RateLimited(RetryAfter),
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
@@ -48,6 +50,7 @@ impl AppError {
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
             AppError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             AppError::Conflict(_) => StatusCode::CONFLICT,
+            AppError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -58,6 +61,7 @@ impl AppError {
             AppError::NotFound(_) => ErrorCode::NotFound,
             AppError::Invalid(_) => ErrorCode::Invalid,
             AppError::Conflict(_) => ErrorCode::Conflict,
+            AppError::RateLimited(_) => ErrorCode::RateLimited,
             AppError::Internal(_) => ErrorCode::Internal,
         }
     }
@@ -71,7 +75,11 @@ impl AppError {
     /// The socket reply for a request that failed.
     pub fn into_reply(self, id: RequestId) -> ServerMsg {
         self.log_if_internal();
-        ServerMsg::Error { id: Some(id), code: self.code(), message: self.to_string() }
+        let retry_after_ms = match &self {
+            AppError::RateLimited(RetryAfter(wait)) => Some(wait.as_millis().max(1) as u64),
+            _ => None,
+        };
+        ServerMsg::Error { id: Some(id), code: self.code(), message: self.to_string(), retry_after_ms }
     }
 }
 
@@ -79,7 +87,11 @@ impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         self.log_if_internal();
         let body = serde_json::json!({ "error": self.code(), "message": self.to_string() });
-        (self.status(), Json(body)).into_response()
+        let mut response = (self.status(), Json(body)).into_response();
+        if let AppError::RateLimited(retry) = &self {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, retry.header_secs().into());
+        }
+        response
     }
 }
 
@@ -91,7 +103,7 @@ mod tests {
     fn internal_details_stay_inside() {
         let err = AppError::internal(std::io::Error::other("disk on fire at /var/lib/secret"));
         match err.into_reply(3) {
-            ServerMsg::Error { id, code, message } => {
+            ServerMsg::Error { id, code, message, .. } => {
                 assert_eq!((id, code, message.as_str()), (Some(3), ErrorCode::Internal, "internal error"));
             }
             other => panic!("unexpected {other:?}"),
@@ -103,5 +115,8 @@ mod tests {
         assert_eq!(AppError::Unauthorized.into_response().status(), StatusCode::UNAUTHORIZED);
         assert_eq!(AppError::Invalid("x".into()).into_response().status(), StatusCode::UNPROCESSABLE_ENTITY);
         assert_eq!(AppError::Conflict("taken").into_response().status(), StatusCode::CONFLICT);
+        let limited = AppError::RateLimited(RetryAfter(std::time::Duration::from_millis(1500))).into_response();
+        assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(limited.headers()["retry-after"], "2");
     }
 }

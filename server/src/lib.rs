@@ -8,6 +8,9 @@ mod api;
 mod chat;
 pub mod config;
 mod error;
+mod headers;
+mod limits;
+mod net;
 pub mod hub;
 mod password;
 mod routes;
@@ -15,12 +18,15 @@ mod state;
 pub mod storage;
 pub mod telemetry;
 mod time;
+mod tls;
 mod web_auth;
 mod ws;
 
 use std::net::SocketAddr;
 
-use axum::serve::ListenerExt;
+use std::time::Duration;
+
+use axum_server::accept::{TcpConfigAcceptor, TcpSocketConfig};
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
@@ -33,12 +39,14 @@ pub enum StartError {
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("cannot open the database: {0}")]
     Storage(#[from] storage::StoreError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
     #[error("server failed: {0}")]
     Serve(#[from] std::io::Error),
 }
 
 /// How long shutdown waits for open sockets to finish their current request.
-const SOCKET_DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+const SOCKET_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A server that is accepting connections; stop it with [`RunningServer::shutdown`].
 pub struct RunningServer {
@@ -70,31 +78,68 @@ impl RunningServer {
     }
 }
 
-/// Starts serving on `listener` and returns at once.
+/// Starts serving on `listener` and returns at once. With a certificate configured the
+/// listener speaks HTTPS/WSS, otherwise plain HTTP/WS.
 pub async fn start(config: Config, listener: TcpListener) -> Result<RunningServer, StartError> {
     let addr = listener.local_addr()?;
+    let tls = if config.tls.enabled() { Some(tls::server_config(&config.tls)?) } else { None };
+    let redirect = match tls::redirect_addr(&config.tls) {
+        Some(Ok(redirect_addr)) if tls.is_some() => {
+            let bound = TcpListener::bind(redirect_addr)
+                .await
+                .map_err(|source| StartError::Bind { addr: redirect_addr, source })?;
+            Some(bound)
+        }
+        Some(Err(err)) => return Err(StartError::Serve(std::io::Error::other(format!("tls.redirect_http_addr: {err}")))),
+        _ => None,
+    };
+    let header_timeout = Duration::from_secs(config.limits.header_read_timeout_secs.max(1));
     let shutdown = CancellationToken::new();
     let state = AppState::build(config, shutdown.clone()).await?;
-    let (hub, tasks) = (state.hub.clone(), state.tasks.clone());
+    let (hub, tasks, limiters) = (state.hub.clone(), state.tasks.clone(), state.limiters.clone());
     let router = routes::router(state);
+
+    let handle: axum_server::Handle<SocketAddr> = axum_server::Handle::new();
+    let mut server = axum_server::from_tcp(listener.into_std()?)?.handle(handle.clone()).first_request_timeout(header_timeout);
+    // A client trickling its headers (slowloris) is cut off instead of holding a slot.
+    server.http_builder().http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(header_timeout);
     // Nagle's algorithm holds small frames back for up to 40 ms; chat frames are small
     // and latency matters more than packet count.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
+    let tcp = TcpConfigAcceptor::new(TcpSocketConfig::new().nodelay(true));
+    let service = router.into_make_service_with_connect_info::<SocketAddr>();
+    let serving = match tls {
+        Some(tls) => {
+            let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(tls).acceptor(tcp);
+            tokio::spawn(server.acceptor(acceptor).serve(service))
+        }
+        None => tokio::spawn(server.acceptor(tcp).serve(service)),
+    };
+    if let Some(redirect) = redirect {
+        let stop = shutdown.clone();
+        let app = tls::redirect_router(addr.port());
+        tokio::spawn(async move {
+            let _ = axum::serve(redirect, app).with_graceful_shutdown(stop.cancelled_owned()).await;
+        });
+    }
+    // Idle rate-limit buckets are dropped every minute, so memory follows activity.
+    let sweep_stop = shutdown.clone();
+    tokio::spawn(async move {
+        let mut every_minute = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tokio::select! {
+                _ = every_minute.tick() => limiters.forget_idle(),
+                () = sweep_stop.cancelled() => return,
+            }
+        }
     });
     let stop = shutdown.clone();
     let task = tokio::spawn(async move {
-        let served = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown({
-                let stop = stop.clone();
-                async move {
-                    stop.cancelled().await;
-                    // Upgraded sockets are not HTTP connections axum waits for: tell
-                    // them to close, then wait for them below.
-                    hub.shutdown();
-                }
-            })
-            .await;
+        stop.cancelled().await;
+        // Upgraded sockets are not HTTP connections the server waits for: tell them
+        // to close, let HTTP requests in flight finish, then wait for the sockets.
+        hub.shutdown();
+        handle.graceful_shutdown(Some(SOCKET_DRAIN_TIMEOUT));
+        let served = serving.await.map_err(std::io::Error::other).and_then(|result| result);
         tasks.close();
         if tokio::time::timeout(SOCKET_DRAIN_TIMEOUT, tasks.wait()).await.is_err() {
             tracing::warn!("some sockets were still open after the shutdown grace period");

@@ -1,28 +1,37 @@
-//! The HTTP surface: Leptos pages and server functions, static files, and `/ws`.
+//! The HTTP surface: Leptos pages and server functions, static files, the JSON API and
+//! `/ws`, wrapped in the limits and headers every response gets.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use app::{auth::backend::SharedAuthBackend, shell, App};
-use axum::{middleware, routing::get, Router};
-use leptos::prelude::provide_context;
+use axum::{http::StatusCode, middleware, routing::get, Router};
+use leptos::prelude::{provide_context, use_context};
 use leptos_axum::{generate_route_list, LeptosRoutes};
+use tower_http::{limit::RequestBodyLimitLayer, timeout::TimeoutLayer};
 
-use crate::{api, state::AppState, web_auth, ws};
+use crate::{api, headers, headers::CspNonce, state::AppState, web_auth, ws};
 
 pub fn router(state: AppState) -> Router {
     let routes = generate_route_list(App);
     let leptos_options = state.leptos_options.clone();
     let auth_backend: SharedAuthBackend = Arc::new(web_auth::AccountsBackend(state.clone()));
+    let limits = &state.config.limits;
+    let page_context = move || {
+        provide_context(auth_backend.clone());
+        // The hydration script carries this response's CSP nonce.
+        if let Some(nonce) = use_context::<axum::http::request::Parts>().and_then(|p| p.extensions.get::<CspNonce>().cloned()) {
+            provide_context(leptos::nonce::Nonce::from_value(nonce.0));
+        }
+    };
     Router::new()
         .route("/ws", get(ws::upgrade))
         .route("/api/rooms/{room_id}/messages", get(api::room_messages))
-        .leptos_routes_with_context(
-            &state,
-            routes,
-            move || provide_context(auth_backend.clone()),
-            move || shell(leptos_options.clone()),
-        )
+        .leptos_routes_with_context(&state, routes, page_context, move || shell(leptos_options.clone()))
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
         .layer(middleware::from_fn_with_state(state.clone(), web_auth::page_guard))
+        .layer(RequestBodyLimitLayer::new(limits.http_body_bytes))
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, Duration::from_secs(limits.request_timeout_secs.max(1))))
+        .layer(middleware::from_fn_with_state(state.clone(), headers::rate_limit))
+        .layer(middleware::from_fn_with_state(state.clone(), headers::security_headers))
         .with_state(state)
 }

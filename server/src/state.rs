@@ -12,6 +12,7 @@ use crate::{
     chat::Chat,
     config::Config,
     hub::{Hub, QueueLimits},
+    limits::Limiters,
     storage::{self, StoreError, StoreOptions},
     time::unix_millis,
 };
@@ -24,6 +25,7 @@ pub struct AppState {
     pub hub: Arc<Hub>,
     pub accounts: Arc<Accounts>,
     pub chat: Arc<Chat>,
+    pub limiters: Arc<Limiters>,
     /// Cancelled when the server stops.
     pub shutdown: CancellationToken,
     /// Open sockets, so shutdown can wait for them to finish what they were doing.
@@ -49,20 +51,22 @@ impl AppState {
         let policy = SessionPolicy {
             idle: Duration::from_secs(config.session.idle_hours * 3600),
             absolute: Duration::from_secs(config.session.max_days * 86_400),
-            secure_cookie: config.session.secure_cookie,
+            secure_cookie: config.session.secure_cookie || config.tls.enabled(),
         };
         let accounts = Arc::new(Accounts::new(store.clone(), hub.clone(), policy, default_room.id));
         let limits = Limits {
             max_message_chars: config.chat.max_message_chars,
             history_page: config.chat.history_page_size.max(1),
         };
-        let chat = Arc::new(Chat::new(store, hub.clone(), limits));
+        let chat = Arc::new(Chat::new(store, hub.clone(), limits, config.limits.rooms_per_user));
+        let limiters = Arc::new(Limiters::new(&config.limits));
         Ok(AppState {
             leptos_options: config.leptos_options(),
             config: Arc::new(config),
             hub,
             accounts,
             chat,
+            limiters,
             shutdown,
             tasks: TaskTracker::new(),
         })

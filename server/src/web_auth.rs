@@ -14,13 +14,24 @@ use crate::{accounts::session_token, error::AppError, state::AppState};
 /// [`AuthBackend`] over the server's [`crate::accounts::Accounts`].
 pub struct AccountsBackend(pub AppState);
 
+impl AccountsBackend {
+    fn client_ip(&self, request: &Parts) -> std::net::IpAddr {
+        crate::net::client_ip(&request.extensions, &request.headers, self.0.config.security.trust_forwarded_for)
+    }
+}
+
 fn failure(err: AppError) -> AuthFailure {
+    let retry_after_secs = match &err {
+        AppError::RateLimited(retry) => Some(retry.header_secs()),
+        _ => None,
+    };
     let status = match &err {
         AppError::Unauthorized => 401,
         AppError::Invalid(_) => 422,
         AppError::Conflict(_) => 409,
         AppError::Forbidden(_) => 403,
         AppError::NotFound(_) => 404,
+        AppError::RateLimited(_) => 429,
         AppError::Internal(cause) => {
             tracing::error!(error = %cause, "auth request failed");
             500
@@ -30,20 +41,35 @@ fn failure(err: AppError) -> AuthFailure {
         AppError::Unauthorized => "Wrong username or password.".to_string(),
         other => other.to_string(),
     };
-    AuthFailure { status, message }
+    AuthFailure { status, message, retry_after_secs }
 }
 
 #[async_trait::async_trait]
 impl AuthBackend for AccountsBackend {
-    async fn register(&self, _request: &Parts, username: String, display_name: String, password: String) -> Result<String, AuthFailure> {
+    async fn register(&self, request: &Parts, username: String, display_name: String, password: String) -> Result<String, AuthFailure> {
+        let ip = self.client_ip(request);
+        if let Err(retry) = self.0.limiters.registration(ip) {
+            tracing::warn!(%ip, "registration refused: rate limit");
+            return Err(failure(AppError::RateLimited(retry)));
+        }
         let accounts = &self.0.accounts;
         let session = accounts.register(&username, &display_name, password).await.map_err(failure)?;
         Ok(accounts.session_cookie(&session.token))
     }
 
-    async fn login(&self, _request: &Parts, username: String, password: String) -> Result<String, AuthFailure> {
+    async fn login(&self, request: &Parts, username: String, password: String) -> Result<String, AuthFailure> {
+        let ip = self.client_ip(request);
+        if let Err(retry) = self.0.limiters.login(&username, ip) {
+            tracing::warn!(%ip, "login refused: rate limit");
+            return Err(failure(AppError::RateLimited(retry)));
+        }
         let accounts = &self.0.accounts;
-        let session = accounts.login(&username, password).await.map_err(failure)?;
+        let session = accounts.login(&username, password).await.map_err(|err| {
+            if matches!(err, AppError::Unauthorized) {
+                tracing::info!(%ip, "login failed: wrong username or password");
+            }
+            failure(err)
+        })?;
         Ok(accounts.session_cookie(&session.token))
     }
 

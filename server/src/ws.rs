@@ -1,20 +1,25 @@
-//! The chat socket: authentication at the handshake, then one task reading requests
-//! and one writing the connection's outbound queue.
+//! The chat socket: checks at the handshake, then one task reading requests and one
+//! writing the connection's outbound queue.
+//!
+//! The handshake refuses a foreign `Origin` (403), a missing or dead session (401),
+//! and a user or address over its socket allowance (429). After it, every frame is
+//! metered (token buckets), oversized frames close the socket with 1009, and a client
+//! that keeps pushing after being refused is closed with 1008.
 //!
 //! Everything sent to a client (replies and events alike) goes through its bounded
 //! queue in the hub, so replies keep their place among events and a client that stops
 //! reading is found out in one place. The socket pings every `heartbeat_interval` and
 //! closes a peer silent for `heartbeat_timeout`, so dead connections do not linger.
 
-use std::time::Duration;
+use std::{net::IpAddr, time::Duration};
 
 use app::protocol::{ClientMsg, ErrorCode, ServerMsg};
 use axum::{
     extract::{
         ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade},
-        State,
+        FromRequestParts, Request, State,
     },
-    http::HeaderMap,
+    http::header::ORIGIN,
     response::Response,
 };
 use futures::{stream::SplitSink, SinkExt, StreamExt};
@@ -25,6 +30,8 @@ use crate::{
     chat::Caller,
     error::AppError,
     hub::{CloseReason, CloseSignal, Connection, Hub, OutboundReceiver},
+    limits::{SocketSlot, Verdict},
+    net,
     state::AppState,
     storage::SessionRecord,
 };
@@ -33,22 +40,59 @@ use crate::{
 /// far more per idle connection than chat frames ever need.
 const READ_BUFFER_BYTES: usize = 8 * 1024;
 const WRITE_BUFFER_BYTES: usize = 8 * 1024;
-/// A close frame to a peer that has stopped reading must not hang the task.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long the close frame may wait behind unread data. Long enough for a client that
+/// was only paused (a phone waking up) to read its way to the reason; short enough
+/// that a dead peer does not keep its buffers.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Close code when the server cannot serve the connection (RFC 6455 1011).
 const CLOSE_INTERNAL_ERROR: u16 = 1011;
 
-pub async fn upgrade(ws: WebSocketUpgrade, State(state): State<AppState>, headers: HeaderMap) -> Result<Response, AppError> {
-    let token = session_token(&headers).ok_or(AppError::Unauthorized)?;
-    let session = state.accounts.authenticate(&token).await?.ok_or(AppError::Unauthorized)?;
+/// Who is connecting, for the logs.
+#[derive(Debug, Clone)]
+struct Peer {
+    ip: IpAddr,
+    origin: String,
+}
+
+pub async fn upgrade(State(state): State<AppState>, request: Request) -> Result<Response, AppError> {
+    let (mut parts, _body) = request.into_parts();
+    let headers = &parts.headers;
+    let peer = Peer {
+        ip: net::client_ip(&parts.extensions, headers, state.config.security.trust_forwarded_for),
+        origin: headers.get(ORIGIN).and_then(|o| o.to_str().ok()).unwrap_or("-").to_string(),
+    };
+    if !net::origin_allowed(headers, state.config.tls.enabled(), &state.config.security.allowed_origins) {
+        tracing::warn!(ip = %peer.ip, origin = %peer.origin, "socket refused: origin not allowed");
+        return Err(AppError::Forbidden("This origin may not open a chat socket."));
+    }
+    let Some(token) = session_token(headers) else {
+        tracing::info!(ip = %peer.ip, origin = %peer.origin, "socket refused: no session");
+        return Err(AppError::Unauthorized);
+    };
+    let Some(session) = state.accounts.authenticate(&token).await? else {
+        tracing::info!(ip = %peer.ip, origin = %peer.origin, "socket refused: session unknown, revoked or expired");
+        return Err(AppError::Unauthorized);
+    };
     let limits = &state.config.limits;
+    if state.hub.user_connection_count(session.user.id) >= limits.sockets_per_user {
+        tracing::warn!(user = session.user.id, ip = %peer.ip, "socket refused: too many sockets for this user");
+        return Err(AppError::RateLimited(crate::limits::RetryAfter(Duration::from_secs(5))));
+    }
+    let Some(slot) = state.limiters.socket_slot(peer.ip) else {
+        tracing::warn!(user = session.user.id, ip = %peer.ip, "socket refused: too many sockets from this address");
+        return Err(AppError::RateLimited(crate::limits::RetryAfter(Duration::from_secs(5))));
+    };
+    let ws = WebSocketUpgrade::from_request_parts(&mut parts, &state).await.map_err(|rejection| {
+        tracing::info!(ip = %peer.ip, "not a WebSocket handshake: {rejection}");
+        AppError::Invalid("Expected a WebSocket handshake.".into())
+    })?;
     Ok(ws
         .read_buffer_size(READ_BUFFER_BYTES)
         .write_buffer_size(WRITE_BUFFER_BYTES)
         .max_write_buffer_size(limits.outbound_queue_bytes.max(WRITE_BUFFER_BYTES * 2))
         .max_message_size(limits.max_ws_message_bytes)
         .max_frame_size(limits.max_ws_message_bytes)
-        .on_upgrade(move |socket| serve(socket, state, session)))
+        .on_upgrade(move |socket| serve(socket, state, session, peer, slot)))
 }
 
 /// Removes the connection from the hub however the task ends.
@@ -63,7 +107,7 @@ impl Drop for Registered<'_> {
     }
 }
 
-async fn serve(socket: WebSocket, state: AppState, session: SessionRecord) {
+async fn serve(socket: WebSocket, state: AppState, session: SessionRecord, peer: Peer, _slot: SocketSlot) {
     let _in_flight = state.tasks.token();
     let user = session.user;
     let (mut sink, stream) = socket.split();
@@ -83,21 +127,45 @@ async fn serve(socket: WebSocket, state: AppState, session: SessionRecord) {
 
     let Connection { id, outbound, close: close_signal } = state.hub.connect(&user, session.session_id, &room_ids);
     let _registered = Registered { hub: &state.hub, id };
-    tracing::info!(conn = id, user = user.id, "socket connected");
+    tracing::info!(conn = id, user = user.id, ip = %peer.ip, origin = %peer.origin, "socket connected");
     // Who is online in each room, so the client starts with a full picture.
     for room_id in room_ids {
         state.hub.send_to(id, &ServerMsg::Presence { room_id, online: state.hub.online(room_id) });
     }
 
     let heartbeat = Duration::from_secs(state.config.limits.heartbeat_interval_secs.max(1));
-    let writer = tokio::spawn(write_loop(sink, outbound, close_signal.clone(), heartbeat));
+    let writer = tokio::spawn({
+        let close_signal = close_signal.clone();
+        async move {
+            write_loop(sink, outbound, close_signal.clone(), heartbeat).await;
+            // However writing ended, the connection is over: stop the reader too.
+            close_signal.close(CloseReason::PeerClosed);
+        }
+    });
     let caller = Caller { conn: id, user };
     let timeout = Duration::from_secs(state.config.limits.heartbeat_timeout_secs.max(1));
     if let Some(reason) = read_loop(stream, &state, &caller, &close_signal, timeout).await {
         close_signal.close(reason);
     }
     let _ = writer.await;
-    tracing::info!(conn = id, user = caller.user.id, reason = ?close_signal.reason(), "socket closed");
+    let reason = close_signal.reason();
+    if matches!(reason, Some(CloseReason::PeerClosed | CloseReason::ShuttingDown | CloseReason::SessionEnded)) {
+        tracing::info!(conn = id, user = caller.user.id, ip = %peer.ip, ?reason, "socket closed");
+    } else {
+        tracing::warn!(conn = id, user = caller.user.id, ip = %peer.ip, ?reason, "socket closed by a limit");
+    }
+}
+
+/// Whether a read error is a frame over the size limit.
+fn is_too_big(err: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(current) = source {
+        if let Some(tungstenite::Error::Capacity(_)) = current.downcast_ref::<tungstenite::Error>() {
+            return true;
+        }
+        source = current.source();
+    }
+    false
 }
 
 async fn read_loop(
@@ -108,6 +176,7 @@ async fn read_loop(
     timeout: Duration,
 ) -> Option<CloseReason> {
     let mut deadline = Instant::now() + timeout;
+    let mut limits = state.limiters.connection();
     loop {
         let frame = tokio::select! {
             frame = stream.next() => frame,
@@ -115,22 +184,34 @@ async fn read_loop(
             () = sleep_until(deadline) => return Some(CloseReason::HeartbeatTimeout),
         };
         deadline = Instant::now() + timeout;
-        let reply = match frame {
-            Some(Ok(Message::Text(text))) => match ClientMsg::decode(&text) {
-                Ok(msg) => state.chat.handle(caller, msg).await,
-                Err(err) => Some(err.into_reply()),
-            },
-            Some(Ok(Message::Binary(_))) => Some(ServerMsg::Error {
+        let decoded = match frame {
+            Some(Ok(Message::Text(text))) => ClientMsg::decode(&text).map_err(|err| err.into_reply()),
+            Some(Ok(Message::Binary(_))) => Err(ServerMsg::Error {
                 id: None,
                 code: ErrorCode::BadRequest,
                 message: "frames must be JSON text, not binary".into(),
+                retry_after_ms: None,
             }),
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
             Some(Ok(Message::Close(_))) | None => return Some(CloseReason::PeerClosed),
+            Some(Err(err)) if is_too_big(&err) => return Some(CloseReason::TooBig),
             Some(Err(err)) => {
                 tracing::info!(conn = caller.conn, error = %err, "socket read failed");
                 return Some(CloseReason::PeerClosed);
             }
+        };
+        let is_message = matches!(decoded, Ok(ClientMsg::Send { .. }));
+        let reply = match limits.check(is_message) {
+            Verdict::Abusive => return Some(CloseReason::PolicyViolation),
+            Verdict::Refused(retry) => {
+                tracing::debug!(conn = caller.conn, user = caller.user.id, "frame refused: rate limited");
+                let id = decoded.as_ref().map(ClientMsg::id).unwrap_or(0);
+                Some(AppError::RateLimited(retry).into_reply(id))
+            }
+            Verdict::Allowed => match decoded {
+                Ok(msg) => state.chat.handle(caller, msg).await,
+                Err(error_reply) => Some(error_reply),
+            },
         };
         if let Some(reply) = reply {
             state.hub.send_to(caller.conn, &reply);
@@ -138,30 +219,28 @@ async fn read_loop(
     }
 }
 
-async fn write_loop(
-    mut sink: SplitSink<WebSocket, Message>,
-    mut outbound: OutboundReceiver,
-    close_signal: CloseSignal,
-    heartbeat: Duration,
-) {
+async fn write_loop(mut sink: SplitSink<WebSocket, Message>, mut outbound: OutboundReceiver, close_signal: CloseSignal, heartbeat: Duration) {
     let mut ping = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
     loop {
-        tokio::select! {
+        let message = tokio::select! {
             biased;
             reason = close_signal.closed() => {
                 let _ = close(&mut sink, reason.code(), reason.text()).await;
                 return;
             }
-            frame = outbound.recv() => {
-                let Some(frame) = frame else { return };
-                if sink.send(Message::Text(frame)).await.is_err() {
-                    return;
-                }
-            }
-            _ = ping.tick() => {
-                if sink.send(Message::Ping(Default::default())).await.is_err() {
-                    return;
-                }
+            frame = outbound.recv() => match frame {
+                Some(frame) => Message::Text(frame),
+                None => return,
+            },
+            _ = ping.tick() => Message::Ping(Default::default()),
+        };
+        // A peer that stopped reading blocks this send; the close signal (slow
+        // consumer, shutdown) must still get through, so the send is raced against it.
+        tokio::select! {
+            sent = sink.send(message) => if sent.is_err() { return },
+            reason = close_signal.closed() => {
+                let _ = close(&mut sink, reason.code(), reason.text()).await;
+                return;
             }
         }
     }

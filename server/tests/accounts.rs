@@ -2,10 +2,9 @@
 
 mod support;
 
-use server::config::Config;
 use support::{
     databases::TestDb,
-    server::{session_cookie, TestServer, PASSWORD},
+    server::{relaxed, session_cookie, TestServer, PASSWORD},
 };
 
 #[tokio::test]
@@ -92,8 +91,8 @@ async fn logout_revokes_the_session_and_closes_its_sockets() {
 
 #[tokio::test]
 async fn sessions_expire_when_idle_and_at_their_absolute_limit() {
-    for tweak in [|c: &mut Config| c.session.idle_hours = 0, |c: &mut Config| c.session.max_days = 0] {
-        let mut config = Config::default();
+    for tweak in [|c: &mut server::config::Config| c.session.idle_hours = 0, |c: &mut server::config::Config| c.session.max_days = 0] {
+        let mut config = relaxed();
         tweak(&mut config);
         let server = TestServer::start_with(TestDb::sqlite().await, config).await;
         let cookie = server.register("alice").await;

@@ -3,15 +3,14 @@
 
 mod support;
 
-use std::{
-    collections::BTreeMap,
-    process::{Child, Command, Stdio},
-    time::Duration,
-};
+use std::{collections::BTreeMap, time::Duration};
 
 use app::protocol::{ChatMessage, ClientMsg, ServerMsg};
 use futures::{SinkExt, StreamExt};
-use support::server::{session_cookie, TestServer, WsClient, PASSWORD};
+use support::{
+    process::ServerProcess,
+    server::{session_cookie, TestServer, WsClient, PASSWORD},
+};
 use tokio_tungstenite::tungstenite::{client::IntoClientRequest, http::HeaderValue, Message};
 
 /// A small deterministic generator, so a failing run can be replayed.
@@ -162,47 +161,6 @@ async fn a_retry_after_a_lost_acknowledgement_does_not_duplicate() {
     server.stop().await;
 }
 
-/// The real server binary, so it can be killed without warning.
-struct ServerProcess {
-    child: Child,
-    addr: std::net::SocketAddr,
-}
-
-impl ServerProcess {
-    async fn start(data_dir: &std::path::Path) -> Self {
-        let port = {
-            let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            probe.local_addr().unwrap().port()
-        };
-        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_server"))
-            .current_dir(data_dir)
-            .env("PARLEY_CONFIG", data_dir.join("no-such-file.toml"))
-            .env("LEPTOS_SITE_ADDR", addr.to_string())
-            .env("PARLEY_CHAT_DATA_DIR", data_dir)
-            .env("PARLEY_CHAT_DATABASE_URL", "")
-            .env_remove("DATABASE_URL")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("server binary starts");
-        for _ in 0..200 {
-            if tokio::net::TcpStream::connect(addr).await.is_ok() {
-                return ServerProcess { child, addr };
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("server did not start listening on {addr}");
-    }
-
-    fn kill_hard(mut self) {
-        // `Child::kill` is SIGKILL on Unix: no shutdown code runs at all.
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
 async fn socket(addr: std::net::SocketAddr, cookie: &str) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
     let mut request = format!("ws://{addr}/ws").into_client_request().unwrap();
     request.headers_mut().insert("cookie", HeaderValue::from_str(cookie).unwrap());
@@ -219,10 +177,13 @@ async fn next_msg(ws: &mut tokio_tungstenite::WebSocketStream<tokio_tungstenite:
     }
 }
 
+/// This test is about durability, not rate limits.
+const DURABILITY_ONLY: &[(&str, &str)] = &[("PARLEY_LIMITS_MESSAGES_BURST", "100000"), ("PARLEY_LIMITS_FRAMES_BURST", "100000")];
+
 #[tokio::test]
 async fn every_acknowledged_message_survives_sigkill() {
     let data = tempfile::tempdir().unwrap();
-    let server = ServerProcess::start(data.path()).await;
+    let server = ServerProcess::start(data.path(), DURABILITY_ONLY).await;
     let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
     let response = http
         .post(format!("http://{}/api/register", server.addr))
@@ -249,7 +210,7 @@ async fn every_acknowledged_message_survives_sigkill() {
     server.kill_hard();
     drop(ws);
 
-    let restarted = ServerProcess::start(data.path()).await;
+    let restarted = ServerProcess::start(data.path(), DURABILITY_ONLY).await;
     let mut ws = socket(restarted.addr, &cookie).await;
     let _hello = next_msg(&mut ws).await;
     let mut stored = BTreeMap::new();

@@ -18,7 +18,7 @@ impl ChatClient {
             ServerMsg::Pong { id } => {
                 self.forget(id);
             }
-            ServerMsg::Error { id, code, message } => self.refused(id, code, message),
+            ServerMsg::Error { id, code, message, retry_after_ms } => self.refused(id, code, message, retry_after_ms),
             ServerMsg::Rooms { id, rooms } => {
                 self.forget(id);
                 self.directory.set(Some(rooms));
@@ -235,8 +235,14 @@ impl ChatClient {
         });
     }
 
-    fn refused(&self, id: Option<RequestId>, code: ErrorCode, message: String) {
+    fn refused(&self, id: Option<RequestId>, code: ErrorCode, message: String, retry_after_ms: Option<u64>) {
         match id.and_then(|id| self.forget(id)) {
+            // Too fast: the message stays pending and goes again when allowed.
+            Some(Purpose::Send { client_id }) if code == ErrorCode::RateLimited => {
+                let chat = *self;
+                let wait = retry_after_ms.unwrap_or(1_000).min(60_000) as u32;
+                platform::after(wait, move || chat.retry(&client_id));
+            }
             Some(Purpose::Send { client_id }) => self.outbox.update(|outbox| {
                 if let Some(item) = outbox.iter_mut().find(|o| o.client_id == client_id) {
                     item.failed = Some(message);

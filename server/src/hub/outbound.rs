@@ -35,6 +35,10 @@ pub enum CloseReason {
     SessionEnded,
     /// The peer answered neither pings nor anything else for too long.
     HeartbeatTimeout,
+    /// A frame over the size limit (RFC 6455 1009).
+    TooBig,
+    /// The client kept sending after being told to slow down (RFC 6455 1008).
+    PolicyViolation,
 }
 
 impl CloseReason {
@@ -43,6 +47,8 @@ impl CloseReason {
             CloseReason::ShuttingDown => 1001,
             CloseReason::PeerClosed => 1000,
             CloseReason::HeartbeatTimeout => 4000,
+            CloseReason::TooBig => 1009,
+            CloseReason::PolicyViolation => 1008,
             CloseReason::SessionEnded => 4001,
             CloseReason::SlowConsumer => 4008,
         }
@@ -55,6 +61,8 @@ impl CloseReason {
             CloseReason::SessionEnded => "session ended",
             CloseReason::SlowConsumer => "slow consumer",
             CloseReason::HeartbeatTimeout => "heartbeat timeout",
+            CloseReason::TooBig => "message too big",
+            CloseReason::PolicyViolation => "too many requests",
         }
     }
 }

@@ -24,9 +24,10 @@ pub struct TestServer {
 }
 
 impl TestServer {
-    /// A server on a fresh SQLite database.
+    /// A server on a fresh SQLite database, with rate limits out of the way of tests
+    /// that are about something else (the security tests use the real defaults).
     pub async fn start() -> Self {
-        Self::start_with(TestDb::sqlite().await, Config::default()).await
+        Self::start_with(TestDb::sqlite().await, relaxed()).await
     }
 
     pub async fn start_with(db: TestDb, mut config: Config) -> Self {
@@ -134,6 +135,18 @@ impl TestServer {
     }
 }
 
+/// Default settings with every rate limit far above what a test does.
+pub fn relaxed() -> Config {
+    let mut config = Config::default();
+    let limits = &mut config.limits;
+    limits.messages_burst = 1_000_000;
+    limits.frames_burst = 1_000_000;
+    limits.http_burst = 1_000_000;
+    limits.logins_per_minute = 1_000_000;
+    limits.registrations_per_hour = 1_000_000;
+    config
+}
+
 /// The `parley_session=…` pair from a response's `Set-Cookie`.
 pub fn session_cookie(response: &reqwest::Response) -> Option<String> {
     response
@@ -164,6 +177,11 @@ impl WsClient {
 
     pub async fn send(&mut self, msg: &ClientMsg) {
         self.send_raw(Message::text(serde_json::to_string(msg).unwrap())).await;
+    }
+
+    /// Sends, reporting (rather than panicking on) a socket the server has closed.
+    pub async fn try_send(&mut self, msg: &ClientMsg) -> Result<(), ()> {
+        self.socket.send(Message::text(serde_json::to_string(msg).unwrap())).await.map_err(|_| ())
     }
 
     async fn read(&mut self) -> Frame {

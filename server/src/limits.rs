@@ -1,0 +1,222 @@
+//! Rate limits and connection counts: what keeps one client (or one address) from
+//! taking more than its share. Token buckets come from `governor`; everything here is
+//! in memory and per server node, which is enough to blunt floods and guessing.
+
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    num::NonZeroU32,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use governor::{
+    clock::{Clock, DefaultClock},
+    DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter,
+};
+
+use crate::config::LimitsConfig;
+
+/// How long to wait before trying again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryAfter(pub Duration);
+
+impl RetryAfter {
+    /// Whole seconds, at least one, for a `Retry-After` header.
+    pub fn header_secs(self) -> u64 {
+        self.0.as_secs_f64().ceil().max(1.0) as u64
+    }
+}
+
+fn nonzero(n: u32) -> NonZeroU32 {
+    NonZeroU32::new(n.max(1)).expect("at least one")
+}
+
+/// A bucket of `burst` tokens refilled at `per_second`.
+fn quota(burst: u32, per_second: f64) -> Quota {
+    let period = Duration::from_secs_f64(1.0 / per_second.max(0.000_1));
+    Quota::with_period(period).expect("the period is positive").allow_burst(nonzero(burst))
+}
+
+fn check_keyed<K: std::hash::Hash + Eq + Clone>(limiter: &DefaultKeyedRateLimiter<K>, key: &K) -> Result<(), RetryAfter> {
+    limiter.check_key(key).map_err(|not_until| RetryAfter(not_until.wait_time_from(DefaultClock::default().now())))
+}
+
+/// The limits shared by all requests.
+pub struct Limiters {
+    http_by_ip: DefaultKeyedRateLimiter<IpAddr>,
+    logins_by_account: DefaultKeyedRateLimiter<String>,
+    logins_by_ip: DefaultKeyedRateLimiter<IpAddr>,
+    registrations_by_ip: DefaultKeyedRateLimiter<IpAddr>,
+    sockets_by_ip: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    config: LimitsConfig,
+}
+
+impl Limiters {
+    pub fn new(config: &LimitsConfig) -> Self {
+        let per_minute = Quota::per_minute(nonzero(config.logins_per_minute));
+        Limiters {
+            http_by_ip: RateLimiter::keyed(quota(config.http_burst, config.http_per_second)),
+            logins_by_account: RateLimiter::keyed(per_minute),
+            logins_by_ip: RateLimiter::keyed(per_minute),
+            registrations_by_ip: RateLimiter::keyed(Quota::per_hour(nonzero(config.registrations_per_hour))),
+            sockets_by_ip: Arc::new(Mutex::new(HashMap::new())),
+            config: config.clone(),
+        }
+    }
+
+    pub fn http(&self, ip: IpAddr) -> Result<(), RetryAfter> {
+        check_keyed(&self.http_by_ip, &ip)
+    }
+
+    /// Counts a login attempt against both the account and the address; both must
+    /// have room, whether or not the password turns out to be right.
+    pub fn login(&self, username: &str, ip: IpAddr) -> Result<(), RetryAfter> {
+        let by_ip = check_keyed(&self.logins_by_ip, &ip);
+        let by_account = check_keyed(&self.logins_by_account, &username.to_lowercase());
+        by_ip.and(by_account)
+    }
+
+    pub fn registration(&self, ip: IpAddr) -> Result<(), RetryAfter> {
+        check_keyed(&self.registrations_by_ip, &ip)
+    }
+
+    /// Reserves one of the address's socket slots until the returned guard drops.
+    pub fn socket_slot(&self, ip: IpAddr) -> Option<SocketSlot> {
+        let mut counts = self.sockets_by_ip.lock().unwrap_or_else(|p| p.into_inner());
+        let count = counts.entry(ip).or_insert(0);
+        if *count >= self.config.sockets_per_ip {
+            return None;
+        }
+        *count += 1;
+        Some(SocketSlot { ip, counts: self.sockets_by_ip.clone() })
+    }
+
+    /// Forgets buckets that are full again, so idle addresses cost no memory.
+    pub fn forget_idle(&self) {
+        self.http_by_ip.retain_recent();
+        self.logins_by_account.retain_recent();
+        self.logins_by_ip.retain_recent();
+        self.registrations_by_ip.retain_recent();
+    }
+
+    /// Buckets for one new connection.
+    pub fn connection(&self) -> ConnectionLimits {
+        ConnectionLimits {
+            messages: RateLimiter::direct(quota(self.config.messages_burst, self.config.messages_per_second)),
+            frames: RateLimiter::direct(quota(self.config.frames_burst, self.config.frames_per_second)),
+            refused_in_a_row: 0,
+            abuse_close_after: self.config.abuse_close_after.max(1),
+        }
+    }
+}
+
+/// One socket's claim on its address's allowance.
+pub struct SocketSlot {
+    ip: IpAddr,
+    counts: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+impl Drop for SocketSlot {
+    fn drop(&mut self) {
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = counts.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// What a connection may send: chat messages (tight) and frames of any kind (looser).
+pub struct ConnectionLimits {
+    messages: DefaultDirectRateLimiter,
+    frames: DefaultDirectRateLimiter,
+    refused_in_a_row: u32,
+    abuse_close_after: u32,
+}
+
+/// The outcome of checking one frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Allowed,
+    /// Refuse this frame; the client may retry after the given time.
+    Refused(RetryAfter),
+    /// The client keeps going regardless: close the connection.
+    Abusive,
+}
+
+impl ConnectionLimits {
+    /// Checks one frame; `is_message` for frames that post a chat message.
+    pub fn check(&mut self, is_message: bool) -> Verdict {
+        let now = DefaultClock::default().now();
+        let result = self.frames.check().and_then(|()| if is_message { self.messages.check() } else { Ok(()) });
+        match result {
+            Ok(()) => {
+                self.refused_in_a_row = 0;
+                Verdict::Allowed
+            }
+            Err(not_until) => {
+                self.refused_in_a_row += 1;
+                if self.refused_in_a_row >= self.abuse_close_after {
+                    Verdict::Abusive
+                } else {
+                    Verdict::Refused(RetryAfter(not_until.wait_time_from(now)))
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> LimitsConfig {
+        LimitsConfig { messages_burst: 3, messages_per_second: 1.0, frames_burst: 5, abuse_close_after: 4, ..LimitsConfig::default() }
+    }
+
+    #[test]
+    fn messages_beyond_the_burst_are_refused_with_a_wait() {
+        let mut limits = Limiters::new(&config()).connection();
+        for _ in 0..3 {
+            assert_eq!(limits.check(true), Verdict::Allowed);
+        }
+        match limits.check(true) {
+            Verdict::Refused(RetryAfter(wait)) => assert!(wait > Duration::ZERO && wait <= Duration::from_secs(1)),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn refusing_again_and_again_turns_into_closing() {
+        let mut limits = Limiters::new(&config()).connection();
+        let verdicts: Vec<Verdict> = (0..8).map(|_| limits.check(true)).collect();
+        assert!(matches!(verdicts[3], Verdict::Refused(_)));
+        assert_eq!(verdicts[6], Verdict::Abusive, "the fourth refusal in a row");
+    }
+
+    #[test]
+    fn socket_slots_are_counted_per_address_and_returned_on_drop() {
+        let limiters = Limiters::new(&LimitsConfig { sockets_per_ip: 2, ..LimitsConfig::default() });
+        let ip: IpAddr = "192.0.2.7".parse().unwrap();
+        let first = limiters.socket_slot(ip).unwrap();
+        let _second = limiters.socket_slot(ip).unwrap();
+        assert!(limiters.socket_slot(ip).is_none());
+        assert!(limiters.socket_slot("192.0.2.8".parse().unwrap()).is_some(), "other addresses are separate");
+        drop(first);
+        assert!(limiters.socket_slot(ip).is_some());
+    }
+
+    #[test]
+    fn logins_count_per_account_and_per_address() {
+        let limiters = Limiters::new(&LimitsConfig { logins_per_minute: 2, ..LimitsConfig::default() });
+        let (a, b): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
+        assert!(limiters.login("alice", a).is_ok());
+        assert!(limiters.login("ALICE", b).is_ok());
+        assert!(limiters.login("alice", "192.0.2.3".parse().unwrap()).is_err(), "the account is out of attempts");
+        assert!(limiters.login("bob", a).is_ok());
+        assert!(limiters.login("carol", a).is_err(), "the address is out of attempts");
+    }
+}

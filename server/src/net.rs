@@ -1,0 +1,82 @@
+//! Who is on the other end: the client's address, and whether a socket handshake
+//! comes from a page this site served (cross-site WebSocket hijacking defence).
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::{
+    extract::ConnectInfo,
+    http::{header, HeaderMap, Extensions},
+};
+
+/// The client's address: the TCP peer, or (only when configured to trust a load
+/// balancer) the last `X-Forwarded-For` entry, which that balancer appended.
+pub fn client_ip(extensions: &Extensions, headers: &HeaderMap, trust_forwarded_for: bool) -> IpAddr {
+    if trust_forwarded_for {
+        let forwarded = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .filter_map(|entry| entry.trim().parse::<IpAddr>().ok())
+            .last();
+        if let Some(ip) = forwarded {
+            return ip;
+        }
+    }
+    extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::from([0, 0, 0, 0]), |ConnectInfo(addr)| addr.ip())
+}
+
+/// Whether a socket handshake's `Origin` may connect: absent (not a browser, so no
+/// ambient cookies to abuse), equal to this site's own origin as addressed by the
+/// request, or listed in `allowed`. Comparison is exact on scheme, host and port.
+pub fn origin_allowed(headers: &HeaderMap, tls: bool, allowed: &[String]) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN) else { return true };
+    let Ok(origin) = origin.to_str() else { return false };
+    if allowed.iter().any(|ok| ok == origin) {
+        return true;
+    }
+    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else { return false };
+    let scheme = if tls { "https" } else { "http" };
+    let default_port = if tls { ":443" } else { ":80" };
+    let own = format!("{scheme}://{host}");
+    origin == own || format!("{origin}{default_port}") == own
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(axum::http::HeaderName::from_bytes(name.as_bytes()).unwrap(), value.parse().unwrap());
+        }
+        map
+    }
+
+    #[test]
+    fn only_the_sites_own_origin_or_listed_ones_pass() {
+        let site = [("host", "chat.example:3000")];
+        assert!(origin_allowed(&headers(&[site[0], ("origin", "http://chat.example:3000")]), false, &[]));
+        assert!(!origin_allowed(&headers(&[site[0], ("origin", "https://chat.example:3000")]), false, &[]), "scheme");
+        assert!(!origin_allowed(&headers(&[site[0], ("origin", "http://chat.example:3001")]), false, &[]), "port");
+        assert!(!origin_allowed(&headers(&[site[0], ("origin", "http://evil.example")]), false, &[]));
+        assert!(!origin_allowed(&headers(&[site[0], ("origin", "http://chat.example:3000.evil.example")]), false, &[]));
+        assert!(origin_allowed(&headers(&[site[0], ("origin", "http://evil.example")]), false, &["http://evil.example".into()]));
+        assert!(origin_allowed(&headers(&[site[0]]), false, &[]), "no Origin: not a browser");
+        assert!(origin_allowed(&headers(&[("host", "chat.example:443"), ("origin", "https://chat.example")]), true, &[]));
+        assert!(!origin_allowed(&headers(&[("origin", "http://chat.example")]), false, &[]), "no Host to compare with");
+    }
+
+    #[test]
+    fn forwarded_addresses_count_only_when_trusted() {
+        let mut extensions = Extensions::new();
+        extensions.insert(ConnectInfo(SocketAddr::from(([10, 0, 0, 5], 4000))));
+        let forwarded = headers(&[("x-forwarded-for", "203.0.113.9, 198.51.100.4")]);
+        assert_eq!(client_ip(&extensions, &forwarded, false), IpAddr::from([10, 0, 0, 5]));
+        assert_eq!(client_ip(&extensions, &forwarded, true), IpAddr::from([198, 51, 100, 4]));
+        assert_eq!(client_ip(&extensions, &HeaderMap::new(), true), IpAddr::from([10, 0, 0, 5]));
+    }
+}

@@ -1,0 +1,469 @@
+//! Attacks, one test each: the server refuses what it must, keeps serving everyone
+//! else, and loses nothing.
+
+mod support;
+
+use std::time::Duration;
+
+use app::protocol::{ClientMsg, ErrorCode, ServerMsg};
+use futures::{SinkExt, StreamExt};
+use server::config::Config;
+use support::{
+    databases::TestDb,
+    process::ServerProcess,
+    server::{relaxed, session_cookie, TestServer, WsClient, PASSWORD},
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::{client::IntoClientRequest, http::HeaderValue, Message};
+
+async fn server_with(tweak: impl FnOnce(&mut Config)) -> TestServer {
+    let mut config = relaxed();
+    tweak(&mut config);
+    TestServer::start_with(TestDb::sqlite().await, config).await
+}
+
+async fn handshake_status(server: &TestServer, headers: &[(&str, &str)]) -> u16 {
+    let mut request = format!("ws://{}/ws", server.addr()).into_client_request().unwrap();
+    for (name, value) in headers {
+        let name = tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(name.as_bytes()).unwrap();
+        request.headers_mut().insert(name, HeaderValue::from_str(value).unwrap());
+    }
+    match tokio_tungstenite::connect_async(request).await {
+        Ok((_, response)) => response.status().as_u16(),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => response.status().as_u16(),
+        Err(err) => panic!("{err}"),
+    }
+}
+
+#[tokio::test]
+async fn a_foreign_origin_cannot_open_a_socket() {
+    let server = server_with(|c| c.security.allowed_origins = vec!["https://app.example".into()]).await;
+    let cookie = server.register("alice").await;
+    let own = format!("http://{}", server.addr());
+    assert_eq!(handshake_status(&server, &[("cookie", &cookie), ("origin", "http://evil.example")]).await, 403);
+    assert_eq!(handshake_status(&server, &[("cookie", &cookie), ("origin", &own.replace("http:", "https:"))]).await, 403);
+    assert_eq!(handshake_status(&server, &[("cookie", &cookie), ("origin", &own)]).await, 101);
+    assert_eq!(handshake_status(&server, &[("cookie", &cookie), ("origin", "https://app.example")]).await, 101);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn compression_is_never_negotiated() {
+    let server = TestServer::start().await;
+    let cookie = server.register("alice").await;
+    let mut request = format!("ws://{}/ws", server.addr()).into_client_request().unwrap();
+    request.headers_mut().insert("cookie", HeaderValue::from_str(&cookie).unwrap());
+    request.headers_mut().insert("sec-websocket-extensions", HeaderValue::from_static("permessage-deflate; client_max_window_bits"));
+    let (_, response) = tokio_tungstenite::connect_async(request).await.unwrap();
+    assert!(response.headers().get("sec-websocket-extensions").is_none());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_frame_one_byte_over_64_kib_closes_the_socket_with_1009() {
+    let server = TestServer::start().await;
+    let cookie = server.register("alice").await;
+    let mut socket = server.connect(&cookie).await;
+    // Exactly the limit is read (and refused as a bad message); the socket stays.
+    let at_limit = format!("{{\"type\":\"ping\",\"id\":1,\"pad\":\"{}\"}}", "x".repeat(64 * 1024 - 31));
+    assert_eq!(at_limit.len(), 64 * 1024);
+    socket.send_raw(Message::text(at_limit)).await;
+    let reply = socket.wait_for(|m| matches!(m, ServerMsg::Error { .. })).await;
+    assert!(matches!(reply, ServerMsg::Error { code: ErrorCode::BadRequest, .. }), "{reply:?}");
+    socket.send_raw(Message::text("x".repeat(64 * 1024 + 1))).await;
+    assert_eq!(socket.closed().await, Some(1009));
+    // The server carries on.
+    server.connect(&cookie).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_burst_of_50_messages_is_rate_limited_and_the_socket_recovers() {
+    let server = server_with(|c| {
+        c.limits.messages_burst = 10;
+        c.limits.messages_per_second = 1.0;
+    })
+    .await;
+    let cookie = server.register("alice").await;
+    let mut socket = server.connect(&cookie).await;
+    let room_id = match socket.request(|id| ClientMsg::ListRooms { id }).await {
+        ServerMsg::Rooms { rooms, .. } => rooms[0].id,
+        other => panic!("{other:?}"),
+    };
+    for n in 0..50u64 {
+        socket.send(&ClientMsg::Send { id: 100 + n, room_id, client_id: format!("b{n}"), text: format!("burst {n}") }).await;
+    }
+    let (mut stored, mut limited, mut wait_ms) = (0, 0, 0);
+    for n in 0..50u64 {
+        match socket.reply_to(100 + n).await {
+            ServerMsg::Sent { .. } => stored += 1,
+            ServerMsg::Error { code: ErrorCode::RateLimited, retry_after_ms: Some(ms), .. } => {
+                limited += 1;
+                wait_ms = wait_ms.max(ms);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!((stored, limited), (10, 40));
+    assert!(wait_ms > 0 && wait_ms <= 1_000, "{wait_ms}");
+    tokio::time::sleep(Duration::from_millis(wait_ms + 50)).await;
+    let later = socket.request(|id| ClientMsg::Send { id, room_id, client_id: "after".into(), text: "after the window".into() }).await;
+    assert!(matches!(later, ServerMsg::Sent { .. }), "{later:?}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_that_ignores_refusals_is_closed_with_1008() {
+    let server = server_with(|c| {
+        c.limits.frames_burst = 20;
+        c.limits.frames_per_second = 1.0;
+        c.limits.abuse_close_after = 30;
+    })
+    .await;
+    let mut socket = server.connect(&server.register("alice").await).await;
+    for id in 0..200 {
+        if socket_send_ignoring_close(&mut socket, id).await.is_err() {
+            break;
+        }
+    }
+    assert_eq!(socket.closed().await, Some(1008));
+    server.stop().await;
+}
+
+async fn socket_send_ignoring_close(socket: &mut WsClient, id: u64) -> Result<(), ()> {
+    socket.try_send(&ClientMsg::Ping { id }).await
+}
+
+#[tokio::test]
+async fn sockets_beyond_100_per_address_are_refused_and_the_first_100_keep_working() {
+    let server = TestServer::start().await;
+    let mut cookies = Vec::new();
+    for n in 0..15 {
+        cookies.push(server.register(&format!("user{n:02}")).await);
+    }
+    let mut open = Vec::new();
+    let mut refused = 0;
+    for n in 0..150 {
+        // Ten per user: per-user limits are not what this test is about.
+        match server.try_connect(Some(&cookies[n / 10])).await {
+            Ok(socket) => open.push(socket),
+            Err(status) => {
+                assert_eq!(status, 429);
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!((open.len(), refused), (100, 50));
+    for socket in &mut open {
+        assert!(matches!(socket.request(|id| ClientMsg::Ping { id }).await, ServerMsg::Pong { .. }));
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_eleventh_socket_for_one_user_is_refused() {
+    let server = TestServer::start().await;
+    let cookie = server.register("alice").await;
+    let mut open = Vec::new();
+    for _ in 0..10 {
+        open.push(server.try_connect(Some(&cookie)).await.unwrap());
+    }
+    assert_eq!(server.try_connect(Some(&cookie)).await.err(), Some(429));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn six_rapid_logins_get_429_even_with_the_right_password() {
+    let server = server_with(|c| c.limits.logins_per_minute = 5).await;
+    server.register("alice").await;
+    for attempt in 0..5 {
+        let password = if attempt % 2 == 0 { "wrong password" } else { PASSWORD };
+        assert_ne!(server.try_login("alice", password).await.status(), 429, "attempt {attempt}");
+    }
+    let response = server.try_login("alice", PASSWORD).await;
+    assert_eq!(response.status(), 429);
+    assert!(session_cookie(&response).is_none());
+    let retry_after: u64 = response.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn registrations_per_address_are_limited() {
+    let server = server_with(|c| c.limits.registrations_per_hour = 3).await;
+    for n in 0..3 {
+        server.register(&format!("member{n}")).await;
+    }
+    assert_eq!(server.try_register("member3", PASSWORD).await.status(), 429);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn http_floods_get_429_with_retry_after() {
+    let server = server_with(|c| {
+        c.limits.http_burst = 20;
+        c.limits.http_per_second = 1.0;
+    })
+    .await;
+    let mut statuses = Vec::new();
+    for _ in 0..25 {
+        statuses.push(server.get("/login", None).await);
+    }
+    let limited = statuses.iter().filter(|r| r.status() == 429).count();
+    assert_eq!(limited, 5);
+    let refused = statuses.iter().find(|r| r.status() == 429).unwrap();
+    assert!(refused.headers().contains_key("retry-after"));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn oversized_bodies_are_refused() {
+    let server = TestServer::start().await;
+    let response = reqwest::Client::new()
+        .post(server.url("/api/login"))
+        .form(&[("username", "alice"), ("password", &"p".repeat(100 * 1024)), ("next", "/")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_slow_header_client_does_not_stop_the_site_and_is_cut_off() {
+    let server = server_with(|c| c.limits.header_read_timeout_secs = 1).await;
+    let mut slow = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    let started = std::time::Instant::now();
+    assert_eq!(server.get("/login", None).await.status(), 200);
+    assert!(started.elapsed() < Duration::from_millis(500));
+    // The trickling connection is closed once the header timeout passes.
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "the slow connection was closed");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_silent_peer_is_closed_after_the_heartbeat_timeout() {
+    let server = server_with(|c| {
+        c.limits.heartbeat_interval_secs = 1;
+        c.limits.heartbeat_timeout_secs = 2;
+    })
+    .await;
+    let cookie = server.register("alice").await;
+    let mut request = format!("ws://{}/ws", server.addr()).into_client_request().unwrap();
+    request.headers_mut().insert("cookie", HeaderValue::from_str(&cookie).unwrap());
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    // Not reading means not answering pings: from the server's side, silence.
+    tokio::time::sleep(Duration::from_millis(3_000)).await;
+    let mut code = None;
+    while let Some(Ok(frame)) = socket.next().await {
+        if let Message::Close(Some(close)) = frame {
+            code = Some(u16::from(close.code));
+            break;
+        }
+    }
+    assert_eq!(code, Some(4000));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn static_files_cannot_be_reached_outside_the_site_folder() {
+    let site = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(site.path().join("pkg")).unwrap();
+    std::fs::write(site.path().join("pkg/app.js"), "ok").unwrap();
+    std::fs::write(site.path().parent().unwrap().join("parley-secret.txt"), "secret").ok();
+    let root = site.path().to_string_lossy().to_string();
+    let server = server_with(|c| c.site.root = root).await;
+    assert_eq!(server.get("/pkg/app.js", None).await.text().await.unwrap(), "ok");
+    for path in ["/pkg/../../parley-secret.txt", "/pkg/%2e%2e/%2e%2e/parley-secret.txt", "/..%2fparley-secret.txt", "/pkg/..%5c..%5cparley-secret.txt"] {
+        let response = server.get(path, None).await;
+        assert_eq!(response.status(), 404, "{path}");
+        assert!(!response.text().await.unwrap().contains("secret"), "{path}");
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn injection_strings_are_data_byte_for_byte() {
+    let server = TestServer::start().await;
+    let nasty = "Robert'); DROP TABLE users;-- <script>alert(1)</script> \\ %_ \u{1F600}";
+    // Usernames have a strict alphabet: such a name is refused and nothing is stored.
+    let refused = server.try_register("x'; DROP TABLE users;--", PASSWORD).await;
+    assert_eq!(refused.status(), 422);
+    // Display names and messages keep every byte.
+    let response = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .post(server.url("/api/register"))
+        .form(&[("username", "robert"), ("display_name", nasty), ("password", PASSWORD), ("next", "/")])
+        .send()
+        .await
+        .unwrap();
+    let cookie = session_cookie(&response).unwrap();
+    let mut socket = server.try_connect(Some(&cookie)).await.unwrap();
+    let ServerMsg::Hello { me, rooms, .. } = socket.next().await else { panic!() };
+    assert_eq!(me.display_name, nasty);
+    let room_id = rooms[0].id;
+    let nasty_id = "Robert'); DROP TABLE messages;--";
+    let sent = socket.request(|id| ClientMsg::Send { id, room_id, client_id: nasty_id.into(), text: nasty.into() }).await;
+    let ServerMsg::Sent { message, .. } = sent else { panic!("{sent:?}") };
+    let page: serde_json::Value = server.get(&format!("/api/rooms/{room_id}/messages"), Some(&cookie)).await.json().await.unwrap();
+    let last = page["messages"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!((last["text"].as_str(), last["client_id"].as_str()), (Some(nasty), Some(nasty_id)));
+    assert_eq!(message.text, nasty);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn pages_carry_a_strict_content_security_policy_and_safety_headers() {
+    let server = TestServer::start().await;
+    let response = server.get("/login", None).await;
+    let headers = response.headers().clone();
+    let csp = headers["content-security-policy"].to_str().unwrap().to_string();
+    let html = response.text().await.unwrap();
+    let nonce = csp.split("'nonce-").nth(1).unwrap().split('\'').next().unwrap();
+    assert!(csp.contains("script-src 'self' 'nonce-") && csp.contains("'wasm-unsafe-eval'"), "{csp}");
+    assert!(csp.contains("frame-ancestors 'none'") && csp.contains("object-src 'none'"), "{csp}");
+    assert!(!csp.contains("unsafe-inline"), "{csp}");
+    assert!(html.contains(&format!("nonce=\"{nonce}\"")), "the hydration script carries the nonce");
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    assert_eq!(headers["x-frame-options"], "DENY");
+    assert_eq!(headers["referrer-policy"], "same-origin");
+    assert!(headers.get("strict-transport-security").is_none(), "not over plain HTTP");
+    let again = server.get("/login", None).await.headers()["content-security-policy"].to_str().unwrap().to_string();
+    assert_ne!(again, csp, "a fresh nonce per response");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_user_cannot_join_more_rooms_than_allowed() {
+    let server = server_with(|c| c.limits.rooms_per_user = 3).await;
+    let mut socket = server.connect(&server.register("alice").await).await;
+    for name in ["two", "three"] {
+        assert!(matches!(socket.request(|id| ClientMsg::CreateRoom { id, name: name.into() }).await, ServerMsg::RoomJoined { .. }));
+    }
+    match socket.request(|id| ClientMsg::CreateRoom { id, name: "four".into() }).await {
+        ServerMsg::Error { code: ErrorCode::Invalid, message, .. } => assert!(message.contains("most allowed"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_reader_that_never_reads_is_dropped_and_memory_stays_bounded() {
+    let data = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(
+        data.path(),
+        &[
+            ("PARLEY_LIMITS_MESSAGES_BURST", "1000000"),
+            ("PARLEY_LIMITS_FRAMES_BURST", "1000000"),
+            ("PARLEY_LIMITS_REGISTRATIONS_PER_HOUR", "100"),
+            ("PARLEY_CHAT_SQLITE_FULL_SYNC", "false"),
+        ],
+    )
+    .await;
+    let register = |name: &'static str| {
+        let addr = server.addr;
+        async move {
+            let response = reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap()
+                .post(format!("http://{addr}/api/register"))
+                .form(&[("username", name), ("display_name", ""), ("password", PASSWORD), ("next", "/")])
+                .send()
+                .await
+                .unwrap();
+            session_cookie(&response).unwrap()
+        }
+    };
+    let (writer_cookie, reader_cookie, stalled_cookie) = (register("writer").await, register("reader").await, register("stalled").await);
+
+    // The stalled client completes the handshake with a tiny receive buffer, then never reads.
+    let stalled_tcp = {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        socket.connect(server.addr).await.unwrap()
+    };
+    let mut request = format!("ws://{}/ws", server.addr).into_client_request().unwrap();
+    request.headers_mut().insert("cookie", HeaderValue::from_str(&stalled_cookie).unwrap());
+    let (stalled, _) = tokio_tungstenite::client_async(request, stalled_tcp).await.unwrap();
+
+    let connect = |cookie: String| {
+        let addr = server.addr;
+        async move {
+            let mut request = format!("ws://{addr}/ws").into_client_request().unwrap();
+            request.headers_mut().insert("cookie", HeaderValue::from_str(&cookie).unwrap());
+            tokio_tungstenite::connect_async(request).await.unwrap().0
+        }
+    };
+    let (mut writer, mut reader) = (connect(writer_cookie).await, connect(reader_cookie).await);
+    let room_id = loop {
+        if let Some(Ok(Message::Text(text))) = writer.next().await {
+            if let Ok(ServerMsg::Hello { rooms, .. }) = serde_json::from_str(&text) {
+                break rooms[0].id;
+            }
+        }
+    };
+
+    // 10,000 messages of 1 KiB: far more than socket buffers and the outbound queue hold.
+    const COUNT: usize = 10_000;
+    let filler = "m".repeat(1024);
+    // The writer reads its acknowledgements as they come, like any healthy client.
+    let (mut writer_sink, mut writer_stream) = writer.split();
+    let acknowledging = tokio::spawn(async move {
+        let mut acks = 0;
+        while acks < COUNT {
+            match writer_stream.next().await {
+                Some(Ok(Message::Text(text))) if text.contains("\"type\":\"sent\"") => acks += 1,
+                Some(Ok(_)) => {}
+                other => panic!("writer socket ended after {acks} acknowledgements: {other:?}"),
+            }
+        }
+    });
+    let writing = tokio::spawn(async move {
+        for n in 0..COUNT {
+            let frame = ClientMsg::Send { id: n as u64 + 1, room_id, client_id: format!("f{n}"), text: format!("{n} {filler}") };
+            writer_sink.send(Message::text(serde_json::to_string(&frame).unwrap())).await.unwrap();
+        }
+        acknowledging.await.unwrap();
+    });
+    let mut received = Vec::with_capacity(COUNT);
+    let mut stalled = Some(stalled);
+    let mut stalled_reading = None;
+    while received.len() < COUNT {
+        let frame = tokio::time::timeout(Duration::from_secs(60), reader.next()).await.expect("the reader keeps receiving");
+        if let Some(Ok(Message::Text(text))) = frame {
+            if let Ok(ServerMsg::Message { message }) = serde_json::from_str::<ServerMsg>(&text) {
+                if message.client_id.is_some() {
+                    received.push(message.text.split(' ').next().unwrap().parse::<usize>().unwrap());
+                }
+            }
+        }
+        // Late in the flood (well past what socket buffers and its queue can hold),
+        // the stalled client wakes up and reads what it was sent.
+        if received.len() == 8_000 {
+            let mut socket = stalled.take().unwrap();
+            stalled_reading = Some(tokio::spawn(async move {
+                loop {
+                    match tokio::time::timeout(Duration::from_secs(20), socket.next()).await {
+                        Ok(Some(Ok(Message::Close(close)))) => return close.map(|c| u16::from(c.code)),
+                        Ok(Some(Ok(_))) => continue,
+                        _ => return None,
+                    }
+                }
+            }));
+        }
+    }
+    writing.await.unwrap();
+    assert_eq!(received, (0..COUNT).collect::<Vec<_>>(), "all 10,000, in order, once");
+
+    // The stalled client was disconnected as a slow consumer, and told so (4008)...
+    assert_eq!(stalled_reading.unwrap().await.unwrap(), Some(4008));
+    // ...and the server never held more than this in memory.
+    let peak_mib = server.peak_rss_kib() / 1024;
+    assert!(peak_mib < 150, "peak RSS {peak_mib} MiB");
+}
