@@ -442,6 +442,64 @@ mod tests {
         assert!(err.reason.contains("invalid type"), "{}", err.reason);
     }
 
+    mod never_panics {
+        use proptest::prelude::*;
+
+        use super::super::*;
+
+        /// Any JSON value: what a hostile client could put in a frame.
+        fn json() -> impl Strategy<Value = serde_json::Value> {
+            let leaf = prop_oneof![
+                Just(serde_json::Value::Null),
+                any::<bool>().prop_map(serde_json::Value::from),
+                any::<i64>().prop_map(serde_json::Value::from),
+                any::<u64>().prop_map(serde_json::Value::from),
+                any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(serde_json::Value::from),
+                ".{0,12}".prop_map(serde_json::Value::from),
+                prop_oneof![
+                    Just("ping"), Just("send"), Just("history"), Just("receipt"), Just("typing"), Just("join_room")
+                ]
+                .prop_map(serde_json::Value::from),
+            ];
+            leaf.prop_recursive(4, 32, 6, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..6).prop_map(serde_json::Value::Array),
+                    prop::collection::btree_map(
+                        prop_oneof![Just("type".to_string()), Just("id".to_string()), Just("room_id".to_string()), Just("text".to_string()), ".{0,6}"],
+                        inner,
+                        0..6
+                    )
+                    .prop_map(|map| serde_json::Value::Object(map.into_iter().collect())),
+                ]
+            })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+            #[test]
+            fn random_bytes(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+                let frame = String::from_utf8_lossy(&bytes);
+                if let Err(err) = ClientMsg::decode(&frame) {
+                    let _ = err.into_reply().encode();
+                }
+            }
+
+            #[test]
+            fn random_json(value in json()) {
+                let frame = value.to_string();
+                match ClientMsg::decode(&frame) {
+                    Ok(msg) => prop_assert_eq!(ClientMsg::decode(&serde_json::to_string(&msg).unwrap()).unwrap(), msg),
+                    Err(err) => {
+                        // The id survives whenever the frame had a usable one.
+                        let id = value.get("id").and_then(serde_json::Value::as_u64);
+                        prop_assert_eq!(err.id, id);
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn malformed_json_is_named_and_has_no_id() {
         let err = ClientMsg::decode("{not json").unwrap_err();
