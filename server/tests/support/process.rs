@@ -16,10 +16,7 @@ impl ServerProcess {
     /// Starts the binary on a free port with its data in `data_dir`, the default
     /// settings, and `env` on top.
     pub async fn start(data_dir: &std::path::Path, env: &[(&str, &str)]) -> Self {
-        let port = {
-            let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            probe.local_addr().unwrap().port()
-        };
+        let port = port_outside_the_ephemeral_range();
         let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_server"))
             .current_dir(data_dir)
@@ -34,12 +31,17 @@ impl ServerProcess {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("server binary starts");
+        let mut process = ServerProcess { child, addr };
         for _ in 0..200 {
+            if let Ok(Some(status)) = process.child.try_wait() {
+                panic!("server exited at start: {status}");
+            }
             if tokio::net::TcpStream::connect(addr).await.is_ok() {
-                return ServerProcess { child, addr };
+                return process;
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
+        let _ = process.child.kill();
         panic!("server did not start listening on {addr}");
     }
 
@@ -70,3 +72,18 @@ impl Drop for ServerProcess {
     }
 }
 
+
+/// A free port below Linux's ephemeral range (32768 and up), where the in-process test
+/// servers (bound to port 0) never land: so the child cannot lose its port to one of
+/// them between this check and its own bind, and the readiness probe cannot reach the
+/// wrong server.
+fn port_outside_the_ephemeral_range() -> u16 {
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    let mut candidate = 20_000 + (seed % 10_000) as u16 + (std::process::id() % 2_000) as u16;
+    loop {
+        if std::net::TcpListener::bind(("127.0.0.1", candidate)).is_ok() {
+            return candidate;
+        }
+        candidate = if candidate >= 31_999 { 20_000 } else { candidate + 1 };
+    }
+}
