@@ -48,7 +48,8 @@ pub struct Limiters {
     logins_by_account: DefaultKeyedRateLimiter<String>,
     logins_by_ip: DefaultKeyedRateLimiter<IpAddr>,
     registrations_by_ip: DefaultKeyedRateLimiter<IpAddr>,
-    sockets_by_ip: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    sockets_by_ip: Slots<IpAddr>,
+    sockets_by_user: Slots<i64>,
     config: LimitsConfig,
 }
 
@@ -60,7 +61,8 @@ impl Limiters {
             logins_by_account: RateLimiter::keyed(per_minute),
             logins_by_ip: RateLimiter::keyed(per_minute),
             registrations_by_ip: RateLimiter::keyed(Quota::per_hour(nonzero(config.registrations_per_hour))),
-            sockets_by_ip: Arc::new(Mutex::new(HashMap::new())),
+            sockets_by_ip: Slots::new(config.sockets_per_ip),
+            sockets_by_user: Slots::new(config.sockets_per_user),
             config: config.clone(),
         }
     }
@@ -82,14 +84,14 @@ impl Limiters {
     }
 
     /// Reserves one of the address's socket slots until the returned guard drops.
-    pub fn socket_slot(&self, ip: IpAddr) -> Option<SocketSlot> {
-        let mut counts = self.sockets_by_ip.lock().unwrap_or_else(|p| p.into_inner());
-        let count = counts.entry(ip).or_insert(0);
-        if *count >= self.config.sockets_per_ip {
-            return None;
-        }
-        *count += 1;
-        Some(SocketSlot { ip, counts: self.sockets_by_ip.clone() })
+    pub fn socket_slot(&self, ip: IpAddr) -> Option<Slot<IpAddr>> {
+        self.sockets_by_ip.acquire(ip)
+    }
+
+    /// Reserves one of the user's socket slots. Taken at the handshake, before the
+    /// socket exists, so a quick burst of handshakes cannot slip past the count.
+    pub fn user_socket_slot(&self, user_id: i64) -> Option<Slot<i64>> {
+        self.sockets_by_user.acquire(user_id)
     }
 
     /// Forgets buckets that are full again, so idle addresses cost no memory.
@@ -111,19 +113,42 @@ impl Limiters {
     }
 }
 
-/// One socket's claim on its address's allowance.
-pub struct SocketSlot {
-    ip: IpAddr,
-    counts: Arc<Mutex<HashMap<IpAddr, usize>>>,
+/// Counted claims per key (address, user), at most `limit` at a time.
+#[derive(Clone)]
+struct Slots<K> {
+    counts: Arc<Mutex<HashMap<K, usize>>>,
+    limit: usize,
 }
 
-impl Drop for SocketSlot {
+impl<K: std::hash::Hash + Eq + Clone> Slots<K> {
+    fn new(limit: usize) -> Self {
+        Slots { counts: Arc::new(Mutex::new(HashMap::new())), limit }
+    }
+
+    fn acquire(&self, key: K) -> Option<Slot<K>> {
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let count = counts.entry(key.clone()).or_insert(0);
+        if *count >= self.limit {
+            return None;
+        }
+        *count += 1;
+        Some(Slot { key, counts: self.counts.clone() })
+    }
+}
+
+/// One socket's claim on an allowance, given back when dropped.
+pub struct Slot<K: std::hash::Hash + Eq> {
+    key: K,
+    counts: Arc<Mutex<HashMap<K, usize>>>,
+}
+
+impl<K: std::hash::Hash + Eq> Drop for Slot<K> {
     fn drop(&mut self) {
         let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(count) = counts.get_mut(&self.ip) {
+        if let Some(count) = counts.get_mut(&self.key) {
             *count -= 1;
             if *count == 0 {
-                counts.remove(&self.ip);
+                counts.remove(&self.key);
             }
         }
     }

@@ -30,7 +30,7 @@ use crate::{
     chat::Caller,
     error::AppError,
     hub::{CloseReason, CloseSignal, Connection, Hub, OutboundReceiver},
-    limits::{SocketSlot, Verdict},
+    limits::{Slot, Verdict},
     net,
     state::AppState,
     storage::SessionRecord,
@@ -74,11 +74,11 @@ pub async fn upgrade(State(state): State<AppState>, request: Request) -> Result<
         return Err(AppError::Unauthorized);
     };
     let limits = &state.config.limits;
-    if state.hub.user_connection_count(session.user.id) >= limits.sockets_per_user {
+    let Some(user_slot) = state.limiters.user_socket_slot(session.user.id) else {
         tracing::warn!(user = session.user.id, ip = %peer.ip, "socket refused: too many sockets for this user");
         return Err(AppError::RateLimited(crate::limits::RetryAfter(Duration::from_secs(5))));
-    }
-    let Some(slot) = state.limiters.socket_slot(peer.ip) else {
+    };
+    let Some(ip_slot) = state.limiters.socket_slot(peer.ip) else {
         tracing::warn!(user = session.user.id, ip = %peer.ip, "socket refused: too many sockets from this address");
         return Err(AppError::RateLimited(crate::limits::RetryAfter(Duration::from_secs(5))));
     };
@@ -92,7 +92,7 @@ pub async fn upgrade(State(state): State<AppState>, request: Request) -> Result<
         .max_write_buffer_size(limits.outbound_queue_bytes.max(WRITE_BUFFER_BYTES * 2))
         .max_message_size(limits.max_ws_message_bytes)
         .max_frame_size(limits.max_ws_message_bytes)
-        .on_upgrade(move |socket| serve(socket, state, session, peer, slot)))
+        .on_upgrade(move |socket| serve(socket, state, session, peer, (user_slot, ip_slot))))
 }
 
 /// Removes the connection from the hub however the task ends.
@@ -107,7 +107,8 @@ impl Drop for Registered<'_> {
     }
 }
 
-async fn serve(socket: WebSocket, state: AppState, session: SessionRecord, peer: Peer, _slot: SocketSlot) {
+/// `_slots` hold the user's and the address's socket allowance while the socket lives.
+async fn serve(socket: WebSocket, state: AppState, session: SessionRecord, peer: Peer, _slots: (Slot<i64>, Slot<IpAddr>)) {
     let _in_flight = state.tasks.token();
     let user = session.user;
     let (mut sink, stream) = socket.split();

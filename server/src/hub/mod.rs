@@ -142,11 +142,6 @@ impl Hub {
         self.lock().online(room_id)
     }
 
-    /// Open sockets of one user on this node.
-    pub fn user_connection_count(&self, user_id: UserId) -> usize {
-        self.lock().user_conns(user_id).len()
-    }
-
     pub fn connection_count(&self) -> usize {
         self.lock().connection_count()
     }
