@@ -14,6 +14,7 @@ use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
 use sha2::{Digest, Sha256};
 
 use crate::{
+    chat::Chat,
     error::AppError,
     hub::Hub,
     password,
@@ -46,14 +47,15 @@ pub struct IssuedSession {
 pub struct Accounts {
     store: Arc<dyn Store>,
     hub: Arc<Hub>,
+    chat: Arc<Chat>,
     policy: SessionPolicy,
     /// The room every new account joins.
     default_room: i64,
 }
 
 impl Accounts {
-    pub fn new(store: Arc<dyn Store>, hub: Arc<Hub>, policy: SessionPolicy, default_room: i64) -> Self {
-        Accounts { store, hub, policy, default_room }
+    pub fn new(store: Arc<dyn Store>, hub: Arc<Hub>, chat: Arc<Chat>, policy: SessionPolicy, default_room: i64) -> Self {
+        Accounts { store, hub, chat, policy, default_room }
     }
 
     pub async fn register(&self, username: &str, display_name: &str, password: String) -> Result<IssuedSession, AppError> {
@@ -67,10 +69,7 @@ impl Accounts {
             Err(StoreError::Conflict) => return Err(AppError::Conflict("That username is taken.")),
             Err(err) => return Err(err.into()),
         };
-        if let Some(notice) = self.store.join(self.default_room, &user, now).await? {
-            self.hub.join(user.id, self.default_room);
-            self.hub.publish(self.default_room, &app::protocol::ServerMsg::Message { message: notice }, None);
-        }
+        self.chat.add_member(&user, self.default_room, None).await?;
         tracing::info!(user = user.id, "account registered");
         self.issue(user).await
     }

@@ -140,14 +140,20 @@ impl Chat {
         if !self.store.is_member(room_id, caller.user.id).await? {
             self.require_room_allowance(&caller.user).await?;
         }
-        {
-            let _order = self.locks.for_room(room_id).lock().await;
-            if let Some(notice) = self.store.join(room_id, &caller.user, unix_millis()).await? {
-                self.hub.join(caller.user.id, room_id);
-                self.hub.publish(room_id, &ServerMsg::Message { message: notice }, Some(caller.conn));
-            }
-        }
+        self.add_member(&caller.user, room_id, Some(caller.conn)).await?;
         self.joined_reply(caller, id, room_id).await
+    }
+
+    /// Makes `user` a member (if not already), subscribes their sockets and announces
+    /// the join to the room, in sequence order with the room's other messages. Used for
+    /// joins and for the default room of a new account.
+    pub async fn add_member(&self, user: &UserRef, room_id: RoomId, origin: Option<ConnId>) -> Result<(), AppError> {
+        let _order = self.locks.for_room(room_id).lock().await;
+        if let Some(notice) = self.store.join(room_id, user, unix_millis()).await? {
+            self.hub.join(user.id, room_id);
+            self.hub.publish(room_id, &ServerMsg::Message { message: notice }, origin);
+        }
+        Ok(())
     }
 
     /// Replies to the caller and tells the user's other tabs about the new room.

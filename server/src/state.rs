@@ -53,12 +53,12 @@ impl AppState {
             absolute: Duration::from_secs(config.session.max_days * 86_400),
             secure_cookie: config.session.secure_cookie || config.tls.enabled(),
         };
-        let accounts = Arc::new(Accounts::new(store.clone(), hub.clone(), policy, default_room.id));
         let limits = Limits {
             max_message_chars: config.chat.max_message_chars,
             history_page: config.chat.history_page_size.max(1),
         };
-        let chat = Arc::new(Chat::new(store, hub.clone(), limits, config.limits.rooms_per_user));
+        let chat = Arc::new(Chat::new(store.clone(), hub.clone(), limits, config.limits.rooms_per_user));
+        let accounts = Arc::new(Accounts::new(store, hub.clone(), chat.clone(), policy, default_room.id));
         let limiters = Arc::new(Limiters::new(&config.limits));
         Ok(AppState {
             leptos_options: config.leptos_options(),
