@@ -129,13 +129,22 @@ pub fn split_mentions(text: &str) -> Vec<(bool, &str)> {
     parts
 }
 
-/// The usernames `@mentioned` in a text (without the `@`), each once.
+/// Most distinct users one message can mention. A message naming hundreds of people
+/// would cost a database write for each; no real message needs more than a handful.
+pub const MAX_MENTIONS_PER_MESSAGE: usize = 20;
+
+/// The usernames `@mentioned` in a text (without the `@`), each once, the first
+/// [`MAX_MENTIONS_PER_MESSAGE`] of them. Server and client both use it, so a mention
+/// is highlighted exactly when it is counted.
 pub fn mentioned_usernames(text: &str) -> Vec<&str> {
     let mut names: Vec<&str> = Vec::new();
     for (is_mention, part) in split_mentions(text) {
         let name = &part[1..];
         if is_mention && !names.iter().any(|n| n.eq_ignore_ascii_case(name)) {
             names.push(name);
+            if names.len() == MAX_MENTIONS_PER_MESSAGE {
+                break;
+            }
         }
     }
     names
@@ -229,6 +238,17 @@ mod tests {
         assert!(!mentions("thanks @alice2", "alice"));
         assert_eq!(split_mentions("no mentions"), vec![(false, "no mentions")]);
         assert_eq!(split_mentions("ünï @zoë"), vec![(false, "ünï @zoë")], "non-ASCII is not a name character");
+    }
+
+    #[test]
+    fn mentions_per_message_are_capped() {
+        let crowd: Vec<String> = (0..30).map(|n| format!("@user{n:02}")).collect();
+        let text = crowd.join(" ");
+        let named = mentioned_usernames(&text);
+        assert_eq!(named.len(), MAX_MENTIONS_PER_MESSAGE);
+        assert_eq!(named.last(), Some(&"user19"));
+        assert!(mentions(&text, "user19"));
+        assert!(!mentions(&text, "user20"), "past the cap a name is neither counted nor highlighted");
     }
 
     #[test]

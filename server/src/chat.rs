@@ -10,29 +10,41 @@ use app::{
     protocol::{ChatMessage, ClientMsg, Limits, RoomId, RoomKind, ServerMsg, UserId, UserRef, MAX_CLIENT_ID_LEN, PROTOCOL_VERSION},
     validation,
 };
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, MutexGuard};
 
 use crate::{
     error::AppError,
-    hub::{ConnId, Hub},
+    hub::{ConnId, Connection, Hub},
     storage::{Posted, Store, StoreError},
     time::unix_millis,
 };
 
-/// Writes to one room are serialised from "store" to "publish", so events leave in
-/// sequence order and clients never see message 8 before message 7. Rooms share a
-/// fixed set of locks (by id) so memory does not grow with the number of rooms.
-struct RoomLocks(Vec<Mutex<()>>);
+/// A fixed set of async locks shared out by id, so memory does not grow with the
+/// number of rooms or users.
+struct Stripes(Vec<Mutex<()>>);
 
-impl RoomLocks {
-    const STRIPES: usize = 64;
+impl Stripes {
+    const COUNT: usize = 64;
 
     fn new() -> Self {
-        RoomLocks((0..Self::STRIPES).map(|_| Mutex::new(())).collect())
+        Stripes((0..Self::COUNT).map(|_| Mutex::new(())).collect())
     }
 
-    fn for_room(&self, room_id: RoomId) -> &Mutex<()> {
-        &self.0[room_id.rem_euclid(Self::STRIPES as i64) as usize]
+    fn index(id: i64) -> usize {
+        id.rem_euclid(Self::COUNT as i64) as usize
+    }
+
+    async fn lock(&self, id: i64) -> MutexGuard<'_, ()> {
+        self.0[Self::index(id)].lock().await
+    }
+
+    /// Locks the stripes of two ids in index order (once if they share one), so two
+    /// tasks locking the same pair cannot deadlock.
+    async fn lock_pair(&self, a: i64, b: i64) -> (MutexGuard<'_, ()>, Option<MutexGuard<'_, ()>>) {
+        let (low, high) = if Self::index(a) <= Self::index(b) { (a, b) } else { (b, a) };
+        let first = self.lock(low).await;
+        let second = if Self::index(low) == Self::index(high) { None } else { Some(self.lock(high).await) };
+        (first, second)
     }
 }
 
@@ -51,7 +63,14 @@ pub struct Caller {
 pub struct Chat {
     store: Arc<dyn Store>,
     hub: Arc<Hub>,
-    locks: RoomLocks,
+    /// Writes to one room are serialised from "store" to "publish", so events leave in
+    /// sequence order and clients never see message 8 before message 7.
+    room_locks: Stripes,
+    /// A user's memberships change, and their sockets are registered with the hub,
+    /// under this lock: a socket reads the user's rooms and subscribes to them as one
+    /// step, so a join or leave racing with a new connection cannot leave that socket
+    /// hearing a room it left or deaf to one it joined. Taken after a room lock.
+    user_locks: Stripes,
     limits: Limits,
     /// Most public rooms one user may be in.
     rooms_per_user: u32,
@@ -59,7 +78,7 @@ pub struct Chat {
 
 impl Chat {
     pub fn new(store: Arc<dyn Store>, hub: Arc<Hub>, limits: Limits, rooms_per_user: u32) -> Self {
-        Chat { store, hub, locks: RoomLocks::new(), limits, rooms_per_user }
+        Chat { store, hub, room_locks: Stripes::new(), user_locks: Stripes::new(), limits, rooms_per_user }
     }
 
     /// Refuses joining or creating one more public room beyond the limit.
@@ -71,19 +90,26 @@ impl Chat {
         Ok(())
     }
 
-    /// The greeting for a new connection: who they are and their rooms.
-    pub async fn hello(&self, user: &UserRef) -> Result<ServerMsg, AppError> {
-        Ok(ServerMsg::Hello {
+    /// Registers a new socket with the hub, subscribed to the user's rooms, and
+    /// returns the greeting listing those same rooms. Frames for the socket queue up
+    /// from this moment, behind the greeting the caller writes first.
+    pub async fn connect(&self, user: &UserRef, session_id: i64) -> Result<(ServerMsg, Connection), AppError> {
+        let _memberships = self.user_locks.lock(user.id).await;
+        let rooms = self.store.rooms_of(user.id).await?;
+        let room_ids: Vec<RoomId> = rooms.iter().map(|room| room.id).collect();
+        let connection = self.hub.connect(user, session_id, &room_ids);
+        let hello = ServerMsg::Hello {
             protocol: PROTOCOL_VERSION,
             server_time: unix_millis(),
             me: user.clone(),
-            rooms: self.store.rooms_of(user.id).await?,
+            rooms,
             limits: self.limits.clone(),
-        })
+        };
+        Ok((hello, connection))
     }
 
     /// Answers one request: the reply to send, if any (receipts and typing notices have
-    /// none when they succeed). Failures become an error reply carrying the request id;
+    /// none when they succeed; a sent message is acknowledged from inside `send`). Failures become an error reply carrying the request id;
     /// nothing is changed by a request that fails.
     pub async fn handle(&self, caller: &Caller, msg: ClientMsg) -> Option<ServerMsg> {
         let id = msg.id();
@@ -100,11 +126,14 @@ impl Chat {
             ClientMsg::CreateRoom { id, name } => self.create_room(caller, id, name.trim()).await?,
             ClientMsg::JoinRoom { id, room_id } => self.join_room(caller, id, room_id).await?,
             ClientMsg::LeaveRoom { id, room_id } => self.leave_room(caller, id, room_id).await?,
-            ClientMsg::Send { id, room_id, client_id, text } => self.send(caller, id, room_id, &client_id, &text).await?,
             ClientMsg::History { id, room_id, before_seq } => self.history(caller, id, room_id, before_seq).await?,
             ClientMsg::Catchup { id, room_id, after_seq } => self.catch_up(caller, id, room_id, after_seq).await?,
             ClientMsg::OpenDirect { id, user_id } => self.open_direct(caller, id, user_id).await?,
             ClientMsg::FindUsers { id, query } => self.find_users(caller, id, &query).await?,
+            ClientMsg::Send { id, room_id, client_id, text } => {
+                self.send(caller, id, room_id, &client_id, &text).await?;
+                return Ok(None);
+            }
             ClientMsg::Receipt { room_id, delivered_seq, read_seq, .. } => {
                 self.receipt(caller, room_id, delivered_seq, read_seq).await?;
                 return Ok(None);
@@ -120,14 +149,18 @@ impl Chat {
     async fn create_room(&self, caller: &Caller, id: u64, name: &str) -> Result<ServerMsg, AppError> {
         validation::check_room_name(name).map_err(AppError::Invalid)?;
         self.require_room_allowance(&caller.user).await?;
-        let (room, _notice) = match self.store.create_room(name, &caller.user, unix_millis()).await {
-            Ok(created) => created,
-            Err(StoreError::Conflict) => return Err(AppError::Conflict("A room with that name already exists.")),
-            Err(err) => return Err(err.into()),
+        let room = {
+            let _memberships = self.user_locks.lock(caller.user.id).await;
+            let (room, _notice) = match self.store.create_room(name, &caller.user, unix_millis()).await {
+                Ok(created) => created,
+                Err(StoreError::Conflict) => return Err(AppError::Conflict("A room with that name already exists.")),
+                Err(err) => return Err(err.into()),
+            };
+            // Only the creator is in the room, and the notice is in its history, so
+            // there is nobody to broadcast it to yet.
+            self.hub.join(caller.user.id, room.id);
+            room
         };
-        // Only the creator is in the room, and the notice is in its history, so there is
-        // nobody to broadcast it to yet.
-        self.hub.join(caller.user.id, room.id);
         self.joined_reply(caller, id, room.id).await
     }
 
@@ -148,7 +181,8 @@ impl Chat {
     /// the join to the room, in sequence order with the room's other messages. Used for
     /// joins and for the default room of a new account.
     pub async fn add_member(&self, user: &UserRef, room_id: RoomId, origin: Option<ConnId>) -> Result<(), AppError> {
-        let _order = self.locks.for_room(room_id).lock().await;
+        let _order = self.room_locks.lock(room_id).await;
+        let _memberships = self.user_locks.lock(user.id).await;
         if let Some(notice) = self.store.join(room_id, user, unix_millis()).await? {
             self.hub.join(user.id, room_id);
             self.hub.publish(room_id, &ServerMsg::Message { message: notice }, origin);
@@ -169,7 +203,8 @@ impl Chat {
             return Err(AppError::Invalid("A direct conversation cannot be left.".into()));
         }
         {
-            let _order = self.locks.for_room(room_id).lock().await;
+            let _order = self.room_locks.lock(room_id).await;
+            let _memberships = self.user_locks.lock(caller.user.id).await;
             if let Some(notice) = self.store.leave(room_id, &caller.user, unix_millis()).await? {
                 self.hub.leave(caller.user.id, room_id);
                 self.hub.publish(room_id, &ServerMsg::Message { message: notice }, None);
@@ -179,23 +214,32 @@ impl Chat {
         Ok(ServerMsg::RoomLeft { id: Some(id), room_id })
     }
 
-    async fn send(&self, caller: &Caller, id: u64, room_id: RoomId, client_id: &str, text: &str) -> Result<ServerMsg, AppError> {
+    /// Stores and broadcasts a message, and acknowledges it to the sender from inside
+    /// the room lock: the ack takes its place among the room's events, so the sender
+    /// never hears of message 8 before learning its own is number 7.
+    async fn send(&self, caller: &Caller, id: u64, room_id: RoomId, client_id: &str, text: &str) -> Result<(), AppError> {
         check_client_id(client_id)?;
         validation::check_message_text(text, self.limits.max_message_chars as usize).map_err(AppError::Invalid)?;
+        // Membership is checked under the lock that leaving also takes, so a message
+        // cannot slip in just after its sender left.
+        let _order = self.room_locks.lock(room_id).await;
         self.require_member(caller, room_id).await?;
-        let posted = {
-            let _order = self.locks.for_room(room_id).lock().await;
-            let posted = self.store.post(room_id, &caller.user, client_id, text, unix_millis()).await?;
-            if let Posted::New(message) = &posted {
-                self.hub.publish(room_id, &ServerMsg::Message { message: message.clone() }, Some(caller.conn));
+        let posted = match self.store.post(room_id, &caller.user, client_id, text, unix_millis()).await {
+            Ok(posted) => posted,
+            Err(StoreError::Conflict) => {
+                return Err(AppError::Conflict("That client_id was already used for a message in another conversation."))
             }
-            posted
+            Err(err) => return Err(err.into()),
         };
         // A retry (same client id) gets the original back and nothing is broadcast again.
+        if let Posted::New(message) = &posted {
+            self.hub.publish(room_id, &ServerMsg::Message { message: message.clone() }, Some(caller.conn));
+        }
         let message = match posted {
             Posted::New(message) | Posted::Duplicate(message) => message,
         };
-        Ok(ServerMsg::Sent { id, message })
+        self.hub.send_to(caller.conn, &ServerMsg::Sent { id, message });
+        Ok(())
     }
 
     async fn history(&self, caller: &Caller, id: u64, room_id: RoomId, before_seq: Option<i64>) -> Result<ServerMsg, AppError> {
@@ -233,10 +277,16 @@ impl Chat {
             return Err(AppError::Invalid("Pick someone else to talk to.".into()));
         }
         let peer = self.store.user(peer_id).await?.ok_or(AppError::NotFound("No such user."))?;
-        let (room, created) = self.store.open_direct(&caller.user, &peer, unix_millis()).await?;
+        let (room, created) = {
+            let _memberships = self.user_locks.lock_pair(caller.user.id, peer.id).await;
+            let (room, created) = self.store.open_direct(&caller.user, &peer, unix_millis()).await?;
+            if created {
+                self.hub.join(caller.user.id, room.id);
+                self.hub.join(peer.id, room.id);
+            }
+            (room, created)
+        };
         if created {
-            self.hub.join(caller.user.id, room.id);
-            self.hub.join(peer.id, room.id);
             if let Some(theirs) = self.store.room_summary(room.id, peer.id).await? {
                 self.hub.send_to_user(peer.id, &ServerMsg::RoomJoined { id: None, room: theirs }, None);
             }

@@ -71,12 +71,13 @@ impl Limiters {
         check_keyed(&self.http_by_ip, &ip)
     }
 
-    /// Counts a login attempt against both the account and the address; both must
-    /// have room, whether or not the password turns out to be right.
+    /// Counts a login attempt against the address, then the account; both must have
+    /// room, whether or not the password turns out to be right. An address already
+    /// over its limit is refused before it can use up the account's attempts, so one
+    /// noisy address cannot lock the owner out for long.
     pub fn login(&self, username: &str, ip: IpAddr) -> Result<(), RetryAfter> {
-        let by_ip = check_keyed(&self.logins_by_ip, &ip);
-        let by_account = check_keyed(&self.logins_by_account, &username.to_lowercase());
-        by_ip.and(by_account)
+        check_keyed(&self.logins_by_ip, &ip)?;
+        check_keyed(&self.logins_by_account, &username.to_lowercase())
     }
 
     pub fn registration(&self, ip: IpAddr) -> Result<(), RetryAfter> {
@@ -173,7 +174,8 @@ pub enum Verdict {
 }
 
 impl ConnectionLimits {
-    /// Checks one frame; `is_message` for frames that post a chat message.
+    /// Checks one frame; `is_message` for frames that write something lasting (post a
+    /// message, create, join or leave a room, open a DM).
     pub fn check(&mut self, is_message: bool) -> Verdict {
         let now = DefaultClock::default().now();
         let result = self.frames.check().and_then(|()| if is_message { self.messages.check() } else { Ok(()) });
@@ -243,5 +245,17 @@ mod tests {
         assert!(limiters.login("alice", "192.0.2.3".parse().unwrap()).is_err(), "the account is out of attempts");
         assert!(limiters.login("bob", a).is_ok());
         assert!(limiters.login("carol", a).is_err(), "the address is out of attempts");
+    }
+
+    #[test]
+    fn an_address_over_its_limit_does_not_use_up_the_account() {
+        let limiters = Limiters::new(&LimitsConfig { logins_per_minute: 2, ..LimitsConfig::default() });
+        let (noisy, owner): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.9".parse().unwrap());
+        assert!(limiters.login("x", noisy).is_ok());
+        assert!(limiters.login("y", noisy).is_ok());
+        for _ in 0..10 {
+            assert!(limiters.login("alice", noisy).is_err());
+        }
+        assert!(limiters.login("alice", owner).is_ok(), "alice's own attempts are untouched");
     }
 }

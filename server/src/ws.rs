@@ -92,7 +92,7 @@ pub async fn upgrade(State(state): State<AppState>, request: Request) -> Result<
         .max_write_buffer_size(limits.outbound_queue_bytes.max(WRITE_BUFFER_BYTES * 2))
         .max_message_size(limits.max_ws_message_bytes)
         .max_frame_size(limits.max_ws_message_bytes)
-        .on_upgrade(move |socket| serve(socket, state, session, peer, (user_slot, ip_slot))))
+        .on_upgrade(move |socket| serve(socket, state, Session { token, record: session }, peer, (user_slot, ip_slot))))
 }
 
 /// Removes the connection from the hub however the task ends.
@@ -108,30 +108,30 @@ impl Drop for Registered<'_> {
 }
 
 /// `_slots` hold the user's and the address's socket allowance while the socket lives.
-async fn serve(socket: WebSocket, state: AppState, session: SessionRecord, peer: Peer, _slots: (Slot<i64>, Slot<IpAddr>)) {
+async fn serve(socket: WebSocket, state: AppState, session: Session, peer: Peer, _slots: (Slot<i64>, Slot<IpAddr>)) {
     let _in_flight = state.tasks.token();
-    let user = session.user;
+    let user = session.record.user.clone();
     let (mut sink, stream) = socket.split();
-    let hello = match state.chat.hello(&user).await {
-        Ok(hello) => hello,
+    let (hello, connection) = match state.chat.connect(&user, session.record.session_id).await {
+        Ok(connected) => connected,
         Err(err) => {
             tracing::error!(user = user.id, error = %err, "cannot greet a new connection");
             let _ = close(&mut sink, CLOSE_INTERNAL_ERROR, "internal error").await;
             return;
         }
     };
-    let ServerMsg::Hello { rooms, .. } = &hello else { unreachable!("hello() returns a Hello") };
-    let room_ids: Vec<i64> = rooms.iter().map(|room| room.id).collect();
+    let Connection { id, outbound, close: close_signal } = connection;
+    let _registered = Registered { hub: &state.hub, id };
+    // The greeting goes straight to the socket, ahead of anything already queued.
     if sink.send(Message::text(hello.encode())).await.is_err() {
         return;
     }
-
-    let Connection { id, outbound, close: close_signal } = state.hub.connect(&user, session.session_id, &room_ids);
-    let _registered = Registered { hub: &state.hub, id };
     tracing::info!(conn = id, user = user.id, ip = %peer.ip, origin = %peer.origin, "socket connected");
     // Who is online in each room, so the client starts with a full picture.
-    for room_id in room_ids {
-        state.hub.send_to(id, &ServerMsg::Presence { room_id, online: state.hub.online(room_id) });
+    if let ServerMsg::Hello { rooms, .. } = &hello {
+        for room in rooms {
+            state.hub.send_to(id, &ServerMsg::Presence { room_id: room.id, online: state.hub.online(room.id) });
+        }
     }
 
     let heartbeat = Duration::from_secs(state.config.limits.heartbeat_interval_secs.max(1));
@@ -144,8 +144,7 @@ async fn serve(socket: WebSocket, state: AppState, session: SessionRecord, peer:
         }
     });
     let caller = Caller { conn: id, user };
-    let timeout = Duration::from_secs(state.config.limits.heartbeat_timeout_secs.max(1));
-    if let Some(reason) = read_loop(stream, &state, &caller, &close_signal, timeout).await {
+    if let Some(reason) = read_loop(stream, &state, &caller, &session.token, &close_signal).await {
         close_signal.close(reason);
     }
     let _ = writer.await;
@@ -154,6 +153,27 @@ async fn serve(socket: WebSocket, state: AppState, session: SessionRecord, peer:
         tracing::info!(conn = id, user = caller.user.id, ip = %peer.ip, ?reason, "socket closed");
     } else {
         tracing::warn!(conn = id, user = caller.user.id, ip = %peer.ip, ?reason, "socket closed by a limit");
+    }
+}
+
+/// The session a socket was opened with, kept to check that it is still live.
+struct Session {
+    token: String,
+    record: SessionRecord,
+}
+
+/// Whether the socket's session is still live. Logout on this node closes its sockets
+/// at once, but a session can also end elsewhere (expiry, a logout racing with this
+/// socket's handshake, another node): checking again when the socket registers and at
+/// every heartbeat bounds how long a dead session's socket can go on.
+async fn session_ended(state: &AppState, token: &str) -> bool {
+    match state.accounts.authenticate(token).await {
+        Ok(live) => live.is_none(),
+        // A database hiccup is not a reason to drop everyone; the next check decides.
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot recheck a socket's session");
+            false
+        }
     }
 }
 
@@ -173,16 +193,27 @@ async fn read_loop(
     mut stream: futures::stream::SplitStream<WebSocket>,
     state: &AppState,
     caller: &Caller,
+    token: &str,
     close_signal: &CloseSignal,
-    timeout: Duration,
 ) -> Option<CloseReason> {
+    let limits_config = &state.config.limits;
+    let timeout = Duration::from_secs(limits_config.heartbeat_timeout_secs.max(1));
     let mut deadline = Instant::now() + timeout;
+    // The first tick is immediate: the session may have ended during the handshake.
+    let mut session_check = tokio::time::interval(Duration::from_secs(limits_config.heartbeat_interval_secs.max(1)));
+    session_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut limits = state.limiters.connection();
     loop {
         let frame = tokio::select! {
             frame = stream.next() => frame,
             _ = close_signal.closed() => return None,
             () = sleep_until(deadline) => return Some(CloseReason::HeartbeatTimeout),
+            _ = session_check.tick() => {
+                if session_ended(state, token).await {
+                    return Some(CloseReason::SessionEnded);
+                }
+                continue;
+            }
         };
         deadline = Instant::now() + timeout;
         let decoded = match frame {
@@ -201,7 +232,15 @@ async fn read_loop(
                 return Some(CloseReason::PeerClosed);
             }
         };
-        let is_message = matches!(decoded, Ok(ClientMsg::Send { .. }));
+        // Requests that write to the database draw on the stricter message bucket.
+        let is_message = matches!(
+            decoded,
+            Ok(ClientMsg::Send { .. }
+                | ClientMsg::CreateRoom { .. }
+                | ClientMsg::JoinRoom { .. }
+                | ClientMsg::LeaveRoom { .. }
+                | ClientMsg::OpenDirect { .. })
+        );
         let reply = match limits.check(is_message) {
             Verdict::Abusive => return Some(CloseReason::PolicyViolation),
             Verdict::Refused(retry) => {

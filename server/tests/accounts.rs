@@ -90,6 +90,29 @@ async fn logout_revokes_the_session_and_closes_its_sockets() {
 }
 
 #[tokio::test]
+async fn a_socket_closes_when_its_session_ends_elsewhere() {
+    let mut config = relaxed();
+    config.limits.heartbeat_interval_secs = 1;
+    let server = TestServer::start_with(TestDb::sqlite().await, config).await;
+    let cookie = server.register("alice").await;
+    let mut socket = server.connect(&cookie).await;
+    let mut bystander = server.connect(&server.register("bob").await).await;
+
+    // Revoked in the database only, as a logout on another server node would.
+    let token = cookie.split_once('=').unwrap().1;
+    let token_hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(token.as_bytes()));
+    let store = server.db.open().await;
+    assert!(store.revoke_session(&token_hash, now_millis()).await.unwrap().is_some());
+
+    assert_eq!(socket.closed().await, Some(4001), "closed at the next session check");
+    assert!(matches!(
+        bystander.request(|id| app::protocol::ClientMsg::Ping { id }).await,
+        app::protocol::ServerMsg::Pong { .. }
+    ));
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn sessions_expire_when_idle_and_at_their_absolute_limit() {
     for tweak in [|c: &mut server::config::Config| c.session.idle_hours = 0, |c: &mut server::config::Config| c.session.max_days = 0] {
         let mut config = relaxed();
@@ -129,4 +152,8 @@ async fn shutdown_tells_open_sockets_the_server_is_going_away() {
     assert_eq!(socket.closed().await, Some(1001));
     drop(socket);
     stopping.await.unwrap();
+}
+
+fn now_millis() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
 }

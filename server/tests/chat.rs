@@ -296,3 +296,54 @@ async fn presence_counts_a_person_once_and_updates_live() {
     alice.wait_for(|m| online_names(m) == ["alice"]).await;
     server.stop().await;
 }
+
+/// A socket that opens while its user joins or leaves a room must, once both are done,
+/// hear exactly the rooms the user is in: not a room just left, not deaf to one just
+/// joined. Each round races the two; a stale subscription shows as a probe heard in
+/// the left room before the signal, a missed one as the welcome never arriving.
+#[tokio::test]
+async fn sockets_opening_during_a_join_or_leave_hear_the_right_rooms() {
+    let mut config = support::server::relaxed();
+    config.limits.sockets_per_user = 1_000;
+    let server = TestServer::start_with(support::databases::TestDb::sqlite().await, config).await;
+    let mut bob = server.connect(&server.register("bob").await).await;
+    let race = create_room(&mut bob, "race").await;
+    let signal = create_room(&mut bob, "signal").await;
+    let alice_cookie = server.register("alice").await;
+    let mut alice = server.connect(&alice_cookie).await;
+    join(&mut alice, signal.id).await;
+
+    for round in 0..15 {
+        join(&mut alice, race.id).await;
+        let (left, mut fresh) = tokio::join!(
+            alice.request(|id| ClientMsg::LeaveRoom { id, room_id: race.id }),
+            server.connect(&alice_cookie)
+        );
+        assert!(matches!(left, ServerMsg::RoomLeft { .. }), "{left:?}");
+        sent(&mut bob, race.id, &format!("probe-{round}"), "probe").await;
+        let signal_id = format!("signal-{round}");
+        sent(&mut bob, signal.id, &signal_id, "signal").await;
+        loop {
+            match fresh.next().await {
+                ServerMsg::Message { message } if message.client_id.as_deref() == Some(signal_id.as_str()) => break,
+                ServerMsg::Message { message } if message.room_id == race.id && message.kind == MessageKind::Text => {
+                    panic!("round {round}: a socket opened during the leave still hears the room")
+                }
+                _ => {}
+            }
+        }
+
+        let (joined, mut fresh) = tokio::join!(
+            alice.request(|id| ClientMsg::JoinRoom { id, room_id: race.id }),
+            server.connect(&alice_cookie)
+        );
+        assert!(matches!(joined, ServerMsg::RoomJoined { .. }), "{joined:?}");
+        let welcome_id = format!("welcome-{round}");
+        sent(&mut bob, race.id, &welcome_id, "welcome").await;
+        fresh
+            .wait_for(|m| matches!(m, ServerMsg::Message { message } if message.client_id.as_deref() == Some(welcome_id.as_str())))
+            .await;
+        alice.request(|id| ClientMsg::LeaveRoom { id, room_id: race.id }).await;
+    }
+    server.stop().await;
+}

@@ -113,6 +113,29 @@ async fn a_burst_of_50_messages_is_rate_limited_and_the_socket_recovers() {
 }
 
 #[tokio::test]
+async fn room_changes_draw_on_the_message_allowance() {
+    // Creating, joining and leaving rooms write to the database like posting does, so
+    // a loop of them is limited like a flood of messages.
+    let server = server_with(|c| {
+        c.limits.messages_burst = 4;
+        c.limits.messages_per_second = 0.5;
+    })
+    .await;
+    let mut socket = server.connect(&server.register("alice").await).await;
+    let mut verdicts = Vec::new();
+    for n in 0..6 {
+        let reply = socket.request(|id| ClientMsg::CreateRoom { id, name: format!("room-{n}") }).await;
+        verdicts.push(matches!(reply, ServerMsg::RoomJoined { .. }));
+    }
+    assert_eq!(verdicts, [true, true, true, true, false, false]);
+    let refused = socket.request(|id| ClientMsg::LeaveRoom { id, room_id: 1 }).await;
+    assert!(matches!(refused, ServerMsg::Error { code: ErrorCode::RateLimited, .. }), "{refused:?}");
+    // Reading is not a write: still answered.
+    assert!(matches!(socket.request(|id| ClientMsg::ListRooms { id }).await, ServerMsg::Rooms { .. }));
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn a_client_that_ignores_refusals_is_closed_with_1008() {
     let server = server_with(|c| {
         c.limits.frames_burst = 20;
@@ -252,20 +275,46 @@ async fn a_silent_peer_is_closed_after_the_heartbeat_timeout() {
     })
     .await;
     let cookie = server.register("alice").await;
-    let mut request = format!("ws://{}/ws", server.addr()).into_client_request().unwrap();
-    request.headers_mut().insert("cookie", HeaderValue::from_str(&cookie).unwrap());
-    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
-    // Not reading means not answering pings: from the server's side, silence.
-    tokio::time::sleep(Duration::from_millis(3_000)).await;
-    let mut code = None;
-    while let Some(Ok(frame)) = socket.next().await {
-        if let Message::Close(Some(close)) = frame {
-            code = Some(u16::from(close.code));
-            break;
-        }
-    }
-    assert_eq!(code, Some(4000));
+    // A bare TCP client: a WebSocket library would answer the pings on reading them
+    // (and fail writing to the closed socket before reaching the close frame).
+    let mut peer = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
+    let handshake = format!(
+        "GET /ws HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nCookie: {cookie}\r\n\r\n",
+        server.addr()
+    );
+    peer.write_all(handshake.as_bytes()).await.unwrap();
+    let mut received = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), peer.read_to_end(&mut received))
+        .await
+        .expect("the server hangs up on a silent peer")
+        .unwrap();
+    let text = String::from_utf8_lossy(&received);
+    assert!(text.starts_with("HTTP/1.1 101"), "{text}");
+    let frames_start = text.find("\r\n\r\n").unwrap() + 4;
+    let close_codes: Vec<u16> = server_frames(&received[frames_start..])
+        .into_iter()
+        .filter(|(opcode, _)| *opcode == 0x8)
+        .map(|(_, payload)| u16::from_be_bytes([payload[0], payload[1]]))
+        .collect();
+    assert_eq!(close_codes, vec![4000]);
     server.stop().await;
+}
+
+/// Splits unmasked server-to-client WebSocket frames into (opcode, payload).
+fn server_frames(mut bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
+    let mut frames = Vec::new();
+    while bytes.len() >= 2 {
+        let opcode = bytes[0] & 0x0f;
+        let (length, header) = match bytes[1] & 0x7f {
+            126 => (u16::from_be_bytes([bytes[2], bytes[3]]) as usize, 4),
+            127 => (u64::from_be_bytes(bytes[2..10].try_into().unwrap()) as usize, 10),
+            short => (short as usize, 2),
+        };
+        frames.push((opcode, bytes[header..header + length].to_vec()));
+        bytes = &bytes[header + length..];
+    }
+    frames
 }
 
 #[tokio::test]

@@ -114,6 +114,13 @@ on_both_backends! {
         assert_eq!(second.seq, 3, "the retry consumed no number");
         assert_eq!(store.room(room.id).await.unwrap().unwrap().last_seq, 3);
         assert!(matches!(store.post(9_999, &alice, "c3", "x", 5).await, Err(StoreError::NotFound)));
+
+        let (elsewhere, _) = store.create_room("elsewhere", &alice, 6).await.unwrap();
+        assert!(
+            matches!(store.post(elsewhere.id, &alice, "c1", "hello", 7).await, Err(StoreError::Conflict)),
+            "a client id reused in another room is refused, not answered with the first room's message"
+        );
+        assert_eq!(store.room(elsewhere.id).await.unwrap().unwrap().last_seq, 1, "nothing was stored there");
     };
 
     history_pages_are_complete_and_ordered => |store: Arc<dyn Store>| async move {

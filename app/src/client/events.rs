@@ -88,6 +88,13 @@ impl ChatClient {
     fn forget(&self, id: RequestId) -> Option<Purpose> {
         let mut purpose = None;
         self.requests.update_value(|requests| purpose = requests.remove(&id));
+        if purpose.is_none() {
+            self.silent_requests.update_value(|silent| {
+                if let Some(at) = silent.iter().position(|(silent_id, _)| *silent_id == id) {
+                    purpose = silent.remove(at).map(|(_, purpose)| purpose);
+                }
+            });
+        }
         purpose
     }
 
@@ -98,6 +105,7 @@ impl ChatClient {
     fn greeted(&self, me: UserRef, rooms: Vec<RoomSummary>, limits: Limits) {
         // Requests of the previous connection will never be answered.
         self.requests.set_value(HashMap::new());
+        self.silent_requests.set_value(Default::default());
         let changed_user = self.me.with_untracked(|old| old.as_ref().is_some_and(|old| old.id != me.id));
         if changed_user {
             self.reset();
@@ -117,7 +125,9 @@ impl ChatClient {
         for (room_id, last) in held {
             match last {
                 Some(last) => self.catch_up(room_id, last),
-                None => self.request(Purpose::Other, |id| crate::protocol::ClientMsg::History { id, room_id, before_seq: None }),
+                None => self.request(Purpose::History { room_id, before_seq: None }, |id| {
+                    crate::protocol::ClientMsg::History { id, room_id, before_seq: None }
+                }),
             }
         }
         // Unacknowledged messages go out again; the server drops any it already has.
@@ -236,18 +246,45 @@ impl ChatClient {
     }
 
     fn refused(&self, id: Option<RequestId>, code: ErrorCode, message: String, retry_after_ms: Option<u64>) {
+        let rate_limited = code == ErrorCode::RateLimited;
+        let chat = *self;
+        let later = |run: Box<dyn FnOnce()>| {
+            let wait = retry_after_ms.unwrap_or(1_000).clamp(100, 60_000) as u32;
+            platform::after(wait, run);
+        };
         match id.and_then(|id| self.forget(id)) {
             // Too fast: the message stays pending and goes again when allowed.
-            Some(Purpose::Send { client_id }) if code == ErrorCode::RateLimited => {
-                let chat = *self;
-                let wait = retry_after_ms.unwrap_or(1_000).min(60_000) as u32;
-                platform::after(wait, move || chat.retry(&client_id));
-            }
+            Some(Purpose::Send { client_id }) if rate_limited => later(Box::new(move || chat.retry(&client_id))),
             Some(Purpose::Send { client_id }) => self.outbox.update(|outbox| {
                 if let Some(item) = outbox.iter_mut().find(|o| o.client_id == client_id) {
                     item.failed = Some(message);
                 }
             }),
+            Some(Purpose::History { room_id, before_seq }) => {
+                // Whatever went wrong, the spinner stops, so scrolling can ask again.
+                self.timelines.update(|timelines| {
+                    if let Some(timeline) = timelines.get_mut(&room_id) {
+                        timeline.loading_older = false;
+                    }
+                });
+                if rate_limited {
+                    later(Box::new(move || match before_seq {
+                        None => chat.open_room(room_id),
+                        Some(_) => chat.load_older(room_id),
+                    }));
+                } else {
+                    self.alert.set(Some(message));
+                }
+            }
+            // Catching up must finish, or messages stay missing: ask again when allowed.
+            Some(Purpose::Catchup { room_id, after_seq }) if rate_limited => {
+                later(Box::new(move || chat.catch_up(room_id, after_seq)))
+            }
+            Some(Purpose::Receipt { room_id, delivered, read }) if rate_limited => {
+                later(Box::new(move || chat.queue_receipt(room_id, delivered, read)))
+            }
+            // A receipt or typing notice for a conversation just left: nothing to tell.
+            Some(Purpose::Receipt { .. } | Purpose::Typing) => {}
             _ => {
                 if code != ErrorCode::BadRequest || id.is_some() {
                     self.alert.set(Some(message));

@@ -12,7 +12,7 @@ pub mod timeline;
 #[cfg(feature = "hydrate")]
 mod connection;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use leptos::prelude::*;
 
@@ -56,8 +56,26 @@ enum Purpose {
     Send { client_id: String },
     /// Creating, joining or opening a conversation: show it when it is ready.
     Navigate,
+    /// A page of a room's history: the newest (`before_seq: None`) or an older one.
+    History { room_id: RoomId, before_seq: Option<Seq> },
+    /// What a room missed after `after_seq`.
+    Catchup { room_id: RoomId, after_seq: Seq },
+    /// Receipts and typing notices: answered only when refused.
+    Receipt { room_id: RoomId, delivered: Option<Seq>, read: Option<Seq> },
+    Typing,
     Other,
 }
+
+impl Purpose {
+    /// Requests the server answers only with an error, never on success.
+    fn is_silent(&self) -> bool {
+        matches!(self, Purpose::Receipt { .. } | Purpose::Typing)
+    }
+}
+
+/// Silent requests remembered in case the server refuses one. The server answers in
+/// order and at once, so only the latest few can still be refused.
+const SILENT_REMEMBERED: usize = 64;
 
 /// Typing notices count for this long after the last one.
 const TYPING_SHOWN_MS: f64 = 5_000.0;
@@ -94,6 +112,8 @@ pub struct ChatClient {
     /// Browser notification permission ("default", "granted", "denied"), once known.
     pub notification_permission: RwSignal<Option<String>>,
     requests: StoredValue<HashMap<RequestId, Purpose>>,
+    /// The latest silent requests (receipts, typing), oldest first.
+    silent_requests: StoredValue<VecDeque<(RequestId, Purpose)>>,
     next_request: StoredValue<RequestId>,
     /// Frames for the socket writer; `None` while disconnected.
     link: StoredValue<Option<futures::channel::mpsc::UnboundedSender<ClientMsg>>, LocalStorage>,
@@ -122,6 +142,7 @@ impl ChatClient {
             attentive: RwSignal::new(true),
             notification_permission: RwSignal::new(None),
             requests: StoredValue::new(HashMap::new()),
+            silent_requests: StoredValue::new(VecDeque::new()),
             next_request: StoredValue::new(1),
             link: StoredValue::new_local(None),
             started: StoredValue::new(false),
@@ -212,9 +233,20 @@ impl ChatClient {
     fn request(&self, purpose: Purpose, build: impl FnOnce(RequestId) -> ClientMsg) {
         let id = self.next_request.get_value();
         self.next_request.set_value(id + 1);
-        self.requests.update_value(|requests| {
-            requests.insert(id, purpose);
-        });
+        if purpose.is_silent() {
+            // Success brings no reply to clear an entry, so these are kept apart and
+            // only the latest few remembered.
+            self.silent_requests.update_value(|silent| {
+                if silent.len() == SILENT_REMEMBERED {
+                    silent.pop_front();
+                }
+                silent.push_back((id, purpose));
+            });
+        } else {
+            self.requests.update_value(|requests| {
+                requests.insert(id, purpose);
+            });
+        }
         self.transmit(build(id));
     }
 
@@ -269,7 +301,7 @@ impl ChatClient {
     pub fn open_room(&self, room_id: RoomId) {
         let loaded = self.timelines.with(|t| t.get(&room_id).is_some_and(|t| t.loaded));
         if !loaded {
-            self.request(Purpose::Other, |id| ClientMsg::History { id, room_id, before_seq: None });
+            self.request(Purpose::History { room_id, before_seq: None }, |id| ClientMsg::History { id, room_id, before_seq: None });
         }
     }
 
@@ -286,13 +318,13 @@ impl ChatClient {
             }
         });
         if wanted {
-            self.request(Purpose::Other, |id| ClientMsg::History { id, room_id, before_seq: before });
+            self.request(Purpose::History { room_id, before_seq: before }, |id| ClientMsg::History { id, room_id, before_seq: before });
         }
     }
 
     /// Asks for what a room missed after `after_seq` (more pages follow while needed).
     fn catch_up(&self, room_id: RoomId, after_seq: Seq) {
-        self.request(Purpose::Other, |id| ClientMsg::Catchup { id, room_id, after_seq });
+        self.request(Purpose::Catchup { room_id, after_seq }, |id| ClientMsg::Catchup { id, room_id, after_seq });
     }
 
     pub fn create_room(&self, name: String) {
@@ -328,7 +360,7 @@ impl ChatClient {
             self.typing_sent_at.update_value(|sent| {
                 sent.insert(room_id, now);
             });
-            self.request(Purpose::Other, |id| ClientMsg::Typing { id, room_id });
+            self.request(Purpose::Typing, |id| ClientMsg::Typing { id, room_id });
         }
     }
 
@@ -369,7 +401,8 @@ impl ChatClient {
         let mut unsent = HashMap::new();
         self.unsent_receipts.update_value(|pending| std::mem::swap(pending, &mut unsent));
         for (room_id, (delivered_seq, read_seq)) in unsent {
-            self.request(Purpose::Other, |id| ClientMsg::Receipt { id, room_id, delivered_seq, read_seq });
+            let purpose = Purpose::Receipt { room_id, delivered: delivered_seq, read: read_seq };
+            self.request(purpose, |id| ClientMsg::Receipt { id, room_id, delivered_seq, read_seq });
         }
     }
 

@@ -22,8 +22,11 @@ mod browser {
     /// 128 random bits, hex: two messages never share an id.
     pub fn new_client_id() -> String {
         let mut bytes = [0u8; 16];
-        if let Ok(crypto) = window().crypto() {
-            let _ = crypto.get_random_values_with_u8_array(&mut bytes);
+        let filled = window().crypto().is_ok_and(|crypto| crypto.get_random_values_with_u8_array(&mut bytes).is_ok());
+        if !filled {
+            // Without Web Crypto, ids must still differ: equal ids would make the
+            // server take a new message for a retry of an old one.
+            bytes.iter_mut().for_each(|byte| *byte = (js_sys::Math::random() * 256.0) as u8);
         }
         bytes.iter().map(|b| format!("{b:02x}")).collect()
     }

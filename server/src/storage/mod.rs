@@ -69,6 +69,17 @@ impl Posted {
             Posted::New(message) | Posted::Duplicate(message) => message,
         }
     }
+
+    /// A retry must name the same conversation as the original: a client id reused
+    /// for another room is a client bug, and answering with a message from elsewhere
+    /// would file it under the wrong conversation.
+    pub(crate) fn duplicate_in(room_id: i64, original: ChatMessage) -> StoreResult<Posted> {
+        if original.room_id == room_id {
+            Ok(Posted::Duplicate(original))
+        } else {
+            Err(StoreError::Conflict)
+        }
+    }
 }
 
 /// Everything the chat keeps. All times are Unix milliseconds supplied by the caller,
@@ -112,7 +123,8 @@ pub trait Store: Send + Sync + 'static {
     async fn leave(&self, room_id: i64, user: &UserRef, now: i64) -> StoreResult<Option<ChatMessage>>;
 
     /// Stores a message with the room's next sequence number, in one transaction.
-    /// A second post with the same `(sender, client_id)` returns the first one.
+    /// A second post with the same `(sender, client_id)` returns the first one, or
+    /// `Conflict` if the first one went to another room.
     async fn post(&self, room_id: i64, sender: &UserRef, client_id: &str, text: &str, now: i64) -> StoreResult<Posted>;
     /// Up to `limit` messages with `seq < before_seq` (newest page if `None`), oldest first.
     async fn history_before(&self, room_id: i64, before_seq: Option<i64>, limit: u32) -> StoreResult<Vec<ChatMessage>>;

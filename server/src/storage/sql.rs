@@ -681,7 +681,7 @@ macro_rules! sql_store {
             async fn post(&self, room_id: i64, sender: &UserRef, client_id: &str, text: &str, now: i64) -> StoreResult<Posted> {
                 // The common retry case answers without taking the write lock.
                 if let Some(original) = self.message_by_client_id(sender.id, client_id).await? {
-                    return Ok(Posted::Duplicate(original));
+                    return Posted::duplicate_in(room_id, original);
                 }
                 let mut tx = self.pool.begin().await?;
                 match Self::append(&mut tx, room_id, sender, MessageKind::Text, text, Some(client_id), now).await? {
@@ -693,7 +693,7 @@ macro_rules! sql_store {
                         // A concurrent try with the same client id won the race.
                         tx.rollback().await?;
                         let original = self.message_by_client_id(sender.id, client_id).await?.ok_or(StoreError::NotFound)?;
-                        Ok(Posted::Duplicate(original))
+                        Posted::duplicate_in(room_id, original)
                     }
                 }
             }
