@@ -122,6 +122,10 @@ pub struct LimitsConfig {
     pub outbound_queue_frames: usize,
     /// Bytes that may wait for one slow connection before it is disconnected.
     pub outbound_queue_bytes: usize,
+    /// The kernel's send buffer per accepted connection (Linux doubles it); 0 leaves
+    /// the kernel's autotuning. Bounds how much a stalled client can hide in the
+    /// kernel before its outbound queue fills.
+    pub socket_send_buffer_bytes: usize,
     /// Seconds between server pings on an idle socket.
     pub heartbeat_interval_secs: u64,
     /// A socket silent for this many seconds (no pong, no frame) is closed.
@@ -164,6 +168,7 @@ impl Default for LimitsConfig {
             max_ws_message_bytes: 64 * 1024,
             outbound_queue_frames: 1024,
             outbound_queue_bytes: 1024 * 1024,
+            socket_send_buffer_bytes: 128 * 1024,
             heartbeat_interval_secs: 25,
             heartbeat_timeout_secs: 35,
             messages_burst: 10,

@@ -94,13 +94,19 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<RunningServe
         _ => None,
     };
     let header_timeout = Duration::from_secs(config.limits.header_read_timeout_secs.max(1));
+    let send_buffer_bytes = config.limits.socket_send_buffer_bytes;
     let shutdown = CancellationToken::new();
     let state = AppState::build(config, shutdown.clone()).await?;
     let (hub, tasks, limiters) = (state.hub.clone(), state.tasks.clone(), state.limiters.clone());
     let router = routes::router(state);
 
     let handle: axum_server::Handle<SocketAddr> = axum_server::Handle::new();
-    let mut server = axum_server::from_tcp(listener.into_std()?)?.handle(handle.clone()).first_request_timeout(header_timeout);
+    let listener = listener.into_std()?;
+    if send_buffer_bytes > 0 {
+        // Accepted sockets inherit the listener's buffer size (and lose autotuning).
+        socket2::SockRef::from(&listener).set_send_buffer_size(send_buffer_bytes)?;
+    }
+    let mut server = axum_server::from_tcp(listener)?.handle(handle.clone()).first_request_timeout(header_timeout);
     // A client trickling its headers (slowloris) is cut off instead of holding a slot.
     server.http_builder().http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(header_timeout);
     // Nagle's algorithm holds small frames back for up to 40 ms; chat frames are small
