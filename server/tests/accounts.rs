@@ -157,3 +157,21 @@ async fn shutdown_tells_open_sockets_the_server_is_going_away() {
 fn now_millis() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
 }
+
+/// Pages are rendered on a multi-threaded runtime, where a response may finish on
+/// another worker than the one that started it; state made during rendering must not
+/// be tied to a thread (it once panicked when dropped elsewhere, resetting the
+/// connection). Many concurrent page loads give the scheduler every chance to move one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_render_on_any_worker_thread() {
+    let server = TestServer::start().await;
+    let cookie = server.register("alice").await;
+    let loads = (0..500).map(|n| {
+        let path = if n % 2 == 0 { "/r/general" } else { "/login" };
+        let cookie = (n % 2 == 0).then_some(cookie.as_str());
+        server.get(path, cookie)
+    });
+    let statuses: Vec<u16> = futures::future::join_all(loads).await.iter().map(|r| r.status().as_u16()).collect();
+    assert!(statuses.iter().all(|status| *status == 200), "{statuses:?}");
+    server.stop().await;
+}

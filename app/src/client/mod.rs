@@ -116,7 +116,10 @@ pub struct ChatClient {
     silent_requests: StoredValue<VecDeque<(RequestId, Purpose)>>,
     next_request: StoredValue<RequestId>,
     /// Frames for the socket writer; `None` while disconnected.
-    link: StoredValue<Option<futures::channel::mpsc::UnboundedSender<ClientMsg>>, LocalStorage>,
+    /// Thread-safe storage: the model is also created during server rendering, where
+    /// its owner may be cleaned up on another worker thread than the one that made it
+    /// (thread-local storage panics when dropped there).
+    link: StoredValue<Option<futures::channel::mpsc::UnboundedSender<ClientMsg>>>,
     started: StoredValue<bool>,
     /// Receipts waiting for the next batch: room → (delivered, read).
     unsent_receipts: StoredValue<HashMap<RoomId, (Option<Seq>, Option<Seq>)>>,
@@ -144,7 +147,7 @@ impl ChatClient {
             requests: StoredValue::new(HashMap::new()),
             silent_requests: StoredValue::new(VecDeque::new()),
             next_request: StoredValue::new(1),
-            link: StoredValue::new_local(None),
+            link: StoredValue::new(None),
             started: StoredValue::new(false),
             unsent_receipts: StoredValue::new(HashMap::new()),
             typing_sent_at: StoredValue::new(HashMap::new()),

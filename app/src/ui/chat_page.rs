@@ -62,6 +62,12 @@ pub fn ChatPage() -> impl IntoView {
 
     let drawer_open = RwSignal::new(false);
     let title = move || {
+        // The server renders the head after the body, when this page's reactive
+        // values may already be disposed; its model is empty anyway, so the title is
+        // the plain name there, as it is in the browser until the socket connects.
+        if cfg!(feature = "ssr") {
+            return "Parley".to_string();
+        }
         let unread = chat.total_unread();
         let place = current.with(|room| room.as_ref().map(|room| match room.kind {
             RoomKind::Direct => sidebar_name(room),
