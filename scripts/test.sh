@@ -13,8 +13,8 @@ echo "== Rust tests"
 # Not --workspace: that would build `app` with the browser-only `hydrate` feature
 # (wanted by `frontend`) switched on inside the server as well.
 cargo test --locked -p app -p server
-# The benchmark runs by hand (docs/benchmarks.md); building it here keeps it compiling.
-cargo test --locked -p server --bench fanout --no-run
+# The benchmarks run by hand (docs/benchmarks.md); building them here keeps them compiling.
+cargo test --locked -p server --benches --no-run
 
 echo "== Release build of the site"
 cargo leptos build --release

@@ -4,9 +4,16 @@
 //! with `hydrate` into the browser's WASM, which takes over that HTML. Markup must be
 //! identical in both builds; only effects (which never run on the server) may differ.
 
+// Leptos views are nested types; the chat page's header is deeper than the default
+// limit allows when the browser build lays out its hydration code.
+#![recursion_limit = "256"]
+
 pub mod auth;
 pub mod client;
 pub mod protocol;
+pub mod text;
+#[cfg(any(test, feature = "test-support"))]
+pub mod test_text;
 mod ui;
 pub mod validation;
 

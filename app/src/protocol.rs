@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Bumped whenever a change would confuse an older client; sent in [`ServerMsg::Hello`].
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Chosen by the client for each request; every reply to that request carries it back
 /// so the client can match answers to questions even when events interleave.
@@ -23,6 +23,15 @@ pub struct UserRef {
     pub id: UserId,
     pub username: String,
     pub display_name: String,
+}
+
+impl UserRef {
+    /// Where this person sorts in lists of people: by display name ignoring letter
+    /// case, then by id. The server pages online lists in this order and the browser
+    /// keeps them in it, so both must use this one definition.
+    pub fn sort_key(&self) -> (String, UserId) {
+        (self.display_name.to_lowercase(), self.id)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,16 +57,25 @@ pub struct RoomSummary {
     pub joined: bool,
     /// For a direct conversation: the other person.
     pub peer: Option<UserRef>,
-    /// The newest message this user has read here; unread = `last_seq - read_seq`.
+    /// The newest message this user has read here.
     pub read_seq: Seq,
+    /// Positions of the unread messages people wrote here (not join or leave notices,
+    /// not this user's own), the newest [`UNREAD_REPORTED`] of them at most. Kept as
+    /// positions rather than a count so that a message arriving twice (live and in a
+    /// catch-up) is counted once, and reading up to any point leaves the right number.
+    pub unread_seqs: Vec<Seq>,
     /// Unread messages here that @mention this user.
     pub mention_seqs: Vec<Seq>,
 }
 
+/// Most unread positions a summary carries: the badge shows "99+" beyond.
+pub const UNREAD_REPORTED: usize = 100;
+
 impl RoomSummary {
-    /// Messages after this user's read position.
+    /// Unread messages from people, after this user's read position (at most
+    /// [`UNREAD_REPORTED`]).
     pub fn unread(&self) -> i64 {
-        (self.last_seq - self.read_seq).max(0)
+        self.unread_seqs.iter().filter(|seq| **seq > self.read_seq).count() as i64
     }
 
     /// Unread mentions of this user.
@@ -146,6 +164,10 @@ pub enum ClientMsg {
     Receipt { id: RequestId, room_id: RoomId, delivered_seq: Option<Seq>, read_seq: Option<Seq> },
     /// "I am typing here"; sent at most every few seconds while typing. No reply.
     Typing { id: RequestId, room_id: RoomId },
+    /// Who is online in a room, by name, a page at a time: from the start, or after
+    /// the last person of the previous page. Answered by [`ServerMsg::Online`]; from
+    /// then on [`ServerMsg::Presence`] tells what changes.
+    Online { id: RequestId, room_id: RoomId, after: Option<UserRef> },
 }
 
 /// Everything the server may say to a browser.
@@ -159,6 +181,8 @@ pub enum ServerMsg {
         server_time: i64,
         me: UserRef,
         rooms: Vec<RoomSummary>,
+        /// The room every account starts in, shown at `/` (if the user is in it).
+        default_room: Option<RoomId>,
         limits: Limits,
     },
     /// Answer to [`ClientMsg::Ping`].
@@ -202,6 +226,9 @@ pub enum ServerMsg {
         messages: Vec<ChatMessage>,
         /// Whether newer messages remain after the last one returned.
         has_more: bool,
+        /// Members' positions as they are now, so that what others read while this
+        /// client was away shows too (see [`ServerMsg::History`]).
+        receipts: Vec<MemberReceipt>,
     },
     /// Answer to [`ClientMsg::FindUsers`].
     Users { id: RequestId, users: Vec<UserRef> },
@@ -209,8 +236,30 @@ pub enum ServerMsg {
     Receipt { room_id: RoomId, user: UserRef, delivered_seq: Seq, read_seq: Seq },
     /// Someone is typing in a room.
     Typing { room_id: RoomId, user: UserRef },
-    /// Who is connected now among a room's members (each person once).
-    Presence { room_id: RoomId, online: Vec<UserRef> },
+    /// A page of the people online in a room, by name: the answer to
+    /// [`ClientMsg::Online`].
+    Online {
+        id: RequestId,
+        room_id: RoomId,
+        users: Vec<UserRef>,
+        /// Everyone online in the room, each person once however many tabs they have.
+        total: u32,
+        /// Whether more people follow the last one in this page.
+        has_more: bool,
+    },
+    /// Who came online and who went offline in a room since the last notice, gathered
+    /// over a short window (so a crowd arriving is one small frame per member, not one
+    /// per arrival). In a large room only the count is sent: `detailed` is false and
+    /// whoever wants the names asks with [`ClientMsg::Online`].
+    Presence {
+        room_id: RoomId,
+        total: u32,
+        detailed: bool,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        came: Vec<UserRef>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        went: Vec<UserId>,
+    },
 }
 
 /// Machine-readable reason carried by [`ServerMsg::Error`].
@@ -247,7 +296,27 @@ impl ClientMsg {
             | ClientMsg::OpenDirect { id, .. }
             | ClientMsg::FindUsers { id, .. }
             | ClientMsg::Receipt { id, .. }
-            | ClientMsg::Typing { id, .. } => *id,
+            | ClientMsg::Typing { id, .. }
+            | ClientMsg::Online { id, .. } => *id,
+        }
+    }
+
+    /// The request's type as it is spelt on the wire, for logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ClientMsg::Ping { .. } => "ping",
+            ClientMsg::ListRooms { .. } => "list_rooms",
+            ClientMsg::CreateRoom { .. } => "create_room",
+            ClientMsg::JoinRoom { .. } => "join_room",
+            ClientMsg::LeaveRoom { .. } => "leave_room",
+            ClientMsg::Send { .. } => "send",
+            ClientMsg::History { .. } => "history",
+            ClientMsg::Catchup { .. } => "catchup",
+            ClientMsg::OpenDirect { .. } => "open_direct",
+            ClientMsg::FindUsers { .. } => "find_users",
+            ClientMsg::Receipt { .. } => "receipt",
+            ClientMsg::Typing { .. } => "typing",
+            ClientMsg::Online { .. } => "online",
         }
     }
 
@@ -275,7 +344,8 @@ impl ServerMsg {
             | ServerMsg::Sent { id, .. }
             | ServerMsg::History { id, .. }
             | ServerMsg::Catchup { id, .. }
-            | ServerMsg::Users { id, .. } => Some(*id),
+            | ServerMsg::Users { id, .. }
+            | ServerMsg::Online { id, .. } => Some(*id),
             ServerMsg::Error { id, .. } | ServerMsg::RoomJoined { id, .. } | ServerMsg::RoomLeft { id, .. } => *id,
             ServerMsg::Hello { .. }
             | ServerMsg::Message { .. }
@@ -332,6 +402,7 @@ mod tests {
             joined: true,
             peer: None,
             read_seq: 7,
+            unread_seqs: vec![8, 9],
             mention_seqs: vec![8],
         };
         let message = ChatMessage {
@@ -350,6 +421,7 @@ mod tests {
                 server_time: 1_700_000_000_000,
                 me: alice.clone(),
                 rooms: vec![room.clone()],
+                default_room: Some(2),
                 limits: Limits { max_message_chars: 4000, history_page: 50 },
             },
             ServerMsg::Pong { id: 3 },
@@ -367,11 +439,13 @@ mod tests {
                 has_more: false,
                 receipts: vec![MemberReceipt { user: alice.clone(), delivered_seq: 9, read_seq: 8 }],
             },
-            ServerMsg::Catchup { id: 9, room_id: 2, messages: vec![message], has_more: true },
+            ServerMsg::Catchup { id: 9, room_id: 2, messages: vec![message], has_more: true, receipts: Vec::new() },
             ServerMsg::Users { id: 10, users: vec![alice.clone()] },
             ServerMsg::Receipt { room_id: 2, user: alice.clone(), delivered_seq: 9, read_seq: 9 },
             ServerMsg::Typing { room_id: 2, user: alice.clone() },
-            ServerMsg::Presence { room_id: 2, online: vec![alice] },
+            ServerMsg::Online { id: 11, room_id: 2, users: vec![alice.clone()], total: 3, has_more: true },
+            ServerMsg::Presence { room_id: 2, total: 2, detailed: true, came: vec![alice], went: vec![4] },
+            ServerMsg::Presence { room_id: 2, total: 900, detailed: false, came: Vec::new(), went: Vec::new() },
         ];
         for msg in samples {
             let back: ServerMsg = serde_json::from_str(&msg.encode()).unwrap();
@@ -395,6 +469,8 @@ mod tests {
             ClientMsg::FindUsers { id: 11, query: "al".into() },
             ClientMsg::Receipt { id: 12, room_id: 7, delivered_seq: Some(9), read_seq: None },
             ClientMsg::Typing { id: 13, room_id: 7 },
+            ClientMsg::Online { id: 14, room_id: 7, after: None },
+            ClientMsg::Online { id: 15, room_id: 7, after: Some(UserRef { id: 1, username: "ana".into(), display_name: "Ana".into() }) },
         ];
         for msg in samples {
             let text = serde_json::to_string(&msg).unwrap();
@@ -414,9 +490,11 @@ mod tests {
             joined: true,
             peer: None,
             read_seq: 6,
+            unread_seqs: vec![7, 9, 10],
             mention_seqs: vec![5, 7, 9],
         };
-        assert_eq!((room.unread(), room.unread_mentions()), (4, 2));
+        assert_eq!((room.unread(), room.unread_mentions()), (3, 2), "a notice (seq 8) is not an unread message");
+        assert_eq!(RoomSummary { read_seq: 9, ..room.clone() }.unread(), 1);
         assert_eq!(RoomSummary { read_seq: 12, ..room }.unread(), 0, "never negative");
     }
 

@@ -12,9 +12,7 @@ pub const PASSWORD_MAX: usize = 1024;
 pub const ROOM_NAME_MIN: usize = 2;
 pub const ROOM_NAME_MAX: usize = 32;
 
-fn is_name_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')
-}
+use crate::text::is_name_char;
 
 /// 3–32 characters of `A-Z a-z 0-9 _ . -`.
 pub fn check_username(username: &str) -> Result<(), String> {
@@ -64,13 +62,11 @@ pub fn check_room_name(name: &str) -> Result<(), String> {
 }
 
 /// A message must have something besides whitespace and fit the configured limit
-/// (counted in characters, as people count them, not bytes).
+/// (counted in characters, as people count them, not bytes). Anything else is a valid
+/// message, control characters included: it is stored and shown exactly as sent.
 pub fn check_message_text(text: &str, max_chars: usize) -> Result<(), String> {
     if text.trim().is_empty() {
         return Err("Message is empty.".into());
-    }
-    if text.contains('\0') {
-        return Err("Message may not contain NUL characters.".into());
     }
     let len = text.chars().count();
     if len > max_chars {
@@ -79,92 +75,23 @@ pub fn check_message_text(text: &str, max_chars: usize) -> Result<(), String> {
     Ok(())
 }
 
-/// Where to go after logging in: only paths on this site, never `//evil.example` or a
-/// full URL, so the login page cannot be used to bounce people to another site.
+/// Where to go after logging in: only a path on this site, so the login page cannot be
+/// used to bounce people to another site. Browsers read `//host`, `/\\host` and even
+/// `/<tab>/host` (they drop tabs and newlines from addresses) as another site, so only
+/// visible ASCII is accepted, starting with exactly one `/` and with no `\\` anywhere;
+/// anything else becomes `/`. What passes is also always a valid `Location` header.
 pub fn safe_return_path(next: Option<&str>) -> String {
     match next {
-        Some(path) if path.starts_with('/') && !path.starts_with("//") && !path.contains('\\') => path.to_string(),
+        Some(path) if is_local_path(path) => path.to_string(),
         _ => "/".to_string(),
     }
 }
 
-/// Splits text into plain runs and `@name` mentions, in order, so the UI can highlight
-/// mentions while still inserting every part as text. A mention is `@` at the start or
-/// after a character that cannot be in a name, followed by 3–32 name characters;
-/// trailing `.` or `-` (end of a sentence) are not part of it.
-pub fn split_mentions(text: &str) -> Vec<(bool, &str)> {
-    let mut parts = Vec::new();
-    let mut plain_start = 0;
-    let mut chars = text.char_indices().peekable();
-    let mut previous: Option<char> = None;
-    while let Some((at, c)) = chars.next() {
-        let starts_mention = c == '@' && !previous.is_some_and(is_name_char);
-        previous = Some(c);
-        if !starts_mention {
-            continue;
-        }
-        let name_start = at + 1;
-        let mut name_end = name_start;
-        while let Some(&(i, next)) = chars.peek() {
-            if !is_name_char(next) {
-                break;
-            }
-            name_end = i + next.len_utf8();
-            previous = Some(next);
-            chars.next();
-        }
-        let name = text[name_start..name_end].trim_end_matches(['.', '-']);
-        if (USERNAME_MIN..=USERNAME_MAX).contains(&name.len()) {
-            if plain_start < at {
-                parts.push((false, &text[plain_start..at]));
-            }
-            let end = name_start + name.len();
-            parts.push((true, &text[at..end]));
-            plain_start = end;
-        }
-    }
-    if plain_start < text.len() {
-        parts.push((false, &text[plain_start..]));
-    }
-    parts
-}
-
-/// Most distinct users one message can mention. A message naming hundreds of people
-/// would cost a database write for each; no real message needs more than a handful.
-pub const MAX_MENTIONS_PER_MESSAGE: usize = 20;
-
-/// The usernames `@mentioned` in a text (without the `@`), each once, the first
-/// [`MAX_MENTIONS_PER_MESSAGE`] of them. Server and client both use it, so a mention
-/// is highlighted exactly when it is counted.
-pub fn mentioned_usernames(text: &str) -> Vec<&str> {
-    let mut names: Vec<&str> = Vec::new();
-    for (is_mention, part) in split_mentions(text) {
-        let name = &part[1..];
-        if is_mention && !names.iter().any(|n| n.eq_ignore_ascii_case(name)) {
-            names.push(name);
-            if names.len() == MAX_MENTIONS_PER_MESSAGE {
-                break;
-            }
-        }
-    }
-    names
-}
-
-/// Whether `text` mentions `username` (letter case ignored).
-pub fn mentions(text: &str, username: &str) -> bool {
-    mentioned_usernames(text).iter().any(|name| name.eq_ignore_ascii_case(username))
-}
-
-/// Up to two initials for an avatar: first letters of the first two words, or the
-/// first two letters of a single word.
-pub fn initials(name: &str) -> String {
-    let mut words = name.split(|c: char| c.is_whitespace() || matches!(c, '_' | '.' | '-')).filter(|w| !w.is_empty());
-    let first = words.next().unwrap_or("?");
-    let initials: String = match words.next() {
-        Some(second) => first.chars().take(1).chain(second.chars().take(1)).collect(),
-        None => first.chars().take(2).collect(),
-    };
-    initials.to_uppercase()
+fn is_local_path(path: &str) -> bool {
+    let mut chars = path.chars();
+    chars.next() == Some('/')
+        && chars.next() != Some('/')
+        && path.chars().all(|c| c.is_ascii_graphic() && c != '\\')
 }
 
 #[cfg(test)]
@@ -214,7 +141,11 @@ mod tests {
         assert!(check_message_text("hi", 10).is_ok());
         assert!(check_message_text("ééééé", 5).is_ok(), "limit counts characters, not bytes");
         assert!(check_message_text("ééééé!", 5).is_err());
-        assert!(check_message_text("a\0b", 10).is_err());
+        assert!(check_message_text(&"😀".repeat(4000), 4000).is_ok(), "an emoji is one character");
+        assert!(check_message_text(&"😀".repeat(4001), 4000).is_err());
+        for any_text in ["a\0b", "\u{202e}abc", "Ótimo, tudo bem?", "\u{200b}"] {
+            assert!(check_message_text(any_text, 20).is_ok(), "{any_text:?}");
+        }
     }
 
     #[test]
@@ -224,38 +155,50 @@ mod tests {
         assert_eq!(safe_return_path(Some("https://evil.example")), "/");
         assert_eq!(safe_return_path(Some("/\\evil.example")), "/");
         assert_eq!(safe_return_path(None), "/");
+        assert_eq!(safe_return_path(Some("/r/general?x=%2F%2Fy")), "/r/general?x=%2F%2Fy", "encoded slashes are path text");
+        assert_eq!(safe_return_path(Some("/")), "/");
+        for hostile in ["/\t/evil.example", "/\n/evil.example", "/\r\n/evil", "\t//evil.example", "/\\/evil", "/a\\b", "/ /evil",
+            "///evil.example", "evil.example", "", "%2F%2Fevil.example", "/r/ação", "/\u{0}x", "/\u{2028}/evil"]
+        {
+            assert_eq!(safe_return_path(Some(hostile)), "/", "{hostile:?}");
+        }
     }
 
-    #[test]
-    fn mentions_are_found_at_word_starts() {
-        assert_eq!(
-            split_mentions("hi @alice, see @Bob_2."),
-            vec![(false, "hi "), (true, "@alice"), (false, ", see "), (true, "@Bob_2"), (false, ".")]
-        );
-        assert_eq!(mentioned_usernames("mail me at bob@example.com"), Vec::<&str>::new(), "not after a name character");
-        assert_eq!(mentioned_usernames("@al is too short, @alice @ALICE twice"), vec!["alice"]);
-        assert!(mentions("thanks @Alice!", "alice"));
-        assert!(!mentions("thanks @alice2", "alice"));
-        assert_eq!(split_mentions("no mentions"), vec![(false, "no mentions")]);
-        assert_eq!(split_mentions("ünï @zoë"), vec![(false, "ünï @zoë")], "non-ASCII is not a name character");
+    mod any_text {
+        use proptest::prelude::*;
+
+        use super::super::*;
+        use crate::test_text::any_text;
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+            #[test]
+            fn checks_never_panic_and_agree_with_their_rules(text in any_text(), other in any_text()) {
+                prop_assert_eq!(check_username(&text).is_ok(),
+                    (USERNAME_MIN..=USERNAME_MAX).contains(&text.chars().count()) && text.chars().all(is_name_char));
+                prop_assert_eq!(check_room_name(&text).is_ok(),
+                    (ROOM_NAME_MIN..=ROOM_NAME_MAX).contains(&text.chars().count()) && text.chars().all(is_name_char));
+                let _ = check_password(&text);
+                if let Ok(display) = normalize_display_name(&text, &other) {
+                    prop_assert!(display == other || display == text.trim());
+                }
+                let limit = 1 + other.chars().count();
+                prop_assert_eq!(check_message_text(&text, limit).is_ok(),
+                    !text.trim().is_empty() && text.chars().count() <= limit);
+            }
+
+            #[test]
+            fn return_paths_are_the_input_or_home_and_always_a_valid_location(text in any_text()) {
+                let path = safe_return_path(Some(&text));
+                prop_assert!(path == "/" || path == text);
+                prop_assert!(path.starts_with('/') && !path.starts_with("//") && !path.contains('\\'));
+                prop_assert!(http::HeaderValue::from_str(&path).is_ok());
+                let prefixed = format!("/{text}");
+                let path = safe_return_path(Some(&prefixed));
+                prop_assert!(path == "/" || path == prefixed);
+            }
+        }
     }
 
-    #[test]
-    fn mentions_per_message_are_capped() {
-        let crowd: Vec<String> = (0..30).map(|n| format!("@user{n:02}")).collect();
-        let text = crowd.join(" ");
-        let named = mentioned_usernames(&text);
-        assert_eq!(named.len(), MAX_MENTIONS_PER_MESSAGE);
-        assert_eq!(named.last(), Some(&"user19"));
-        assert!(mentions(&text, "user19"));
-        assert!(!mentions(&text, "user20"), "past the cap a name is neither counted nor highlighted");
-    }
-
-    #[test]
-    fn avatar_initials() {
-        assert_eq!(initials("Alice Liddell"), "AL");
-        assert_eq!(initials("bob"), "BO");
-        assert_eq!(initials("mad_hatter"), "MH");
-        assert_eq!(initials(""), "?");
-    }
 }

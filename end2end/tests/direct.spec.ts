@@ -192,7 +192,7 @@ test("a hidden tab notifies of a direct message, with permission asked only from
   await expect(page.getByRole("button", { name: "Notify me" })).toHaveCount(0);
   expect(await page.evaluate(() => (window as any).__asked)).toBe(1);
 
-  await page.evaluate(() => { (window as any).__hidden = true; document.dispatchEvent(new Event("visibilitychange")); });
+  await page.evaluate(() => { (window as any).__hidden = true; document.dispatchEvent(new Event("visibilitychange", { bubbles: true })); });
   await messagePerson(alice.page, bobName);
   await sendMessage(alice.page, "are you there?");
   await expect.poll(() => page.evaluate(() => (window as any).__shown)).toEqual([{ title: alice.username, body: "are you there?" }]);

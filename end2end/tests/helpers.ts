@@ -51,7 +51,7 @@ export async function createRoom(page: Page, name: string) {
 }
 
 export async function sendMessage(page: Page, text: string) {
-  const composer = page.getByRole("textbox", { name: /^Message #/ });
+  const composer = page.getByRole("textbox", { name: /^Message / });
   await composer.fill(text);
   await composer.press("Enter");
   await expect(page.getByTestId("message").filter({ hasText: text }).last()).toBeVisible();

@@ -49,13 +49,11 @@ pub struct Accounts {
     hub: Arc<Hub>,
     chat: Arc<Chat>,
     policy: SessionPolicy,
-    /// The room every new account joins.
-    default_room: i64,
 }
 
 impl Accounts {
-    pub fn new(store: Arc<dyn Store>, hub: Arc<Hub>, chat: Arc<Chat>, policy: SessionPolicy, default_room: i64) -> Self {
-        Accounts { store, hub, chat, policy, default_room }
+    pub fn new(store: Arc<dyn Store>, hub: Arc<Hub>, chat: Arc<Chat>, policy: SessionPolicy) -> Self {
+        Accounts { store, hub, chat, policy }
     }
 
     pub async fn register(&self, username: &str, display_name: &str, password: String) -> Result<IssuedSession, AppError> {
@@ -69,7 +67,7 @@ impl Accounts {
             Err(StoreError::Conflict) => return Err(AppError::Conflict("That username is taken.")),
             Err(err) => return Err(err.into()),
         };
-        self.chat.add_member(&user, self.default_room, None).await?;
+        self.chat.add_member(&user, self.chat.default_room(), None).await?;
         tracing::info!(user = user.id, "account registered");
         self.issue(user).await
     }

@@ -52,6 +52,17 @@ impl Stripes {
 const CATCHUP_PAGES: u32 = 4;
 /// Most users one search returns.
 const USER_SEARCH_LIMIT: u32 = 20;
+/// People per page of a room's online list.
+const ONLINE_PAGE: usize = 50;
+/// Most member positions sent with history. The furthest readers come first: they are
+/// the ones a "seen by" on recent messages names; in a room of thousands the rest
+/// would be bytes nobody looks at.
+const RECEIPTS_SENT: u32 = 500;
+
+/// With the `test-hooks` feature (integration tests only), sending this text makes
+/// the request panic, to show that a panic costs one error reply and nothing more.
+#[cfg(feature = "test-hooks")]
+pub const PANIC_FOR_TESTS: &str = "\u{1f4a5} test hook: panic while handling this request";
 
 /// The connection a request came from.
 #[derive(Debug, Clone)]
@@ -74,11 +85,18 @@ pub struct Chat {
     limits: Limits,
     /// Most public rooms one user may be in.
     rooms_per_user: u32,
+    /// The room every account starts in.
+    default_room: RoomId,
 }
 
 impl Chat {
-    pub fn new(store: Arc<dyn Store>, hub: Arc<Hub>, limits: Limits, rooms_per_user: u32) -> Self {
-        Chat { store, hub, room_locks: Stripes::new(), user_locks: Stripes::new(), limits, rooms_per_user }
+    pub fn new(store: Arc<dyn Store>, hub: Arc<Hub>, limits: Limits, rooms_per_user: u32, default_room: RoomId) -> Self {
+        Chat { store, hub, room_locks: Stripes::new(), user_locks: Stripes::new(), limits, rooms_per_user, default_room }
+    }
+
+    /// The room every new account joins.
+    pub fn default_room(&self) -> RoomId {
+        self.default_room
     }
 
     /// Refuses joining or creating one more public room beyond the limit.
@@ -102,6 +120,7 @@ impl Chat {
             protocol: PROTOCOL_VERSION,
             server_time: unix_millis(),
             me: user.clone(),
+            default_room: room_ids.contains(&self.default_room).then_some(self.default_room),
             rooms,
             limits: self.limits.clone(),
         };
@@ -120,6 +139,10 @@ impl Chat {
     }
 
     async fn dispatch(&self, caller: &Caller, msg: ClientMsg) -> Result<Option<ServerMsg>, AppError> {
+        #[cfg(feature = "test-hooks")]
+        if matches!(&msg, ClientMsg::Send { text, .. } if text == PANIC_FOR_TESTS) {
+            panic!("test hook: a request that panics");
+        }
         let reply = match msg {
             ClientMsg::Ping { id } => ServerMsg::Pong { id },
             ClientMsg::ListRooms { id } => ServerMsg::Rooms { id, rooms: self.store.public_rooms(caller.user.id).await? },
@@ -130,6 +153,7 @@ impl Chat {
             ClientMsg::Catchup { id, room_id, after_seq } => self.catch_up(caller, id, room_id, after_seq).await?,
             ClientMsg::OpenDirect { id, user_id } => self.open_direct(caller, id, user_id).await?,
             ClientMsg::FindUsers { id, query } => self.find_users(caller, id, &query).await?,
+            ClientMsg::Online { id, room_id, after } => self.online(caller, id, room_id, after.as_ref())?,
             ClientMsg::Send { id, room_id, client_id, text } => {
                 self.send(caller, id, room_id, &client_id, &text).await?;
                 return Ok(None);
@@ -229,6 +253,8 @@ impl Chat {
             Err(StoreError::Conflict) => {
                 return Err(AppError::Conflict("That client_id was already used for a message in another conversation."))
             }
+            // The membership check above is per node; the database has the last word.
+            Err(StoreError::NotMember) => return Err(AppError::Forbidden("You are not a member of this room.")),
             Err(err) => return Err(err.into()),
         };
         // A retry (same client id) gets the original back and nothing is broadcast again.
@@ -244,7 +270,7 @@ impl Chat {
 
     async fn history(&self, caller: &Caller, id: u64, room_id: RoomId, before_seq: Option<i64>) -> Result<ServerMsg, AppError> {
         let (messages, has_more) = self.history_page(&caller.user, room_id, before_seq).await?;
-        let receipts = if before_seq.is_none() { self.store.receipts(room_id).await? } else { Vec::new() };
+        let receipts = if before_seq.is_none() { self.store.receipts(room_id, RECEIPTS_SENT).await? } else { Vec::new() };
         Ok(ServerMsg::History { id, room_id, messages, has_more, receipts })
     }
 
@@ -269,7 +295,9 @@ impl Chat {
         let mut messages = self.store.history_after(room_id, after_seq, page + 1).await?;
         let has_more = messages.len() > page as usize;
         messages.truncate(page as usize);
-        Ok(ServerMsg::Catchup { id, room_id, messages, has_more })
+        // Positions that moved while the client was away come with the last page.
+        let receipts = if has_more { Vec::new() } else { self.store.receipts(room_id, RECEIPTS_SENT).await? };
+        Ok(ServerMsg::Catchup { id, room_id, messages, has_more, receipts })
     }
 
     async fn open_direct(&self, caller: &Caller, id: u64, peer_id: UserId) -> Result<ServerMsg, AppError> {
@@ -303,6 +331,15 @@ impl Chat {
         users.retain(|user| user.id != caller.user.id);
         users.truncate(USER_SEARCH_LIMIT as usize);
         Ok(ServerMsg::Users { id, users })
+    }
+
+    /// A page of the room's online list, for a member.
+    fn online(&self, caller: &Caller, id: u64, room_id: RoomId, after: Option<&UserRef>) -> Result<ServerMsg, AppError> {
+        if !self.hub.is_subscribed(caller.conn, room_id) {
+            return Err(AppError::Forbidden("You are not a member of this room."));
+        }
+        let page = self.hub.online_page(room_id, after, ONLINE_PAGE);
+        Ok(ServerMsg::Online { id, room_id, users: page.users, total: page.total as u32, has_more: page.has_more })
     }
 
     async fn receipt(&self, caller: &Caller, room_id: RoomId, delivered: Option<i64>, read: Option<i64>) -> Result<(), AppError> {
@@ -348,4 +385,19 @@ fn check_client_id(client_id: &str) -> Result<(), AppError> {
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #[test]
+        fn client_ids_follow_their_rule_whatever_the_text(id in app::test_text::any_text()) {
+            let allowed = !id.is_empty() && id.len() <= MAX_CLIENT_ID_LEN && !id.chars().any(char::is_control);
+            prop_assert_eq!(check_client_id(&id).is_ok(), allowed);
+        }
+    }
 }

@@ -251,6 +251,16 @@ const LEPTOS_VARIABLES: [(&str, &str); 6] = [
     ("LEPTOS_RELOAD_PORT", "site.reload_port"),
 ];
 
+/// Whether an environment variable's name (after `PARLEY_`) starts with a section and
+/// an underscore, in any letter case. Names may hold any characters, so this compares
+/// with `str::get`, which refuses to cut inside one, never by slicing bytes.
+fn names_a_section(key: &str) -> bool {
+    SECTIONS.iter().any(|section| {
+        key.get(..section.len()).is_some_and(|start| start.eq_ignore_ascii_case(section))
+            && key.get(section.len()..).is_some_and(|rest| rest.len() > 1 && rest.starts_with('_'))
+    })
+}
+
 impl Config {
     /// Reads the file named by `PARLEY_CONFIG` (default `Leptos.toml`) and the environment.
     pub fn load() -> Result<Self, ConfigError> {
@@ -279,13 +289,7 @@ impl Config {
             .merge(
                 Env::prefixed("PARLEY_")
                     // Only variables naming a section; tools may set other PARLEY_ names.
-                    .filter(|key| {
-                        SECTIONS.iter().any(|section| {
-                            key.len() > section.len()
-                                && key.as_str()[..section.len()].eq_ignore_ascii_case(section)
-                                && key.as_str().as_bytes()[section.len()] == b'_'
-                        })
-                    })
+                    .filter(|key| names_a_section(key.as_str()))
                     // PARLEY_CHAT_MAX_MESSAGE_CHARS → chat.max_message_chars
                     .map(|key| key.as_str().to_ascii_lowercase().replacen('_', ".", 1).into()),
             )
@@ -380,6 +384,28 @@ mod tests {
             assert_eq!(config.database_url(), "postgres://from-parley/db");
             Ok(())
         });
+    }
+
+    #[test]
+    fn only_variables_naming_a_section_are_read() {
+        assert!(names_a_section("CHAT_MAX_MESSAGE_CHARS"));
+        assert!(names_a_section("limits_http_burst"));
+        assert!(!names_a_section("E2E_PORT"));
+        assert!(!names_a_section("CHAT"));
+        assert!(!names_a_section("CHAT_"));
+        assert!(!names_a_section("CHATX_Y"));
+        assert!(!names_a_section("cha€_x"), "a wide character where a section ends is no section");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_variable_name_is_read_safely(name in app::test_text::any_text()) {
+            let _ = names_a_section(&name);
+            for section in SECTIONS {
+                let key = format!("{section}_{name}x");
+                proptest::prop_assert!(names_a_section(&key));
+            }
+        }
     }
 
     #[test]

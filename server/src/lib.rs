@@ -7,6 +7,7 @@ pub mod accounts;
 mod api;
 mod chat;
 pub mod config;
+mod cross_site;
 mod error;
 mod headers;
 mod limits;
@@ -31,6 +32,9 @@ use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
 use crate::{config::Config, state::AppState};
+
+#[cfg(feature = "test-hooks")]
+pub use chat::PANIC_FOR_TESTS;
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -127,6 +131,7 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<RunningServe
             let _ = axum::serve(redirect, app).with_graceful_shutdown(stop.cancelled_owned()).await;
         });
     }
+    tokio::spawn(hub.clone().run_presence(shutdown.clone()));
     // Idle rate-limit buckets are dropped every minute, so memory follows activity.
     let sweep_stop = shutdown.clone();
     tokio::spawn(async move {

@@ -77,7 +77,7 @@ impl Limiters {
     /// noisy address cannot lock the owner out for long.
     pub fn login(&self, username: &str, ip: IpAddr) -> Result<(), RetryAfter> {
         check_keyed(&self.logins_by_ip, &ip)?;
-        check_keyed(&self.logins_by_account, &username.to_lowercase())
+        check_keyed(&self.logins_by_account, &account_key(username))
     }
 
     pub fn registration(&self, ip: IpAddr) -> Result<(), RetryAfter> {
@@ -112,6 +112,17 @@ impl Limiters {
             abuse_close_after: self.config.abuse_close_after.max(1),
         }
     }
+}
+
+/// The login limiter's key for a username as typed: letter case ignored, and no longer
+/// than a username can be (plus one, so an over-long name keeps its own bucket), so a
+/// megabyte "username" cannot become a megabyte key.
+fn account_key(username: &str) -> String {
+    let longest = app::validation::USERNAME_MAX + 1;
+    // Cut before lowercasing (cheap on a huge input) and after (a lowercase letter can
+    // be two characters, as `İ` is).
+    let start: String = username.chars().take(longest).collect();
+    start.to_lowercase().chars().take(longest).collect()
 }
 
 /// Counted claims per key (address, user), at most `limit` at a time.
@@ -245,6 +256,25 @@ mod tests {
         assert!(limiters.login("alice", "192.0.2.3".parse().unwrap()).is_err(), "the account is out of attempts");
         assert!(limiters.login("bob", a).is_ok());
         assert!(limiters.login("carol", a).is_err(), "the address is out of attempts");
+    }
+
+    #[test]
+    fn login_keys_are_short_whatever_is_typed() {
+        assert_eq!(account_key("Alice"), "alice");
+        let huge = "Ó".repeat(1_000_000);
+        assert_eq!(account_key(&huge).chars().count(), app::validation::USERNAME_MAX + 1);
+        let limiters = Limiters::new(&LimitsConfig { logins_per_minute: 1, ..LimitsConfig::default() });
+        assert!(limiters.login(&huge, "192.0.2.1".parse().unwrap()).is_ok());
+        assert!(limiters.login(&format!("{huge}x"), "192.0.2.2".parse().unwrap()).is_err(), "same bucket: same first characters");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_username_makes_a_bounded_key(name in app::test_text::any_text()) {
+            let key = account_key(&name);
+            proptest::prop_assert!(key.chars().count() <= app::validation::USERNAME_MAX + 1);
+            proptest::prop_assert_eq!(account_key(&key), key.clone(), "a key is its own key");
+        }
     }
 
     #[test]

@@ -7,9 +7,9 @@ use app::{auth::backend::SharedAuthBackend, shell, App};
 use axum::{http::StatusCode, middleware, routing::get, Router};
 use leptos::prelude::{provide_context, use_context};
 use leptos_axum::{generate_route_list, LeptosRoutes};
-use tower_http::{limit::RequestBodyLimitLayer, timeout::TimeoutLayer};
+use tower_http::{catch_panic::CatchPanicLayer, limit::RequestBodyLimitLayer, timeout::TimeoutLayer};
 
-use crate::{api, headers, headers::CspNonce, state::AppState, web_auth, ws};
+use crate::{api, cross_site, headers, headers::CspNonce, state::AppState, web_auth, ws};
 
 pub fn router(state: AppState) -> Router {
     let routes = generate_route_list(App);
@@ -29,9 +29,12 @@ pub fn router(state: AppState) -> Router {
         .leptos_routes_with_context(&state, routes, page_context, move || shell(leptos_options.clone()))
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
         .layer(middleware::from_fn_with_state(state.clone(), web_auth::page_guard))
+        .layer(middleware::from_fn_with_state(state.clone(), cross_site::refuse_cross_site_writes))
         .layer(RequestBodyLimitLayer::new(limits.http_body_bytes))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, Duration::from_secs(limits.request_timeout_secs.max(1))))
         .layer(middleware::from_fn_with_state(state.clone(), headers::rate_limit))
         .layer(middleware::from_fn_with_state(state.clone(), headers::security_headers))
+        // A bug reached by one request is a 500 for that request, not a dropped connection.
+        .layer(CatchPanicLayer::new())
         .with_state(state)
 }

@@ -57,8 +57,8 @@ impl AppState {
             max_message_chars: config.chat.max_message_chars,
             history_page: config.chat.history_page_size.max(1),
         };
-        let chat = Arc::new(Chat::new(store.clone(), hub.clone(), limits, config.limits.rooms_per_user));
-        let accounts = Arc::new(Accounts::new(store, hub.clone(), chat.clone(), policy, default_room.id));
+        let chat = Arc::new(Chat::new(store.clone(), hub.clone(), limits, config.limits.rooms_per_user, default_room.id));
+        let accounts = Arc::new(Accounts::new(store, hub.clone(), chat.clone(), policy));
         let limiters = Arc::new(Limiters::new(&config.limits));
         Ok(AppState {
             leptos_options: config.leptos_options(),

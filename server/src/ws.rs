@@ -1,17 +1,21 @@
 //! The chat socket: checks at the handshake, then one task reading requests and one
 //! writing the connection's outbound queue.
 //!
-//! The handshake refuses a foreign `Origin` (403), a missing or dead session (401),
-//! and a user or address over its socket allowance (429). After it, every frame is
-//! metered (token buckets), oversized frames close the socket with 1009, and a client
-//! that keeps pushing after being refused is closed with 1008.
+//! The handshake refuses a foreign `Origin` (403) and a user or address over its socket
+//! allowance (429). A missing or dead session is let through the handshake and closed
+//! at once with 4001: a browser cannot read the status of a refused handshake, and
+//! without a close code it could not tell "log in again" from "server down". After
+//! the handshake every frame is metered (token buckets), oversized frames close the
+//! socket with 1009, and a client that keeps pushing after being refused is closed
+//! with 1008. A request that panics is answered with an `internal` error and the
+//! socket goes on.
 //!
 //! Everything sent to a client (replies and events alike) goes through its bounded
 //! queue in the hub, so replies keep their place among events and a client that stops
 //! reading is found out in one place. The socket pings every `heartbeat_interval` and
 //! closes a peer silent for `heartbeat_timeout`, so dead connections do not linger.
 
-use std::{net::IpAddr, time::Duration};
+use std::{net::IpAddr, panic::AssertUnwindSafe, time::Duration};
 
 use app::protocol::{ClientMsg, ErrorCode, ServerMsg};
 use axum::{
@@ -22,7 +26,7 @@ use axum::{
     http::header::ORIGIN,
     response::Response,
 };
-use futures::{stream::SplitSink, SinkExt, StreamExt};
+use futures::{stream::SplitSink, FutureExt, SinkExt, StreamExt};
 use tokio::time::{sleep_until, Instant};
 
 use crate::{
@@ -65,34 +69,41 @@ pub async fn upgrade(State(state): State<AppState>, request: Request) -> Result<
         tracing::warn!(ip = %peer.ip, origin = %peer.origin, "socket refused: origin not allowed");
         return Err(AppError::Forbidden("This origin may not open a chat socket."));
     }
-    let Some(token) = session_token(headers) else {
-        tracing::info!(ip = %peer.ip, origin = %peer.origin, "socket refused: no session");
-        return Err(AppError::Unauthorized);
-    };
-    let Some(session) = state.accounts.authenticate(&token).await? else {
-        tracing::info!(ip = %peer.ip, origin = %peer.origin, "socket refused: session unknown, revoked or expired");
-        return Err(AppError::Unauthorized);
-    };
-    let limits = &state.config.limits;
-    let Some(user_slot) = state.limiters.user_socket_slot(session.user.id) else {
-        tracing::warn!(user = session.user.id, ip = %peer.ip, "socket refused: too many sockets for this user");
-        return Err(AppError::RateLimited(crate::limits::RetryAfter(Duration::from_secs(5))));
-    };
-    let Some(ip_slot) = state.limiters.socket_slot(peer.ip) else {
-        tracing::warn!(user = session.user.id, ip = %peer.ip, "socket refused: too many sockets from this address");
-        return Err(AppError::RateLimited(crate::limits::RetryAfter(Duration::from_secs(5))));
-    };
     let ws = WebSocketUpgrade::from_request_parts(&mut parts, &state).await.map_err(|rejection| {
         tracing::info!(ip = %peer.ip, "not a WebSocket handshake: {rejection}");
         AppError::Invalid("Expected a WebSocket handshake.".into())
     })?;
+    let session = match session_token(&parts.headers) {
+        Some(token) => state.accounts.authenticate(&token).await?.map(|record| Session { token, record }),
+        None => None,
+    };
+    let Some(session) = session else {
+        tracing::info!(ip = %peer.ip, origin = %peer.origin, "socket refused: no live session");
+        return Ok(ws.on_upgrade(|socket| refuse(socket, CloseReason::SessionEnded)));
+    };
+    let limits = &state.config.limits;
+    let user_id = session.record.user.id;
+    let Some(user_slot) = state.limiters.user_socket_slot(user_id) else {
+        tracing::warn!(user = user_id, ip = %peer.ip, "socket refused: too many sockets for this user");
+        return Err(AppError::RateLimited(crate::limits::RetryAfter(Duration::from_secs(5))));
+    };
+    let Some(ip_slot) = state.limiters.socket_slot(peer.ip) else {
+        tracing::warn!(user = user_id, ip = %peer.ip, "socket refused: too many sockets from this address");
+        return Err(AppError::RateLimited(crate::limits::RetryAfter(Duration::from_secs(5))));
+    };
     Ok(ws
         .read_buffer_size(READ_BUFFER_BYTES)
         .write_buffer_size(WRITE_BUFFER_BYTES)
         .max_write_buffer_size(limits.outbound_queue_bytes.max(WRITE_BUFFER_BYTES * 2))
         .max_message_size(limits.max_ws_message_bytes)
         .max_frame_size(limits.max_ws_message_bytes)
-        .on_upgrade(move |socket| serve(socket, state, Session { token, record: session }, peer, (user_slot, ip_slot))))
+        .on_upgrade(move |socket| serve(socket, state, session, peer, (user_slot, ip_slot))))
+}
+
+/// Closes a socket that may not be served, with the reason, without reading from it.
+async fn refuse(socket: WebSocket, reason: CloseReason) {
+    let (mut sink, _stream) = socket.split();
+    let _ = close(&mut sink, reason.code(), reason.text()).await;
 }
 
 /// Removes the connection from the hub however the task ends.
@@ -127,12 +138,6 @@ async fn serve(socket: WebSocket, state: AppState, session: Session, peer: Peer,
         return;
     }
     tracing::info!(conn = id, user = user.id, ip = %peer.ip, origin = %peer.origin, "socket connected");
-    // Who is online in each room, so the client starts with a full picture.
-    if let ServerMsg::Hello { rooms, .. } = &hello {
-        for room in rooms {
-            state.hub.send_to(id, &ServerMsg::Presence { room_id: room.id, online: state.hub.online(room.id) });
-        }
-    }
 
     let heartbeat = Duration::from_secs(state.config.limits.heartbeat_interval_secs.max(1));
     let writer = tokio::spawn({
@@ -249,12 +254,28 @@ async fn read_loop(
                 Some(AppError::RateLimited(retry).into_reply(id))
             }
             Verdict::Allowed => match decoded {
-                Ok(msg) => state.chat.handle(caller, msg).await,
+                Ok(msg) => handle_contained(state, caller, msg).await,
                 Err(error_reply) => Some(error_reply),
             },
         };
         if let Some(reply) = reply {
             state.hub.send_to(caller.conn, &reply);
+        }
+    }
+}
+
+/// Answers one request. A panic inside it (a bug reached by some input) is contained
+/// here: logged with the request's type, answered with an `internal` error, and the
+/// socket reads on. Locks taken inside are async or poison-tolerant and transactions
+/// roll back when dropped, so nothing is left half-done.
+async fn handle_contained(state: &AppState, caller: &Caller, msg: ClientMsg) -> Option<ServerMsg> {
+    let (id, kind) = (msg.id(), msg.kind());
+    match AssertUnwindSafe(state.chat.handle(caller, msg)).catch_unwind().await {
+        Ok(reply) => reply,
+        Err(_panic) => {
+            // The panic's own message is not logged: it can quote the request's text.
+            tracing::error!(conn = caller.conn, user = caller.user.id, request = kind, "request panicked");
+            Some(AppError::internal(std::io::Error::other("the request panicked")).into_reply(id))
         }
     }
 }

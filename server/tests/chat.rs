@@ -1,11 +1,15 @@
 //! Chat over real sockets against a real server.
 
+#[macro_use]
 mod support;
 
 use std::time::Duration;
 
 use app::protocol::{ChatMessage, ClientMsg, ErrorCode, MessageKind, RoomSummary, ServerMsg};
-use support::server::{TestServer, WsClient};
+use support::{
+    databases::TestDb,
+    server::{TestServer, WsClient},
+};
 use tokio_tungstenite::tungstenite::Message;
 
 fn general(hello_rooms: &[RoomSummary]) -> &RoomSummary {
@@ -55,9 +59,8 @@ fn error_code(msg: &ServerMsg) -> ErrorCode {
     }
 }
 
-#[tokio::test]
-async fn hello_names_the_user_and_their_rooms() {
-    let server = TestServer::start().await;
+async fn hello_names_the_user_and_their_rooms(db: TestDb) {
+    let server = TestServer::start_on(db).await;
     let cookie = server.register("Alice").await;
     let mut alice = server.try_connect(Some(&cookie)).await.unwrap();
     match alice.next().await {
@@ -72,9 +75,8 @@ async fn hello_names_the_user_and_their_rooms() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn two_users_chat_and_each_sees_the_other_once() {
-    let server = TestServer::start().await;
+async fn two_users_chat_and_each_sees_the_other_once(db: TestDb) {
+    let server = TestServer::start_on(db).await;
     let (alice_cookie, bob_cookie) = (server.register("alice").await, server.register("bob").await);
     let mut alice = server.connect(&alice_cookie).await;
     let mut bob = server.connect(&bob_cookie).await;
@@ -100,9 +102,8 @@ async fn two_users_chat_and_each_sees_the_other_once() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn joining_and_leaving_are_announced_to_the_room() {
-    let server = TestServer::start().await;
+async fn joining_and_leaving_are_announced_to_the_room(db: TestDb) {
+    let server = TestServer::start_on(db).await;
     let mut alice = server.connect(&server.register("alice").await).await;
     let mut bob = server.connect(&server.register("bob").await).await;
     let room = create_room(&mut alice, "notices").await;
@@ -130,9 +131,8 @@ async fn joining_and_leaving_are_announced_to_the_room() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn non_members_can_neither_post_nor_read_nor_hear() {
-    let server = TestServer::start().await;
+async fn non_members_can_neither_post_nor_read_nor_hear(db: TestDb) {
+    let server = TestServer::start_on(db).await;
     let mut alice = server.connect(&server.register("alice").await).await;
     let mut mallory = server.connect(&server.register("mallory").await).await;
     let room = create_room(&mut alice, "members-only").await;
@@ -147,9 +147,8 @@ async fn non_members_can_neither_post_nor_read_nor_hear() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn history_pages_are_complete_and_ordered() {
-    let server = TestServer::start().await;
+async fn history_pages_are_complete_and_ordered(db: TestDb) {
+    let server = TestServer::start_on(db).await;
     let mut alice = server.connect(&server.register("alice").await).await;
     let room = create_room(&mut alice, "long").await;
     for n in 0..120 {
@@ -172,9 +171,8 @@ async fn history_pages_are_complete_and_ordered() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn resending_a_client_id_returns_the_original_and_stores_nothing_new() {
-    let server = TestServer::start().await;
+async fn resending_a_client_id_returns_the_original_and_stores_nothing_new(db: TestDb) {
+    let server = TestServer::start_on(db).await;
     let mut alice = server.connect(&server.register("alice").await).await;
     let mut bob = server.connect(&server.register("bob").await).await;
     let room = create_room(&mut alice, "retries").await;
@@ -191,9 +189,8 @@ async fn resending_a_client_id_returns_the_original_and_stores_nothing_new() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn history_survives_a_restart() {
-    let mut server = TestServer::start().await;
+async fn history_survives_a_restart(db: TestDb) {
+    let mut server = TestServer::start_on(db).await;
     let cookie = server.register("alice").await;
     let mut alice = server.connect(&cookie).await;
     let room = create_room(&mut alice, "durable").await;
@@ -210,9 +207,8 @@ async fn history_survives_a_restart() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn bad_frames_get_errors_and_the_socket_stays_usable() {
-    let server = TestServer::start().await;
+async fn bad_frames_get_errors_and_the_socket_stays_usable(db: TestDb) {
+    let server = TestServer::start_on(db).await;
     let mut alice = server.connect(&server.register("alice").await).await;
     let room = create_room(&mut alice, "sandbox").await;
 
@@ -254,9 +250,8 @@ async fn bad_frames_get_errors_and_the_socket_stays_usable() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn room_names_are_validated_and_unique() {
-    let server = TestServer::start().await;
+async fn room_names_are_validated_and_unique(db: TestDb) {
+    let server = TestServer::start_on(db).await;
     let mut alice = server.connect(&server.register("alice").await).await;
     create_room(&mut alice, "Rustaceans").await;
     let taken = alice.request(|id| ClientMsg::CreateRoom { id, name: "rustaceans".into() }).await;
@@ -275,37 +270,60 @@ async fn room_names_are_validated_and_unique() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn presence_counts_a_person_once_and_updates_live() {
-    let server = TestServer::start().await;
+async fn presence_counts_a_person_once_and_updates_live(db: TestDb) {
+    let server = TestServer::start_on(db).await;
     let alice_cookie = server.register("alice").await;
     let bob_cookie = server.register("bob").await;
     let mut alice = server.connect(&alice_cookie).await;
-    let online_names = |msg: &ServerMsg| match msg {
-        ServerMsg::Presence { online, .. } => online.iter().map(|u| u.username.clone()).collect::<Vec<_>>(),
-        _ => Vec::new(),
+    let general = match alice.request(|id| ClientMsg::ListRooms { id }).await {
+        ServerMsg::Rooms { rooms, .. } => rooms[0].id,
+        other => panic!("{other:?}"),
     };
+    alice.wait_for(|m| matches!(m, ServerMsg::Presence { total: 1, .. })).await;
+    assert_eq!(online(&mut alice, general).await, ["alice"]);
+
     let bob_tab_1 = server.connect(&bob_cookie).await;
-    let seen = alice.wait_for(|m| online_names(m) == ["alice", "bob"]).await;
-    assert!(is_presence(&seen));
+    match alice.wait_for(is_presence).await {
+        ServerMsg::Presence { total, detailed, came, went, .. } => {
+            assert_eq!((total, detailed, went), (2, true, vec![]));
+            assert_eq!(came.iter().map(|u| u.username.as_str()).collect::<Vec<_>>(), ["bob"]);
+        }
+        _ => unreachable!(),
+    }
+    assert_eq!(online(&mut alice, general).await, ["alice", "bob"]);
     let bob_tab_2 = server.connect(&bob_cookie).await;
-    assert!(alice.is_quiet(Duration::from_millis(300), |_| false).await, "a second tab changes nothing");
+    assert!(alice.is_quiet(Duration::from_millis(600), |_| false).await, "a second tab changes nothing");
     drop(bob_tab_1);
-    assert!(alice.is_quiet(Duration::from_millis(300), |_| false).await, "still online through the other tab");
+    assert!(alice.is_quiet(Duration::from_millis(600), |_| false).await, "still online through the other tab");
     drop(bob_tab_2);
-    alice.wait_for(|m| online_names(m) == ["alice"]).await;
+    match alice.wait_for(is_presence).await {
+        ServerMsg::Presence { total, came, went, .. } => assert_eq!((total, came, went.len()), (1, vec![], 1)),
+        _ => unreachable!(),
+    }
+    assert_eq!(online(&mut alice, general).await, ["alice"]);
     server.stop().await;
+}
+
+/// The usernames of everyone online in a room, by name.
+async fn online(client: &mut WsClient, room_id: i64) -> Vec<String> {
+    match client.request(|id| ClientMsg::Online { id, room_id, after: None }).await {
+        ServerMsg::Online { users, total, has_more, .. } => {
+            assert!(!has_more);
+            assert_eq!(total as usize, users.len());
+            users.into_iter().map(|u| u.username).collect()
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 /// A socket that opens while its user joins or leaves a room must, once both are done,
 /// hear exactly the rooms the user is in: not a room just left, not deaf to one just
 /// joined. Each round races the two; a stale subscription shows as a probe heard in
 /// the left room before the signal, a missed one as the welcome never arriving.
-#[tokio::test]
-async fn sockets_opening_during_a_join_or_leave_hear_the_right_rooms() {
+async fn sockets_opening_during_a_join_or_leave_hear_the_right_rooms(db: TestDb) {
     let mut config = support::server::relaxed();
     config.limits.sockets_per_user = 1_000;
-    let server = TestServer::start_with(support::databases::TestDb::sqlite().await, config).await;
+    let server = TestServer::start_with(db, config).await;
     let mut bob = server.connect(&server.register("bob").await).await;
     let race = create_room(&mut bob, "race").await;
     let signal = create_room(&mut bob, "signal").await;
@@ -347,3 +365,17 @@ async fn sockets_opening_during_a_join_or_leave_hear_the_right_rooms() {
     }
     server.stop().await;
 }
+
+on_both_databases!(
+    hello_names_the_user_and_their_rooms,
+    two_users_chat_and_each_sees_the_other_once,
+    joining_and_leaving_are_announced_to_the_room,
+    non_members_can_neither_post_nor_read_nor_hear,
+    history_pages_are_complete_and_ordered,
+    resending_a_client_id_returns_the_original_and_stores_nothing_new,
+    history_survives_a_restart,
+    bad_frames_get_errors_and_the_socket_stays_usable,
+    room_names_are_validated_and_unique,
+    presence_counts_a_person_once_and_updates_live,
+    sockets_opening_during_a_join_or_leave_hear_the_right_rooms,
+);

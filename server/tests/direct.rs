@@ -1,11 +1,15 @@
 //! Direct messages, receipts, unread counts, mentions and typing, over real sockets.
 
+#[macro_use]
 mod support;
 
 use std::time::Duration;
 
 use app::protocol::{ClientMsg, ErrorCode, RoomKind, RoomSummary, ServerMsg, UserRef};
-use support::server::{TestServer, WsClient};
+use support::{
+    databases::TestDb,
+    server::{TestServer, WsClient},
+};
 
 /// Registers a user and returns (cookie, socket, identity).
 async fn user(server: &TestServer, name: &str) -> (String, WsClient, UserRef) {
@@ -45,9 +49,8 @@ fn is_about(room_id: i64) -> impl Fn(&ServerMsg) -> bool {
     }
 }
 
-#[tokio::test]
-async fn a_direct_conversation_is_visible_only_to_its_two_people() {
-    let server = TestServer::start().await;
+async fn a_direct_conversation_is_visible_only_to_its_two_people(db: TestDb) {
+    let server = TestServer::start_on(db).await;
     let (_, mut alice, _) = user(&server, "alice").await;
     let (bob_cookie, mut bob, bob_ref) = user(&server, "bob").await;
     let (mallory_cookie, mut mallory, _) = user(&server, "mallory").await;
@@ -105,9 +108,8 @@ async fn a_direct_conversation_is_visible_only_to_its_two_people() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn opening_a_conversation_is_idempotent_and_checked() {
-    let server = TestServer::start().await;
+async fn opening_a_conversation_is_idempotent_and_checked(db: TestDb) {
+    let server = TestServer::start_on(db).await;
     let (_, mut alice, alice_ref) = user(&server, "alice").await;
     let (_, mut bob, bob_ref) = user(&server, "bob").await;
     let first = open_direct(&mut alice, bob_ref.id).await;
@@ -119,9 +121,8 @@ async fn opening_a_conversation_is_idempotent_and_checked() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn people_are_found_by_the_start_of_their_names() {
-    let server = TestServer::start().await;
+async fn people_are_found_by_the_start_of_their_names(db: TestDb) {
+    let server = TestServer::start_on(db).await;
     let (_, mut alice, _) = user(&server, "alice").await;
     for name in ["albert", "alfred", "bob"] {
         user(&server, name).await;
@@ -137,9 +138,8 @@ async fn people_are_found_by_the_start_of_their_names() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn the_sender_sees_delivered_then_read_and_positions_never_go_back() {
-    let server = TestServer::start().await;
+async fn the_sender_sees_delivered_then_read_and_positions_never_go_back(db: TestDb) {
+    let server = TestServer::start_on(db).await;
     let (_, mut alice, alice_ref) = user(&server, "alice").await;
     let (_, mut bob, bob_ref) = user(&server, "bob").await;
     let dm = open_direct(&mut alice, bob_ref.id).await;
@@ -181,9 +181,8 @@ async fn the_sender_sees_delivered_then_read_and_positions_never_go_back() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn unread_counts_and_mentions_follow_the_read_position_across_tabs() {
-    let server = TestServer::start().await;
+async fn unread_counts_and_mentions_follow_the_read_position_across_tabs(db: TestDb) {
+    let server = TestServer::start_on(db).await;
     let (_, mut alice, _) = user(&server, "alice").await;
     let (bob_cookie, mut bob_tab_1, bob_ref) = user(&server, "bob").await;
     let mut bob_tab_2 = server.connect(&bob_cookie).await;
@@ -221,9 +220,8 @@ async fn general_id(client: &mut WsClient) -> i64 {
     }
 }
 
-#[tokio::test]
-async fn typing_reaches_the_other_members_only() {
-    let server = TestServer::start().await;
+async fn typing_reaches_the_other_members_only(db: TestDb) {
+    let server = TestServer::start_on(db).await;
     let (_, mut alice, alice_ref) = user(&server, "alice").await;
     let (_, mut bob, bob_ref) = user(&server, "bob").await;
     let (_, mut mallory, _) = user(&server, "mallory").await;
@@ -238,3 +236,12 @@ async fn typing_reaches_the_other_members_only() {
     assert_eq!(code(&mallory.reply_to(10).await), ErrorCode::Forbidden);
     server.stop().await;
 }
+
+on_both_databases!(
+    a_direct_conversation_is_visible_only_to_its_two_people,
+    opening_a_conversation_is_idempotent_and_checked,
+    people_are_found_by_the_start_of_their_names,
+    the_sender_sees_delivered_then_read_and_positions_never_go_back,
+    unread_counts_and_mentions_follow_the_read_position_across_tabs,
+    typing_reaches_the_other_members_only,
+);

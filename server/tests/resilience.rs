@@ -1,13 +1,18 @@
 //! Nothing acknowledged is lost and nothing is duplicated, whatever happens to the
 //! connection or the server process.
 
+#[macro_use]
 mod support;
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{
+    collections::{BTreeMap, HashSet},
+    time::Duration,
+};
 
 use app::protocol::{ChatMessage, ClientMsg, ServerMsg};
 use futures::{SinkExt, StreamExt};
 use support::{
+    databases::TestDb,
     process::ServerProcess,
     server::{session_cookie, TestServer, WsClient, PASSWORD},
 };
@@ -33,11 +38,20 @@ async fn create_room(client: &mut WsClient, name: &str) -> i64 {
 }
 
 /// What a reader holds: messages appended strictly in sequence, as the browser's
-/// timeline does. A message beyond the next expected one means a gap, filled by a
-/// catch-up request; one already held is a duplicate and dropped.
+/// timeline does, each marked with how it arrived. A live message beyond the next
+/// expected one reveals a gap, filled by a catch-up request. The only copy a reader may
+/// see twice is a live message that a catch-up on the same connection also returned
+/// (it was published while the catch-up was being answered); any other repeat is the
+/// server sending something twice, counted in `unexpected_repeats`.
+#[derive(Default)]
 struct Reader {
     held: Vec<ChatMessage>,
-    duplicates_dropped: usize,
+    taken_live: usize,
+    taken_from_catch_up: usize,
+    /// This connection's catch-up answers and live messages, by sequence number.
+    caught_up_here: HashSet<i64>,
+    live_here: HashSet<i64>,
+    unexpected_repeats: Vec<i64>,
 }
 
 impl Reader {
@@ -45,17 +59,27 @@ impl Reader {
         self.held.last().map_or(0, |m| m.seq)
     }
 
-    /// Appends what follows on directly; returns false if `message` leaves a gap.
-    fn take(&mut self, message: ChatMessage) -> bool {
-        if message.seq <= self.last_seq() {
-            self.duplicates_dropped += 1;
-            true
-        } else if message.seq == self.last_seq() + 1 {
-            self.held.push(message);
-            true
-        } else {
-            false
+    fn new_connection(&mut self) {
+        self.caught_up_here.clear();
+        self.live_here.clear();
+    }
+
+    /// A live message; false if it reveals a gap (catch up, which will bring it).
+    fn live(&mut self, message: ChatMessage) -> bool {
+        let seq = message.seq;
+        if !self.live_here.insert(seq) || (seq <= self.last_seq() && !self.caught_up_here.contains(&seq)) {
+            self.unexpected_repeats.push(seq);
+            return true;
         }
+        if seq <= self.last_seq() {
+            return true;
+        }
+        if seq > self.last_seq() + 1 {
+            return false;
+        }
+        self.held.push(message);
+        self.taken_live += 1;
+        true
     }
 
     /// Asks for everything after what is held, page by page, until complete.
@@ -65,7 +89,10 @@ impl Reader {
             match socket.request(|id| ClientMsg::Catchup { id, room_id, after_seq }).await {
                 ServerMsg::Catchup { messages, has_more, .. } => {
                     for message in messages {
-                        assert!(self.take(message), "catch-up pages are contiguous");
+                        assert_eq!(message.seq, self.last_seq() + 1, "catch-up pages are contiguous and start after what is held");
+                        self.caught_up_here.insert(message.seq);
+                        self.held.push(message);
+                        self.taken_from_catch_up += 1;
                     }
                     if !has_more {
                         return;
@@ -75,11 +102,29 @@ impl Reader {
             }
         }
     }
+
+    /// Reads live messages of the room for up to `frames` frames or until `until` is
+    /// held (whichever first), catching up when a gap shows.
+    async fn read_live(&mut self, socket: &mut WsClient, room_id: i64, frames: u64, until: Option<i64>, wait: Duration) {
+        for _ in 0..frames {
+            if until.is_some_and(|last| self.last_seq() >= last) {
+                return;
+            }
+            match tokio::time::timeout(wait, socket.next()).await {
+                Ok(ServerMsg::Message { message }) if message.room_id == room_id => {
+                    if !self.live(message) {
+                        self.catch_up(socket, room_id).await;
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => return,
+            }
+        }
+    }
 }
 
-#[tokio::test]
-async fn a_reader_cut_off_again_and_again_ends_with_all_500_messages_once_in_order() {
-    let server = TestServer::start().await;
+async fn a_reader_cut_off_again_and_again_ends_with_all_500_messages_once_in_order(db: TestDb) {
+    let server = TestServer::start_on(db).await;
     let writer_cookie = server.register("writer").await;
     let reader_cookie = server.register("reader").await;
     let mut writer = server.connect(&writer_cookie).await;
@@ -89,57 +134,54 @@ async fn a_reader_cut_off_again_and_again_ends_with_all_500_messages_once_in_ord
     drop(setup);
 
     let writing = tokio::spawn(async move {
+        let mut last_seq = 0;
         for n in 0..500 {
             match writer.request(|id| ClientMsg::Send { id, room_id, client_id: format!("w{n}"), text: format!("message {n}") }).await {
-                ServerMsg::Sent { .. } => {}
+                ServerMsg::Sent { message, .. } => last_seq = message.seq,
                 other => panic!("send {n}: {other:?}"),
             }
             if n % 50 == 0 {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         }
+        last_seq
     });
 
     let mut rng = XorShift(0x5eed_1234_abcd_0042);
-    let mut reader = Reader { held: Vec::new(), duplicates_dropped: 0 };
+    let mut reader = Reader::default();
     let mut cuts = 0;
-    loop {
-        let done_writing = writing.is_finished();
+    let mut socket = loop {
         let mut socket = server.connect(&reader_cookie).await;
+        reader.new_connection();
         reader.catch_up(&mut socket, room_id).await;
-        if done_writing {
-            break;
+        if writing.is_finished() || cuts >= 12 {
+            break socket;
         }
         // Read live for a random while, then the connection is cut without warning.
-        let live_frames = rng.below(40);
-        for _ in 0..live_frames {
-            match tokio::time::timeout(Duration::from_millis(200), socket.next()).await {
-                Ok(ServerMsg::Message { message }) if message.room_id == room_id => {
-                    if !reader.take(message) {
-                        reader.catch_up(&mut socket, room_id).await;
-                    }
-                }
-                Ok(_) => {}
-                Err(_) => break,
-            }
-        }
+        reader.read_live(&mut socket, room_id, rng.below(40), None, Duration::from_millis(200)).await;
         drop(socket);
         cuts += 1;
-    }
-    writing.await.unwrap();
+    };
+    // The last connection stays: what is still being written must arrive live.
+    let last_seq = writing.await.unwrap();
+    let live_before_the_end = reader.taken_live;
+    reader.read_live(&mut socket, room_id, u64::MAX, Some(last_seq), Duration::from_secs(5)).await;
+    assert_eq!(reader.last_seq(), last_seq, "the rest arrived live on the open connection");
 
     // The room's join notices come first; then the 500, each once, in order.
     let texts: Vec<&str> = reader.held.iter().filter(|m| m.client_id.is_some()).map(|m| m.text.as_str()).collect();
     let expected: Vec<String> = (0..500).map(|n| format!("message {n}")).collect();
     assert_eq!(texts, expected);
     assert!(reader.held.windows(2).all(|w| w[0].seq + 1 == w[1].seq));
+    assert_eq!(reader.unexpected_repeats, Vec::<i64>::new(), "the server sent nothing twice");
+    assert_eq!(reader.taken_live + reader.taken_from_catch_up, reader.held.len(), "each message taken once");
     assert!(cuts >= 3, "the connection was cut {cuts} times");
+    assert!(live_before_the_end > 0, "messages arrived live between the cuts too");
     server.stop().await;
 }
 
-#[tokio::test]
-async fn a_retry_after_a_lost_acknowledgement_does_not_duplicate() {
-    let server = TestServer::start().await;
+async fn a_retry_after_a_lost_acknowledgement_does_not_duplicate(db: TestDb) {
+    let server = TestServer::start_on(db).await;
     let cookie = server.register("alice").await;
     let mut first = server.connect(&cookie).await;
     let room_id = create_room(&mut first, "flaky").await;
@@ -149,12 +191,19 @@ async fn a_retry_after_a_lost_acknowledgement_does_not_duplicate() {
     drop(first);
 
     let mut second = server.connect(&cookie).await;
+    // It was stored although its acknowledgement was lost: the retry is a real retry.
+    let stored_before_retry = match second.request(|id| ClientMsg::History { id, room_id, before_seq: None }).await {
+        ServerMsg::History { messages, .. } => messages.into_iter().filter(|m| m.text == "did it arrive?").collect::<Vec<_>>(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(stored_before_retry.len(), 1, "the first send was stored");
     let retried = second.request(|id| ClientMsg::Send { id, room_id, client_id: "lost-ack".into(), text: "did it arrive?".into() }).await;
     let ServerMsg::Sent { message, .. } = retried else { panic!("{retried:?}") };
     match second.request(|id| ClientMsg::History { id, room_id, before_seq: None }).await {
         ServerMsg::History { messages, .. } => {
             let copies: Vec<&ChatMessage> = messages.iter().filter(|m| m.text == "did it arrive?").collect();
             assert_eq!(copies, vec![&message], "one stored copy, returned to the retry");
+            assert_eq!(message, stored_before_retry[0], "the retry got the original back");
         }
         other => panic!("{other:?}"),
     }
@@ -180,10 +229,12 @@ async fn next_msg(ws: &mut tokio_tungstenite::WebSocketStream<tokio_tungstenite:
 /// This test is about durability, not rate limits.
 const DURABILITY_ONLY: &[(&str, &str)] = &[("PARLEY_LIMITS_MESSAGES_BURST", "100000"), ("PARLEY_LIMITS_FRAMES_BURST", "100000")];
 
-#[tokio::test]
-async fn every_acknowledged_message_survives_sigkill() {
+async fn every_acknowledged_message_survives_sigkill(db: TestDb) {
     let data = tempfile::tempdir().unwrap();
-    let server = ServerProcess::start(data.path(), DURABILITY_ONLY).await;
+    let database_url = db.url();
+    let settings: Vec<(&str, &str)> =
+        DURABILITY_ONLY.iter().copied().chain([("PARLEY_CHAT_DATABASE_URL", database_url.as_str())]).collect();
+    let server = ServerProcess::start(data.path(), &settings).await;
     let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
     let response = http
         .post(format!("http://{}/api/register", server.addr))
@@ -210,7 +261,7 @@ async fn every_acknowledged_message_survives_sigkill() {
     server.kill_hard();
     drop(ws);
 
-    let restarted = ServerProcess::start(data.path(), DURABILITY_ONLY).await;
+    let restarted = ServerProcess::start(data.path(), &settings).await;
     let mut ws = socket(restarted.addr, &cookie).await;
     let _hello = next_msg(&mut ws).await;
     let mut stored = BTreeMap::new();
@@ -240,4 +291,11 @@ async fn every_acknowledged_message_survives_sigkill() {
         assert_eq!(stored.get(client_id), Some(message), "acknowledged {client_id} is stored as acknowledged");
     }
     restarted.kill_hard();
+    db.remove().await;
 }
+
+on_both_databases!(
+    a_reader_cut_off_again_and_again_ends_with_all_500_messages_once_in_order,
+    a_retry_after_a_lost_acknowledgement_does_not_duplicate,
+    every_acknowledged_message_survives_sigkill,
+);

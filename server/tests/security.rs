@@ -488,18 +488,27 @@ async fn a_reader_that_never_reads_is_dropped_and_memory_stays_bounded() {
     let mut received = Vec::with_capacity(COUNT);
     let mut stalled = Some(stalled);
     let mut stalled_reading = None;
+    let mut most_online = 0;
     while received.len() < COUNT {
         let frame = tokio::time::timeout(Duration::from_secs(60), reader.next()).await.expect("the reader keeps receiving");
+        let mut stalled_went_offline = false;
         if let Some(Ok(Message::Text(text))) = frame {
-            if let Ok(ServerMsg::Message { message }) = serde_json::from_str::<ServerMsg>(&text) {
-                if message.client_id.is_some() {
+            match serde_json::from_str::<ServerMsg>(&text) {
+                Ok(ServerMsg::Message { message }) if message.client_id.is_some() => {
                     received.push(message.text.split(' ').next().unwrap().parse::<usize>().unwrap());
                 }
+                Ok(ServerMsg::Presence { total, .. }) => {
+                    stalled_went_offline = total < most_online;
+                    most_online = most_online.max(total);
+                }
+                _ => {}
             }
         }
-        // Late in the flood (well past what socket buffers and its queue can hold),
-        // the stalled client wakes up and reads what it was sent.
-        if received.len() == 8_000 {
+        // Once the server has dropped it (its user goes offline for the others: its
+        // queue overflowed, well past what socket buffers hold), the stalled client
+        // wakes up and reads what it was sent, ending with the reason it was dropped.
+        if stalled_went_offline && stalled.is_some() {
+            assert!(received.len() > 1_024, "dropped only after its queue filled ({} messages in)", received.len());
             let mut socket = stalled.take().unwrap();
             stalled_reading = Some(tokio::spawn(async move {
                 loop {
@@ -516,8 +525,91 @@ async fn a_reader_that_never_reads_is_dropped_and_memory_stays_bounded() {
     assert_eq!(received, (0..COUNT).collect::<Vec<_>>(), "all 10,000, in order, once");
 
     // The stalled client was disconnected as a slow consumer, and told so (4008)...
-    assert_eq!(stalled_reading.unwrap().await.unwrap(), Some(4008));
+    assert_eq!(stalled_reading.expect("the stalled client was dropped").await.unwrap(), Some(4008));
     // ...and the server never held more than this in memory.
     let peak_mib = server.peak_rss_kib() / 1024;
     assert!(peak_mib < 150, "peak RSS {peak_mib} MiB");
+}
+
+/// `next` after logging in can only name a path on this site: browsers drop tabs and
+/// newlines from addresses and read `\` as `/`, so `/<tab>/evil.example` would go to
+/// `//evil.example`. Each is answered with `/`, never with an error.
+#[tokio::test]
+async fn login_redirects_never_leave_the_site() {
+    let server = TestServer::start().await;
+    let cookie = server.register("alice").await;
+    let hostile = [
+        "/%09/evil.example",
+        "/%0a/evil.example",
+        "/%0d%0a/evil.example",
+        "%09//evil.example",
+        "//evil.example",
+        "/%5Cevil.example",
+        "/%5C/evil.example",
+        "%2F%2Fevil.example",
+        "https%3A%2F%2Fevil.example",
+        "/%20/evil.example",
+        "/%E2%80%A8/evil.example",
+        "/%00",
+    ];
+    for next in hostile {
+        let response = server.get(&format!("/login?next={next}"), Some(&cookie)).await;
+        assert_eq!(response.status(), 303, "{next}");
+        assert_eq!(response.headers()["location"], "/", "{next}");
+        // The login form's own redirect follows the same rule.
+        let response = TestServer::http_client()
+            .post(server.url("/api/login"))
+            .form(&[("username", "alice"), ("password", PASSWORD), ("next", &percent_decoded(next))])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.headers().get("location").map(|l| l.to_str().unwrap()), Some("/"), "login with next={next}");
+    }
+    let response = server.get("/login?next=%2Fr%2Fgeneral%3Fx%3D%252F%252Fy", Some(&cookie)).await;
+    assert_eq!(response.headers()["location"], "/r/general?x=%2F%2Fy", "an encoded slash in a path is fine");
+    server.stop().await;
+}
+
+fn percent_decoded(value: &str) -> String {
+    form_urlencoded::parse(format!("v={value}").as_bytes()).next().map(|(_, v)| v.into_owned()).unwrap_or_default()
+}
+
+/// Logging in, registering and logging out change state, so they must come from this
+/// site: another site's page cannot post them on a visitor's behalf.
+#[tokio::test]
+async fn state_changing_requests_from_other_sites_are_refused() {
+    let server = TestServer::start().await;
+    let cookie = server.register("alice").await;
+    let own_origin = format!("http://{}", server.addr());
+    let client = TestServer::http_client();
+    let forms: [(&str, Vec<(&str, &str)>); 3] = [
+        ("/api/login", vec![("username", "alice"), ("password", PASSWORD), ("next", "/")]),
+        ("/api/register", vec![("username", "mallory"), ("display_name", ""), ("password", PASSWORD), ("next", "/")]),
+        ("/api/logout", vec![]),
+    ];
+    for (path, form) in &forms {
+        for headers in [vec![("origin", "https://evil.example")], vec![("sec-fetch-site", "cross-site")], vec![("origin", "null")]] {
+            let mut request = client.post(server.url(path)).header("cookie", &cookie).form(form);
+            for (name, value) in &headers {
+                request = request.header(*name, *value);
+            }
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), 403, "{path} with {headers:?}");
+        }
+    }
+    // Nothing happened: no account was made, and the session still works.
+    assert_eq!(server.try_login("mallory", PASSWORD).await.status(), 401);
+    server.connect(&cookie).await;
+    // From the site itself, the same requests go through.
+    let response = client
+        .post(server.url("/api/login"))
+        .header("origin", &own_origin)
+        .header("sec-fetch-site", "same-origin")
+        .form(&forms[0].1)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "from the site itself");
+    assert!(session_cookie(&response).is_some(), "logged in");
+    server.stop().await;
 }

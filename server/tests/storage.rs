@@ -36,9 +36,8 @@ async fn user(store: &Arc<dyn Store>, name: &str) -> UserRef {
     store.create_user(name, &format!("{name} display"), "hash", 1).await.unwrap()
 }
 
-/// Quotes, comment markers, wildcards and non-ASCII. (NUL is refused by validation
-/// before storage: PostgreSQL text cannot hold it.)
-const INJECTION: &str = "Robert'); DROP TABLE messages;-- \"quoted\" \\ %_ ?; ünï \u{1F600}";
+/// Quotes, comment markers, wildcards, non-ASCII and NUL.
+const INJECTION: &str = "Robert'); DROP TABLE messages;-- \"quoted\" \\ %_ ?; ünï \u{1F600} \0 \u{202e}";
 
 on_both_backends! {
     usernames_are_unique_ignoring_case => |store: Arc<dyn Store>| async move {
@@ -193,6 +192,86 @@ on_both_backends! {
         assert_eq!(store.advance_receipt(room.id, carol.id, None, Some(1)).await.unwrap(), None, "not a member");
     };
 
+    any_text_is_stored_byte_for_byte => |store: Arc<dyn Store>| async move {
+        let ana = user(&store, "ana").await;
+        let (room, _) = store.create_room("texts", &ana, 1).await.unwrap();
+        let texts = ["Ótimo, tudo bem?", "😀 hi", "\0", "a\0b\0", "\u{200f}\u{202e}x", "e\u{301}", "\u{10ffff}\u{fffd}"];
+        for (n, text) in texts.iter().enumerate() {
+            let Posted::New(message) = store.post(room.id, &ana, &format!("c{n}"), text, 2).await.unwrap() else { panic!() };
+            assert_eq!(message.text, *text);
+        }
+        let emoji = "😀".repeat(4000);
+        store.post(room.id, &ana, "emoji", &emoji, 3).await.unwrap();
+        let stored: Vec<String> =
+            store.history_after(room.id, 1, 100).await.unwrap().into_iter().map(|m| m.text).collect();
+        let mut expected: Vec<String> = texts.iter().map(|t| t.to_string()).collect();
+        expected.push(emoji);
+        assert_eq!(stored, expected);
+    };
+
+    unread_positions_are_messages_from_other_people_only => |store: Arc<dyn Store>| async move {
+        let ana = user(&store, "ana").await;
+        let bob = user(&store, "bob").await;
+        let carla = user(&store, "carla").await;
+        let (room, _) = store.create_room("counts", &ana, 1).await.unwrap();
+        store.join(room.id, &bob, 2).await.unwrap();
+        let Posted::New(first) = store.post(room.id, &ana, "a1", "one", 3).await.unwrap() else { panic!() };
+        store.join(room.id, &carla, 4).await.unwrap();
+        store.leave(room.id, &carla, 5).await.unwrap();
+        let Posted::New(second) = store.post(room.id, &ana, "a2", "two", 6).await.unwrap() else { panic!() };
+        store.post(room.id, &bob, "b1", "bob's own", 7).await.unwrap();
+        let bobs = store.rooms_of(bob.id).await.unwrap();
+        // Bob's own post moved his read position past ana's messages.
+        assert_eq!(bobs[0].unread(), 0);
+        let Posted::New(third) = store.post(room.id, &ana, "a3", "three", 8).await.unwrap() else { panic!() };
+        store.join(room.id, &carla, 9).await.unwrap();
+        let bobs = store.rooms_of(bob.id).await.unwrap();
+        assert_eq!(bobs[0].unread_seqs, vec![third.seq], "notices and own messages are not unread");
+        assert_eq!(bobs[0].unread(), 1);
+        assert!(first.seq < second.seq);
+        // A reader far behind gets the newest positions, capped.
+        let dora = user(&store, "dora").await;
+        store.join(room.id, &dora, 10).await.unwrap();
+        for n in 0..(app::protocol::UNREAD_REPORTED + 5) {
+            store.post(room.id, &ana, &format!("m{n}"), "more", 11).await.unwrap();
+        }
+        let doras = store.rooms_of(dora.id).await.unwrap();
+        assert_eq!(doras[0].unread_seqs.len(), app::protocol::UNREAD_REPORTED);
+        assert_eq!(doras[0].unread_seqs.last(), Some(&doras[0].last_seq), "the newest ones");
+    };
+
+    only_members_can_post => |store: Arc<dyn Store>| async move {
+        let ana = user(&store, "ana").await;
+        let bob = user(&store, "bob").await;
+        let (room, _) = store.create_room("members", &ana, 1).await.unwrap();
+        assert!(matches!(store.post(room.id, &bob, "b1", "let me in", 2).await, Err(StoreError::NotMember)));
+        store.join(room.id, &bob, 3).await.unwrap();
+        store.post(room.id, &bob, "b2", "in", 4).await.unwrap();
+        store.leave(room.id, &bob, 5).await.unwrap();
+        assert!(matches!(store.post(room.id, &bob, "b3", "after leaving", 6).await, Err(StoreError::NotMember)));
+        let seqs: Vec<i64> = store.history_after(room.id, 0, 10).await.unwrap().iter().map(|m| m.seq).collect();
+        assert_eq!(seqs, [1, 2, 3, 4], "refused posts used no sequence number");
+    };
+
+    receipts_list_the_furthest_readers_first => |store: Arc<dyn Store>| async move {
+        let ana = user(&store, "ana").await;
+        let (room, _) = store.create_room("readers", &ana, 1).await.unwrap();
+        let mut readers = Vec::new();
+        for name in ["r1", "r2", "r3"] {
+            let reader = user(&store, name).await;
+            store.join(room.id, &reader, 2).await.unwrap();
+            readers.push(reader);
+        }
+        for n in 0..5 {
+            store.post(room.id, &ana, &format!("c{n}"), "x", 3).await.unwrap();
+        }
+        store.advance_receipt(room.id, readers[1].id, Some(9), Some(9)).await.unwrap();
+        store.advance_receipt(room.id, readers[2].id, Some(8), Some(7)).await.unwrap();
+        let top: Vec<i64> = store.receipts(room.id, 2).await.unwrap().iter().map(|r| r.user.id).collect();
+        assert_eq!(top, [ana.id, readers[1].id], "ana read her own newest message; r2 read to 9");
+        assert_eq!(store.receipts(room.id, 10).await.unwrap().len(), 4);
+    };
+
     people_are_found_by_prefix => |store: Arc<dyn Store>| async move {
         for name in ["anna", "annabel", "bob", "an_na"] {
             user(&store, name).await;
@@ -206,15 +285,70 @@ on_both_backends! {
 
     hostile_text_is_stored_byte_for_byte => |store: Arc<dyn Store>| async move {
         let name = "x'); DROP TABLE users;--";
-        let sneaky = store.create_user(name, INJECTION, "h", 1).await.unwrap();
-        assert_eq!(store.credentials(name).await.unwrap().unwrap().user.display_name, INJECTION);
+        // Display names refuse control characters (validation), so NUL stays out of them.
+        let display = INJECTION.replace('\0', "");
+        let sneaky = store.create_user(name, &display, "h", 1).await.unwrap();
+        assert_eq!(store.credentials(name).await.unwrap().unwrap().user.display_name, display);
         let (room, _) = store.create_room("r'--", &sneaky, 2).await.unwrap();
-        store.post(room.id, &sneaky, INJECTION, INJECTION, 3).await.unwrap();
+        store.post(room.id, &sneaky, "injection", INJECTION, 3).await.unwrap();
         let history = store.history_before(room.id, None, 10).await.unwrap();
         assert_eq!(history.last().unwrap().text, INJECTION);
-        assert_eq!(history.last().unwrap().client_id.as_deref(), Some(INJECTION));
+        store.post(room.id, &sneaky, &display, "client ids are text too", 4).await.unwrap();
+        let history = store.history_before(room.id, None, 10).await.unwrap();
+        assert_eq!(history.last().unwrap().client_id.as_deref(), Some(display.as_str()));
         assert_eq!(store.room(room.id).await.unwrap().unwrap().name, "r'--");
     };
+}
+
+/// Leaving takes the room's lock before the membership's, like posting; with the
+/// opposite order, two connections (or two nodes) racing a leave against a post would
+/// deadlock on PostgreSQL. Each round races them from separate pools; none may hang, and
+/// no message may be stored after its sender's "left" notice.
+#[tokio::test]
+async fn leaving_and_posting_race_without_deadlock_across_connections() {
+    let db = TestDb::postgres().await;
+    let (first, second) = (db.open().await, db.open().await);
+    let ana = user(&first, "ana").await;
+    let (room, _) = first.create_room("race", &ana, 1).await.unwrap();
+    let mut racers = Vec::new();
+    for n in 0..20 {
+        racers.push(user(&first, &format!("racer{n}")).await);
+    }
+    for round in 0..10 {
+        for racer in &racers {
+            first.join(room.id, racer, 2).await.unwrap();
+        }
+        let races = racers.iter().enumerate().map(|(n, racer)| {
+            let (poster, leaver) = if n % 2 == 0 { (first.clone(), second.clone()) } else { (second.clone(), first.clone()) };
+            let racer = racer.clone();
+            let room_id = room.id;
+            async move {
+                let client_id = format!("r{round}-{n}");
+                let (posted, left) =
+                    tokio::join!(poster.post(room_id, &racer, &client_id, "racing", 3), leaver.leave(room_id, &racer, 3));
+                assert!(matches!(posted, Ok(_) | Err(StoreError::NotMember)), "{posted:?}");
+                left.unwrap();
+            }
+        });
+        tokio::time::timeout(std::time::Duration::from_secs(20), futures::future::join_all(races))
+            .await
+            .expect("leave racing post never deadlocks");
+    }
+    let history = first.history_after(room.id, 0, 100_000).await.unwrap();
+    let mut gone = std::collections::HashSet::new();
+    for message in &history {
+        match message.kind {
+            MessageKind::Left => {
+                gone.insert(message.sender.id);
+            }
+            MessageKind::Joined => {
+                gone.remove(&message.sender.id);
+            }
+            MessageKind::Text => assert!(!gone.contains(&message.sender.id), "seq {}: posted after leaving", message.seq),
+        }
+    }
+    assert!(history.windows(2).all(|w| w[0].seq + 1 == w[1].seq), "no gaps");
+    db.remove().await;
 }
 
 mod survives_reopening {

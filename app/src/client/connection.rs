@@ -1,28 +1,37 @@
 //! The socket loop in the browser: connect, greet, read, and on any failure try again
-//! with exponential backoff and jitter until the session is known to be over. The
-//! browser's own online/offline events cut the wait short: going offline drops the
-//! socket at once (instead of waiting for TCP to notice), coming back reconnects at once.
+//! after a growing, jittered pause until the server says the session is over.
+//!
+//! The pause doubles from [`FIRST_CEILING_MS`] up to [`MAX_CEILING_MS`], half of it
+//! fixed and half random: one tab never retries faster than the schedule (a server
+//! that is down sees at most six attempts in its first 20 seconds), and a crowd of
+//! tabs coming back after a restart spreads over the window instead of arriving at
+//! once. The count of failures only starts over once a connection has stayed up for
+//! [`STABLE_MS`], so a server that greets and then drops every socket is not hammered.
+//!
+//! The browser's own network events matter only when it really was offline: going
+//! offline drops the socket at once (instead of waiting for TCP to notice), and coming
+//! back online after that reconnects without waiting out the pause.
 
 use futures::{channel::mpsc, FutureExt, SinkExt, StreamExt};
 use gloo_net::websocket::{futures::WebSocket, Message, WebSocketError};
 use leptos::{prelude::*, task::spawn_local};
-use wasm_bindgen::{closure::Closure, JsCast};
 
-use super::{ChatClient, ConnState};
+use super::{platform, ChatClient, ConnState};
 use crate::protocol::ServerMsg;
 
-/// Longest wait between attempts; a server back after an outage sees clients return
-/// spread over this window rather than all at once.
-const MAX_BACKOFF_MS: f64 = 30_000.0;
-const FIRST_BACKOFF_MS: f64 = 500.0;
-/// Close code the server uses when the session was logged out or expired.
+/// Ceiling of the first pause; each failure doubles it.
+const FIRST_CEILING_MS: f64 = 1_000.0;
+const MAX_CEILING_MS: f64 = 30_000.0;
+/// A connection that lasted this long was healthy: the next failure starts the
+/// schedule over.
+const STABLE_MS: f64 = 10_000.0;
+/// Close code the server uses when the session was logged out, expired, or was never
+/// valid (it lets the handshake through just to say so).
 const CLOSE_SESSION_ENDED: u16 = 4001;
 
 enum Ended {
-    /// The connection worked for a while, then dropped.
-    AfterGreeting,
-    /// It never got as far as the server's greeting.
-    BeforeGreeting,
+    /// The connection closed or failed; `lasted` is how long it was up, if greeted.
+    Dropped { greeted_for_ms: Option<f64> },
     /// The server said the session is over.
     SessionEnded,
     /// The browser went offline.
@@ -39,32 +48,21 @@ pub(super) fn run(chat: ChatClient) {
                 wait_until_online(&mut network).await;
             }
             match connect_once(chat, &mut network).await {
-                Ended::AfterGreeting => failures = 0,
-                Ended::Offline => {
-                    failures = 0;
-                    continue;
-                }
-                Ended::BeforeGreeting => {
-                    // A refused handshake looks the same as a dead server from here;
-                    // ask over HTTP whether the session is still good.
-                    if matches!(crate::auth::session_user().await, Ok(None)) {
-                        signed_out(chat);
-                        return;
-                    }
-                }
                 Ended::SessionEnded => {
                     signed_out(chat);
                     return;
                 }
+                // Reconnect as soon as the browser is back online (top of the loop).
+                Ended::Offline => continue,
+                Ended::Dropped { greeted_for_ms } => {
+                    if greeted_for_ms.is_some_and(|lasted| lasted >= STABLE_MS) {
+                        failures = 0;
+                    }
+                }
             }
             chat.conn.try_set(ConnState::Reconnecting);
             failures = failures.saturating_add(1);
-            let pause = gloo_timers::future::TimeoutFuture::new(backoff_ms(failures) as u32);
-            futures::select! {
-                () = pause.fuse() => {}
-                // Back online: no reason to keep waiting.
-                _ = wait_until_online(&mut network).fuse() => {}
-            }
+            pause_unless_back_online(backoff_ms(failures), &mut network).await;
         }
     });
 }
@@ -73,18 +71,17 @@ fn online() -> bool {
     window().navigator().on_line()
 }
 
-/// `true` for each `online` event, `false` for each `offline` event.
+/// `true` for each `online` event, `false` for each `offline` event. The listeners stay
+/// for the life of the page, as the chat model does.
 fn network_events() -> mpsc::UnboundedReceiver<bool> {
     let (tx, rx) = mpsc::unbounded();
-    for (event, value) in [("online", true), ("offline", false)] {
-        let tx = tx.clone();
-        let listener = Closure::<dyn FnMut()>::new(move || {
-            let _ = tx.unbounded_send(value);
-        });
-        let _ = window().add_event_listener_with_callback(event, listener.as_ref().unchecked_ref());
-        // The listener lives as long as the page.
-        listener.forget();
-    }
+    let on_online = tx.clone();
+    let _ = window_event_listener(leptos::ev::online, move |_| {
+        let _ = on_online.unbounded_send(true);
+    });
+    let _ = window_event_listener(leptos::ev::offline, move |_| {
+        let _ = tx.unbounded_send(false);
+    });
     rx
 }
 
@@ -96,26 +93,45 @@ async fn wait_until_online(network: &mut mpsc::UnboundedReceiver<bool>) {
     }
 }
 
+/// Waits `ms`, or less if the browser goes offline and comes back meanwhile (then the
+/// failure was the network's, and it is back).
+async fn pause_unless_back_online(ms: f64, network: &mut mpsc::UnboundedReceiver<bool>) {
+    let pause = gloo_timers::future::TimeoutFuture::new(ms as u32).fuse();
+    futures::pin_mut!(pause);
+    let mut was_offline = !online();
+    loop {
+        futures::select! {
+            () = pause => return,
+            change = network.next() => match change {
+                Some(false) => was_offline = true,
+                Some(true) if was_offline => return,
+                Some(true) => {}
+                None => return pause.await,
+            },
+        }
+    }
+}
+
+/// Sends the page to the login form, which brings the user back here afterwards.
 fn signed_out(chat: ChatClient) {
     chat.conn.try_set(ConnState::SignedOut);
     chat.stopped();
     let here = window().location();
     let path = here.pathname().unwrap_or_default() + &here.search().unwrap_or_default();
-    if path.starts_with("/r/") || path.starts_with("/dm/") || path == "/" {
-        let next: String = js_sys::encode_uri_component(&path).into();
-        let _ = here.assign(&format!("/login?next={next}"));
-    }
+    let next: String = js_sys::encode_uri_component(&path).into();
+    chat.goto.try_set(Some(format!("/login?next={next}")));
 }
 
-/// Exponential backoff with full jitter, capped.
+/// The pause before attempt `failures + 1`: between half and all of a ceiling that
+/// doubles with each failure, capped.
 fn backoff_ms(failures: u32) -> f64 {
-    let ceiling = (FIRST_BACKOFF_MS * 2f64.powi(failures.min(16) as i32)).min(MAX_BACKOFF_MS);
-    FIRST_BACKOFF_MS / 2.0 + js_sys::Math::random() * ceiling
+    let ceiling = (FIRST_CEILING_MS * 2f64.powi(failures.saturating_sub(1).min(16) as i32)).min(MAX_CEILING_MS);
+    ceiling / 2.0 + js_sys::Math::random() * ceiling / 2.0
 }
 
 async fn connect_once(chat: ChatClient, network: &mut mpsc::UnboundedReceiver<bool>) -> Ended {
     let Ok(ws) = WebSocket::open(&socket_url()) else {
-        return Ended::BeforeGreeting;
+        return Ended::Dropped { greeted_for_ms: None };
     };
     let (mut sink, mut stream) = ws.split();
     let (tx, mut rx) = mpsc::unbounded();
@@ -130,7 +146,7 @@ async fn connect_once(chat: ChatClient, network: &mut mpsc::UnboundedReceiver<bo
         let _ = sink.close().await;
     });
 
-    let mut greeted = false;
+    let mut greeted_at = None;
     let ended = loop {
         let frame = futures::select! {
             frame = stream.next().fuse() => frame,
@@ -142,7 +158,9 @@ async fn connect_once(chat: ChatClient, network: &mut mpsc::UnboundedReceiver<bo
         match frame {
             Some(Ok(Message::Text(text))) => match serde_json::from_str::<ServerMsg>(&text) {
                 Ok(msg) => {
-                    greeted |= matches!(msg, ServerMsg::Hello { .. });
+                    if matches!(msg, ServerMsg::Hello { .. }) {
+                        greeted_at = Some(platform::now_ms());
+                    }
                     chat.apply(msg);
                 }
                 Err(err) => leptos::logging::warn!("ignoring a frame this client does not understand: {err}"),
@@ -158,7 +176,7 @@ async fn connect_once(chat: ChatClient, network: &mut mpsc::UnboundedReceiver<bo
     };
     // Dropping the sender ends the writer task, which closes the socket.
     chat.link.try_set_value(None);
-    ended.unwrap_or(if greeted { Ended::AfterGreeting } else { Ended::BeforeGreeting })
+    ended.unwrap_or(Ended::Dropped { greeted_for_ms: greeted_at.map(|at| platform::now_ms() - at) })
 }
 
 fn socket_url() -> String {

@@ -4,17 +4,20 @@ use std::collections::HashMap;
 
 use leptos::prelude::*;
 
-use super::{platform, ChatClient, ConnState, Purpose, TYPING_SHOWN_MS};
+use super::{outbox::Attempt, platform, ChatClient, ConnState, Purpose, TYPING_SHOWN_MS};
 use crate::{
-    protocol::{ChatMessage, ErrorCode, Limits, MemberReceipt, MessageKind, RequestId, RoomId, RoomKind, RoomSummary, ServerMsg, UserRef},
-    validation::mentions,
+    protocol::{
+        ChatMessage, ErrorCode, Limits, MemberReceipt, MessageKind, RequestId, RoomId, RoomKind, RoomSummary, ServerMsg, UserRef,
+        UNREAD_REPORTED,
+    },
+    text::mentions,
 };
 
 impl ChatClient {
     /// Applies one frame from the server.
     pub fn apply(&self, msg: ServerMsg) {
         match msg {
-            ServerMsg::Hello { me, rooms, limits, .. } => self.greeted(me, rooms, limits),
+            ServerMsg::Hello { me, rooms, default_room, limits, .. } => self.greeted(me, rooms, default_room, limits),
             ServerMsg::Pong { id } => {
                 self.forget(id);
             }
@@ -36,11 +39,8 @@ impl ChatClient {
             ServerMsg::Message { message } => self.arrived(message),
             ServerMsg::History { id, room_id, messages, has_more, receipts } => {
                 self.forget(id);
-                if !receipts.is_empty() {
-                    self.receipts.update(|all| {
-                        all.insert(room_id, receipts.into_iter().map(|r| (r.user.id, r)).collect());
-                    });
-                }
+                self.merge_receipts(room_id, receipts);
+                let mut hole_after = None;
                 self.timelines.update(|timelines| {
                     let timeline = timelines.entry(room_id).or_default();
                     let older = timeline.loading_older
@@ -48,12 +48,17 @@ impl ChatClient {
                     if older {
                         timeline.merge_older(messages, has_more);
                     } else {
-                        timeline.merge_latest(messages, has_more);
+                        hole_after = timeline.merge_latest(messages, has_more);
                     }
                 });
+                if let Some(after_seq) = hole_after {
+                    // Live messages held from before the page leave a hole after it.
+                    self.catch_up(room_id, after_seq);
+                }
             }
-            ServerMsg::Catchup { id, room_id, messages, has_more } => {
+            ServerMsg::Catchup { id, room_id, messages, has_more, receipts } => {
                 self.forget(id);
+                self.merge_receipts(room_id, receipts);
                 let last = messages.last().map(|m| m.seq);
                 for message in messages {
                     self.arrived(message);
@@ -79,10 +84,27 @@ impl ChatClient {
                 }
             }
             ServerMsg::Typing { room_id, user } => self.someone_typing(room_id, user),
-            ServerMsg::Presence { room_id, online } => self.presence.update(|p| {
-                p.insert(room_id, online);
-            }),
+            ServerMsg::Online { id, room_id, users, total, has_more } => {
+                let more = matches!(self.forget(id), Some(Purpose::Online { more: true }));
+                self.online_page(room_id, more, users, total, has_more);
+            }
+            ServerMsg::Presence { room_id, total, detailed, came, went } => self.presence_changed(room_id, total, detailed, came, went),
         }
+    }
+
+    /// Members' positions that came with history or catch-up; they only move forward.
+    fn merge_receipts(&self, room_id: RoomId, receipts: Vec<MemberReceipt>) {
+        if receipts.is_empty() {
+            return;
+        }
+        self.receipts.update(|all| {
+            let members = all.entry(room_id).or_default();
+            for receipt in receipts {
+                let member = members.entry(receipt.user.id).or_insert(MemberReceipt { delivered_seq: 0, read_seq: 0, ..receipt.clone() });
+                member.delivered_seq = member.delivered_seq.max(receipt.delivered_seq);
+                member.read_seq = member.read_seq.max(receipt.read_seq);
+            }
+        });
     }
 
     fn forget(&self, id: RequestId) -> Option<Purpose> {
@@ -102,7 +124,7 @@ impl ChatClient {
         self.me.with_untracked(|me| me.as_ref().is_some_and(|me| me.id == user_id))
     }
 
-    fn greeted(&self, me: UserRef, rooms: Vec<RoomSummary>, limits: Limits) {
+    fn greeted(&self, me: UserRef, mut rooms: Vec<RoomSummary>, default_room: Option<RoomId>, limits: Limits) {
         // Requests of the previous connection will never be answered.
         self.requests.set_value(HashMap::new());
         self.silent_requests.set_value(Default::default());
@@ -110,8 +132,21 @@ impl ChatClient {
         if changed_user {
             self.reset();
         }
+        // Read positions moved here but not yet stored (sent just before the socket
+        // dropped, or while it was down) stay, and go to the server again: the
+        // greeting's older ones must not bring unread badges back.
+        let held_reads: HashMap<RoomId, i64> = self.rooms.with_untracked(|held| held.iter().map(|r| (r.id, r.read_seq)).collect());
+        for room in &mut rooms {
+            if let Some(&held) = held_reads.get(&room.id).filter(|held| **held > room.read_seq) {
+                room.read_seq = held;
+                room.unread_seqs.retain(|seq| *seq > held);
+                room.mention_seqs.retain(|seq| *seq > held);
+                self.queue_receipt(room.id, None, Some(held));
+            }
+        }
         self.me.set(Some(me));
         self.limits.set(limits);
+        self.default_room.set(default_room);
         let joined: Vec<RoomId> = rooms.iter().map(|r| r.id).collect();
         self.rooms.set(rooms);
         // Conversations left while away are dropped; the others catch up on exactly
@@ -120,21 +155,25 @@ impl ChatClient {
             timelines.retain(|room, _| joined.contains(room));
             timelines.values_mut().for_each(|t| t.loading_older = false);
         });
-        let held: Vec<(RoomId, Option<i64>)> =
-            self.timelines.with_untracked(|t| t.iter().map(|(room, t)| (*room, t.last_seq())).collect());
+        let held: Vec<(RoomId, Option<i64>)> = self
+            .timelines
+            .with_untracked(|t| t.iter().map(|(room, t)| (*room, t.last_seq().filter(|_| t.loaded))).collect());
         for (room_id, last) in held {
             match last {
-                Some(last) => self.catch_up(room_id, last),
+                Some(last) => {
+                    // Everything held has reached this device.
+                    self.queue_receipt(room_id, Some(last), None);
+                    self.catch_up(room_id, last);
+                }
                 None => self.request(Purpose::History { room_id, before_seq: None }, |id| {
                     crate::protocol::ClientMsg::History { id, room_id, before_seq: None }
                 }),
             }
         }
-        // Unacknowledged messages go out again; the server drops any it already has.
-        for item in self.outbox.get_untracked().into_iter().filter(|item| item.failed.is_none()) {
-            self.transmit_outgoing(item);
-        }
         self.conn.set(ConnState::Online);
+        // Unacknowledged messages go out again; the server drops any it already has.
+        self.resend_outbox();
+        self.flush_receipts();
     }
 
     fn joined(&self, id: Option<RequestId>, room: RoomSummary) {
@@ -179,12 +218,22 @@ impl ChatClient {
         let seq = message.seq;
         let my_name = self.me.with_untracked(|me| me.as_ref().map(|me| me.username.clone())).unwrap_or_default();
         let mentions_me = !from_me && message.kind == MessageKind::Text && mentions(&message.text, &my_name);
+        let is_text = message.kind == MessageKind::Text;
         let mut kind = None;
         self.rooms.update(|rooms| {
             if let Some(room) = rooms.iter_mut().find(|r| r.id == room_id) {
                 room.last_seq = room.last_seq.max(seq);
                 if from_me {
                     room.read_seq = room.read_seq.max(seq);
+                }
+                // Only what people write counts as unread, never join or leave notices.
+                if is_text && !from_me && seq > room.read_seq {
+                    if let Err(at) = room.unread_seqs.binary_search(&seq) {
+                        room.unread_seqs.insert(at, seq);
+                    }
+                    if room.unread_seqs.len() > UNREAD_REPORTED {
+                        room.unread_seqs.remove(0);
+                    }
                 }
                 if mentions_me && seq > room.read_seq && !room.mention_seqs.contains(&seq) {
                     room.mention_seqs.push(seq);
@@ -200,10 +249,11 @@ impl ChatClient {
         });
         let mut gap_after = None;
         self.timelines.update(|timelines| {
-            // Only conversations whose history is loaded keep live messages; the others
-            // load their newest page when opened.
-            if let Some(timeline) = timelines.get_mut(&room_id).filter(|t| t.loaded) {
-                if let Some(last) = timeline.last_seq().filter(|last| seq > last + 1) {
+            // Conversations opened here keep live messages, also while their first page
+            // is on its way (it is merged with them); the others load their newest page
+            // when opened.
+            if let Some(timeline) = timelines.get_mut(&room_id) {
+                if let Some(last) = timeline.last_seq().filter(|last| timeline.loaded && seq > last + 1) {
                     gap_after = Some(last);
                 }
                 timeline.insert(message.clone());
@@ -216,7 +266,7 @@ impl ChatClient {
         if !from_me {
             self.queue_receipt(room_id, Some(seq), None);
             if let Some((room_kind, room_name)) = kind {
-                if message.kind == MessageKind::Text && (room_kind == RoomKind::Direct || mentions_me) {
+                if is_text && (room_kind == RoomKind::Direct || mentions_me) {
                     let title = match room_kind {
                         RoomKind::Direct => message.sender.display_name.clone(),
                         RoomKind::Public => format!("{} in #{room_name}", message.sender.display_name),
@@ -254,12 +304,12 @@ impl ChatClient {
         };
         match id.and_then(|id| self.forget(id)) {
             // Too fast: the message stays pending and goes again when allowed.
-            Some(Purpose::Send { client_id }) if rate_limited => later(Box::new(move || chat.retry(&client_id))),
-            Some(Purpose::Send { client_id }) => self.outbox.update(|outbox| {
-                if let Some(item) = outbox.iter_mut().find(|o| o.client_id == client_id) {
-                    item.failed = Some(message);
-                }
-            }),
+            Some(Purpose::Send { client_id }) if rate_limited => {
+                self.send_later(client_id, retry_after_ms.unwrap_or(1_000).clamp(100, 60_000) as u32, Attempt::Free)
+            }
+            // The server failed; it may manage next time, while tries remain.
+            Some(Purpose::Send { client_id }) if code == ErrorCode::Internal => self.send_later(client_id, 2_000, Attempt::Counted),
+            Some(Purpose::Send { client_id }) => self.send_refused(&client_id, message),
             Some(Purpose::History { room_id, before_seq }) => {
                 // Whatever went wrong, the spinner stops, so scrolling can ask again.
                 self.timelines.update(|timelines| {
@@ -283,8 +333,9 @@ impl ChatClient {
             Some(Purpose::Receipt { room_id, delivered, read }) if rate_limited => {
                 later(Box::new(move || chat.queue_receipt(room_id, delivered, read)))
             }
-            // A receipt or typing notice for a conversation just left: nothing to tell.
-            Some(Purpose::Receipt { .. } | Purpose::Typing) => {}
+            // A receipt, typing notice or online list for a conversation just left:
+            // nothing to tell.
+            Some(Purpose::Receipt { .. } | Purpose::Typing | Purpose::Online { .. }) => {}
             _ => {
                 if code != ErrorCode::BadRequest || id.is_some() {
                     self.alert.set(Some(message));
@@ -304,6 +355,8 @@ impl ChatClient {
         self.presence.set(HashMap::new());
         self.typing.set(HashMap::new());
         self.outbox.set(Vec::new());
+        self.unsent_receipts.set_value(HashMap::new());
+        self.drafts.set_value(HashMap::new());
     }
 }
 

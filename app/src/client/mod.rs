@@ -7,7 +7,10 @@
 //! state and the browser fills it in after hydration, so the two never disagree.
 
 mod events;
+mod outbox;
 mod platform;
+mod presence;
+mod receipts;
 pub mod timeline;
 #[cfg(feature = "hydrate")]
 mod connection;
@@ -18,6 +21,8 @@ use leptos::prelude::*;
 
 use crate::protocol::{ClientMsg, Limits, MemberReceipt, RequestId, RoomId, RoomKind, RoomSummary, Seq, UserId, UserRef};
 pub use events::{room_path, sidebar_name};
+pub use outbox::{Outgoing, MAX_SEND_ATTEMPTS};
+pub use presence::RoomPresence;
 pub use timeline::Timeline;
 
 /// What the connection indicator shows.
@@ -30,16 +35,6 @@ pub enum ConnState {
     Reconnecting,
     /// The session ended (logout elsewhere, expiry): no reconnecting until login.
     SignedOut,
-}
-
-/// A message written here and not yet acknowledged as stored.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Outgoing {
-    pub client_id: String,
-    pub room_id: RoomId,
-    pub text: String,
-    /// Why the server refused it, if it did; it stays visible until retried or removed.
-    pub failed: Option<String>,
 }
 
 /// How far one of your messages has got, as the sender of a direct message sees it.
@@ -63,6 +58,8 @@ enum Purpose {
     /// Receipts and typing notices: answered only when refused.
     Receipt { room_id: RoomId, delivered: Option<Seq>, read: Option<Seq> },
     Typing,
+    /// A page of a room's online list: the first, or `more` after those held.
+    Online { more: bool },
     Other,
 }
 
@@ -81,9 +78,6 @@ const SILENT_REMEMBERED: usize = 64;
 const TYPING_SHOWN_MS: f64 = 5_000.0;
 /// Send a typing notice at most this often while typing.
 const TYPING_EVERY_MS: f64 = 3_000.0;
-/// Receipts are gathered this long and sent together (a burst of messages is one
-/// receipt, not hundreds).
-const RECEIPT_BATCH_MS: u32 = 150;
 
 #[derive(Clone, Copy)]
 pub struct ChatClient {
@@ -98,11 +92,13 @@ pub struct ChatClient {
     pub timelines: RwSignal<HashMap<RoomId, Timeline>>,
     /// Each member's delivered/read positions, for rooms whose history is loaded.
     pub receipts: RwSignal<HashMap<RoomId, HashMap<UserId, MemberReceipt>>>,
-    pub presence: RwSignal<HashMap<RoomId, Vec<UserRef>>>,
+    pub presence: RwSignal<HashMap<RoomId, RoomPresence>>,
     /// Who is typing where, with when their notice runs out (ms since the epoch).
     pub typing: RwSignal<HashMap<RoomId, Vec<(UserRef, f64)>>>,
     pub outbox: RwSignal<Vec<Outgoing>>,
     pub limits: RwSignal<Limits>,
+    /// The room every account starts in (shown at `/`), as the server names it.
+    pub default_room: RwSignal<Option<RoomId>>,
     /// The latest problem to tell the user about.
     pub alert: RwSignal<Option<String>>,
     /// A page to move to (set after creating, joining or opening a conversation).
@@ -124,6 +120,8 @@ pub struct ChatClient {
     /// Receipts waiting for the next batch: room → (delivered, read).
     unsent_receipts: StoredValue<HashMap<RoomId, (Option<Seq>, Option<Seq>)>>,
     typing_sent_at: StoredValue<HashMap<RoomId, f64>>,
+    /// What was typed and not sent, per conversation, so switching rooms keeps it.
+    drafts: StoredValue<HashMap<RoomId, String>>,
 }
 
 impl ChatClient {
@@ -140,6 +138,7 @@ impl ChatClient {
             typing: RwSignal::new(HashMap::new()),
             outbox: RwSignal::new(Vec::new()),
             limits: RwSignal::new(Limits { max_message_chars: 4000, history_page: 50 }),
+            default_room: RwSignal::new(None),
             alert: RwSignal::new(None),
             goto: RwSignal::new(None),
             attentive: RwSignal::new(true),
@@ -151,6 +150,7 @@ impl ChatClient {
             started: StoredValue::new(false),
             unsent_receipts: StoredValue::new(HashMap::new()),
             typing_sent_at: StoredValue::new(HashMap::new()),
+            drafts: StoredValue::new(HashMap::new()),
         }
     }
 
@@ -253,8 +253,9 @@ impl ChatClient {
         self.transmit(build(id));
     }
 
-    /// Hands a frame to the socket; dropped while offline (everything that matters is
-    /// re-requested on reconnect, and unsent messages wait in the outbox).
+    /// Hands a frame to the socket; dropped while offline. Everything that matters is
+    /// kept elsewhere until it is known to have arrived: messages in the outbox,
+    /// receipts in their batch, and requests are asked again after a reconnect.
     fn transmit(&self, msg: ClientMsg) {
         self.link.with_value(|link| {
             if let Some(link) = link {
@@ -263,47 +264,19 @@ impl ChatClient {
         });
     }
 
-    /// Sends a message: it shows at once as pending, and goes out now or on reconnect.
-    pub fn send_message(&self, room_id: RoomId, text: String) {
-        let item = Outgoing { client_id: platform::new_client_id(), room_id, text, failed: None };
-        self.outbox.update(|outbox| outbox.push(item.clone()));
-        self.typing_sent_at.update_value(|sent| {
-            sent.remove(&room_id);
-        });
-        self.transmit_outgoing(item);
+    /// Whether a socket is open to hand frames to.
+    fn connected(&self) -> bool {
+        self.link.with_value(|link| link.as_ref().is_some_and(|link| !link.is_closed()))
     }
 
-    /// Sends a refused message again, with the same client id (so at most one copy can
-    /// ever be stored).
-    pub fn retry(&self, client_id: &str) {
-        let Some(item) = self.outbox.with(|outbox| outbox.iter().find(|o| o.client_id == client_id).cloned()) else {
-            return;
-        };
-        self.outbox.update(|outbox| {
-            if let Some(o) = outbox.iter_mut().find(|o| o.client_id == client_id) {
-                o.failed = None;
-            }
-        });
-        self.transmit_outgoing(item);
-    }
-
-    fn transmit_outgoing(&self, item: Outgoing) {
-        self.request(Purpose::Send { client_id: item.client_id.clone() }, |id| ClientMsg::Send {
-            id,
-            room_id: item.room_id,
-            client_id: item.client_id,
-            text: item.text,
-        });
-    }
-
-    pub fn discard(&self, client_id: &str) {
-        self.outbox.update(|outbox| outbox.retain(|o| o.client_id != client_id));
-    }
-
-    /// Loads the newest page of a room unless it is already loaded.
+    /// Loads the newest page of a room unless it is already loaded. Live messages that
+    /// arrive before the page are held in the timeline and merged with it.
     pub fn open_room(&self, room_id: RoomId) {
-        let loaded = self.timelines.with(|t| t.get(&room_id).is_some_and(|t| t.loaded));
+        let loaded = self.timelines.with_untracked(|t| t.get(&room_id).is_some_and(|t| t.loaded));
         if !loaded {
+            self.timelines.update_untracked(|timelines| {
+                timelines.entry(room_id).or_default();
+            });
             self.request(Purpose::History { room_id, before_seq: None }, |id| ClientMsg::History { id, room_id, before_seq: None });
         }
     }
@@ -367,46 +340,19 @@ impl ChatClient {
         }
     }
 
-    /// Everything up to `seq` has been on screen: the room is read that far.
-    pub fn mark_read(&self, room_id: RoomId, seq: Seq) {
-        let ahead = self.rooms.with_untracked(|rooms| rooms.iter().any(|r| r.id == room_id && r.read_seq < seq));
-        if ahead {
-            self.set_own_read(room_id, seq);
-            self.queue_receipt(room_id, None, Some(seq));
-        }
+    /// What was typed in a conversation and not sent yet.
+    pub fn draft(&self, room_id: RoomId) -> String {
+        self.drafts.with_value(|drafts| drafts.get(&room_id).cloned().unwrap_or_default())
     }
 
-    /// Records the user's own read position locally (the server is told separately).
-    fn set_own_read(&self, room_id: RoomId, seq: Seq) {
-        self.rooms.update(|rooms| {
-            if let Some(room) = rooms.iter_mut().find(|r| r.id == room_id && r.read_seq < seq) {
-                room.read_seq = seq;
-                room.mention_seqs.retain(|m| *m > seq);
+    pub fn set_draft(&self, room_id: RoomId, text: String) {
+        self.drafts.update_value(|drafts| {
+            if text.is_empty() {
+                drafts.remove(&room_id);
+            } else {
+                drafts.insert(room_id, text);
             }
         });
-    }
-
-    fn queue_receipt(&self, room_id: RoomId, delivered: Option<Seq>, read: Option<Seq>) {
-        let mut first = false;
-        self.unsent_receipts.update_value(|unsent| {
-            first = unsent.is_empty();
-            let entry = unsent.entry(room_id).or_default();
-            entry.0 = entry.0.max(delivered);
-            entry.1 = entry.1.max(read);
-        });
-        if first {
-            let chat = *self;
-            platform::after(RECEIPT_BATCH_MS, move || chat.flush_receipts());
-        }
-    }
-
-    fn flush_receipts(&self) {
-        let mut unsent = HashMap::new();
-        self.unsent_receipts.update_value(|pending| std::mem::swap(pending, &mut unsent));
-        for (room_id, (delivered_seq, read_seq)) in unsent {
-            let purpose = Purpose::Receipt { room_id, delivered: delivered_seq, read: read_seq };
-            self.request(purpose, |id| ClientMsg::Receipt { id, room_id, delivered_seq, read_seq });
-        }
     }
 
     /// Asks the browser for permission to show notifications (from a click).

@@ -7,7 +7,6 @@ use super::ChatClient;
 #[cfg(feature = "hydrate")]
 mod browser {
     use leptos::prelude::*;
-    use wasm_bindgen::{closure::Closure, JsCast};
 
     use super::ChatClient;
 
@@ -36,20 +35,17 @@ mod browser {
         document.visibility_state() == web_sys::VisibilityState::Visible && document.has_focus().unwrap_or(true)
     }
 
-    /// Keeps `chat.attentive` in step with the page's visibility and focus.
+    /// Keeps `chat.attentive` in step with the page's visibility and focus, for the
+    /// life of the page (as the chat model lives).
     pub fn watch_attention(chat: ChatClient) {
         chat.attentive.set(attention());
         chat.notification_permission.set(notification_permission());
-        let update = Closure::<dyn FnMut()>::new(move || {
-            chat.attentive.try_set(attention());
-        });
-        let target = window();
-        for event in ["focus", "blur"] {
-            let _ = target.add_event_listener_with_callback(event, update.as_ref().unchecked_ref());
+        // `visibilitychange` fires at the document and bubbles up to the window.
+        for event in ["focus", "blur", "visibilitychange"] {
+            let _ = window_event_listener_untyped(event, move |_| {
+                chat.attentive.try_set(attention());
+            });
         }
-        let _ = document().add_event_listener_with_callback("visibilitychange", update.as_ref().unchecked_ref());
-        // Lives as long as the page, like the listeners.
-        update.forget();
     }
 
     fn notification_permission() -> Option<String> {

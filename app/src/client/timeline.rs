@@ -25,9 +25,12 @@ impl Timeline {
     /// Merges the newest page (on open or after reconnecting). If the page does not
     /// reach back to what is already held, the messages in between are unknown, so the
     /// held ones are dropped rather than shown with a hole in the middle: the person
-    /// can scroll up to load them.
-    pub fn merge_latest(&mut self, page: Vec<ChatMessage>, has_more_before: bool) {
+    /// can scroll up to load them. Messages held from before the page (live ones that
+    /// came while it was on its way) are kept; if they leave a hole after the page,
+    /// the position after which it starts is returned, to be caught up.
+    pub fn merge_latest(&mut self, page: Vec<ChatMessage>, has_more_before: bool) -> Option<Seq> {
         let page_start = page.first().map(|m| m.seq);
+        let page_end = page.last().map(|m| m.seq);
         let held_end = self.last_seq();
         let connected = match (page_start, held_end) {
             (Some(start), Some(end)) => start <= end + 1,
@@ -45,6 +48,9 @@ impl Timeline {
             self.has_more_before = has_more_before;
         }
         self.loaded = true;
+        let end = page_end?;
+        let next_held = self.messages.range(end + 1..).next().map(|(seq, _)| *seq)?;
+        (next_held > end + 1).then_some(end)
     }
 
     /// Merges a page of messages older than those held.
@@ -125,6 +131,19 @@ mod tests {
         timeline.merge_latest((8..=15).map(message).collect(), true);
         assert_eq!(seqs(&timeline), (1..=15).collect::<Vec<_>>());
         assert!(!timeline.has_more_before, "what is held already reaches the start");
+    }
+
+    #[test]
+    fn live_messages_that_beat_the_first_page_are_kept() {
+        let mut timeline = Timeline::default();
+        timeline.insert(message(11));
+        assert_eq!(timeline.merge_latest((1..=10).map(message).collect(), false), None);
+        assert_eq!(seqs(&timeline), (1..=11).collect::<Vec<_>>());
+
+        let mut timeline = Timeline::default();
+        timeline.insert(message(14));
+        assert_eq!(timeline.merge_latest((1..=10).map(message).collect(), false), Some(10), "11 to 13 are missing");
+        assert_eq!(seqs(&timeline), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 14]);
     }
 
     #[test]

@@ -88,7 +88,7 @@ pub fn LoginPage() -> impl IntoView {
         <AuthCard title="Log in">
             <ActionForm action=login>
                 <div class="mt-6 space-y-4">
-                    <input type="hidden" name="next" prop:value=next />
+                    <input type="hidden" name="next" value=next />
                     <div>
                         <label for="username" class=LABEL>"Username"</label>
                         <input id="username" name="username" required autocomplete="username" autocapitalize="none" spellcheck="false" class=INPUT />
@@ -121,7 +121,7 @@ pub fn RegisterPage() -> impl IntoView {
         <AuthCard title="Create an account">
             <ActionForm action=register>
                 <div class="mt-6 space-y-4">
-                    <input type="hidden" name="next" prop:value=next />
+                    <input type="hidden" name="next" value=next />
                     <div>
                         <label for="username" class=LABEL>"Username"</label>
                         <input
@@ -172,4 +172,38 @@ fn urlencode(value: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::urlencode;
+    use crate::test_text::any_text;
+
+    /// Reverses `urlencode`, refusing anything it would not have written.
+    fn decode(encoded: &str) -> Option<String> {
+        let mut bytes = Vec::new();
+        let mut rest = encoded.as_bytes();
+        while let Some((&first, tail)) = rest.split_first() {
+            if first == b'%' {
+                let hex = std::str::from_utf8(tail.get(..2)?).ok()?;
+                bytes.push(u8::from_str_radix(hex, 16).ok()?);
+                rest = &tail[2..];
+            } else {
+                bytes.push(first);
+                rest = tail;
+            }
+        }
+        String::from_utf8(bytes).ok()
+    }
+
+    proptest! {
+        #[test]
+        fn any_next_address_survives_the_round_trip(text in any_text()) {
+            let encoded = urlencode(&text);
+            prop_assert!(encoded.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.~%".contains(&b)));
+            prop_assert_eq!(decode(&encoded), Some(text));
+        }
+    }
 }

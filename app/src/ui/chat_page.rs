@@ -37,19 +37,25 @@ pub fn ChatPage() -> impl IntoView {
     let current_id: Memo<Option<RoomId>> = Memo::new(move |_| match target.get() {
         Target::Room(name) => chat.room_by_name(&name).map(|room| room.id),
         Target::Direct(username) => chat.direct_with(&username).map(|room| room.id),
-        Target::Default => chat.rooms.with(|rooms| {
-            let mut public = rooms.iter().filter(|room| room.kind == RoomKind::Public);
-            let general = public.clone().find(|room| room.name == "general");
-            general.or_else(|| public.next()).map(|room| room.id)
-        }),
+        // The server's default room if the user is in it, or else their first room.
+        Target::Default => {
+            let default_room = chat.default_room.get();
+            chat.rooms.with(|rooms| {
+                let mut public = rooms.iter().filter(|room| room.kind == RoomKind::Public);
+                let default = public.clone().find(|room| Some(room.id) == default_room);
+                default.or_else(|| public.next()).map(|room| room.id)
+            })
+        }
     });
     let current: Signal<Option<RoomSummary>> =
         Signal::derive(move || current_id.get().and_then(|id| chat.rooms.with(|r| r.iter().find(|r| r.id == id).cloned())));
 
-    // Load the conversation's history once connected (and again after each reconnect).
+    // Load the conversation's history and who is online there once connected (and
+    // again after each reconnect).
     Effect::new(move |_| {
         if let (Some(room_id), ConnState::Online) = (current_id.get(), chat.conn.get()) {
             chat.open_room(room_id);
+            chat.watch_presence(room_id);
         }
     });
     let navigate = use_navigate();
@@ -61,6 +67,7 @@ pub fn ChatPage() -> impl IntoView {
     });
 
     let drawer_open = RwSignal::new(false);
+    let menu_button = NodeRef::<leptos::html::Button>::new();
     let title = move || {
         // The server renders the head after the body, when this page's reactive
         // values may already be disposed; its model is empty anyway, so the title is
@@ -83,9 +90,10 @@ pub fn ChatPage() -> impl IntoView {
     view! {
         <Title text=title />
         <div class="flex h-dvh overflow-hidden bg-white text-slate-900 dark:bg-slate-950 dark:text-slate-100">
-            <Sidebar open=drawer_open current=current_id.into() />
-            <main class="relative flex min-w-0 flex-1 flex-col">
-                <RoomHeader room=current drawer_open=drawer_open />
+            <Sidebar open=drawer_open current=current_id.into() menu_button=menu_button />
+            // While the drawer covers it on a phone, the page behind cannot be reached.
+            <main class="relative flex min-w-0 flex-1 flex-col" inert=move || drawer_open.get()>
+                <RoomHeader room=current drawer_open=drawer_open menu_button=menu_button />
                 <AlertBar />
                 {move || match current_id.get() {
                     Some(room_id) => view! {
@@ -102,16 +110,18 @@ pub fn ChatPage() -> impl IntoView {
 }
 
 #[component]
-fn RoomHeader(room: Signal<Option<RoomSummary>>, drawer_open: RwSignal<bool>) -> impl IntoView {
+fn RoomHeader(
+    room: Signal<Option<RoomSummary>>,
+    drawer_open: RwSignal<bool>,
+    menu_button: NodeRef<leptos::html::Button>,
+) -> impl IntoView {
     let chat = expect_context::<ChatClient>();
-    let room_id = move || room.with(|r| r.as_ref().map(|r| r.id));
-    let online = Memo::new(move |_| {
-        room_id().map(|id| chat.presence.with(|p| p.get(&id).cloned().unwrap_or_default())).unwrap_or_default()
-    });
+    let room_id = Signal::derive(move || room.with(|r| r.as_ref().map(|r| r.id)));
     view! {
         <header class="flex items-center gap-2 border-b border-slate-200 px-3 py-2 dark:border-slate-800">
             <button
                 type="button"
+                node_ref=menu_button
                 class="rounded-lg p-2 hover:bg-slate-100 focus:outline-none focus-visible:ring-2 focus-visible:ring-indigo-500 md:hidden dark:hover:bg-slate-800"
                 aria-label="Open rooms"
                 aria-controls="sidebar"
@@ -134,27 +144,14 @@ fn RoomHeader(room: Signal<Option<RoomSummary>>, drawer_open: RwSignal<bool>) ->
                     })
                 }}
             </h1>
-            <details class="relative" data-testid="presence">
-                <summary class="cursor-pointer list-none rounded-full px-2 py-1 text-sm text-slate-600 hover:bg-slate-100 focus:outline-none focus-visible:ring-2 focus-visible:ring-indigo-500 dark:text-slate-300 dark:hover:bg-slate-800">
-                    <span class="mr-1 inline-block h-2 w-2 rounded-full bg-emerald-500" aria-hidden="true"></span>
-                    {move || format!("{} online", online.with(Vec::len))}
-                </summary>
-                <ul class="absolute right-0 z-20 mt-2 max-h-72 w-56 overflow-y-auto rounded-xl bg-white p-2 shadow-lg ring-1 ring-slate-200 dark:bg-slate-900 dark:ring-slate-700">
-                    <For each=move || online.get() key=|user| user.id let:user>
-                        <li class="flex items-center gap-2 rounded-lg px-2 py-1 text-sm">
-                            <Avatar name=user.display_name.clone() user_id=user.id small=true />
-                            <span class="truncate">{user.display_name.clone()}</span>
-                        </li>
-                    </For>
-                </ul>
-            </details>
+            {move || room_id.get().map(|room_id| view! { <OnlineList room_id=room_id /> })}
             <ConnectionBadge />
             <Show when=move || room.with(|r| r.as_ref().is_some_and(|r| r.kind == RoomKind::Public))>
                 <button
                     type="button"
                     class="rounded-lg px-2 py-1 text-sm text-slate-600 hover:bg-slate-100 focus:outline-none focus-visible:ring-2 focus-visible:ring-indigo-500 dark:text-slate-300 dark:hover:bg-slate-800"
                     on:click=move |_| {
-                        if let Some(id) = room_id() {
+                        if let Some(id) = room_id.get_untracked() {
                             chat.leave_room(id);
                         }
                     }
@@ -165,6 +162,48 @@ fn RoomHeader(room: Signal<Option<RoomSummary>>, drawer_open: RwSignal<bool>) ->
         </header>
     }
     .into_any()
+}
+
+/// "N online", opening to the people online by name, a page at a time. In a crowded
+/// room the names are not kept current live; opening the list fetches them afresh.
+#[component]
+fn OnlineList(room_id: RoomId) -> impl IntoView {
+    let chat = expect_context::<ChatClient>();
+    let here = Memo::new(move |_| chat.presence.with(|p| p.get(&room_id).cloned().unwrap_or_default()));
+    let details = NodeRef::<leptos::html::Details>::new();
+    let on_toggle = move |_| {
+        let opened = details.get_untracked().is_some_and(|el| el.open());
+        if opened && !here.with_untracked(|p| p.current) {
+            chat.watch_presence(room_id);
+        }
+    };
+    view! {
+        <details class="relative" data-testid="presence" node_ref=details on:toggle=on_toggle>
+            <summary class="cursor-pointer list-none rounded-full px-2 py-1 text-sm text-slate-600 hover:bg-slate-100 focus:outline-none focus-visible:ring-2 focus-visible:ring-indigo-500 dark:text-slate-300 dark:hover:bg-slate-800">
+                <span class="mr-1 inline-block h-2 w-2 rounded-full bg-emerald-500" aria-hidden="true"></span>
+                {move || format!("{} online", here.with(|p| p.total))}
+            </summary>
+            <div class="absolute right-0 z-20 mt-2 w-60 rounded-xl bg-white p-2 shadow-lg ring-1 ring-slate-200 dark:bg-slate-900 dark:ring-slate-700">
+                <ul class="max-h-72 overflow-y-auto" data-testid="online-list">
+                    <For each=move || here.get().listed key=|user| user.id let:user>
+                        <li class="flex items-center gap-2 rounded-lg px-2 py-1 text-sm">
+                            <Avatar name=user.display_name.clone() user_id=user.id small=true />
+                            <span class="truncate">{user.display_name.clone()}</span>
+                        </li>
+                    </For>
+                </ul>
+                <Show when=move || here.with(|p| p.has_more)>
+                    <button
+                        type="button"
+                        class="mt-1 w-full rounded-lg px-2 py-1 text-sm text-indigo-600 hover:bg-indigo-50 focus:outline-none focus-visible:ring-2 focus-visible:ring-indigo-500 dark:text-indigo-400 dark:hover:bg-slate-800"
+                        on:click=move |_| chat.more_online(room_id)
+                    >
+                        {move || here.with(|p| format!("Show more ({} not listed)", p.total as usize - p.listed.len().min(p.total as usize)))}
+                    </button>
+                </Show>
+            </div>
+        </details>
+    }
 }
 
 #[component]

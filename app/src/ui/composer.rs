@@ -1,16 +1,33 @@
 //! Writing a message: Enter sends, Shift+Enter starts a new line, the Send button sends.
+//! What is typed and not sent is kept per conversation, so switching away and back
+//! finds it again.
 
 use leptos::prelude::*;
 
-use crate::{client::ChatClient, protocol::RoomId, validation::check_message_text};
+use crate::{
+    client::{sidebar_name, ChatClient},
+    protocol::{RoomId, RoomKind},
+    validation::check_message_text,
+};
 
 #[component]
 pub fn Composer(room_id: RoomId) -> impl IntoView {
     let chat = expect_context::<ChatClient>();
-    let text = RwSignal::new(String::new());
+    let text = RwSignal::new(chat.draft(room_id));
     let problem = RwSignal::new(None::<String>);
-    let room_name =
-        move || chat.rooms.with(|rooms| rooms.iter().find(|r| r.id == room_id).map(|r| r.name.clone()).unwrap_or_default());
+    // "Message #general" in a room, "Message Ana Lima" in a direct conversation.
+    let addressee = move || {
+        chat.rooms.with(|rooms| {
+            rooms
+                .iter()
+                .find(|r| r.id == room_id)
+                .map(|r| match r.kind {
+                    RoomKind::Public => format!("#{}", r.name),
+                    RoomKind::Direct => sidebar_name(r),
+                })
+                .unwrap_or_default()
+        })
+    };
     let max_chars = move || chat.limits.with(|l| l.max_message_chars as usize);
     let length = move || text.with(|t| t.chars().count());
 
@@ -20,6 +37,7 @@ pub fn Composer(room_id: RoomId) -> impl IntoView {
             Ok(()) => {
                 chat.send_message(room_id, draft);
                 text.set(String::new());
+                chat.set_draft(room_id, String::new());
                 problem.set(None);
             }
             // Nothing typed: nothing to send, nothing to complain about.
@@ -47,11 +65,11 @@ pub fn Composer(room_id: RoomId) -> impl IntoView {
             }
         >
             <div class="mx-auto flex max-w-3xl items-end gap-2">
-                <label for="composer" class="sr-only">{move || format!("Message #{}", room_name())}</label>
+                <label for="composer" class="sr-only">{move || format!("Message {}", addressee())}</label>
                 <textarea
                     id="composer"
                     rows="1"
-                    placeholder=move || format!("Message #{}", room_name())
+                    placeholder=move || format!("Message {}", addressee())
                     aria-describedby="composer-problem"
                     class="field-sizing-content max-h-40 min-h-11 min-w-0 flex-1 resize-none rounded-xl border border-slate-300 bg-white px-3 py-2.5 text-base leading-snug focus:border-indigo-500 focus:outline-none focus:ring-2 focus:ring-indigo-500/40 dark:border-slate-600 dark:bg-slate-900"
                     prop:value=text
@@ -60,6 +78,7 @@ pub fn Composer(room_id: RoomId) -> impl IntoView {
                         if !value.trim().is_empty() {
                             chat.typing_in_room(room_id);
                         }
+                        chat.set_draft(room_id, value.clone());
                         text.set(value);
                     }
                     on:keydown=move |ev: leptos::ev::KeyboardEvent| {

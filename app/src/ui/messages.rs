@@ -4,11 +4,14 @@
 
 use leptos::{html::Div, prelude::*};
 
-use super::Avatar;
+use super::{
+    rows::{notices_summary, rows, Row},
+    Avatar,
+};
 use crate::{
     client::{ChatClient, Outgoing, Progress},
     protocol::{ChatMessage, MessageKind, RoomId, RoomKind, Seq, UserRef},
-    validation::split_mentions,
+    text::{segments, Segment},
 };
 
 /// Within this many pixels of the bottom counts as "at the bottom".
@@ -20,8 +23,11 @@ const TOP_PREFETCH_PX: i32 = 200;
 pub fn MessageList(room_id: RoomId) -> impl IntoView {
     let chat = expect_context::<ChatClient>();
     let messages = Memo::new(move |_| {
-        chat.timelines.with(|t| t.get(&room_id).map(|t| t.messages().cloned().collect::<Vec<_>>()).unwrap_or_default())
+        chat.timelines.with(|t| {
+            t.get(&room_id).filter(|t| t.loaded).map(|t| t.messages().cloned().collect::<Vec<_>>()).unwrap_or_default()
+        })
     });
+    let shown_rows = Memo::new(move |_| messages.with(|m| rows(m, |message| Clock::from_millis(message.sent_at).local_day())));
     let pending = Memo::new(move |_| chat.outbox.with(|o| o.iter().filter(|o| o.room_id == room_id).cloned().collect::<Vec<_>>()));
     let paging = Memo::new(move |_| {
         chat.timelines.with(|t| t.get(&room_id).map(|t| (t.loaded, t.has_more_before, t.loading_older)).unwrap_or_default())
@@ -143,8 +149,12 @@ pub fn MessageList(room_id: RoomId) -> impl IntoView {
                         }
                     }}
                     <div role="log" aria-live="polite" aria-relevant="additions" aria-label="Messages" class="flex flex-col gap-2">
-                        <For each=move || messages.get() key=|m| m.seq let:message>
-                            <MessageRow message=message context=context />
+                        <For each=move || shown_rows.get() key=Row::key let:row>
+                            {match row {
+                                Row::Day { day } => view! { <DaySeparator day=day /> }.into_any(),
+                                Row::Message(message) => view! { <MessageRow message=message context=context /> }.into_any(),
+                                Row::Notices(notices) => view! { <NoticesRow notices=notices /> }.into_any(),
+                            }}
                         </For>
                         <For each=move || pending.get() key=|o| (o.client_id.clone(), o.failed.clone()) let:item>
                             <PendingRow item=item />
@@ -182,15 +192,8 @@ fn MessageRow(message: ChatMessage, context: RowContext) -> impl IntoView {
     let chat = expect_context::<ChatClient>();
     let who = message.sender.display_name.clone();
     match message.kind {
-        MessageKind::Joined | MessageKind::Left => {
-            let verb = if message.kind == MessageKind::Joined { "joined" } else { "left" };
-            view! {
-                <p data-testid="notice" data-seq=message.seq class="my-1 text-center text-xs text-slate-500 dark:text-slate-400">
-                    <span class="rounded-full bg-slate-100 px-3 py-1 dark:bg-slate-800">{format!("{who} {verb}")}</span>
-                </p>
-            }
-            .into_any()
-        }
+        // Notices are shown by `NoticesRow`.
+        MessageKind::Joined | MessageKind::Left => ().into_any(),
         MessageKind::Text => {
             let is_mine = context.me.get_untracked() == Some(message.sender.id);
             let time = Clock::from_millis(message.sent_at);
@@ -204,7 +207,7 @@ fn MessageRow(message: ChatMessage, context: RowContext) -> impl IntoView {
                             <span class="sr-only">"You said: "</span>
                             {text}
                             <p class="mt-0.5 flex items-center justify-end gap-1 text-[11px] text-indigo-100">
-                                <time datetime=time.iso()>{time.hh_mm()}</time>
+                                <MessageTime clock=time />
                                 <OwnMessageStatus room_id=room_id seq=seq sender=sender context=context />
                             </p>
                         </div>
@@ -229,7 +232,7 @@ fn MessageRow(message: ChatMessage, context: RowContext) -> impl IntoView {
                                 >
                                     {who.clone()}
                                 </button>
-                                <time datetime=time.iso() class="text-slate-500 dark:text-slate-400">{time.hh_mm()}</time>
+                                <span class="text-slate-500 dark:text-slate-400"><MessageTime clock=time /></span>
                             </p>
                             <div class="rounded-2xl rounded-bl-md bg-slate-100 px-3 py-2 text-slate-900 shadow-sm dark:bg-slate-800 dark:text-slate-100">
                                 <span class="sr-only">{format!("{who} said: ")}</span>
@@ -244,24 +247,84 @@ fn MessageRow(message: ChatMessage, context: RowContext) -> impl IntoView {
     }
 }
 
-/// Message text, with `@mentions` highlighted (one's own more strongly). Every part
-/// is inserted as text.
+/// A run of join and leave notices as one line.
+#[component]
+fn NoticesRow(notices: Vec<ChatMessage>) -> impl IntoView {
+    let first_seq = notices.first().map_or(0, |n| n.seq);
+    view! {
+        <p data-testid="notice" data-seq=first_seq data-count=notices.len() class="my-1 text-center text-xs text-slate-500 dark:text-slate-400">
+            <span class="rounded-full bg-slate-100 px-3 py-1 dark:bg-slate-800">{notices_summary(&notices)}</span>
+        </p>
+    }
+}
+
+/// "Today", "Yesterday" or the date, above a day's first message.
+#[component]
+fn DaySeparator(day: i64) -> impl IntoView {
+    let label = Clock::day_label(day, Clock::now().local_day());
+    view! {
+        <div role="separator" data-testid="day" class="my-2 flex items-center gap-3 text-xs font-medium text-slate-500 dark:text-slate-400">
+            <span class="h-px flex-1 bg-slate-200 dark:bg-slate-700" aria-hidden="true"></span>
+            <span>{label}</span>
+            <span class="h-px flex-1 bg-slate-200 dark:bg-slate-700" aria-hidden="true"></span>
+        </div>
+    }
+}
+
+/// A message's time: hours and minutes, the full date and time on hover, and on a tap
+/// (phones have no hover).
+#[component]
+fn MessageTime(clock: Clock) -> impl IntoView {
+    let full = clock.full();
+    let expanded = RwSignal::new(false);
+    let short = clock.hh_mm();
+    let long = full.clone();
+    view! {
+        <time
+            datetime=clock.iso()
+            title=full.clone()
+            aria-label=full
+            data-testid="time"
+            class="cursor-default tabular-nums"
+            on:click=move |_| expanded.update(|e| *e = !*e)
+        >
+            {move || if expanded.get() { long.clone() } else { short.clone() }}
+        </time>
+    }
+}
+
+/// Message text, with `@mentions` highlighted (one's own more strongly) and web
+/// addresses as links. Every part is inserted as text, never parsed as HTML.
 #[component]
 fn MessageText(text: String, my_username: String) -> impl IntoView {
-    let parts: Vec<_> = split_mentions(&text)
+    let parts: Vec<_> = segments(&text)
         .into_iter()
-        .map(|(is_mention, part)| {
-            let part = part.to_string();
-            if !is_mention {
-                return view! { <span>{part}</span> }.into_any();
+        .map(|segment| {
+            let part = segment.as_str().to_string();
+            match segment {
+                Segment::Plain(_) => view! { <span>{part}</span> }.into_any(),
+                Segment::Mention(_) => {
+                    let mine = segment.mentioned().is_some_and(|name| name.eq_ignore_ascii_case(&my_username));
+                    let look = if mine {
+                        "rounded bg-amber-300 px-0.5 font-semibold text-slate-900"
+                    } else {
+                        "rounded bg-black/10 px-0.5 font-medium dark:bg-white/10"
+                    };
+                    view! { <mark data-testid="mention" data-me=mine.to_string() class=look>{part}</mark> }.into_any()
+                }
+                Segment::Link(address) => view! {
+                    <a
+                        data-testid="link"
+                        href=address.to_string()
+                        target="_blank"
+                        rel="noopener noreferrer nofollow"
+                        class="underline decoration-1 underline-offset-2 break-all hover:decoration-2"
+                    >
+                        {part}
+                    </a>
+                }
+                .into_any(),
             }
-            let mine = part[1..].eq_ignore_ascii_case(&my_username);
-            let look = if mine {
-                "rounded bg-amber-300 px-0.5 font-semibold text-slate-900"
-            } else {
-                "rounded bg-black/10 px-0.5 font-medium dark:bg-white/10"
-            };
-            view! { <mark data-testid="mention" data-me=mine.to_string() class=look>{part}</mark> }.into_any()
         })
         .collect();
     view! { <p data-testid="text" class="whitespace-pre-wrap break-words">{parts}</p> }
@@ -342,19 +405,91 @@ fn PendingRow(item: Outgoing) -> impl IntoView {
 
 /// A message time: local time in the browser; UTC on the server (which never renders
 /// messages, as they arrive over the socket after hydration).
+#[derive(Debug, Clone, Copy)]
 struct Clock {
     millis: i64,
 }
+
+const DAY_MS: i64 = 86_400_000;
 
 impl Clock {
     fn from_millis(millis: i64) -> Self {
         Clock { millis }
     }
 
+    fn now() -> Self {
+        #[cfg(feature = "hydrate")]
+        {
+            Clock { millis: js_sys::Date::now() as i64 }
+        }
+        #[cfg(not(feature = "hydrate"))]
+        {
+            let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            Clock { millis: since_epoch.as_millis() as i64 }
+        }
+    }
+
+    /// Minutes east of UTC at this moment, where the browser is.
+    fn utc_offset_minutes(&self) -> i64 {
+        #[cfg(feature = "hydrate")]
+        {
+            -(self.js_date().get_timezone_offset() as i64)
+        }
+        #[cfg(not(feature = "hydrate"))]
+        {
+            0
+        }
+    }
+
+    #[cfg(feature = "hydrate")]
+    fn js_date(&self) -> js_sys::Date {
+        js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(self.millis as f64))
+    }
+
+    /// The local day this time falls on, counted from 1970-01-01.
+    fn local_day(&self) -> i64 {
+        (self.millis + self.utc_offset_minutes() * 60_000).div_euclid(DAY_MS)
+    }
+
+    /// "Today", "Yesterday", or the date in the browser's language.
+    fn day_label(day: i64, today: i64) -> String {
+        match today - day {
+            0 => "Today".to_string(),
+            1 => "Yesterday".to_string(),
+            _ => {
+                // Noon of that day, so the offset of the day itself applies.
+                let noon = Clock { millis: day * DAY_MS + DAY_MS / 2 };
+                let noon = Clock { millis: noon.millis - noon.utc_offset_minutes() * 60_000 };
+                noon.date()
+            }
+        }
+    }
+
+    /// The date, written the way the browser's language writes it.
+    fn date(&self) -> String {
+        #[cfg(feature = "hydrate")]
+        {
+            let options = js_sys::Object::new();
+            for (key, value) in [("weekday", "long"), ("year", "numeric"), ("month", "long"), ("day", "numeric")] {
+                let _ = js_sys::Reflect::set(&options, &key.into(), &value.into());
+            }
+            self.js_date().to_locale_date_string("default", &options).into()
+        }
+        #[cfg(not(feature = "hydrate"))]
+        {
+            self.iso().split('T').next().unwrap_or_default().to_string()
+        }
+    }
+
+    /// Date and time in full, for hovering or tapping a message's time.
+    fn full(&self) -> String {
+        format!("{} {}", self.date(), self.hh_mm())
+    }
+
     fn hh_mm(&self) -> String {
         #[cfg(feature = "hydrate")]
         {
-            let date = js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(self.millis as f64));
+            let date = self.js_date();
             format!("{:02}:{:02}", date.get_hours(), date.get_minutes())
         }
         #[cfg(not(feature = "hydrate"))]

@@ -4,6 +4,7 @@ mod auth_pages;
 mod chat_page;
 mod composer;
 mod messages;
+mod rows;
 mod sidebar;
 
 pub use auth_pages::{LoginPage, RegisterPage};
@@ -11,7 +12,7 @@ pub use chat_page::ChatPage;
 
 use leptos::prelude::*;
 
-use crate::validation::initials;
+use crate::text::initials;
 
 /// Background colours for avatars, picked by user id so a person keeps their colour.
 /// Listed in full so Tailwind sees every class.

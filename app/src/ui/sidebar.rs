@@ -15,9 +15,38 @@ use crate::{
 const SECTION_TITLE: &str = "px-3 text-xs font-semibold uppercase tracking-wide text-slate-500 dark:text-slate-400";
 const SMALL_BUTTON: &str = "rounded-lg px-3 py-1.5 text-sm font-medium focus:outline-none focus-visible:ring-2 focus-visible:ring-indigo-500";
 
+/// On a phone the sidebar is a drawer: opening it moves focus into it, Escape closes
+/// it, and closing gives focus back to the menu button that opened it (the page
+/// behind is inert meanwhile; see the chat page).
 #[component]
-pub fn Sidebar(open: RwSignal<bool>, current: Signal<Option<RoomId>>) -> impl IntoView {
+pub fn Sidebar(open: RwSignal<bool>, current: Signal<Option<RoomId>>, menu_button: NodeRef<leptos::html::Button>) -> impl IntoView {
     let close = move || open.set(false);
+    let close_button = NodeRef::<leptos::html::Button>::new();
+    Effect::new(move |was_open: Option<bool>| {
+        let is_open = open.get();
+        // After the frame's styles apply: a button that is still `visibility: hidden`
+        // cannot take focus.
+        if is_open {
+            request_animation_frame(move || {
+                if let Some(button) = close_button.get_untracked() {
+                    let _ = button.focus();
+                }
+            });
+        } else if was_open == Some(true) {
+            request_animation_frame(move || {
+                if let Some(button) = menu_button.get_untracked() {
+                    let _ = button.focus();
+                }
+            });
+        }
+        is_open
+    });
+    let escape = window_event_listener(leptos::ev::keydown, move |ev| {
+        if ev.key() == "Escape" && open.get_untracked() {
+            open.set(false);
+        }
+    });
+    on_cleanup(move || escape.remove());
     let position = move || {
         if open.get() {
             "translate-x-0 visible"
@@ -46,6 +75,7 @@ pub fn Sidebar(open: RwSignal<bool>, current: Signal<Option<RoomId>>) -> impl In
                 <span class="text-xl font-bold tracking-tight text-indigo-600 dark:text-indigo-400">"Parley"</span>
                 <button
                     type="button"
+                    node_ref=close_button
                     class="rounded-lg p-2 hover:bg-slate-200 focus:outline-none focus-visible:ring-2 focus-visible:ring-indigo-500 md:hidden dark:hover:bg-slate-800"
                     aria-label="Close rooms"
                     on:click=move |_| close()
@@ -81,7 +111,7 @@ fn ConversationList(kind: RoomKind, current: Signal<Option<RoomId>>, on_pick: im
         <nav aria-labelledby=heading_id>
             <h2 id=heading_id class=SECTION_TITLE>{heading}</h2>
             <ul class="mt-2 space-y-0.5" data-testid=format!("{}-list", if kind == RoomKind::Public { "room" } else { "direct" })>
-                <For each=entries key=|room| (room.id, room.last_seq, room.read_seq, room.mention_seqs.len()) let:room>
+                <For each=entries key=|room| (room.id, room.last_seq, room.read_seq, room.unread(), room.unread_mentions()) let:room>
                     {
                         let id = room.id;
                         let active = move || current.get() == Some(id);

@@ -4,21 +4,36 @@
 //! online), [`outbound`] owns each connection's bounded queue, and this module ties
 //! them together behind one small API. The hub never touches the database: callers
 //! store first and publish after, so anything the hub drops can be re-read from there.
+//!
+//! Presence is told in deltas, gathered per room over [`PRESENCE_WINDOW`]: a crowd
+//! connecting at once costs each member one small frame per window, never a full list
+//! per arrival (which made a reconnect storm cost members² bytes). Full lists are only
+//! sent a page at a time to a client that asks ([`Hub::online_page`]).
 
 pub mod outbound;
 mod registry;
 
-use std::sync::{
-    atomic::{AtomicU64, Ordering},
-    Mutex,
+use std::{
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
 };
 
 use app::protocol::{RoomId, ServerMsg, UserId, UserRef};
 use axum::extract::ws::Utf8Bytes;
+use tokio_util::sync::CancellationToken;
 
 pub use outbound::{CloseReason, CloseSignal, OutboundReceiver, QueueLimits};
 pub use registry::ConnId;
-use registry::{ConnEntry, Registry};
+use registry::{ConnEntry, PresenceChanges, Registry};
+
+/// How long presence changes in a room are gathered before they are announced.
+pub const PRESENCE_WINDOW: Duration = Duration::from_millis(250);
+/// Rooms with more people online than this get presence as a count only: naming
+/// everyone who came and went would cost every member bytes for each of them.
+pub const PRESENCE_DETAIL_LIMIT: usize = 100;
 
 /// Shared by all connection tasks; cheap operations under one short-lived lock.
 pub struct Hub {
@@ -36,6 +51,15 @@ pub struct Connection {
     pub close: CloseSignal,
 }
 
+/// A page of a room's online list, from [`Hub::online_page`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OnlinePage {
+    pub users: Vec<UserRef>,
+    /// Everyone online in the room.
+    pub total: usize,
+    pub has_more: bool,
+}
+
 impl Hub {
     pub fn new(limits: QueueLimits) -> Self {
         Hub { registry: Mutex::new(Registry::default()), next_conn: AtomicU64::new(1), limits }
@@ -47,8 +71,8 @@ impl Hub {
         self.registry.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Registers a socket for `user`, subscribed to the rooms they are a member of,
-    /// and announces them online where they were not already.
+    /// Registers a socket for `user`, subscribed to the rooms they are a member of.
+    /// Rooms where they were not online yet hear of it with the next presence notice.
     pub fn connect(&self, user: &UserRef, session_id: i64, rooms: &[RoomId]) -> Connection {
         let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
         let (sender, receiver) = outbound::queue(self.limits);
@@ -60,18 +84,13 @@ impl Hub {
             outbound: sender,
             close: close.clone(),
         };
-        let mut registry = self.lock();
-        let changed = registry.add(id, user, entry);
-        self.announce_presence(&mut registry, changed);
+        self.lock().add(id, user, entry);
         Connection { id, outbound: receiver, close }
     }
 
-    /// Forgets a socket (its task is ending) and announces presence changes.
+    /// Forgets a socket (its task is ending).
     pub fn disconnect(&self, id: ConnId) {
-        let mut registry = self.lock();
-        if let Some((_, changed)) = registry.remove(id) {
-            self.announce_presence(&mut registry, changed);
-        }
+        self.lock().remove(id);
     }
 
     /// Sends an event to every connection in a room, except `origin` (which gets its
@@ -79,15 +98,15 @@ impl Hub {
     pub fn publish(&self, room_id: RoomId, msg: &ServerMsg, origin: Option<ConnId>) {
         let frame = encode(msg);
         let mut registry = self.lock();
-        let targets: Vec<ConnId> = registry.room_conns(room_id).into_iter().filter(|id| Some(*id) != origin).collect();
-        self.deliver(&mut registry, &targets, &frame);
+        let targets: Vec<ConnId> = registry.room_conns(room_id).filter(|id| Some(*id) != origin).collect();
+        Self::deliver(&mut registry, &targets, &frame);
     }
 
-    /// Sends a frame to one connection (replies, presence snapshots).
+    /// Sends a frame to one connection (replies).
     pub fn send_to(&self, conn: ConnId, msg: &ServerMsg) {
         let frame = encode(msg);
         let mut registry = self.lock();
-        self.deliver(&mut registry, &[conn], &frame);
+        Self::deliver(&mut registry, &[conn], &frame);
     }
 
     /// Sends an event to every connection of a user, except `origin`.
@@ -95,21 +114,17 @@ impl Hub {
         let frame = encode(msg);
         let mut registry = self.lock();
         let targets: Vec<ConnId> = registry.user_conns(user_id).into_iter().filter(|id| Some(*id) != origin).collect();
-        self.deliver(&mut registry, &targets, &frame);
+        Self::deliver(&mut registry, &targets, &frame);
     }
 
     /// The user became a member of a room: all their sockets start hearing it.
     pub fn join(&self, user_id: UserId, room_id: RoomId) {
-        let mut registry = self.lock();
-        let changed = registry.subscribe_user(user_id, room_id);
-        self.announce_presence(&mut registry, changed.into_iter().collect());
+        self.lock().subscribe_user(user_id, room_id);
     }
 
     /// The user left a room: none of their sockets hear it any more.
     pub fn leave(&self, user_id: UserId, room_id: RoomId) {
-        let mut registry = self.lock();
-        let changed = registry.unsubscribe_user(user_id, room_id);
-        self.announce_presence(&mut registry, changed.into_iter().collect());
+        self.lock().unsubscribe_user(user_id, room_id);
     }
 
     /// Closes every socket opened with this session (logout, expiry).
@@ -137,19 +152,64 @@ impl Hub {
         self.lock().conn(conn).is_some_and(|entry| entry.rooms.contains(&room_id))
     }
 
-    /// Who is online in a room now.
-    pub fn online(&self, room_id: RoomId) -> Vec<UserRef> {
-        self.lock().online(room_id)
+    /// Up to `limit` people online in a room, in name order, after `after`.
+    pub fn online_page(&self, room_id: RoomId, after: Option<&UserRef>, limit: usize) -> OnlinePage {
+        let registry = self.lock();
+        let (users, has_more) = registry.online_page(room_id, after, limit);
+        OnlinePage { users, total: registry.online_count(room_id), has_more }
     }
 
     pub fn connection_count(&self) -> usize {
         self.lock().connection_count()
     }
 
+    /// Tells each room whose online set changed since the last call who came and who
+    /// went: one frame per room, encoded once, pushed to each of its connections.
+    pub fn flush_presence(&self) {
+        let mut registry = self.lock();
+        let changed = registry.take_presence_changes();
+        for (room_id, changes) in changed {
+            let notice = Self::presence_notice(&registry, room_id, changes);
+            let targets: Vec<ConnId> = registry.room_conns(room_id).collect();
+            if !targets.is_empty() {
+                Self::deliver(&mut registry, &targets, &encode(&notice));
+            }
+        }
+    }
+
+    /// Announces presence every [`PRESENCE_WINDOW`] until `stop` is cancelled.
+    pub async fn run_presence(self: Arc<Self>, stop: CancellationToken) {
+        let mut every_window = tokio::time::interval(PRESENCE_WINDOW);
+        every_window.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = every_window.tick() => self.flush_presence(),
+                () = stop.cancelled() => return,
+            }
+        }
+    }
+
+    fn presence_notice(registry: &Registry, room_id: RoomId, changes: PresenceChanges) -> ServerMsg {
+        let total = registry.online_count(room_id);
+        let detailed = total <= PRESENCE_DETAIL_LIMIT;
+        let (mut came, mut went) = (Vec::new(), Vec::new());
+        if detailed {
+            for (user_id, online) in changes {
+                match (online, registry.user(user_id)) {
+                    (true, Some(user)) => came.push(user.clone()),
+                    _ => went.push(user_id),
+                }
+            }
+            came.sort_by_key(UserRef::sort_key);
+            went.sort_unstable();
+        }
+        ServerMsg::Presence { room_id, total: total as u32, detailed, came, went }
+    }
+
     /// Pushes `frame` to each target. A target whose queue overflows is a slow
     /// consumer: it is told to close and removed at once, so fan-out stops spending
-    /// work on it, and its departure may in turn change presence.
-    fn deliver(&self, registry: &mut Registry, targets: &[ConnId], frame: &Utf8Bytes) {
+    /// work on it (its presence change goes out with the next notice).
+    fn deliver(registry: &mut Registry, targets: &[ConnId], frame: &Utf8Bytes) {
         let mut slow = Vec::new();
         for id in targets {
             if let Some(conn) = registry.conn(*id) {
@@ -159,19 +219,10 @@ impl Hub {
             }
         }
         for id in slow {
-            if let Some((conn, changed)) = registry.remove(id) {
+            if let Some(conn) = registry.remove(id) {
                 tracing::warn!(conn = id, user = conn.user_id, "closing slow consumer: outbound queue full");
                 conn.close.close(CloseReason::SlowConsumer);
-                self.announce_presence(registry, changed);
             }
-        }
-    }
-
-    fn announce_presence(&self, registry: &mut Registry, rooms: Vec<RoomId>) {
-        for room_id in rooms {
-            let msg = ServerMsg::Presence { room_id, online: registry.online(room_id) };
-            let targets = registry.room_conns(room_id);
-            self.deliver(registry, &targets, &encode(&msg));
         }
     }
 }
@@ -211,6 +262,7 @@ mod tests {
         let mut alice = hub.connect(&user(1, "alice"), 1, &[7]);
         let mut bob = hub.connect(&user(2, "bob"), 2, &[7]);
         let mut carol = hub.connect(&user(3, "carol"), 3, &[8]);
+        hub.flush_presence();
         drain(&mut alice);
         drain(&mut bob);
         drain(&mut carol);
@@ -221,18 +273,42 @@ mod tests {
         assert!(drain(&mut carol).is_empty(), "carol is not in room 7");
     }
 
+    fn presence(total: u32, came: Vec<UserRef>, went: Vec<UserId>) -> ServerMsg {
+        ServerMsg::Presence { room_id: 7, total, detailed: true, came, went }
+    }
+
     #[tokio::test]
-    async fn presence_is_announced_when_someone_comes_and_goes() {
+    async fn presence_changes_are_gathered_and_announced_together() {
         let hub = hub();
         let mut alice = hub.connect(&user(1, "alice"), 1, &[7]);
-        assert_eq!(next(&mut alice).await, ServerMsg::Presence { room_id: 7, online: vec![user(1, "alice")] });
+        hub.flush_presence();
+        assert_eq!(next(&mut alice).await, presence(1, vec![user(1, "alice")], vec![]));
         let bob = hub.connect(&user(2, "bob"), 2, &[7]);
-        assert_eq!(
-            next(&mut alice).await,
-            ServerMsg::Presence { room_id: 7, online: vec![user(1, "alice"), user(2, "bob")] }
-        );
+        let _carol = hub.connect(&user(3, "carol"), 3, &[7]);
+        assert!(drain(&mut alice).is_empty(), "nothing is told before the window ends");
+        hub.flush_presence();
+        assert_eq!(drain(&mut alice), [presence(3, vec![user(2, "bob"), user(3, "carol")], vec![])], "one frame for both");
         hub.disconnect(bob.id);
-        assert_eq!(next(&mut alice).await, ServerMsg::Presence { room_id: 7, online: vec![user(1, "alice")] });
+        hub.flush_presence();
+        assert_eq!(next(&mut alice).await, presence(2, vec![], vec![2]));
+        hub.flush_presence();
+        assert!(drain(&mut alice).is_empty(), "no change, no frame");
+    }
+
+    #[tokio::test]
+    async fn a_crowded_room_hears_counts_only_and_pages_of_names_on_request() {
+        let hub = Hub::new(QueueLimits { max_frames: 1000, max_bytes: 1 << 20 });
+        let mut watcher = hub.connect(&user(0, "watcher"), 0, &[7]);
+        let crowd: Vec<Connection> =
+            (1..=PRESENCE_DETAIL_LIMIT as i64 + 5).map(|id| hub.connect(&user(id, &format!("u{id:04}")), id, &[7])).collect();
+        hub.flush_presence();
+        let total = crowd.len() as u32 + 1;
+        assert_eq!(drain(&mut watcher), [ServerMsg::Presence { room_id: 7, total, detailed: false, came: vec![], went: vec![] }]);
+        let page = hub.online_page(7, None, 50);
+        assert_eq!((page.users.len(), page.total, page.has_more), (50, total as usize, true));
+        assert_eq!(page.users[0].display_name, "u0001");
+        let next_page = hub.online_page(7, page.users.last(), 50);
+        assert_eq!(next_page.users[0].display_name, "u0051");
     }
 
     #[tokio::test]

@@ -3,8 +3,14 @@
 //! Plain data, no locking and no I/O: [`super::Hub`] owns one behind a mutex and keeps
 //! every critical section to a few map operations. Presence falls out of the same
 //! maps: a user is online in a room while at least one of their connections is in it.
+//! Each room also keeps its online people in name order, so a page of them is a range
+//! read rather than a sort, and notes who came or went since presence was last told.
 
-use std::collections::{HashMap, HashSet};
+use std::{
+    collections::{BTreeSet, HashMap, HashSet},
+    ops::Bound,
+    sync::Arc,
+};
 
 use app::protocol::{RoomId, UserId, UserRef};
 
@@ -22,9 +28,21 @@ pub struct ConnEntry {
     pub close: CloseSignal,
 }
 
+/// Where a person sorts in an online list: by display name ignoring letter case, then
+/// by id so that equal names still have one order.
+pub type NameKey = (Arc<str>, UserId);
+
+/// The sort position of a user in online lists ([`UserRef::sort_key`], shared with
+/// the browser, which pages with the last user it holds).
+pub fn name_key(user: &UserRef) -> NameKey {
+    let (name, id) = user.sort_key();
+    (Arc::from(name), id)
+}
+
 #[derive(Debug)]
 struct UserEntry {
     user: UserRef,
+    key: NameKey,
     conns: HashSet<ConnId>,
 }
 
@@ -33,37 +51,44 @@ struct RoomEntry {
     conns: HashSet<ConnId>,
     /// Open connections in this room per user; a user is online here while > 0.
     online: HashMap<UserId, usize>,
+    /// The same users, in name order.
+    by_name: BTreeSet<NameKey>,
 }
 
-/// A room whose set of online users changed, so its presence must be re-announced.
-pub type PresenceChanged = RoomId;
+/// What presence has to tell a room: each user whose state changed since the last
+/// notice, and whether they are online now (the last change wins).
+pub type PresenceChanges = HashMap<UserId, bool>;
 
 #[derive(Debug, Default)]
 pub struct Registry {
     conns: HashMap<ConnId, ConnEntry>,
     users: HashMap<UserId, UserEntry>,
     rooms: HashMap<RoomId, RoomEntry>,
+    /// Rooms whose online set changed since presence was last announced.
+    changed: HashMap<RoomId, PresenceChanges>,
 }
 
 impl Registry {
-    /// Adds a connection subscribed to `rooms`; returns rooms where its user came online.
-    pub fn add(&mut self, id: ConnId, user: &UserRef, entry: ConnEntry) -> Vec<PresenceChanged> {
+    /// Adds a connection subscribed to its entry's rooms.
+    pub fn add(&mut self, id: ConnId, user: &UserRef, entry: ConnEntry) {
         let rooms: Vec<RoomId> = entry.rooms.iter().copied().collect();
         self.conns.insert(id, ConnEntry { rooms: HashSet::new(), ..entry });
         let user_entry = self
             .users
             .entry(user.id)
-            .or_insert_with(|| UserEntry { user: user.clone(), conns: HashSet::new() });
-        // The newest name wins, in case it changed since their other tab connected.
-        user_entry.user = user.clone();
+            .or_insert_with(|| UserEntry { user: user.clone(), key: name_key(user), conns: HashSet::new() });
         user_entry.conns.insert(id);
-        rooms.into_iter().filter(|room| self.subscribe(id, *room)).collect()
+        for room in rooms {
+            self.subscribe(id, room);
+        }
     }
 
-    /// Removes a connection; returns it and the rooms where its user went offline.
-    pub fn remove(&mut self, id: ConnId) -> Option<(ConnEntry, Vec<PresenceChanged>)> {
+    /// Removes a connection; returns it.
+    pub fn remove(&mut self, id: ConnId) -> Option<ConnEntry> {
         let rooms: Vec<RoomId> = self.conns.get(&id)?.rooms.iter().copied().collect();
-        let changed = rooms.into_iter().filter(|room| self.unsubscribe(id, *room)).collect();
+        for room in rooms {
+            self.unsubscribe(id, room);
+        }
         let entry = self.conns.remove(&id)?;
         if let Some(user) = self.users.get_mut(&entry.user_id) {
             user.conns.remove(&id);
@@ -71,64 +96,82 @@ impl Registry {
                 self.users.remove(&entry.user_id);
             }
         }
-        Some((entry, changed))
+        Some(entry)
     }
 
-    /// Subscribes one connection to a room; true if its user just came online there.
-    fn subscribe(&mut self, id: ConnId, room_id: RoomId) -> bool {
-        let Some(conn) = self.conns.get_mut(&id) else { return false };
+    /// Subscribes one connection to a room, noting it if its user came online there.
+    fn subscribe(&mut self, id: ConnId, room_id: RoomId) {
+        let Some(conn) = self.conns.get_mut(&id) else { return };
         if !conn.rooms.insert(room_id) {
-            return false;
+            return;
         }
+        let user_id = conn.user_id;
         let room = self.rooms.entry(room_id).or_default();
         room.conns.insert(id);
-        let count = room.online.entry(conn.user_id).or_insert(0);
+        let count = room.online.entry(user_id).or_insert(0);
         *count += 1;
-        *count == 1
+        if *count == 1 {
+            if let Some(user) = self.users.get(&user_id) {
+                room.by_name.insert(user.key.clone());
+            }
+            self.changed.entry(room_id).or_default().insert(user_id, true);
+        }
     }
 
-    /// Unsubscribes one connection; true if its user just went offline in the room.
-    fn unsubscribe(&mut self, id: ConnId, room_id: RoomId) -> bool {
-        let Some(conn) = self.conns.get_mut(&id) else { return false };
+    /// Unsubscribes one connection, noting it if its user went offline in the room.
+    fn unsubscribe(&mut self, id: ConnId, room_id: RoomId) {
+        let Some(conn) = self.conns.get_mut(&id) else { return };
         if !conn.rooms.remove(&room_id) {
-            return false;
+            return;
         }
-        let Some(room) = self.rooms.get_mut(&room_id) else { return false };
+        let user_id = conn.user_id;
+        let Some(room) = self.rooms.get_mut(&room_id) else { return };
         room.conns.remove(&id);
-        let mut went_offline = false;
-        if let Some(count) = room.online.get_mut(&conn.user_id) {
+        if let Some(count) = room.online.get_mut(&user_id) {
             *count -= 1;
             if *count == 0 {
-                room.online.remove(&conn.user_id);
-                went_offline = true;
+                room.online.remove(&user_id);
+                if let Some(user) = self.users.get(&user_id) {
+                    room.by_name.remove(&user.key);
+                }
+                self.changed.entry(room_id).or_default().insert(user_id, false);
             }
         }
         if room.conns.is_empty() {
             self.rooms.remove(&room_id);
         }
-        went_offline
     }
 
     /// Subscribes all of a user's connections (they joined the room).
-    pub fn subscribe_user(&mut self, user_id: UserId, room_id: RoomId) -> Option<PresenceChanged> {
-        let conns = self.user_conns(user_id);
-        let changed = conns.into_iter().fold(false, |changed, id| self.subscribe(id, room_id) || changed);
-        changed.then_some(room_id)
+    pub fn subscribe_user(&mut self, user_id: UserId, room_id: RoomId) {
+        for id in self.user_conns(user_id) {
+            self.subscribe(id, room_id);
+        }
     }
 
     /// Unsubscribes all of a user's connections (they left the room).
-    pub fn unsubscribe_user(&mut self, user_id: UserId, room_id: RoomId) -> Option<PresenceChanged> {
-        let conns = self.user_conns(user_id);
-        let changed = conns.into_iter().fold(false, |changed, id| self.unsubscribe(id, room_id) || changed);
-        changed.then_some(room_id)
+    pub fn unsubscribe_user(&mut self, user_id: UserId, room_id: RoomId) {
+        for id in self.user_conns(user_id) {
+            self.unsubscribe(id, room_id);
+        }
+    }
+
+    /// Takes the presence changes gathered since the last call.
+    pub fn take_presence_changes(&mut self) -> HashMap<RoomId, PresenceChanges> {
+        std::mem::take(&mut self.changed)
+    }
+
+    pub fn user(&self, user_id: UserId) -> Option<&UserRef> {
+        self.users.get(&user_id).map(|entry| &entry.user)
     }
 
     pub fn user_conns(&self, user_id: UserId) -> Vec<ConnId> {
         self.users.get(&user_id).map(|user| user.conns.iter().copied().collect()).unwrap_or_default()
     }
 
-    pub fn room_conns(&self, room_id: RoomId) -> Vec<ConnId> {
-        self.rooms.get(&room_id).map(|room| room.conns.iter().copied().collect()).unwrap_or_default()
+    /// The connections subscribed to a room.
+    pub fn room_conns(&self, room_id: RoomId) -> impl Iterator<Item = ConnId> + '_ {
+        self.rooms.get(&room_id).into_iter().flat_map(|room| room.conns.iter().copied())
     }
 
     pub fn session_conns(&self, session_id: i64) -> Vec<ConnId> {
@@ -143,16 +186,23 @@ impl Registry {
         self.conns.get(&id)
     }
 
-    /// The people online in a room, each once, ordered by display name.
-    pub fn online(&self, room_id: RoomId) -> Vec<UserRef> {
-        let Some(room) = self.rooms.get(&room_id) else { return Vec::new() };
-        let mut users: Vec<UserRef> = room
-            .online
-            .keys()
-            .filter_map(|user_id| self.users.get(user_id).map(|entry| entry.user.clone()))
-            .collect();
-        users.sort_by(|a, b| a.display_name.to_lowercase().cmp(&b.display_name.to_lowercase()).then(a.id.cmp(&b.id)));
-        users
+    /// How many people are online in a room.
+    pub fn online_count(&self, room_id: RoomId) -> usize {
+        self.rooms.get(&room_id).map_or(0, |room| room.online.len())
+    }
+
+    /// Up to `limit` people online in a room, in name order, starting after `after`;
+    /// and whether more follow.
+    pub fn online_page(&self, room_id: RoomId, after: Option<&UserRef>, limit: usize) -> (Vec<UserRef>, bool) {
+        let Some(room) = self.rooms.get(&room_id) else { return (Vec::new(), false) };
+        let start = match after {
+            Some(user) => Bound::Excluded(name_key(user)),
+            None => Bound::Unbounded,
+        };
+        let mut keys = room.by_name.range((start, Bound::Unbounded));
+        let users: Vec<UserRef> =
+            keys.by_ref().take(limit).filter_map(|(_, user_id)| self.user(*user_id).cloned()).collect();
+        (users, keys.next().is_some())
     }
 
     pub fn connection_count(&self) -> usize {
@@ -174,22 +224,40 @@ mod tests {
         ConnEntry { user_id, session_id, rooms: rooms.iter().copied().collect(), outbound, close: CloseSignal::default() }
     }
 
+    fn changes(registry: &mut Registry, room: RoomId) -> Vec<(UserId, bool)> {
+        let mut changed: Vec<(UserId, bool)> =
+            registry.take_presence_changes().remove(&room).unwrap_or_default().into_iter().collect();
+        changed.sort();
+        changed
+    }
+
     #[test]
     fn a_user_with_two_tabs_is_online_once_until_both_close() {
         let alice = user(1, "Alice");
         let mut registry = Registry::default();
-        assert_eq!(registry.add(10, &alice, entry(1, 100, &[7])), vec![7]);
-        assert_eq!(registry.add(11, &alice, entry(1, 100, &[7])), Vec::<RoomId>::new(), "second tab changes nothing");
-        assert_eq!(registry.online(7), vec![alice.clone()]);
+        registry.add(10, &alice, entry(1, 100, &[7]));
+        assert_eq!(changes(&mut registry, 7), [(1, true)]);
+        registry.add(11, &alice, entry(1, 100, &[7]));
+        assert!(changes(&mut registry, 7).is_empty(), "a second tab changes nothing");
+        assert_eq!(registry.online_page(7, None, 10), (vec![alice.clone()], false));
 
-        let (_, changed) = registry.remove(10).unwrap();
-        assert!(changed.is_empty(), "still online through the other tab");
-        assert_eq!(registry.online(7), vec![alice]);
+        registry.remove(10).unwrap();
+        assert!(changes(&mut registry, 7).is_empty(), "still online through the other tab");
+        assert_eq!(registry.online_count(7), 1);
 
-        let (_, changed) = registry.remove(11).unwrap();
-        assert_eq!(changed, vec![7]);
-        assert!(registry.online(7).is_empty());
+        registry.remove(11).unwrap();
+        assert_eq!(changes(&mut registry, 7), [(1, false)]);
+        assert_eq!(registry.online_count(7), 0);
         assert_eq!(registry.connection_count(), 0);
+    }
+
+    #[test]
+    fn coming_and_going_within_one_window_leaves_the_final_state() {
+        let mut registry = Registry::default();
+        registry.add(1, &user(1, "a"), entry(1, 1, &[5]));
+        registry.remove(1);
+        registry.add(2, &user(2, "b"), entry(2, 2, &[5]));
+        assert_eq!(changes(&mut registry, 5), [(1, false), (2, true)]);
     }
 
     #[test]
@@ -198,23 +266,35 @@ mod tests {
         let mut registry = Registry::default();
         registry.add(20, &bob, entry(2, 200, &[]));
         registry.add(21, &bob, entry(2, 201, &[]));
-        assert_eq!(registry.subscribe_user(2, 9), Some(9));
-        let mut conns = registry.room_conns(9);
+        registry.subscribe_user(2, 9);
+        let mut conns: Vec<ConnId> = registry.room_conns(9).collect();
         conns.sort();
         assert_eq!(conns, vec![20, 21]);
-        assert_eq!(registry.subscribe_user(2, 9), None, "already in the room");
-        assert_eq!(registry.unsubscribe_user(2, 9), Some(9));
-        assert!(registry.room_conns(9).is_empty());
+        assert_eq!(changes(&mut registry, 9), [(2, true)]);
+        registry.subscribe_user(2, 9);
+        assert!(changes(&mut registry, 9).is_empty(), "already in the room");
+        registry.unsubscribe_user(2, 9);
+        assert_eq!(registry.room_conns(9).count(), 0);
+        assert_eq!(changes(&mut registry, 9), [(2, false)]);
     }
 
     #[test]
-    fn online_lists_are_sorted_by_display_name() {
+    fn online_lists_are_pages_in_name_order() {
         let mut registry = Registry::default();
-        registry.add(1, &user(3, "carol"), entry(3, 1, &[5]));
-        registry.add(2, &user(1, "Alice"), entry(1, 2, &[5]));
-        registry.add(3, &user(2, "bob"), entry(2, 3, &[5]));
-        let names: Vec<String> = registry.online(5).into_iter().map(|u| u.display_name).collect();
-        assert_eq!(names, ["Alice", "bob", "carol"]);
+        let names = ["carol", "Alice", "bob", "Álvaro", "alice", "dave"];
+        for (n, name) in names.iter().enumerate() {
+            let id = n as i64 + 1;
+            registry.add(id as u64, &user(id, name), entry(id, id, &[5]));
+        }
+        let (first, more) = registry.online_page(5, None, 4);
+        let shown: Vec<&str> = first.iter().map(|u| u.display_name.as_str()).collect();
+        assert_eq!(shown, ["Alice", "alice", "bob", "carol"]);
+        assert!(more);
+        let (rest, more) = registry.online_page(5, first.last(), 4);
+        let shown: Vec<&str> = rest.iter().map(|u| u.display_name.as_str()).collect();
+        assert_eq!(shown, ["dave", "Álvaro"]);
+        assert!(!more);
+        assert_eq!(registry.online_count(5), 6);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! rebuilt from it. One [`Store`] trait, two backends: SQLite (embedded default, WAL)
 //! and PostgreSQL. Both run the very same SQL (see `sql.rs`), so they cannot drift.
 
+mod body;
 mod sql;
 
 use std::sync::Arc;
@@ -21,6 +22,9 @@ pub enum StoreError {
     Conflict,
     #[error("not found")]
     NotFound,
+    /// The user is not a member of the room they wrote to.
+    #[error("not a member")]
+    NotMember,
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     #[error("migration failed: {0}")]
@@ -122,9 +126,10 @@ pub trait Store: Send + Sync + 'static {
     /// Removes a member and records the "left" notice. `None` if they were not a member.
     async fn leave(&self, room_id: i64, user: &UserRef, now: i64) -> StoreResult<Option<ChatMessage>>;
 
-    /// Stores a message with the room's next sequence number, in one transaction.
-    /// A second post with the same `(sender, client_id)` returns the first one, or
-    /// `Conflict` if the first one went to another room.
+    /// Stores a message with the room's next sequence number, in one transaction that
+    /// also checks the sender is a member (`NotMember` if not). A second post with the
+    /// same `(sender, client_id)` returns the first one, or `Conflict` if the first one
+    /// went to another room.
     async fn post(&self, room_id: i64, sender: &UserRef, client_id: &str, text: &str, now: i64) -> StoreResult<Posted>;
     /// Up to `limit` messages with `seq < before_seq` (newest page if `None`), oldest first.
     async fn history_before(&self, room_id: i64, before_seq: Option<i64>, limit: u32) -> StoreResult<Vec<ChatMessage>>;
@@ -142,8 +147,8 @@ pub trait Store: Send + Sync + 'static {
     /// new `(delivered, read)` if either moved; `None` if nothing changed or the user
     /// is not a member.
     async fn advance_receipt(&self, room_id: i64, user_id: i64, delivered: Option<Seq>, read: Option<Seq>) -> StoreResult<Option<(Seq, Seq)>>;
-    /// Every member's positions in a room.
-    async fn receipts(&self, room_id: i64) -> StoreResult<Vec<MemberReceipt>>;
+    /// Members' positions in a room, the furthest readers first, at most `limit`.
+    async fn receipts(&self, room_id: i64, limit: u32) -> StoreResult<Vec<MemberReceipt>>;
 }
 
 /// Storage settings that are not part of the URL.

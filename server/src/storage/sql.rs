@@ -8,8 +8,8 @@
 use std::{str::FromStr, time::Duration};
 
 use app::{
-    protocol::{ChatMessage, MemberReceipt, MessageKind, RoomKind, RoomSummary, Seq, UserRef},
-    validation::mentioned_usernames,
+    protocol::{ChatMessage, MemberReceipt, MessageKind, RoomKind, RoomSummary, Seq, UserRef, UNREAD_REPORTED},
+    text::mentioned_usernames,
 };
 use async_trait::async_trait;
 use sqlx::{
@@ -18,7 +18,7 @@ use sqlx::{
     FromRow,
 };
 
-use super::{Credentials, Posted, RoomRecord, SessionRecord, Store, StoreError, StoreOptions, StoreResult};
+use super::{body::MessageBody, Credentials, Posted, RoomRecord, SessionRecord, Store, StoreError, StoreOptions, StoreResult};
 
 /// The embedded default: one file, WAL so readers never wait for the writer.
 #[derive(Clone)]
@@ -152,6 +152,7 @@ impl From<RoomSummaryRow> for RoomSummary {
             joined: row.joined != 0,
             peer,
             read_seq: row.read_seq,
+            unread_seqs: Vec::new(),
             mention_seqs: Vec::new(),
         }
     }
@@ -201,7 +202,7 @@ struct MessageRow {
     room_id: i64,
     seq: i64,
     kind: String,
-    body: String,
+    body: MessageBody,
     client_id: Option<String>,
     created_at: i64,
     sender_id: i64,
@@ -222,7 +223,7 @@ impl From<MessageRow> for ChatMessage {
             },
             sender: UserRef { id: row.sender_id, username: row.username, display_name: row.display_name },
             client_id: row.client_id,
-            text: row.body,
+            text: row.body.0,
             sent_at: row.created_at,
         }
     }
@@ -260,26 +261,47 @@ const SELECT_ROOM_SUMMARY: &str = "SELECT r.id, r.name, r.kind, r.topic, r.last_
 macro_rules! sql_store {
     ($store:ident, $db:ty) => {
         impl $store {
-            /// Appends a message with the room's next sequence number inside `tx`.
-            /// The room row is updated first: on SQLite that takes the write lock before
-            /// any read (no lock upgrade to fail), on PostgreSQL it locks the room row so
-            /// concurrent posts to one room queue instead of racing for a number.
-            /// Returns `None` when `(sender, client_id)` already exists; the caller
-            /// rolls back, which also undoes the sequence bump, so numbering has no gaps.
-            async fn append(
+            /// Takes the room's next sequence number inside `tx`. Every transaction that
+            /// writes to a room does this first, so the room row is the first lock it
+            /// holds (on SQLite the write lock, taken before any read; on PostgreSQL the
+            /// row lock): two transactions touching one room lock in the same order and
+            /// cannot deadlock, and concurrent posts queue for numbers instead of
+            /// racing. A transaction that then writes no message rolls back, which
+            /// undoes the bump, so numbering has no gaps.
+            async fn next_seq(tx: &mut sqlx::Transaction<'_, $db>, room_id: i64) -> StoreResult<i64> {
+                sqlx::query_scalar("UPDATE rooms SET last_seq = last_seq + 1 WHERE id = $1 RETURNING last_seq")
+                    .bind(room_id)
+                    .fetch_optional(&mut **tx)
+                    .await?
+                    .ok_or(StoreError::NotFound)
+            }
+
+            /// Moves a member's positions to `seq` (they have read what they wrote, and
+            /// a joiner what came before). False if they are not a member.
+            async fn mark_read_to(tx: &mut sqlx::Transaction<'_, $db>, room_id: i64, user_id: i64, seq: i64) -> StoreResult<bool> {
+                let updated = sqlx::query(
+                    "UPDATE memberships SET read_seq = $3, delivered_seq = $3 WHERE room_id = $1 AND user_id = $2",
+                )
+                .bind(room_id)
+                .bind(user_id)
+                .bind(seq)
+                .execute(&mut **tx)
+                .await?;
+                Ok(updated.rows_affected() == 1)
+            }
+
+            /// Inserts a message at `seq`. `None` when `(sender, client_id)` already
+            /// exists: the caller rolls back.
+            async fn insert_message(
                 tx: &mut sqlx::Transaction<'_, $db>,
                 room_id: i64,
+                seq: i64,
                 sender: &UserRef,
                 kind: MessageKind,
                 body: &str,
                 client_id: Option<&str>,
                 now: i64,
             ) -> StoreResult<Option<ChatMessage>> {
-                let seq: i64 = sqlx::query_scalar("UPDATE rooms SET last_seq = last_seq + 1 WHERE id = $1 RETURNING last_seq")
-                    .bind(room_id)
-                    .fetch_optional(&mut **tx)
-                    .await?
-                    .ok_or(StoreError::NotFound)?;
                 let id: Option<i64> = sqlx::query_scalar(
                     "INSERT INTO messages (room_id, seq, sender_id, kind, body, client_id, created_at) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7) \
@@ -289,41 +311,12 @@ macro_rules! sql_store {
                 .bind(seq)
                 .bind(sender.id)
                 .bind(kind_column(kind))
-                .bind(body)
+                .bind(MessageBody(body.to_string()))
                 .bind(client_id)
                 .bind(now)
                 .fetch_optional(&mut **tx)
                 .await?;
-                let Some(id) = id else { return Ok(None) };
-                // The sender has read what they wrote (and a joiner what came before).
-                sqlx::query(
-                    "UPDATE memberships SET read_seq = $3, delivered_seq = $3 \
-                     WHERE room_id = $1 AND user_id = $2 AND read_seq < $3",
-                )
-                .bind(room_id)
-                .bind(sender.id)
-                .bind(seq)
-                .execute(&mut **tx)
-                .await?;
-                if kind == MessageKind::Text {
-                    for username in mentioned_usernames(body) {
-                        sqlx::query(
-                            "INSERT INTO mentions (message_id, user_id, room_id, seq) \
-                             SELECT $1, u.id, $2, $3 FROM users u \
-                             JOIN memberships m ON m.user_id = u.id AND m.room_id = $2 \
-                             WHERE u.username_key = lower($4) AND u.id <> $5 \
-                             ON CONFLICT DO NOTHING",
-                        )
-                        .bind(id)
-                        .bind(room_id)
-                        .bind(seq)
-                        .bind(username)
-                        .bind(sender.id)
-                        .execute(&mut **tx)
-                        .await?;
-                    }
-                }
-                Ok(Some(ChatMessage {
+                Ok(id.map(|id| ChatMessage {
                     id,
                     room_id,
                     seq,
@@ -333,6 +326,90 @@ macro_rules! sql_store {
                     text: body.to_string(),
                     sent_at: now,
                 }))
+            }
+
+            /// Records who a message @mentions, among the room's members.
+            async fn record_mentions(tx: &mut sqlx::Transaction<'_, $db>, message: &ChatMessage) -> StoreResult<()> {
+                for username in mentioned_usernames(&message.text) {
+                    sqlx::query(
+                        "INSERT INTO mentions (message_id, user_id, room_id, seq) \
+                         SELECT $1, u.id, $2, $3 FROM users u \
+                         JOIN memberships m ON m.user_id = u.id AND m.room_id = $2 \
+                         WHERE u.username_key = lower($4) AND u.id <> $5 \
+                         ON CONFLICT DO NOTHING",
+                    )
+                    .bind(message.id)
+                    .bind(message.room_id)
+                    .bind(message.seq)
+                    .bind(username)
+                    .bind(message.sender.id)
+                    .execute(&mut **tx)
+                    .await?;
+                }
+                Ok(())
+            }
+
+            /// Adds (`joined`) or removes a member and records the notice, in one
+            /// transaction that takes the room's lock first. `None` if there was
+            /// nothing to change.
+            async fn change_membership(&self, room_id: i64, user: &UserRef, joined: bool, now: i64) -> StoreResult<Option<ChatMessage>> {
+                let mut tx = self.pool.begin().await?;
+                let seq = Self::next_seq(&mut tx, room_id).await?;
+                let changed = if joined {
+                    sqlx::query("INSERT INTO memberships (room_id, user_id, joined_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+                        .bind(room_id)
+                        .bind(user.id)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await
+                } else {
+                    sqlx::query("DELETE FROM memberships WHERE room_id = $1 AND user_id = $2")
+                        .bind(room_id)
+                        .bind(user.id)
+                        .execute(&mut *tx)
+                        .await
+                };
+                let changed = match changed {
+                    Ok(done) => done.rows_affected() == 1,
+                    // The user does not exist.
+                    Err(err) if err.as_database_error().is_some_and(|db| db.is_foreign_key_violation()) => {
+                        return Err(StoreError::NotFound)
+                    }
+                    Err(err) => return Err(err.into()),
+                };
+                if !changed {
+                    tx.rollback().await?;
+                    return Ok(None);
+                }
+                let kind = if joined { MessageKind::Joined } else { MessageKind::Left };
+                let notice = Self::insert_message(&mut tx, room_id, seq, user, kind, "", None, now)
+                    .await?
+                    .expect("notices have no client id, so they never collide");
+                if joined {
+                    Self::mark_read_to(&mut tx, room_id, user.id, seq).await?;
+                }
+                tx.commit().await?;
+                Ok(Some(notice))
+            }
+
+            /// Fills in each summary's unread positions: messages from people after the
+            /// read position (the newest few, as the badge shows "99+" beyond), and
+            /// mentions of this user.
+            async fn with_unread(&self, user_id: i64, mut rooms: Vec<RoomSummary>) -> StoreResult<Vec<RoomSummary>> {
+                for room in rooms.iter_mut().filter(|room| room.joined && room.last_seq > room.read_seq) {
+                    room.unread_seqs = sqlx::query_scalar(
+                        "SELECT seq FROM messages WHERE room_id = $1 AND seq > $2 AND kind = 'text' AND sender_id <> $3 \
+                         ORDER BY seq DESC LIMIT $4",
+                    )
+                    .bind(room.id)
+                    .bind(room.read_seq)
+                    .bind(user_id)
+                    .bind(UNREAD_REPORTED as i64)
+                    .fetch_all(&self.pool)
+                    .await?;
+                    room.unread_seqs.reverse();
+                }
+                self.with_mentions(user_id, rooms).await
             }
 
             /// Fills in each summary's unread mention positions.
@@ -491,9 +568,11 @@ macro_rules! sql_store {
                     .bind(now)
                     .execute(&mut *tx)
                     .await?;
-                let notice = Self::append(&mut tx, room.id, creator, MessageKind::Joined, "", None, now)
+                let seq = Self::next_seq(&mut tx, room.id).await?;
+                let notice = Self::insert_message(&mut tx, room.id, seq, creator, MessageKind::Joined, "", None, now)
                     .await?
                     .expect("notices have no client id, so they never collide");
+                Self::mark_read_to(&mut tx, room.id, creator.id, seq).await?;
                 tx.commit().await?;
                 Ok((RoomRecord { last_seq: notice.seq, ..room }, notice))
             }
@@ -510,7 +589,7 @@ macro_rules! sql_store {
                 let sql = format!("{SELECT_ROOM_SUMMARY} WHERE r.id = $2");
                 let row: Option<RoomSummaryRow> =
                     sqlx::query_as(&sql).bind(user_id).bind(room_id).fetch_optional(&self.pool).await?;
-                let rooms = self.with_mentions(user_id, row.into_iter().map(Into::into).collect()).await?;
+                let rooms = self.with_unread(user_id, row.into_iter().map(Into::into).collect()).await?;
                 Ok(rooms.into_iter().next())
             }
 
@@ -523,7 +602,7 @@ macro_rules! sql_store {
             async fn rooms_of(&self, user_id: i64) -> StoreResult<Vec<RoomSummary>> {
                 let sql = format!("{SELECT_ROOM_SUMMARY} WHERE mine.user_id IS NOT NULL ORDER BY r.kind DESC, r.name_key");
                 let rows: Vec<RoomSummaryRow> = sqlx::query_as(&sql).bind(user_id).fetch_all(&self.pool).await?;
-                self.with_mentions(user_id, rows.into_iter().map(Into::into).collect()).await
+                self.with_unread(user_id, rows.into_iter().map(Into::into).collect()).await
             }
 
             async fn is_member(&self, room_id: i64, user_id: i64) -> StoreResult<bool> {
@@ -548,45 +627,11 @@ macro_rules! sql_store {
             }
 
             async fn join(&self, room_id: i64, user: &UserRef, now: i64) -> StoreResult<Option<ChatMessage>> {
-                let mut tx = self.pool.begin().await?;
-                let inserted = sqlx::query(
-                    "INSERT INTO memberships (room_id, user_id, joined_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-                )
-                .bind(room_id)
-                .bind(user.id)
-                .bind(now)
-                .execute(&mut *tx)
-                .await;
-                let inserted = match inserted {
-                    Ok(done) => done.rows_affected() == 1,
-                    // The room (or user) does not exist.
-                    Err(err) if err.as_database_error().is_some_and(|db| db.is_foreign_key_violation()) => {
-                        return Err(StoreError::NotFound)
-                    }
-                    Err(err) => return Err(err.into()),
-                };
-                if !inserted {
-                    return Ok(None);
-                }
-                let notice = Self::append(&mut tx, room_id, user, MessageKind::Joined, "", None, now).await?;
-                tx.commit().await?;
-                Ok(notice)
+                self.change_membership(room_id, user, true, now).await
             }
 
             async fn leave(&self, room_id: i64, user: &UserRef, now: i64) -> StoreResult<Option<ChatMessage>> {
-                let mut tx = self.pool.begin().await?;
-                let removed = sqlx::query("DELETE FROM memberships WHERE room_id = $1 AND user_id = $2")
-                    .bind(room_id)
-                    .bind(user.id)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                if removed == 0 {
-                    return Ok(None);
-                }
-                let notice = Self::append(&mut tx, room_id, user, MessageKind::Left, "", None, now).await?;
-                tx.commit().await?;
-                Ok(notice)
+                self.change_membership(room_id, user, false, now).await
             }
 
             async fn open_direct(&self, me: &UserRef, peer: &UserRef, now: i64) -> StoreResult<(RoomRecord, bool)> {
@@ -660,12 +705,14 @@ macro_rules! sql_store {
                 Ok(row)
             }
 
-            async fn receipts(&self, room_id: i64) -> StoreResult<Vec<MemberReceipt>> {
+            async fn receipts(&self, room_id: i64, limit: u32) -> StoreResult<Vec<MemberReceipt>> {
                 let rows: Vec<ReceiptRow> = sqlx::query_as(
                     "SELECT u.id, u.username, u.display_name, m.delivered_seq, m.read_seq \
-                     FROM memberships m JOIN users u ON u.id = m.user_id WHERE m.room_id = $1 ORDER BY u.id",
+                     FROM memberships m JOIN users u ON u.id = m.user_id WHERE m.room_id = $1 \
+                     ORDER BY m.read_seq DESC, m.delivered_seq DESC, u.id LIMIT $2",
                 )
                 .bind(room_id)
+                .bind(i64::from(limit))
                 .fetch_all(&self.pool)
                 .await?;
                 Ok(rows
@@ -684,8 +731,16 @@ macro_rules! sql_store {
                     return Posted::duplicate_in(room_id, original);
                 }
                 let mut tx = self.pool.begin().await?;
-                match Self::append(&mut tx, room_id, sender, MessageKind::Text, text, Some(client_id), now).await? {
+                let seq = Self::next_seq(&mut tx, room_id).await?;
+                // Under the room's lock, which leaving takes too: nobody posts after
+                // leaving, whichever node they are connected to.
+                if !Self::mark_read_to(&mut tx, room_id, sender.id, seq).await? {
+                    tx.rollback().await?;
+                    return Err(StoreError::NotMember);
+                }
+                match Self::insert_message(&mut tx, room_id, seq, sender, MessageKind::Text, text, Some(client_id), now).await? {
                     Some(message) => {
+                        Self::record_mentions(&mut tx, &message).await?;
                         tx.commit().await?;
                         Ok(Posted::New(message))
                     }
@@ -725,3 +780,37 @@ macro_rules! sql_store {
 
 sql_store!(SqliteStore, sqlx::Sqlite);
 sql_store!(PostgresStore, sqlx::Postgres);
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::starts_with_pattern;
+
+    #[test]
+    fn wildcards_in_a_search_are_literal() {
+        assert_eq!(starts_with_pattern("An_%"), "an\\_\\%%");
+        assert_eq!(starts_with_pattern("Ótimo"), "ótimo%");
+    }
+
+    proptest! {
+        #[test]
+        fn any_search_becomes_a_prefix_pattern(prefix in app::test_text::any_text()) {
+            let pattern = starts_with_pattern(&prefix);
+            let literal = pattern.strip_suffix('%').expect("ends with the wildcard");
+            // Undoing the escapes gives back the lowercased prefix, so no character of
+            // it was taken as a wildcard.
+            let mut unescaped = String::new();
+            let mut chars = literal.chars();
+            while let Some(c) = chars.next() {
+                if c == '\\' {
+                    unescaped.push(chars.next().expect("an escape is followed by what it escapes"));
+                } else {
+                    prop_assert!(c != '%' && c != '_', "unescaped wildcard in {pattern:?}");
+                    unescaped.push(c);
+                }
+            }
+            prop_assert_eq!(unescaped, prefix.to_lowercase());
+        }
+    }
+}

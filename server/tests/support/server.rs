@@ -30,6 +30,11 @@ impl TestServer {
         Self::start_with(TestDb::sqlite().await, relaxed()).await
     }
 
+    /// A server on the given database, with rate limits out of the way.
+    pub async fn start_on(db: TestDb) -> Self {
+        Self::start_with(db, relaxed()).await
+    }
+
     pub async fn start_with(db: TestDb, mut config: Config) -> Self {
         config.chat.database_url = db.url();
         config.chat.sqlite_full_sync = false;
@@ -63,13 +68,13 @@ impl TestServer {
         self.db.remove().await;
     }
 
-    fn http() -> reqwest::Client {
+    pub fn http_client() -> reqwest::Client {
         reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
     }
 
     /// Posts the register form the way a browser without JavaScript would.
     pub async fn try_register(&self, username: &str, password: &str) -> reqwest::Response {
-        Self::http()
+        Self::http_client()
             .post(self.url("/api/register"))
             .form(&[("username", username), ("display_name", ""), ("password", password), ("next", "/")])
             .send()
@@ -78,7 +83,7 @@ impl TestServer {
     }
 
     pub async fn try_login(&self, username: &str, password: &str) -> reqwest::Response {
-        Self::http()
+        Self::http_client()
             .post(self.url("/api/login"))
             .form(&[("username", username), ("password", password), ("next", "/")])
             .send()
@@ -99,11 +104,11 @@ impl TestServer {
     }
 
     pub async fn logout(&self, cookie: &str) -> reqwest::Response {
-        Self::http().post(self.url("/api/logout")).header("cookie", cookie).send().await.unwrap()
+        Self::http_client().post(self.url("/api/logout")).header("cookie", cookie).send().await.unwrap()
     }
 
     pub async fn get(&self, path: &str, cookie: Option<&str>) -> reqwest::Response {
-        let request = Self::http().get(self.url(path));
+        let request = Self::http_client().get(self.url(path));
         let request = match cookie {
             Some(cookie) => request.header("cookie", cookie),
             None => request,
@@ -119,6 +124,19 @@ impl TestServer {
             other => panic!("expected hello, got {other:?}"),
         }
         client
+    }
+
+    /// How a socket with this cookie is turned away: the handshake's HTTP status, or the
+    /// close code a socket gets at once (4001 when the session is not live). Panics if
+    /// the socket is greeted instead.
+    pub async fn refusal(&self, cookie: Option<&str>) -> u16 {
+        match self.try_connect(cookie).await {
+            Err(status) => status,
+            Ok(mut socket) => match socket.read().await {
+                Frame::Closed(close) => close.map_or(1006, |frame| u16::from(frame.code)),
+                Frame::Msg(msg) => panic!("expected a refusal, got {msg:?}"),
+            },
+        }
     }
 
     /// Opens a socket; the handshake's HTTP status if it is refused.

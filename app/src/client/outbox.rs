@@ -1,0 +1,116 @@
+//! Messages written here and not yet stored: shown at once as "Sending…", sent now or
+//! on reconnect with the same client id (so at most one copy is ever stored), and
+//! given up after [`MAX_SEND_ATTEMPTS`] tries without an answer, to be retried or
+//! discarded by hand rather than resent forever.
+
+use leptos::prelude::*;
+
+use super::{platform, ChatClient, Purpose};
+use crate::protocol::{ClientMsg, RoomId};
+
+/// Tries (first send, resends after reconnects, retries after server errors) before a
+/// message is shown as not sent.
+pub const MAX_SEND_ATTEMPTS: u32 = 4;
+
+/// A message written here and not yet acknowledged as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outgoing {
+    pub client_id: String,
+    pub room_id: RoomId,
+    pub text: String,
+    /// Why it was not sent, if it was given up; it stays visible until retried or
+    /// discarded.
+    pub failed: Option<String>,
+    /// Times it was handed to a live connection without being acknowledged.
+    pub attempts: u32,
+}
+
+/// Whether a resend counts against [`MAX_SEND_ATTEMPTS`]. Waiting out a rate limit is
+/// not a failure; a resend after a dropped connection or a server error is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Attempt {
+    Counted,
+    Free,
+}
+
+impl ChatClient {
+    /// Sends a message: it shows at once as pending, and goes out now or on reconnect.
+    pub fn send_message(&self, room_id: RoomId, text: String) {
+        let item = Outgoing { client_id: platform::new_client_id(), room_id, text, failed: None, attempts: 0 };
+        let client_id = item.client_id.clone();
+        self.outbox.update(|outbox| outbox.push(item));
+        self.typing_sent_at.update_value(|sent| {
+            sent.remove(&room_id);
+        });
+        self.send_outgoing(&client_id, Attempt::Counted);
+    }
+
+    /// Sends a message that was given up again, by hand, with a fresh allowance of tries.
+    pub fn retry(&self, client_id: &str) {
+        self.outbox.update(|outbox| {
+            if let Some(item) = outbox.iter_mut().find(|o| o.client_id == client_id) {
+                item.failed = None;
+                item.attempts = 0;
+            }
+        });
+        self.send_outgoing(client_id, Attempt::Counted);
+    }
+
+    pub fn discard(&self, client_id: &str) {
+        self.outbox.update(|outbox| outbox.retain(|o| o.client_id != client_id));
+    }
+
+    /// Every message still waiting goes out again (after a reconnect).
+    pub(super) fn resend_outbox(&self) {
+        let waiting: Vec<String> =
+            self.outbox.with_untracked(|outbox| outbox.iter().filter(|o| o.failed.is_none()).map(|o| o.client_id.clone()).collect());
+        for client_id in waiting {
+            self.send_outgoing(&client_id, Attempt::Counted);
+        }
+    }
+
+    /// Hands a waiting message to the connection, if there is one. A counted attempt
+    /// beyond the allowance marks the message as not sent instead.
+    pub(super) fn send_outgoing(&self, client_id: &str, attempt: Attempt) {
+        if !self.connected() {
+            // Sent when the connection is back; nothing was tried.
+            return;
+        }
+        let mut to_send = None;
+        self.outbox.update(|outbox| {
+            let Some(item) = outbox.iter_mut().find(|o| o.client_id == client_id && o.failed.is_none()) else { return };
+            if attempt == Attempt::Counted {
+                if item.attempts >= MAX_SEND_ATTEMPTS {
+                    item.failed = Some(format!("no answer from the server after {MAX_SEND_ATTEMPTS} tries"));
+                    return;
+                }
+                item.attempts += 1;
+            }
+            to_send = Some(item.clone());
+        });
+        if let Some(item) = to_send {
+            self.request(Purpose::Send { client_id: item.client_id.clone() }, |id| ClientMsg::Send {
+                id,
+                room_id: item.room_id,
+                client_id: item.client_id,
+                text: item.text,
+            });
+        }
+    }
+
+    /// The server could not take the message now (an internal error): try again a
+    /// little later, as long as tries remain.
+    pub(super) fn send_later(&self, client_id: String, wait_ms: u32, attempt: Attempt) {
+        let chat = *self;
+        platform::after(wait_ms, move || chat.send_outgoing(&client_id, attempt));
+    }
+
+    /// The server refused the message for good (it breaks a rule): show why.
+    pub(super) fn send_refused(&self, client_id: &str, reason: String) {
+        self.outbox.update(|outbox| {
+            if let Some(item) = outbox.iter_mut().find(|o| o.client_id == client_id) {
+                item.failed = Some(reason);
+            }
+        });
+    }
+}

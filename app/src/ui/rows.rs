@@ -1,0 +1,157 @@
+//! What the message list shows, in order: a line for each day, each message, and each
+//! run of join and leave notices collapsed into one line ("ana, bruno and 12 others
+//! joined"), so a room that thousands join does not fill with notices.
+
+use crate::protocol::{ChatMessage, MessageKind};
+
+/// One line of the message list.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Row {
+    /// The first message of a day follows; `day` counts days since 1970 locally.
+    Day { day: i64 },
+    Message(ChatMessage),
+    /// Consecutive join and leave notices.
+    Notices(Vec<ChatMessage>),
+}
+
+impl Row {
+    /// A key that stays the same while the row means the same thing, for keyed lists.
+    pub fn key(&self) -> (u8, i64, i64) {
+        match self {
+            Row::Day { day } => (0, *day, 0),
+            Row::Message(message) => (1, message.seq, 0),
+            Row::Notices(notices) => {
+                let first = notices.first().map_or(0, |n| n.seq);
+                let last = notices.last().map_or(0, |n| n.seq);
+                (2, first, last)
+            }
+        }
+    }
+}
+
+/// Lays out messages (in sequence order) as rows, with `day_of` giving each message's
+/// local day.
+pub fn rows<'a>(messages: impl IntoIterator<Item = &'a ChatMessage>, day_of: impl Fn(&ChatMessage) -> i64) -> Vec<Row> {
+    let mut rows = Vec::new();
+    let mut current_day = None;
+    for message in messages {
+        let day = day_of(message);
+        if current_day != Some(day) {
+            current_day = Some(day);
+            rows.push(Row::Day { day });
+        }
+        let is_notice = message.kind != MessageKind::Text;
+        match rows.last_mut() {
+            Some(Row::Notices(run)) if is_notice => run.push(message.clone()),
+            _ if is_notice => rows.push(Row::Notices(vec![message.clone()])),
+            _ => rows.push(Row::Message(message.clone())),
+        }
+    }
+    rows
+}
+
+/// Names shown before "and N others".
+const NAMES_SHOWN: usize = 2;
+
+/// The one line for a run of notices: who joined, then who left, each person once.
+pub fn notices_summary(notices: &[ChatMessage]) -> String {
+    let names = |kind: MessageKind| {
+        let mut names: Vec<&str> = Vec::new();
+        let mut ids = Vec::new();
+        for notice in notices.iter().filter(|n| n.kind == kind) {
+            if !ids.contains(&notice.sender.id) {
+                ids.push(notice.sender.id);
+                names.push(&notice.sender.display_name);
+            }
+        }
+        names
+    };
+    let parts: Vec<String> = [(MessageKind::Joined, "joined"), (MessageKind::Left, "left")]
+        .into_iter()
+        .filter_map(|(kind, verb)| {
+            let names = names(kind);
+            (!names.is_empty()).then(|| format!("{} {verb}", people(&names)))
+        })
+        .collect();
+    parts.join(" · ")
+}
+
+/// "ana", "ana and bruno", "ana, bruno and carla", "ana, bruno and 3 others".
+fn people(names: &[&str]) -> String {
+    match names {
+        [] => String::new(),
+        [one] => one.to_string(),
+        [first, second] => format!("{first} and {second}"),
+        [first, second, third] => format!("{first}, {second} and {third}"),
+        _ => format!("{} and {} others", names[..NAMES_SHOWN].join(", "), names.len() - NAMES_SHOWN),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::UserRef;
+
+    fn message(seq: i64, kind: MessageKind, who: &str, day: i64) -> ChatMessage {
+        ChatMessage {
+            id: seq,
+            room_id: 1,
+            seq,
+            kind,
+            sender: UserRef { id: who.bytes().map(i64::from).sum(), username: who.into(), display_name: who.into() },
+            client_id: None,
+            text: String::new(),
+            sent_at: day * 86_400_000,
+        }
+    }
+
+    fn day_of(message: &ChatMessage) -> i64 {
+        message.sent_at / 86_400_000
+    }
+
+    #[test]
+    fn runs_of_notices_collapse_and_days_are_marked() {
+        use MessageKind::{Joined, Left, Text};
+        let messages = [
+            message(1, Joined, "ana", 0),
+            message(2, Joined, "bruno", 0),
+            message(3, Text, "ana", 0),
+            message(4, Left, "bruno", 0),
+            message(5, Joined, "carla", 1),
+            message(6, Joined, "davi", 1),
+        ];
+        let laid_out = rows(&messages, day_of);
+        let keys: Vec<(u8, i64, i64)> = laid_out.iter().map(Row::key).collect();
+        assert_eq!(keys, [(0, 0, 0), (2, 1, 2), (1, 3, 0), (2, 4, 4), (0, 1, 0), (2, 5, 6)]);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_names_make_a_summary(names in proptest::collection::vec(crate::test_text::any_text(), 1..8)) {
+            let notices: Vec<ChatMessage> = names
+                .iter()
+                .enumerate()
+                .map(|(n, name)| ChatMessage {
+                    sender: UserRef { id: n as i64, username: format!("u{n}"), display_name: name.clone() },
+                    ..message(n as i64, if n % 3 == 2 { MessageKind::Left } else { MessageKind::Joined }, "x", 0)
+                })
+                .collect();
+            let summary = notices_summary(&notices);
+            proptest::prop_assert!(summary.contains(names[0].as_str()));
+            proptest::prop_assert!(summary.ends_with("joined") || summary.ends_with("left"));
+        }
+    }
+
+    #[test]
+    fn summaries_name_a_few_and_count_the_rest() {
+        use MessageKind::{Joined, Left};
+        let names = ["ana", "bruno", "carla", "davi", "eva"];
+        let joins: Vec<ChatMessage> = names.iter().enumerate().map(|(n, who)| message(n as i64, Joined, who, 0)).collect();
+        assert_eq!(notices_summary(&joins[..1]), "ana joined");
+        assert_eq!(notices_summary(&joins[..2]), "ana and bruno joined");
+        assert_eq!(notices_summary(&joins[..3]), "ana, bruno and carla joined");
+        assert_eq!(notices_summary(&joins), "ana, bruno and 3 others joined");
+        let mixed = [message(1, Joined, "ana", 0), message(2, Left, "bruno", 0), message(3, Joined, "ana", 0)];
+        assert_eq!(notices_summary(&mixed), "ana joined · bruno left", "each person once");
+    }
+}

@@ -1,0 +1,150 @@
+import { expect, test } from "@playwright/test";
+import { PASSWORD, createRoom, hydrated, newUser, openRooms, sendMessage, uniqueName } from "./helpers";
+
+test("messages sit under a day heading and show their full date on hover or tap", async ({ browser }) => {
+  const ana = await newUser(browser, "ana");
+  const room = uniqueName("days").replace(/_/g, "-");
+  await createRoom(ana.page, room);
+  await sendMessage(ana.page, "what day is it?");
+  await expect(ana.page.getByTestId("day").first()).toHaveText("Today");
+  const time = ana.page.getByTestId("message").filter({ hasText: "what day is it?" }).getByTestId("time");
+  await expect(time).toHaveText(/^\d\d:\d\d$/);
+  const full = await time.getAttribute("title");
+  expect(full).toMatch(/\d{4}.*\d\d:\d\d$/);
+  await time.click();
+  await expect(time).toHaveText(full!);
+  await ana.context.close();
+});
+
+test("a draft stays with its conversation when switching rooms", async ({ browser }) => {
+  const ana = await newUser(browser, "ana");
+  const room = uniqueName("drafts").replace(/_/g, "-");
+  await createRoom(ana.page, room);
+  const composer = ana.page.getByRole("textbox", { name: /^Message / });
+  await composer.fill("half a thought, ação");
+  await openRooms(ana.page);
+  await ana.page.getByRole("link", { name: "#general" }).click();
+  await expect(ana.page.getByTestId("room-title")).toHaveText("#general");
+  await expect(composer).toHaveValue("");
+  await composer.fill("something for general");
+  await openRooms(ana.page);
+  await ana.page.getByRole("link", { name: `#${room}` }).click();
+  await expect(composer).toHaveValue("half a thought, ação");
+  await openRooms(ana.page);
+  await ana.page.getByRole("link", { name: "#general" }).click();
+  await expect(composer).toHaveValue("something for general");
+  await ana.context.close();
+});
+
+test("a direct conversation's composer names the other person", async ({ browser }) => {
+  const ana = await newUser(browser, "ana", "Ana Lima");
+  const bia = await newUser(browser, "bia");
+  await openRooms(bia.page);
+  await bia.page.getByLabel("New message").fill(ana.username);
+  await bia.page.getByRole("button", { name: `Message Ana Lima` }).click();
+  await expect(bia.page.getByTestId("room-title")).toHaveText("Ana Lima");
+  const composer = bia.page.getByRole("textbox", { name: "Message Ana Lima" });
+  await expect(composer).toHaveAttribute("placeholder", "Message Ana Lima");
+  await ana.context.close();
+  await bia.context.close();
+});
+
+test("joins and leaves collapse into one line and never count as unread", async ({ browser }) => {
+  const ana = await newUser(browser, "ana");
+  const room = uniqueName("crowd").replace(/_/g, "-");
+  await createRoom(ana.page, room);
+  // Ana watches #general while people come and go in her room.
+  await openRooms(ana.page);
+  await ana.page.getByRole("link", { name: "#general" }).click();
+  const entry = ana.page.getByTestId("room-list").getByRole("link", { name: new RegExp(`#${room}`) });
+  const others = [];
+  for (const name of ["bia", "caio", "davi", "eva"]) {
+    const person = await newUser(browser, name);
+    await person.page.goto(`/r/${room}`);
+    await person.page.getByRole("button", { name: `Join #${room}` }).click();
+    await expect(person.page.getByTestId("room-title")).toHaveText(`#${room}`);
+    others.push(person);
+  }
+  await others[3].page.getByRole("button", { name: "Leave" }).click();
+  await openRooms(ana.page);
+  await expect(entry.getByTestId("unread")).toHaveCount(0);
+  await expect(ana.page).not.toHaveTitle(/^\(/);
+
+  await sendMessage(others[0].page, "olá a todos");
+  await expect(entry.getByTestId("unread")).toHaveText(/^1/);
+  await entry.click();
+  const notices = ana.page.getByTestId("notice");
+  await expect(notices).toHaveCount(1);
+  await expect(notices).toHaveText(new RegExp(`^${ana.username}, ${others[0].username} and 3 others joined · ${others[3].username} left$`));
+  for (const person of others) await person.context.close();
+  await ana.context.close();
+});
+
+test("read while the connection was down stays read after it comes back", async ({ browser }) => {
+  const ana = await newUser(browser, "ana");
+  const bia = await newUser(browser, "bia");
+  const room = uniqueName("away").replace(/_/g, "-");
+  await createRoom(ana.page, room);
+  await bia.page.goto(`/r/${room}`);
+  await bia.page.getByRole("button", { name: `Join #${room}` }).click();
+  await expect(bia.page.getByTestId("room-title")).toHaveText(`#${room}`);
+  // Bia looks at #general; a message arrives in the room she has loaded.
+  await openRooms(bia.page);
+  await bia.page.getByRole("link", { name: "#general" }).click();
+  await sendMessage(ana.page, "read me offline");
+  const entry = bia.page.getByTestId("room-list").getByRole("link", { name: new RegExp(`#${room}`) });
+  await openRooms(bia.page);
+  await expect(entry.getByTestId("unread")).toHaveText(/^1/);
+
+  await bia.context.setOffline(true);
+  await expect(bia.page.getByTestId("connection-state")).toHaveAttribute("data-state", "reconnecting");
+  await entry.click();
+  await expect(bia.page.getByTestId("message").filter({ hasText: "read me offline" })).toBeVisible();
+  await openRooms(bia.page);
+  await expect(entry.getByTestId("unread")).toHaveCount(0);
+
+  await bia.context.setOffline(false);
+  await expect(bia.page.getByTestId("connection-state")).toHaveAttribute("data-state", "online");
+  await bia.page.waitForTimeout(1_000);
+  await expect(entry.getByTestId("unread")).toHaveCount(0);
+  await expect(bia.page).not.toHaveTitle(/^\(/);
+  // The server heard it too: a fresh load has nothing unread there.
+  await bia.page.goto("/r/general");
+  await hydrated(bia.page);
+  await expect(bia.page.getByTestId("connection-state")).toHaveAttribute("data-state", "online");
+  await openRooms(bia.page);
+  await expect(bia.page.getByTestId("room-list").getByRole("link", { name: new RegExp(`#${room}`) }).getByTestId("unread")).toHaveCount(0);
+  await ana.context.close();
+  await bia.context.close();
+});
+
+test("a login sent before the page's script runs still goes where the visitor was going", async ({ browser }) => {
+  const ana = await newUser(browser, "ana");
+  await ana.context.close();
+  const context = await browser.newContext({ javaScriptEnabled: false });
+  const page = await context.newPage();
+  await page.goto("/r/general");
+  await expect(page).toHaveURL(/\/login\?next=%2Fr%2Fgeneral$/);
+  await expect(page.locator('input[name="next"]')).toHaveAttribute("value", "/r/general");
+  await page.getByLabel("Username").fill(ana.username);
+  await page.locator("#password").fill(PASSWORD);
+  await page.getByRole("button", { name: "Log in" }).click();
+  await expect(page).toHaveURL(/\/r\/general$/);
+  await context.close();
+});
+
+test("on a phone the rooms drawer takes focus, closes on Escape and gives focus back", async ({ browser }, testInfo) => {
+  test.skip(testInfo.project.name !== "phone", "the drawer is a phone layout");
+  const ana = await newUser(browser, "ana");
+  const page = ana.page;
+  const menu = page.getByRole("button", { name: "Open rooms" });
+  await menu.click();
+  await expect(page.locator("#sidebar")).toHaveAttribute("data-open", "true");
+  await expect(page.getByRole("button", { name: "Close rooms" })).toBeFocused();
+  await expect(page.locator("main")).toHaveAttribute("inert", "");
+  await page.keyboard.press("Escape");
+  await expect(page.locator("#sidebar")).toHaveAttribute("data-open", "false");
+  await expect(menu).toBeFocused();
+  await expect(page.locator("main")).not.toHaveAttribute("inert");
+  await ana.context.close();
+});

@@ -1,0 +1,117 @@
+import { expect, test, type Page } from "@playwright/test";
+import { PASSWORD, hydrated, uniqueName } from "./helpers";
+import { OwnServer } from "./own-server";
+
+/** Registers on a server of the test's own and waits for the chat to be online. */
+async function registerOn(page: Page, server: OwnServer, username: string) {
+  await page.goto(`${server.baseURL}/register`);
+  await hydrated(page);
+  await page.getByLabel("Username").fill(username);
+  await page.getByLabel("Password", { exact: true }).fill(PASSWORD);
+  await page.getByRole("button", { name: "Create account" }).click();
+  await expect(page.getByTestId("connection-state")).toHaveAttribute("data-state", "online");
+}
+
+test("a tab backs off while the server is down, then reconnects and catches up", async ({ browser }) => {
+  test.setTimeout(120_000);
+  const server = await OwnServer.launch();
+  try {
+    const context = await browser.newContext();
+    const page = await context.newPage();
+    const sockets: number[] = [];
+    const sessionChecks: string[] = [];
+    page.on("websocket", () => sockets.push(Date.now()));
+    page.on("request", (request) => {
+      if (request.url().includes("/api/session")) sessionChecks.push(request.url());
+    });
+    await registerOn(page, server, uniqueName("ana"));
+
+    await server.stop();
+    const downAt = Date.now();
+    await expect(page.getByTestId("connection-state")).toHaveAttribute("data-state", "reconnecting");
+    // An `online` event while the browser never was offline is no reason to hurry.
+    for (let n = 0; n < 10; n++) {
+      await page.evaluate(() => window.dispatchEvent(new Event("online")));
+      await page.waitForTimeout(2_000);
+    }
+    const attempts = sockets.filter((at) => at >= downAt && at < downAt + 20_000).length;
+    expect(attempts, `socket attempts in the first 20 s of the outage`).toBeLessThanOrEqual(6);
+    expect(attempts).toBeGreaterThanOrEqual(2);
+    expect(sessionChecks, "a dead server is no reason to ask whether the session lives").toEqual([]);
+
+    // Back up, with news: someone wrote while this tab was away.
+    await server.start();
+    const other = await browser.newContext();
+    const otherPage = await other.newPage();
+    await registerOn(otherPage, server, uniqueName("bia"));
+    const composer = otherPage.getByRole("textbox", { name: /^Message / });
+    await composer.fill("written while you were away");
+    await composer.press("Enter");
+    await expect(otherPage.getByTestId("message").filter({ hasText: "written while you were away" })).toHaveCount(1);
+
+    await expect(page.getByTestId("connection-state")).toHaveAttribute("data-state", "online", { timeout: 45_000 });
+    await expect(page.getByTestId("message").filter({ hasText: "written while you were away" })).toHaveCount(1);
+    await context.close();
+    await other.close();
+  } finally {
+    await server.dispose();
+  }
+});
+
+test("a message the server keeps failing on is given up after a few tries, then retried or discarded", async ({ browser }) => {
+  test.setTimeout(90_000);
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  const poison = `never arrives ${uniqueName("x")}`;
+  const tries = new Map<string, number>();
+  let letThrough = false;
+  // Stands in for a server that drops the connection whenever such a message is sent.
+  await page.routeWebSocket(/\/ws$/, (ws) => {
+    const server = ws.connectToServer();
+    ws.onMessage((message) => {
+      if (typeof message === "string" && message.includes(poison) && !letThrough) {
+        const text = JSON.parse(message).text as string;
+        tries.set(text, (tries.get(text) ?? 0) + 1);
+        ws.close({ code: 1011, reason: "internal error" });
+        return;
+      }
+      server.send(message);
+    });
+  });
+  await page.goto("/register");
+  await hydrated(page);
+  await page.getByLabel("Username").fill(uniqueName("caio"));
+  await page.getByLabel("Password", { exact: true }).fill(PASSWORD);
+  await page.getByRole("button", { name: "Create account" }).click();
+  await expect(page.getByTestId("connection-state")).toHaveAttribute("data-state", "online");
+
+  const [first, second] = [`${poison} one`, `${poison} two`];
+  const composer = page.getByRole("textbox", { name: /^Message / });
+  for (const text of [first, second]) {
+    await composer.fill(text);
+    await composer.press("Enter");
+  }
+  const pendingFirst = page.getByTestId("pending").filter({ hasText: first });
+  const pendingSecond = page.getByTestId("pending").filter({ hasText: second });
+  await expect(pendingFirst).toHaveAttribute("data-failed", "true", { timeout: 45_000 });
+  await expect(pendingSecond).toHaveAttribute("data-failed", "true", { timeout: 30_000 });
+  expect(tries.get(first)).toBe(4);
+  expect(tries.get(second) ?? 0).toBeLessThanOrEqual(4);
+  await expect(pendingFirst).toContainText("Not sent");
+  await page.waitForTimeout(3_000);
+  expect(tries.get(first), "no more tries once given up").toBe(4);
+
+  // Discard drops one; Retry (the trouble is over now) sends the other, once.
+  await pendingSecond.getByRole("button", { name: "Discard" }).click();
+  await expect(pendingSecond).toHaveCount(0);
+  letThrough = true;
+  await expect(page.getByTestId("connection-state")).toHaveAttribute("data-state", "online", { timeout: 30_000 });
+  await pendingFirst.getByRole("button", { name: "Retry" }).click();
+  await expect(page.getByTestId("message").filter({ hasText: first })).toHaveCount(1);
+  await expect(pendingFirst).toHaveCount(0);
+  await page.reload();
+  await hydrated(page);
+  await expect(page.getByTestId("message").filter({ hasText: first })).toHaveCount(1);
+  await expect(page.getByTestId("message").filter({ hasText: second })).toHaveCount(0);
+  await context.close();
+});

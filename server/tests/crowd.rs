@@ -1,0 +1,85 @@
+//! Thousands of people in one room: connecting, idling and reconnecting all at once
+//! after a restart must settle quickly, with presence right and nobody cut off as a
+//! slow consumer. (The presence design these guard: a connect costs each member a few
+//! bytes in the next presence notice, never the room's whole online list.)
+//!
+//! The server is the real binary in its own process, so its memory is its own.
+
+#[allow(unused_macros)]
+mod support;
+
+use std::time::Duration;
+
+use support::{crowd, process::ServerProcess};
+
+/// Longest time 2,000 sockets may take to all be greeted on a 2-core machine that also
+/// runs the clients. Measured: a few seconds; before the presence redesign, 57 s with
+/// most sockets closed as slow consumers.
+const CONNECT_WITHIN: Duration = Duration::from_secs(30);
+/// Server memory with 2,000 idle sockets (about 35 MiB of it is the process at rest).
+const RSS_BOUND_KIB: u64 = 160 * 1024;
+
+/// Settings for a crowd: heartbeats out of the way of a long run.
+const CROWD: &[(&str, &str)] = &[("PARLEY_LIMITS_HEARTBEAT_TIMEOUT_SECS", "600"), ("PARLEY_LIMITS_HTTP_BURST", "100000")];
+
+/// Waits until every member has heard the room's online count reach `total`.
+async fn presence_settles(members: &[crowd::Member], room_id: i64, total: u32) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let behind = members.iter().filter(|m| m.seen.lock().unwrap().online.get(&room_id) != Some(&total)).count();
+        if behind == 0 {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{behind} members never heard that {total} are online");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_thousand_people_connect_to_one_room_and_presence_stays_right() {
+    const PEOPLE: usize = 2_000;
+    let data = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", data.path().join("parley.db").display());
+    let cookies = crowd::seed_people(&url, PEOPLE).await;
+    let server = ServerProcess::start(data.path(), CROWD).await;
+    let general = 1;
+
+    let (members, took) = crowd::storm(server.addr, &cookies, CONNECT_WITHIN).await;
+    println!("{PEOPLE} sockets greeted in {took:?}");
+    presence_settles(&members, general, PEOPLE as u32).await;
+    assert!(crowd::closes(&members).is_empty(), "sockets were closed: {:?}", crowd::closes(&members));
+    let rss = server.rss_kib();
+    println!("server RSS with {PEOPLE} idle sockets: {} MiB", rss / 1024);
+    assert!(rss < RSS_BOUND_KIB, "server RSS {rss} KiB");
+    let frames: usize = members.iter().map(|m| m.seen.lock().unwrap().frames).sum();
+    println!("frames received by the crowd while connecting: {frames}");
+    assert!(frames < PEOPLE * 100, "presence cost {frames} frames");
+
+    // Half go away at once (their connections just drop): the rest hear the new count.
+    let mut members = members;
+    let staying = members.split_off(PEOPLE / 2);
+    drop(members);
+    presence_settles(&staying, general, (PEOPLE / 2) as u32).await;
+    assert!(crowd::closes(&staying).is_empty());
+    server.kill_hard();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_sockets_reconnecting_at_once_after_a_restart_all_settle() {
+    const PEOPLE: usize = 1_000;
+    let data = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", data.path().join("parley.db").display());
+    let cookies = crowd::seed_people(&url, PEOPLE).await;
+    let server = ServerProcess::start(data.path(), CROWD).await;
+    let (members, _) = crowd::storm(server.addr, &cookies, CONNECT_WITHIN).await;
+    presence_settles(&members, 1, PEOPLE as u32).await;
+
+    server.kill_hard();
+    drop(members);
+    let restarted = ServerProcess::start(data.path(), CROWD).await;
+    let (members, took) = crowd::storm(restarted.addr, &cookies, CONNECT_WITHIN).await;
+    println!("{PEOPLE} sockets back in {took:?} after a restart");
+    presence_settles(&members, 1, PEOPLE as u32).await;
+    assert!(crowd::closes(&members).is_empty(), "sockets were closed: {:?}", crowd::closes(&members));
+    restarted.kill_hard();
+}
