@@ -234,8 +234,8 @@ pub enum ServerMsg {
     Users { id: RequestId, users: Vec<UserRef> },
     /// A member's delivered/read position moved forward.
     Receipt { room_id: RoomId, user: UserRef, delivered_seq: Seq, read_seq: Seq },
-    /// Someone is typing in a room.
-    Typing { room_id: RoomId, user: UserRef },
+    /// Who typed in a room over the last short window (a few of them at most).
+    Typing { room_id: RoomId, users: Vec<UserRef> },
     /// A page of the people online in a room, by name: the answer to
     /// [`ClientMsg::Online`].
     Online {
@@ -442,7 +442,7 @@ mod tests {
             ServerMsg::Catchup { id: 9, room_id: 2, messages: vec![message], has_more: true, receipts: Vec::new() },
             ServerMsg::Users { id: 10, users: vec![alice.clone()] },
             ServerMsg::Receipt { room_id: 2, user: alice.clone(), delivered_seq: 9, read_seq: 9 },
-            ServerMsg::Typing { room_id: 2, user: alice.clone() },
+            ServerMsg::Typing { room_id: 2, users: vec![alice.clone()] },
             ServerMsg::Online { id: 11, room_id: 2, users: vec![alice.clone()], total: 3, has_more: true },
             ServerMsg::Presence { room_id: 2, total: 2, detailed: true, came: vec![alice], went: vec![4] },
             ServerMsg::Presence { room_id: 2, total: 900, detailed: false, came: Vec::new(), went: Vec::new() },

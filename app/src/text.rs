@@ -100,34 +100,54 @@ fn link_at(rest: &str) -> Option<&str> {
         .into_iter()
         .find(|scheme| rest.get(..scheme.len()).is_some_and(|start| start.eq_ignore_ascii_case(scheme)))?
         .len();
-    let run_end = rest.find(|c: char| c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | '"')).unwrap_or(rest.len());
-    let mut link = rest.split_at(run_end).0;
-    loop {
-        let trimmed = link.trim_end_matches(['.', ',', ':', ';', '!', '?', '\'', '*', '_', '~']);
-        let trimmed = drop_unmatched_closer(trimmed);
-        if trimmed.len() == link.len() {
-            break;
-        }
-        link = trimmed;
-    }
+    let run_end = rest.find(ends_a_link).unwrap_or(rest.len());
+    let link = trim_link_end(rest.split_at(run_end).0);
     // Something must follow the scheme: "https://" alone is not an address.
     let host = link.split_at(scheme_len.min(link.len())).1;
     (link.len() > scheme_len && host.starts_with(|c: char| c.is_alphanumeric())).then_some(link)
 }
 
-/// Drops a final `)`, `]` or `}` that has no opening partner in the link, as in
-/// "(see https://example.com)"; keeps balanced ones, as in Wikipedia addresses.
-fn drop_unmatched_closer(link: &str) -> &str {
-    for (open, close) in [('(', ')'), ('[', ']'), ('{', '}')] {
-        if let Some(without) = link.strip_suffix(close) {
-            let opened = link.matches(open).count();
-            let closed = link.matches(close).count();
-            if closed > opened {
-                return without;
+/// Where a link stops: whitespace, controls, quotes and angle brackets (which commonly
+/// wrap an address), and the invisible marks that change text direction (inside a
+/// link they could make its address read differently from what it opens).
+fn ends_a_link(c: char) -> bool {
+    c.is_whitespace()
+        || c.is_control()
+        || matches!(c, '<' | '>' | '"' | '\u{200e}' | '\u{200f}' | '\u{61c}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Leaves out what ends a sentence after an address ("see https://example.com.") and
+/// closing brackets that were opened before it ("(see https://example.com)"), keeping
+/// balanced ones ("https://en.wikipedia.org/wiki/Rust_(language)"). One pass from the
+/// end, with the brackets counted once, so no input makes it slow.
+fn trim_link_end(link: &str) -> &str {
+    const PAIRS: [(char, char); 3] = [('(', ')'), ('[', ']'), ('{', '}')];
+    let mut unmatched = [0isize; 3];
+    for c in link.chars() {
+        for (n, (open, close)) in PAIRS.iter().enumerate() {
+            if c == *close {
+                unmatched[n] += 1;
+            } else if c == *open {
+                unmatched[n] -= 1;
             }
         }
     }
-    link
+    let mut end = link.len();
+    for (at, c) in link.char_indices().rev() {
+        let dropped = match PAIRS.iter().position(|(_, close)| *close == c) {
+            Some(n) if unmatched[n] > 0 => {
+                unmatched[n] -= 1;
+                true
+            }
+            Some(_) => false,
+            None => matches!(c, '.' | ',' | ':' | ';' | '!' | '?' | '\'' | '*' | '_' | '~'),
+        };
+        if !dropped {
+            break;
+        }
+        end = at;
+    }
+    link.split_at(end).0
 }
 
 /// Most distinct users one message can mention. A message naming hundreds of people
@@ -228,6 +248,27 @@ mod tests {
         assert_eq!(kinds("xhttps://example.com"), [('p', "xhttps://example.com")], "not inside a word");
         assert_eq!(kinds("javascript:alert(1) ftp://x.example"), [('p', "javascript:alert(1) ftp://x.example")]);
         assert_eq!(kinds("@alice: https://a.example"), [('m', "@alice"), ('p', ": "), ('l', "https://a.example")]);
+        assert_eq!(kinds("https://a.example/x)).)"), [('l', "https://a.example/x"), ('p', ")).)")]);
+        assert_eq!(kinds("https://a.example/(x))"), [('l', "https://a.example/(x)"), ('p', ")")]);
+        assert_eq!(
+            kinds("https://a.example/\u{202e}gpj.exe"),
+            [('l', "https://a.example/"), ('p', "\u{202e}gpj.exe")],
+            "a direction mark ends a link"
+        );
+    }
+
+    /// Each position is looked at a bounded number of times: a message built to make
+    /// link scanning slow (many failed starts, thousands of closing brackets) is read
+    /// in moments, not the seconds a rescan per bracket would take.
+    #[test]
+    fn hostile_link_text_is_read_quickly() {
+        let hostile = format!("{}{}", "https://-".repeat(222), ")".repeat(2_000));
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let parts = segments(&hostile).len();
+            let _ = done.send(parts);
+        });
+        assert!(finished.recv_timeout(std::time::Duration::from_secs(10)).is_ok(), "segmenting took over 10 s");
     }
 
     #[test]

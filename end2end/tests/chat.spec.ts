@@ -1,5 +1,5 @@
 import { expect, test } from "@playwright/test";
-import { createRoom, hydrated, newUser, openRooms, PASSWORD, sendMessage, uniqueName } from "./helpers";
+import { createRoom, hydrated, newUser, openRooms, PASSWORD, sendMessage, uniqueName, joinRoom } from "./helpers";
 
 test("two people join a new room, see each other's names, notices and messages", async ({ browser }) => {
   const alice = await newUser(browser, "alice", "Alice Liddell");
@@ -7,9 +7,7 @@ test("two people join a new room, see each other's names, notices and messages",
   const room = uniqueName("tea").replace(/_/g, "-");
 
   await createRoom(alice.page, room);
-  await bob.page.goto(`/r/${room}`);
-  await bob.page.getByRole("button", { name: `Join #${room}` }).click();
-  await expect(bob.page.getByTestId("room-title")).toHaveText(`#${room}`);
+  await joinRoom(bob.page, room);
 
   // Alice sees the join notice, styled apart from messages.
   await expect(alice.page.getByTestId("notice").filter({ hasText: "Bob Builder joined" })).toBeVisible();

@@ -1,5 +1,5 @@
 import { expect, test } from "@playwright/test";
-import { PASSWORD, createRoom, hydrated, newUser, openRooms, sendMessage, uniqueName } from "./helpers";
+import { PASSWORD, createRoom, hydrated, newUser, openRooms, sendMessage, uniqueName, joinRoom } from "./helpers";
 
 test("messages sit under a day heading and show their full date on hover or tap", async ({ browser }) => {
   const ana = await newUser(browser, "ana");
@@ -60,9 +60,7 @@ test("joins and leaves collapse into one line and never count as unread", async 
   const others = [];
   for (const name of ["bia", "caio", "davi", "eva"]) {
     const person = await newUser(browser, name);
-    await person.page.goto(`/r/${room}`);
-    await person.page.getByRole("button", { name: `Join #${room}` }).click();
-    await expect(person.page.getByTestId("room-title")).toHaveText(`#${room}`);
+    await joinRoom(person.page, room);
     others.push(person);
   }
   await others[3].page.getByRole("button", { name: "Leave" }).click();
@@ -85,9 +83,7 @@ test("read while the connection was down stays read after it comes back", async 
   const bia = await newUser(browser, "bia");
   const room = uniqueName("away").replace(/_/g, "-");
   await createRoom(ana.page, room);
-  await bia.page.goto(`/r/${room}`);
-  await bia.page.getByRole("button", { name: `Join #${room}` }).click();
-  await expect(bia.page.getByTestId("room-title")).toHaveText(`#${room}`);
+  await joinRoom(bia.page, room);
   // Bia looks at #general; a message arrives in the room she has loaded.
   await openRooms(bia.page);
   await bia.page.getByRole("link", { name: "#general" }).click();

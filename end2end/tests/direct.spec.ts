@@ -1,5 +1,5 @@
 import { expect, test, type Page } from "@playwright/test";
-import { newUser, openRooms, register, sendMessage, uniqueName } from "./helpers";
+import { newUser, openRooms, register, sendMessage, uniqueName, joinRoom } from "./helpers";
 
 /** Finds a person by name in the sidebar and opens the conversation with them. */
 async function messagePerson(page: Page, username: string) {
@@ -151,9 +151,7 @@ test("in a room the sender sees who has seen their message", async ({ browser })
   await alice.page.getByLabel("New room").fill(room);
   await alice.page.getByRole("button", { name: "Create", exact: true }).click();
   await expect(alice.page).toHaveURL(new RegExp(`/r/${room}$`));
-  await bob.page.goto(`/r/${room}`);
-  await bob.page.getByRole("button", { name: `Join #${room}` }).click();
-  await expect(bob.page.getByTestId("room-title")).toHaveText(`#${room}`);
+  await joinRoom(bob.page, room);
 
   await sendMessage(alice.page, "did everyone see this?");
   const seen = alice.page.getByTestId("message").filter({ hasText: "did everyone see this?" }).getByTestId("seen-by");

@@ -50,6 +50,13 @@ export async function createRoom(page: Page, name: string) {
   await expect(page.getByTestId("room-title")).toHaveText(`#${name}`);
 }
 
+/** Goes to a room by its address and joins it. */
+export async function joinRoom(page: Page, name: string) {
+  await page.goto(`/r/${name}`);
+  await page.getByRole("button", { name: `Join #${name}` }).click();
+  await expect(page.getByTestId("room-title")).toHaveText(`#${name}`);
+}
+
 export async function sendMessage(page: Page, text: string) {
   const composer = page.getByRole("textbox", { name: /^Message / });
   await composer.fill(text);

@@ -1,5 +1,5 @@
 import { expect, test, type Page } from "@playwright/test";
-import { createRoom, hydrated, newUser, uniqueName } from "./helpers";
+import { createRoom, hydrated, newUser, uniqueName, joinRoom } from "./helpers";
 
 /** Types `text` into the composer and sends it. `fill` sets the value as a paste would. */
 async function send(page: Page, text: string) {
@@ -19,9 +19,7 @@ test("any text is sent, stored and shown byte for byte", async ({ browser }) => 
   const bia = await newUser(browser, "bia");
   const room = uniqueName("texto").replace(/_/g, "-");
   await createRoom(ana.page, room);
-  await bia.page.goto(`/r/${room}`);
-  await bia.page.getByRole("button", { name: `Join #${room}` }).click();
-  await expect(bia.page.getByTestId("room-title")).toHaveText(`#${room}`);
+  await joinRoom(bia.page, room);
 
   const texts = ["Ótimo, tudo bem?", "😀 hi", "ação \u202Eoãça\u202C fim", "antes\u0000depois", "😀".repeat(4000)];
   for (const text of texts) {

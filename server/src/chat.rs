@@ -15,6 +15,7 @@ use tokio::sync::{Mutex, MutexGuard};
 use crate::{
     error::AppError,
     hub::{ConnId, Connection, Hub},
+    recent_authors::RecentAuthors,
     storage::{Posted, Store, StoreError},
     time::unix_millis,
 };
@@ -87,11 +88,22 @@ pub struct Chat {
     rooms_per_user: u32,
     /// The room every account starts in.
     default_room: RoomId,
+    /// Who wrote each room's last few messages, for telling read receipts to them.
+    recent_authors: RecentAuthors,
 }
 
 impl Chat {
     pub fn new(store: Arc<dyn Store>, hub: Arc<Hub>, limits: Limits, rooms_per_user: u32, default_room: RoomId) -> Self {
-        Chat { store, hub, room_locks: Stripes::new(), user_locks: Stripes::new(), limits, rooms_per_user, default_room }
+        Chat {
+            store,
+            hub,
+            room_locks: Stripes::new(),
+            user_locks: Stripes::new(),
+            limits,
+            rooms_per_user,
+            default_room,
+            recent_authors: RecentAuthors::default(),
+        }
     }
 
     /// The room every new account joins.
@@ -153,7 +165,13 @@ impl Chat {
             ClientMsg::Catchup { id, room_id, after_seq } => self.catch_up(caller, id, room_id, after_seq).await?,
             ClientMsg::OpenDirect { id, user_id } => self.open_direct(caller, id, user_id).await?,
             ClientMsg::FindUsers { id, query } => self.find_users(caller, id, &query).await?,
-            ClientMsg::Online { id, room_id, after } => self.online(caller, id, room_id, after.as_ref())?,
+            ClientMsg::Online { id, room_id, after } => {
+                // Answered from inside the hub, in order with presence notices.
+                self.hub
+                    .send_online_page(caller.conn, id, room_id, after.as_ref(), ONLINE_PAGE)
+                    .map_err(|_| AppError::Forbidden("You are not a member of this room."))?;
+                return Ok(None);
+            }
             ClientMsg::Send { id, room_id, client_id, text } => {
                 self.send(caller, id, room_id, &client_id, &text).await?;
                 return Ok(None);
@@ -260,6 +278,7 @@ impl Chat {
         // A retry (same client id) gets the original back and nothing is broadcast again.
         if let Posted::New(message) = &posted {
             self.hub.publish(room_id, &ServerMsg::Message { message: message.clone() }, Some(caller.conn));
+            self.recent_authors.wrote(room_id, message.seq, caller.user.id);
         }
         let message = match posted {
             Posted::New(message) | Posted::Duplicate(message) => message,
@@ -333,24 +352,28 @@ impl Chat {
         Ok(ServerMsg::Users { id, users })
     }
 
-    /// A page of the room's online list, for a member.
-    fn online(&self, caller: &Caller, id: u64, room_id: RoomId, after: Option<&UserRef>) -> Result<ServerMsg, AppError> {
-        if !self.hub.is_subscribed(caller.conn, room_id) {
-            return Err(AppError::Forbidden("You are not a member of this room."));
-        }
-        let page = self.hub.online_page(room_id, after, ONLINE_PAGE);
-        Ok(ServerMsg::Online { id, room_id, users: page.users, total: page.total as u32, has_more: page.has_more })
-    }
-
+    /// Moves the caller's positions forward and tells who needs to know: in a direct
+    /// conversation both people (delivered and read ticks); in a room the caller's own
+    /// other tabs (unread counts) and the authors of what was just read ("Seen by").
+    /// Telling every member would cost members² frames when a room reads a message.
     async fn receipt(&self, caller: &Caller, room_id: RoomId, delivered: Option<i64>, read: Option<i64>) -> Result<(), AppError> {
         self.require_member(caller, room_id).await?;
-        if let Some((delivered_seq, read_seq)) =
-            self.store.advance_receipt(room_id, caller.user.id, delivered, read).await?
-        {
-            let event = ServerMsg::Receipt { room_id, user: caller.user.clone(), delivered_seq, read_seq };
-            // Everyone in the room learns it (senders show delivered/read), including
-            // this user's other tabs (their unread counts follow).
-            self.hub.publish(room_id, &event, None);
+        let room = self.store.room(room_id).await?.ok_or(AppError::NotFound("No such room."))?;
+        let read_before = match room.kind {
+            RoomKind::Public => self.store.member_positions(room_id, caller.user.id).await?.map_or(0, |(_, read)| read),
+            RoomKind::Direct => 0,
+        };
+        let Some((delivered_seq, read_seq)) = self.store.advance_receipt(room_id, caller.user.id, delivered, read).await? else {
+            return Ok(());
+        };
+        let event = ServerMsg::Receipt { room_id, user: caller.user.clone(), delivered_seq, read_seq };
+        match room.kind {
+            RoomKind::Direct => self.hub.publish(room_id, &event, None),
+            RoomKind::Public => {
+                let mut told = self.recent_authors.between(room_id, read_before, read_seq);
+                told.push(caller.user.id);
+                self.hub.send_to_users(&told, &event);
+            }
         }
         Ok(())
     }
@@ -361,7 +384,7 @@ impl Chat {
         if !self.hub.is_subscribed(caller.conn, room_id) {
             return Err(AppError::Forbidden("You are not a member of this room."));
         }
-        self.hub.publish(room_id, &ServerMsg::Typing { room_id, user: caller.user.clone() }, Some(caller.conn));
+        self.hub.typing(room_id, caller.user.id);
         Ok(())
     }
 

@@ -42,14 +42,7 @@ pub async fn refuse_cross_site_writes(State(state): State<AppState>, request: Re
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (name, value) in pairs {
-            map.insert(axum::http::HeaderName::from_bytes(name.as_bytes()).unwrap(), value.parse().unwrap());
-        }
-        map
-    }
+    use crate::net::tests::headers;
 
     #[test]
     fn writes_must_come_from_this_site() {

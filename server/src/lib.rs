@@ -14,6 +14,7 @@ mod limits;
 mod net;
 pub mod hub;
 mod password;
+mod recent_authors;
 mod routes;
 mod state;
 pub mod storage;

@@ -73,22 +73,24 @@ pub async fn upgrade(State(state): State<AppState>, request: Request) -> Result<
         tracing::info!(ip = %peer.ip, "not a WebSocket handshake: {rejection}");
         AppError::Invalid("Expected a WebSocket handshake.".into())
     })?;
+    // The address's allowance first: sockets turned away for want of a session count
+    // against it too while they are being closed.
+    let Some(ip_slot) = state.limiters.socket_slot(peer.ip) else {
+        tracing::warn!(ip = %peer.ip, "socket refused: too many sockets from this address");
+        return Err(AppError::RateLimited(crate::limits::RetryAfter(Duration::from_secs(5))));
+    };
     let session = match session_token(&parts.headers) {
         Some(token) => state.accounts.authenticate(&token).await?.map(|record| Session { token, record }),
         None => None,
     };
     let Some(session) = session else {
         tracing::info!(ip = %peer.ip, origin = %peer.origin, "socket refused: no live session");
-        return Ok(ws.on_upgrade(|socket| refuse(socket, CloseReason::SessionEnded)));
+        return Ok(ws.on_upgrade(move |socket| refuse(socket, CloseReason::SessionEnded, ip_slot)));
     };
     let limits = &state.config.limits;
     let user_id = session.record.user.id;
     let Some(user_slot) = state.limiters.user_socket_slot(user_id) else {
         tracing::warn!(user = user_id, ip = %peer.ip, "socket refused: too many sockets for this user");
-        return Err(AppError::RateLimited(crate::limits::RetryAfter(Duration::from_secs(5))));
-    };
-    let Some(ip_slot) = state.limiters.socket_slot(peer.ip) else {
-        tracing::warn!(user = user_id, ip = %peer.ip, "socket refused: too many sockets from this address");
         return Err(AppError::RateLimited(crate::limits::RetryAfter(Duration::from_secs(5))));
     };
     Ok(ws
@@ -101,7 +103,8 @@ pub async fn upgrade(State(state): State<AppState>, request: Request) -> Result<
 }
 
 /// Closes a socket that may not be served, with the reason, without reading from it.
-async fn refuse(socket: WebSocket, reason: CloseReason) {
+/// `_ip_slot` holds the address's allowance until it is closed.
+async fn refuse(socket: WebSocket, reason: CloseReason, _ip_slot: Slot<IpAddr>) {
     let (mut sink, _stream) = socket.split();
     let _ = close(&mut sink, reason.code(), reason.text()).await;
 }

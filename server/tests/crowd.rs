@@ -10,7 +10,8 @@ mod support;
 
 use std::time::Duration;
 
-use support::{crowd, process::ServerProcess};
+use app::protocol::{ClientMsg, ServerMsg};
+use support::{crowd, process::ServerProcess, server::WsClient};
 
 /// Longest time 2,000 sockets may take to all be greeted on a 2-core machine that also
 /// runs the clients. Measured: a few seconds; before the presence redesign, 57 s with
@@ -55,7 +56,51 @@ async fn two_thousand_people_connect_to_one_room_and_presence_stays_right() {
     println!("frames received by the crowd while connecting: {frames}");
     assert!(frames < PEOPLE * 100, "presence cost {frames} frames");
 
+    // Who is online, by name, a page at a time: everyone, once.
+    let mut author = WsClient::open(server.addr, Some(&cookies[0])).await.unwrap();
+    let mut names = Vec::new();
+    let mut after = None;
+    loop {
+        match author.request(|id| ClientMsg::Online { id, room_id: general, after: after.clone() }).await {
+            ServerMsg::Online { users, total, has_more, .. } => {
+                assert_eq!(total as usize, PEOPLE);
+                after = users.last().cloned();
+                names.extend(users.into_iter().map(|u| u.username));
+                if !has_more {
+                    break;
+                }
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    let expected: Vec<String> = (0..PEOPLE).map(|n| format!("person{n:05}")).collect();
+    assert_eq!(names, expected, "everyone online, once, in name order");
+
+    // One message, read by everyone: each reader's receipt goes to its author and the
+    // reader's own tabs, not to all 2,000 (which would be 4 million frames).
+    let seq = match author.request(|id| ClientMsg::Send { id, room_id: general, client_id: "hello-all".into(), text: "olá a todos".into() }).await {
+        ServerMsg::Sent { message, .. } => message.seq,
+        other => panic!("{other:?}"),
+    };
+    let everyone_has_it = tokio::time::Instant::now() + Duration::from_secs(10);
+    while members[1..].iter().any(|m| m.seen.lock().unwrap().last_message_seq != Some(seq)) {
+        assert!(tokio::time::Instant::now() < everyone_has_it, "the message reached everyone");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for member in &members[1..] {
+        member.send(ClientMsg::Receipt { id: 1, room_id: general, delivered_seq: None, read_seq: Some(seq) });
+    }
+    let all_read = tokio::time::Instant::now() + Duration::from_secs(30);
+    while members[0].seen.lock().unwrap().receipts < PEOPLE - 1 {
+        assert!(tokio::time::Instant::now() < all_read, "the author heard {} receipts", members[0].seen.lock().unwrap().receipts);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let heard: Vec<usize> = members[1..].iter().map(|m| m.seen.lock().unwrap().receipts).collect();
+    assert!(heard.iter().all(|n| *n <= 1), "a reader hears its own receipt at most, not the others' ({:?})", heard.iter().max());
+    assert!(crowd::closes(&members).is_empty(), "sockets were closed: {:?}", crowd::closes(&members));
+
     // Half go away at once (their connections just drop): the rest hear the new count.
+    drop(author);
     let mut members = members;
     let staying = members.split_off(PEOPLE / 2);
     drop(members);

@@ -220,6 +220,32 @@ async fn general_id(client: &mut WsClient) -> i64 {
     }
 }
 
+/// What the other person read while this client was away arrives with catch-up, so
+/// "read" shows without reloading the conversation.
+async fn receipts_made_while_away_arrive_with_catch_up(db: TestDb) {
+    let server = TestServer::start_on(db).await;
+    let (alice_cookie, mut alice, _) = user(&server, "alice").await;
+    let (_, mut bob, bob_ref) = user(&server, "bob").await;
+    let dm = open_direct(&mut alice, bob_ref.id).await;
+    let mine = send(&mut alice, dm.id, "a-1", "are you there?").await;
+    drop(alice);
+
+    bob.wait_for(|m| matches!(m, ServerMsg::Message { message } if message.id == mine.id)).await;
+    bob.send(&ClientMsg::Receipt { id: 50, room_id: dm.id, delivered_seq: Some(mine.seq), read_seq: Some(mine.seq) }).await;
+    bob.wait_for(|m| matches!(m, ServerMsg::Receipt { read_seq, .. } if *read_seq == mine.seq)).await;
+
+    let mut alice = server.connect(&alice_cookie).await;
+    match alice.request(|id| ClientMsg::Catchup { id, room_id: dm.id, after_seq: mine.seq }).await {
+        ServerMsg::Catchup { messages, has_more, receipts, .. } => {
+            assert!(messages.is_empty() && !has_more);
+            let bobs = receipts.iter().find(|r| r.user.id == bob_ref.id).expect("bob's position comes along");
+            assert_eq!((bobs.delivered_seq, bobs.read_seq), (mine.seq, mine.seq));
+        }
+        other => panic!("{other:?}"),
+    }
+    server.stop().await;
+}
+
 async fn typing_reaches_the_other_members_only(db: TestDb) {
     let server = TestServer::start_on(db).await;
     let (_, mut alice, alice_ref) = user(&server, "alice").await;
@@ -229,9 +255,9 @@ async fn typing_reaches_the_other_members_only(db: TestDb) {
     alice.send(&ClientMsg::Typing { id: 9, room_id: dm.id }).await;
     assert_eq!(
         bob.wait_for(|m| matches!(m, ServerMsg::Typing { .. })).await,
-        ServerMsg::Typing { room_id: dm.id, user: alice_ref }
+        ServerMsg::Typing { room_id: dm.id, users: vec![alice_ref] }
     );
-    assert!(alice.is_quiet(Duration::from_millis(200), |m| !matches!(m, ServerMsg::Typing { .. })).await, "not echoed");
+    assert!(mallory.is_quiet(Duration::from_millis(600), |m| !matches!(m, ServerMsg::Typing { .. })).await, "not heard outside");
     mallory.send(&ClientMsg::Typing { id: 10, room_id: dm.id }).await;
     assert_eq!(code(&mallory.reply_to(10).await), ErrorCode::Forbidden);
     server.stop().await;
@@ -243,5 +269,6 @@ on_both_databases!(
     people_are_found_by_the_start_of_their_names,
     the_sender_sees_delivered_then_read_and_positions_never_go_back,
     unread_counts_and_mentions_follow_the_read_position_across_tabs,
+    receipts_made_while_away_arrive_with_catch_up,
     typing_reaches_the_other_members_only,
 );

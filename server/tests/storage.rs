@@ -240,6 +240,23 @@ on_both_backends! {
         assert_eq!(doras[0].unread_seqs.last(), Some(&doras[0].last_seq), "the newest ones");
     };
 
+    member_counts_follow_joins_and_leaves => |store: Arc<dyn Store>| async move {
+        let ana = user(&store, "ana").await;
+        let bob = user(&store, "bob").await;
+        let count = |rooms: Vec<app::protocol::RoomSummary>, id: i64| rooms.into_iter().find(|r| r.id == id).unwrap().member_count;
+        let (room, _) = store.create_room("counted", &ana, 1).await.unwrap();
+        assert_eq!(count(store.rooms_of(ana.id).await.unwrap(), room.id), 1);
+        store.join(room.id, &bob, 2).await.unwrap();
+        store.join(room.id, &bob, 3).await.unwrap();
+        assert_eq!(count(store.public_rooms(ana.id).await.unwrap(), room.id), 2, "joining twice counts once");
+        store.leave(room.id, &bob, 4).await.unwrap();
+        store.leave(room.id, &bob, 5).await.unwrap();
+        assert_eq!(count(store.public_rooms(ana.id).await.unwrap(), room.id), 1, "leaving twice counts once");
+        let (dm, _) = store.open_direct(&ana, &bob, 6).await.unwrap();
+        store.open_direct(&bob, &ana, 7).await.unwrap();
+        assert_eq!(count(store.rooms_of(bob.id).await.unwrap(), dm.id), 2);
+    };
+
     only_members_can_post => |store: Arc<dyn Store>| async move {
         let ana = user(&store, "ana").await;
         let bob = user(&store, "bob").await;

@@ -7,6 +7,8 @@
 //! tabs coming back after a restart spreads over the window instead of arriving at
 //! once. The count of failures only starts over once a connection has stayed up for
 //! [`STABLE_MS`], so a server that greets and then drops every socket is not hammered.
+//! A server that says it is restarting (1001, 1012) gets each tab back after a random
+//! wait of up to [`RESTART_SPREAD_MS`], since all its tabs hear it at the same moment.
 //!
 //! The browser's own network events matter only when it really was offline: going
 //! offline drops the socket at once (instead of waiting for TCP to notice), and coming
@@ -28,10 +30,16 @@ const STABLE_MS: f64 = 10_000.0;
 /// Close code the server uses when the session was logged out, expired, or was never
 /// valid (it lets the handshake through just to say so).
 const CLOSE_SESSION_ENDED: u16 = 4001;
+/// Close codes a server uses when it is going away or restarting (RFC 6455 1001, 1012).
+const CLOSE_RESTARTING: [u16; 2] = [1001, 1012];
+/// After a restart notice, each tab waits a random time up to this before its first
+/// attempt, so thousands of tabs do not all return in the same instant.
+const RESTART_SPREAD_MS: f64 = 5_000.0;
 
 enum Ended {
-    /// The connection closed or failed; `lasted` is how long it was up, if greeted.
-    Dropped { greeted_for_ms: Option<f64> },
+    /// The connection closed or failed: how long it was up after the greeting (if it
+    /// got one), and whether the server said it is restarting.
+    Dropped { greeted_for_ms: Option<f64>, server_restarting: bool },
     /// The server said the session is over.
     SessionEnded,
     /// The browser went offline.
@@ -54,9 +62,17 @@ pub(super) fn run(chat: ChatClient) {
                 }
                 // Reconnect as soon as the browser is back online (top of the loop).
                 Ended::Offline => continue,
-                Ended::Dropped { greeted_for_ms } => {
+                Ended::Dropped { greeted_for_ms, server_restarting } => {
                     if greeted_for_ms.is_some_and(|lasted| lasted >= STABLE_MS) {
                         failures = 0;
+                    }
+                    if server_restarting {
+                        // Every tab hears this at the same moment: spread the first
+                        // attempts of all of them over a few seconds.
+                        chat.conn.try_set(ConnState::Reconnecting);
+                        let spread = js_sys::Math::random() * RESTART_SPREAD_MS;
+                        pause_unless_back_online(spread, &mut network).await;
+                        continue;
                     }
                 }
             }
@@ -131,11 +147,12 @@ fn backoff_ms(failures: u32) -> f64 {
 
 async fn connect_once(chat: ChatClient, network: &mut mpsc::UnboundedReceiver<bool>) -> Ended {
     let Ok(ws) = WebSocket::open(&socket_url()) else {
-        return Ended::Dropped { greeted_for_ms: None };
+        return Ended::Dropped { greeted_for_ms: None, server_restarting: false };
     };
     let (mut sink, mut stream) = ws.split();
+    // Handed to the model only once the server has greeted: until then nothing can be
+    // known to go out, and frames given to a socket that never opens would be lost.
     let (tx, mut rx) = mpsc::unbounded();
-    chat.link.try_set_value(Some(tx));
     spawn_local(async move {
         while let Some(msg) = rx.next().await {
             let frame = serde_json::to_string(&msg).expect("client messages always serialise");
@@ -147,6 +164,7 @@ async fn connect_once(chat: ChatClient, network: &mut mpsc::UnboundedReceiver<bo
     });
 
     let mut greeted_at = None;
+    let mut server_restarting = false;
     let ended = loop {
         let frame = futures::select! {
             frame = stream.next().fuse() => frame,
@@ -160,6 +178,7 @@ async fn connect_once(chat: ChatClient, network: &mut mpsc::UnboundedReceiver<bo
                 Ok(msg) => {
                     if matches!(msg, ServerMsg::Hello { .. }) {
                         greeted_at = Some(platform::now_ms());
+                        chat.link.try_set_value(Some(tx.clone()));
                     }
                     chat.apply(msg);
                 }
@@ -167,6 +186,7 @@ async fn connect_once(chat: ChatClient, network: &mut mpsc::UnboundedReceiver<bo
             },
             Some(Ok(Message::Bytes(_))) => {}
             Some(Err(WebSocketError::ConnectionClose(close))) => {
+                server_restarting = CLOSE_RESTARTING.contains(&close.code);
                 break (close.code == CLOSE_SESSION_ENDED).then_some(Ended::SessionEnded);
             }
             // An `error` event is followed by the `close` event that says why.
@@ -174,9 +194,11 @@ async fn connect_once(chat: ChatClient, network: &mut mpsc::UnboundedReceiver<bo
             Some(Err(_)) | None => break None,
         }
     };
-    // Dropping the sender ends the writer task, which closes the socket.
+    // Dropping the senders ends the writer task, which closes the socket.
     chat.link.try_set_value(None);
-    ended.unwrap_or(Ended::Dropped { greeted_for_ms: greeted_at.map(|at| platform::now_ms() - at) })
+    drop(tx);
+    let greeted_for_ms = greeted_at.map(|at| platform::now_ms() - at);
+    ended.unwrap_or(Ended::Dropped { greeted_for_ms, server_restarting })
 }
 
 fn socket_url() -> String {

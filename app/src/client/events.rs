@@ -83,7 +83,7 @@ impl ChatClient {
                     self.set_own_read(room_id, read_seq);
                 }
             }
-            ServerMsg::Typing { room_id, user } => self.someone_typing(room_id, user),
+            ServerMsg::Typing { room_id, users } => users.into_iter().for_each(|user| self.someone_typing(room_id, user)),
             ServerMsg::Online { id, room_id, users, total, has_more } => {
                 let more = matches!(self.forget(id), Some(Purpose::Online { more: true }));
                 self.online_page(room_id, more, users, total, has_more);
@@ -148,6 +148,7 @@ impl ChatClient {
         self.limits.set(limits);
         self.default_room.set(default_room);
         let joined: Vec<RoomId> = rooms.iter().map(|r| r.id).collect();
+        let direct: Vec<RoomId> = rooms.iter().filter(|r| r.kind == RoomKind::Direct).map(|r| r.id).collect();
         self.rooms.set(rooms);
         // Conversations left while away are dropped; the others catch up on exactly
         // what they missed, from the last message held, in pages until complete.
@@ -161,8 +162,10 @@ impl ChatClient {
         for (room_id, last) in held {
             match last {
                 Some(last) => {
-                    // Everything held has reached this device.
-                    self.queue_receipt(room_id, Some(last), None);
+                    if direct.contains(&room_id) {
+                        // Everything held has reached this device.
+                        self.queue_receipt(room_id, Some(last), None);
+                    }
                     self.catch_up(room_id, last);
                 }
                 None => self.request(Purpose::History { room_id, before_seq: None }, |id| {
@@ -264,8 +267,12 @@ impl ChatClient {
             self.catch_up(room_id, last);
         }
         if !from_me {
-            self.queue_receipt(room_id, Some(seq), None);
             if let Some((room_kind, room_name)) = kind {
+                // Delivery is shown for direct messages only (✓✓); in a room, telling
+                // the server about every message would cost a write per member.
+                if is_text && room_kind == RoomKind::Direct {
+                    self.queue_receipt(room_id, Some(seq), None);
+                }
                 if is_text && (room_kind == RoomKind::Direct || mentions_me) {
                     let title = match room_kind {
                         RoomKind::Direct => message.sender.display_name.clone(),

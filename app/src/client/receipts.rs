@@ -12,8 +12,8 @@ use super::{platform, ChatClient, Purpose};
 use crate::protocol::{ClientMsg, RoomId, Seq};
 
 /// Receipts are gathered this long and sent together (a burst of messages is one
-/// receipt, not hundreds).
-const RECEIPT_BATCH_MS: u32 = 150;
+/// receipt, not hundreds; each costs the server a write).
+const RECEIPT_BATCH_MS: u32 = 500;
 
 impl ChatClient {
     /// Everything up to `seq` has been on screen: the room is read that far.

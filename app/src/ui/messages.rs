@@ -318,7 +318,7 @@ fn MessageText(text: String, my_username: String) -> impl IntoView {
                         href=address.to_string()
                         target="_blank"
                         rel="noopener noreferrer nofollow"
-                        class="underline decoration-1 underline-offset-2 break-all hover:decoration-2"
+                        class="underline decoration-1 underline-offset-2 break-all hover:decoration-2 [unicode-bidi:isolate]"
                     >
                         {part}
                     </a>
@@ -327,7 +327,9 @@ fn MessageText(text: String, my_username: String) -> impl IntoView {
             }
         })
         .collect();
-    view! { <p data-testid="text" class="whitespace-pre-wrap break-words">{parts}</p> }
+    // `dir="auto"`: a message in Hebrew or Arabic reads right to left, and its marks
+    // cannot spill into the rest of the page.
+    view! { <p data-testid="text" dir="auto" class="whitespace-pre-wrap break-words">{parts}</p> }
 }
 
 /// Under one's own message: in a direct conversation, stored → delivered → read; in
@@ -386,7 +388,7 @@ fn PendingRow(item: Outgoing) -> impl IntoView {
                 "max-w-[85%] rounded-2xl rounded-br-md px-3 py-2 text-white shadow-sm sm:max-w-[75%] {}",
                 colour,
             )>
-                <p class="whitespace-pre-wrap break-words">{item.text.clone()}</p>
+                <p dir="auto" class="whitespace-pre-wrap break-words">{item.text.clone()}</p>
                 {match failed {
                     None => view! { <p class="mt-0.5 text-right text-[11px] text-indigo-50">"Sending…"</p> }.into_any(),
                     Some(reason) => view! {

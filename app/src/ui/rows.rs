@@ -89,6 +89,8 @@ fn people(names: &[&str]) -> String {
 
 #[cfg(test)]
 mod tests {
+    use proptest::strategy::Strategy;
+
     use super::*;
     use crate::protocol::UserRef;
 
@@ -127,7 +129,9 @@ mod tests {
 
     proptest::proptest! {
         #[test]
-        fn any_names_make_a_summary(names in proptest::collection::vec(crate::test_text::any_text(), 1..8)) {
+        fn any_names_make_a_summary(
+            names in proptest::collection::vec(crate::test_text::any_text().prop_filter("a name", |n| !n.is_empty()), 1..8)
+        ) {
             let notices: Vec<ChatMessage> = names
                 .iter()
                 .enumerate()

@@ -8,7 +8,9 @@
 //! Presence is told in deltas, gathered per room over [`PRESENCE_WINDOW`]: a crowd
 //! connecting at once costs each member one small frame per window, never a full list
 //! per arrival (which made a reconnect storm cost members² bytes). Full lists are only
-//! sent a page at a time to a client that asks ([`Hub::online_page`]).
+//! sent a page at a time to a client that asks ([`Hub::send_online_page`]). Typing
+//! notices are gathered the same way, so a room where many type at once costs each
+//! member one frame per window.
 
 pub mod outbound;
 mod registry;
@@ -21,7 +23,7 @@ use std::{
     time::Duration,
 };
 
-use app::protocol::{RoomId, ServerMsg, UserId, UserRef};
+use app::protocol::{RequestId, RoomId, ServerMsg, UserId, UserRef};
 use axum::extract::ws::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 
@@ -34,6 +36,8 @@ pub const PRESENCE_WINDOW: Duration = Duration::from_millis(250);
 /// Rooms with more people online than this get presence as a count only: naming
 /// everyone who came and went would cost every member bytes for each of them.
 pub const PRESENCE_DETAIL_LIMIT: usize = 100;
+/// Most people one typing notice names.
+pub const TYPING_NAMED: usize = 10;
 
 /// Shared by all connection tasks; cheap operations under one short-lived lock.
 pub struct Hub {
@@ -51,14 +55,9 @@ pub struct Connection {
     pub close: CloseSignal,
 }
 
-/// A page of a room's online list, from [`Hub::online_page`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OnlinePage {
-    pub users: Vec<UserRef>,
-    /// Everyone online in the room.
-    pub total: usize,
-    pub has_more: bool,
-}
+/// Not delivered: the connection does not hear that room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotSubscribed;
 
 impl Hub {
     pub fn new(limits: QueueLimits) -> Self {
@@ -117,6 +116,17 @@ impl Hub {
         Self::deliver(&mut registry, &targets, &frame);
     }
 
+    /// Sends an event to every connection of each user named (each once), encoded once.
+    pub fn send_to_users(&self, user_ids: &[UserId], msg: &ServerMsg) {
+        let frame = encode(msg);
+        let mut registry = self.lock();
+        let mut targets: Vec<ConnId> = Vec::new();
+        for user_id in user_ids.iter().collect::<std::collections::BTreeSet<_>>() {
+            targets.extend(registry.user_conns(*user_id));
+        }
+        Self::deliver(&mut registry, &targets, &frame);
+    }
+
     /// The user became a member of a room: all their sockets start hearing it.
     pub fn join(&self, user_id: UserId, room_id: RoomId) {
         self.lock().subscribe_user(user_id, room_id);
@@ -152,11 +162,31 @@ impl Hub {
         self.lock().conn(conn).is_some_and(|entry| entry.rooms.contains(&room_id))
     }
 
-    /// Up to `limit` people online in a room, in name order, after `after`.
-    pub fn online_page(&self, room_id: RoomId, after: Option<&UserRef>, limit: usize) -> OnlinePage {
-        let registry = self.lock();
+    /// Answers request `id` of a connection with up to `limit` people online in a room,
+    /// in name order, after `after`. Read and queued under the same lock as presence
+    /// notices, so every notice about a change the page does not show comes after it.
+    pub fn send_online_page(
+        &self,
+        conn: ConnId,
+        id: RequestId,
+        room_id: RoomId,
+        after: Option<&UserRef>,
+        limit: usize,
+    ) -> Result<(), NotSubscribed> {
+        let mut registry = self.lock();
+        if !registry.conn(conn).is_some_and(|entry| entry.rooms.contains(&room_id)) {
+            return Err(NotSubscribed);
+        }
         let (users, has_more) = registry.online_page(room_id, after, limit);
-        OnlinePage { users, total: registry.online_count(room_id), has_more }
+        let total = registry.online_count(room_id) as u32;
+        let frame = encode(&ServerMsg::Online { id, room_id, users, total, has_more });
+        Self::deliver(&mut registry, &[conn], &frame);
+        Ok(())
+    }
+
+    /// Notes that a user is typing in a room; told with the next window's notice.
+    pub fn typing(&self, room_id: RoomId, user_id: UserId) {
+        self.lock().note_typing(room_id, user_id);
     }
 
     pub fn connection_count(&self) -> usize {
@@ -164,12 +194,22 @@ impl Hub {
     }
 
     /// Tells each room whose online set changed since the last call who came and who
-    /// went: one frame per room, encoded once, pushed to each of its connections.
+    /// went, and each room where someone typed who did: one frame per room and kind,
+    /// encoded once, pushed to each of its connections.
     pub fn flush_presence(&self) {
         let mut registry = self.lock();
-        let changed = registry.take_presence_changes();
-        for (room_id, changes) in changed {
-            let notice = Self::presence_notice(&registry, room_id, changes);
+        let mut notices = Vec::new();
+        for (room_id, changes) in registry.take_presence_changes() {
+            notices.push((room_id, Self::presence_notice(&registry, room_id, changes)));
+        }
+        for (room_id, typists) in registry.take_typing() {
+            let users: Vec<UserRef> =
+                typists.iter().filter_map(|user_id| registry.user(*user_id).cloned()).take(TYPING_NAMED).collect();
+            if !users.is_empty() {
+                notices.push((room_id, ServerMsg::Typing { room_id, users }));
+            }
+        }
+        for (room_id, notice) in notices {
             let targets: Vec<ConnId> = registry.room_conns(room_id).collect();
             if !targets.is_empty() {
                 Self::deliver(&mut registry, &targets, &encode(&notice));
@@ -304,11 +344,28 @@ mod tests {
         hub.flush_presence();
         let total = crowd.len() as u32 + 1;
         assert_eq!(drain(&mut watcher), [ServerMsg::Presence { room_id: 7, total, detailed: false, came: vec![], went: vec![] }]);
-        let page = hub.online_page(7, None, 50);
-        assert_eq!((page.users.len(), page.total, page.has_more), (50, total as usize, true));
-        assert_eq!(page.users[0].display_name, "u0001");
-        let next_page = hub.online_page(7, page.users.last(), 50);
-        assert_eq!(next_page.users[0].display_name, "u0051");
+        hub.send_online_page(watcher.id, 1, 7, None, 50).unwrap();
+        let ServerMsg::Online { users, total: listed_total, has_more, .. } = next(&mut watcher).await else { panic!() };
+        assert_eq!((users.len(), listed_total, has_more), (50, total, true));
+        assert_eq!(users[0].display_name, "u0001");
+        hub.send_online_page(watcher.id, 2, 7, users.last(), 50).unwrap();
+        let ServerMsg::Online { users, .. } = next(&mut watcher).await else { panic!() };
+        assert_eq!(users[0].display_name, "u0051");
+        assert_eq!(hub.send_online_page(watcher.id, 3, 8, None, 50), Err(NotSubscribed), "not a member there");
+    }
+
+    #[tokio::test]
+    async fn typing_in_a_window_is_one_notice() {
+        let hub = hub();
+        let mut watcher = hub.connect(&user(1, "watcher"), 1, &[7]);
+        let _typists: Vec<Connection> = (2..5).map(|id| hub.connect(&user(id, &format!("t{id}")), id, &[7])).collect();
+        hub.flush_presence();
+        drain(&mut watcher);
+        for id in [2, 3, 2, 4] {
+            hub.typing(7, id);
+        }
+        hub.flush_presence();
+        assert_eq!(drain(&mut watcher), [ServerMsg::Typing { room_id: 7, users: vec![user(2, "t2"), user(3, "t3"), user(4, "t4")] }]);
     }
 
     #[tokio::test]

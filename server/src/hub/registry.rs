@@ -66,6 +66,8 @@ pub struct Registry {
     rooms: HashMap<RoomId, RoomEntry>,
     /// Rooms whose online set changed since presence was last announced.
     changed: HashMap<RoomId, PresenceChanges>,
+    /// Who started or went on typing in each room since typing was last announced.
+    typing: HashMap<RoomId, Vec<UserId>>,
 }
 
 impl Registry {
@@ -159,6 +161,19 @@ impl Registry {
     /// Takes the presence changes gathered since the last call.
     pub fn take_presence_changes(&mut self) -> HashMap<RoomId, PresenceChanges> {
         std::mem::take(&mut self.changed)
+    }
+
+    /// Notes that a user is typing in a room (each user once per window).
+    pub fn note_typing(&mut self, room_id: RoomId, user_id: UserId) {
+        let typists = self.typing.entry(room_id).or_default();
+        if !typists.contains(&user_id) {
+            typists.push(user_id);
+        }
+    }
+
+    /// Takes who typed where since the last call.
+    pub fn take_typing(&mut self) -> HashMap<RoomId, Vec<UserId>> {
+        std::mem::take(&mut self.typing)
     }
 
     pub fn user(&self, user_id: UserId) -> Option<&UserRef> {

@@ -147,6 +147,8 @@ pub trait Store: Send + Sync + 'static {
     /// new `(delivered, read)` if either moved; `None` if nothing changed or the user
     /// is not a member.
     async fn advance_receipt(&self, room_id: i64, user_id: i64, delivered: Option<Seq>, read: Option<Seq>) -> StoreResult<Option<(Seq, Seq)>>;
+    /// One member's `(delivered, read)` positions; `None` if not a member.
+    async fn member_positions(&self, room_id: i64, user_id: i64) -> StoreResult<Option<(Seq, Seq)>>;
     /// Members' positions in a room, the furthest readers first, at most `limit`.
     async fn receipts(&self, room_id: i64, limit: u32) -> StoreResult<Vec<MemberReceipt>>;
 }

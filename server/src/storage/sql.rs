@@ -246,16 +246,17 @@ const SELECT_MESSAGE: &str = "SELECT m.id, m.room_id, m.seq, m.kind, m.body, m.c
      FROM messages m JOIN users u ON u.id = m.sender_id";
 
 /// A room as user `$1` sees it; for a direct conversation, the `peer_*` columns name
-/// the other member.
+/// the other member. (The peer is found by a subquery that a public room never runs:
+/// as a join, it would walk every member of a room of thousands at each connect.)
 const SELECT_ROOM_SUMMARY: &str = "SELECT r.id, r.name, r.kind, r.topic, r.last_seq, \
-     CAST((SELECT COUNT(*) FROM memberships c WHERE c.room_id = r.id) AS BIGINT) AS member_count, \
+     CAST(r.member_count AS BIGINT) AS member_count, \
      CAST(CASE WHEN mine.user_id IS NULL THEN 0 ELSE 1 END AS BIGINT) AS joined, \
      CAST(COALESCE(mine.read_seq, 0) AS BIGINT) AS read_seq, \
      pu.id AS peer_id, pu.username AS peer_username, pu.display_name AS peer_display_name \
      FROM rooms r \
      LEFT JOIN memberships mine ON mine.room_id = r.id AND mine.user_id = $1 \
-     LEFT JOIN memberships pm ON r.kind = 'direct' AND pm.room_id = r.id AND pm.user_id <> $1 \
-     LEFT JOIN users pu ON pu.id = pm.user_id";
+     LEFT JOIN users pu ON pu.id = CASE WHEN r.kind = 'direct' THEN \
+       (SELECT pm.user_id FROM memberships pm WHERE pm.room_id = r.id AND pm.user_id <> $1 LIMIT 1) END";
 
 /// Stamps out the [`Store`] implementation for one backend.
 macro_rules! sql_store {
@@ -288,6 +289,18 @@ macro_rules! sql_store {
                 .execute(&mut **tx)
                 .await?;
                 Ok(updated.rows_affected() == 1)
+            }
+
+            /// Keeps the room's member count in step with a change of `by` members.
+            async fn count_members(tx: &mut sqlx::Transaction<'_, $db>, room_id: i64, by: i64) -> StoreResult<()> {
+                if by != 0 {
+                    sqlx::query("UPDATE rooms SET member_count = member_count + $2 WHERE id = $1")
+                        .bind(room_id)
+                        .bind(by)
+                        .execute(&mut **tx)
+                        .await?;
+                }
+                Ok(())
             }
 
             /// Inserts a message at `seq`. `None` when `(sender, client_id)` already
@@ -381,6 +394,7 @@ macro_rules! sql_store {
                     tx.rollback().await?;
                     return Ok(None);
                 }
+                Self::count_members(&mut tx, room_id, if joined { 1 } else { -1 }).await?;
                 let kind = if joined { MessageKind::Joined } else { MessageKind::Left };
                 let notice = Self::insert_message(&mut tx, room_id, seq, user, kind, "", None, now)
                     .await?
@@ -568,6 +582,7 @@ macro_rules! sql_store {
                     .bind(now)
                     .execute(&mut *tx)
                     .await?;
+                Self::count_members(&mut tx, room.id, 1).await?;
                 let seq = Self::next_seq(&mut tx, room.id).await?;
                 let notice = Self::insert_message(&mut tx, room.id, seq, creator, MessageKind::Joined, "", None, now)
                     .await?
@@ -652,7 +667,7 @@ macro_rules! sql_store {
                     .bind(&key)
                     .fetch_one(&mut *tx)
                     .await?;
-                sqlx::query(
+                let added = sqlx::query(
                     "INSERT INTO memberships (room_id, user_id, joined_at) VALUES ($1, $2, $4), ($1, $3, $4) \
                      ON CONFLICT DO NOTHING",
                 )
@@ -661,7 +676,9 @@ macro_rules! sql_store {
                 .bind(peer.id)
                 .bind(now)
                 .execute(&mut *tx)
-                .await?;
+                .await?
+                .rows_affected();
+                Self::count_members(&mut tx, room.id, added as i64).await?;
                 tx.commit().await?;
                 Ok((room.into(), created))
             }
@@ -703,6 +720,14 @@ macro_rules! sql_store {
                 .fetch_optional(&self.pool)
                 .await?;
                 Ok(row)
+            }
+
+            async fn member_positions(&self, room_id: i64, user_id: i64) -> StoreResult<Option<(Seq, Seq)>> {
+                Ok(sqlx::query_as("SELECT delivered_seq, read_seq FROM memberships WHERE room_id = $1 AND user_id = $2")
+                    .bind(room_id)
+                    .bind(user_id)
+                    .fetch_optional(&self.pool)
+                    .await?)
             }
 
             async fn receipts(&self, room_id: i64, limit: u32) -> StoreResult<Vec<MemberReceipt>> {

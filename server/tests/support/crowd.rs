@@ -9,11 +9,11 @@ use std::{
     time::Duration,
 };
 
-use app::protocol::ServerMsg;
-use futures::StreamExt;
+use app::protocol::{ClientMsg, ServerMsg};
+use futures::{SinkExt, StreamExt};
 use server::storage::{self, StoreOptions};
 use sha2::{Digest, Sha256};
-use tokio::{net::TcpSocket, task::JoinHandle};
+use tokio::{net::TcpSocket, sync::mpsc, task::JoinHandle};
 use tokio_tungstenite::tungstenite::{client::IntoClientRequest, http::HeaderValue, Message};
 
 /// Sockets opened from each loopback address (the server's default allowance is 100).
@@ -56,17 +56,28 @@ pub struct Seen {
     /// The close code, once the server closed the socket.
     pub closed: Option<u16>,
     pub frames: usize,
+    /// Read receipts heard, and the newest message seen.
+    pub receipts: usize,
+    pub last_message_seq: Option<i64>,
 }
 
 /// A socket whose frames are read (and summed up in `seen`) by a task of its own.
 pub struct Member {
     pub seen: Arc<Mutex<Seen>>,
-    task: JoinHandle<()>,
+    outgoing: mpsc::UnboundedSender<ClientMsg>,
+    tasks: [JoinHandle<()>; 2],
+}
+
+impl Member {
+    /// Sends a request; its answer, if any, is only counted.
+    pub fn send(&self, msg: ClientMsg) {
+        let _ = self.outgoing.send(msg);
+    }
 }
 
 impl Drop for Member {
     fn drop(&mut self) {
-        self.task.abort();
+        self.tasks.iter().for_each(JoinHandle::abort);
     }
 }
 
@@ -77,9 +88,18 @@ pub async fn join_crowd(server: SocketAddr, from: IpAddr, cookie: &str) -> Resul
     let stream = socket.connect(server).await.map_err(|e| e.to_string())?;
     let mut request = format!("ws://{server}/ws").into_client_request().unwrap();
     request.headers_mut().insert("cookie", HeaderValue::from_str(cookie).unwrap());
-    let (mut ws, _) = tokio_tungstenite::client_async(request, stream).await.map_err(|e| e.to_string())?;
+    let (ws, _) = tokio_tungstenite::client_async(request, stream).await.map_err(|e| e.to_string())?;
+    let (mut sink, mut ws) = ws.split();
+    let (outgoing, mut to_send) = mpsc::unbounded_channel::<ClientMsg>();
+    let writer = tokio::spawn(async move {
+        while let Some(msg) = to_send.recv().await {
+            if sink.send(Message::text(serde_json::to_string(&msg).unwrap())).await.is_err() {
+                return;
+            }
+        }
+    });
     let seen = Arc::new(Mutex::new(Seen::default()));
-    let task = tokio::spawn({
+    let reader = tokio::spawn({
         let seen = seen.clone();
         async move {
             while let Some(frame) = ws.next().await {
@@ -92,6 +112,8 @@ pub async fn join_crowd(server: SocketAddr, from: IpAddr, cookie: &str) -> Resul
                             Ok(ServerMsg::Presence { room_id, total, .. }) => {
                                 seen.online.insert(room_id, total);
                             }
+                            Ok(ServerMsg::Receipt { .. }) => seen.receipts += 1,
+                            Ok(ServerMsg::Message { message }) => seen.last_message_seq = Some(message.seq),
                             _ => {}
                         }
                     }
@@ -109,7 +131,7 @@ pub async fn join_crowd(server: SocketAddr, from: IpAddr, cookie: &str) -> Resul
             seen.lock().unwrap().closed.get_or_insert(1006);
         }
     });
-    Ok(Member { seen, task })
+    Ok(Member { seen, outgoing, tasks: [reader, writer] })
 }
 
 /// Opens one socket per cookie, all at once (a reconnect storm), and waits until every

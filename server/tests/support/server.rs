@@ -141,7 +141,14 @@ impl TestServer {
 
     /// Opens a socket; the handshake's HTTP status if it is refused.
     pub async fn try_connect(&self, cookie: Option<&str>) -> Result<WsClient, u16> {
-        let mut request = format!("ws://{}/ws", self.addr()).into_client_request().unwrap();
+        WsClient::open(self.addr(), cookie).await
+    }
+}
+
+impl WsClient {
+    /// Opens a socket to the server at `addr`; the handshake's HTTP status if refused.
+    pub async fn open(addr: std::net::SocketAddr, cookie: Option<&str>) -> Result<WsClient, u16> {
+        let mut request = format!("ws://{addr}/ws").into_client_request().unwrap();
         if let Some(cookie) = cookie {
             request.headers_mut().insert("cookie", HeaderValue::from_str(cookie).unwrap());
         }
