@@ -20,8 +20,13 @@ const CONNECT_WITHIN: Duration = Duration::from_secs(30);
 /// Server memory with 2,000 idle sockets (about 35 MiB of it is the process at rest).
 const RSS_BOUND_KIB: u64 = 160 * 1024;
 
-/// Settings for a crowd: heartbeats out of the way of a long run.
-const CROWD: &[(&str, &str)] = &[("PARLEY_LIMITS_HEARTBEAT_TIMEOUT_SECS", "600"), ("PARLEY_LIMITS_HTTP_BURST", "100000")];
+/// Settings for a crowd: heartbeats out of the way of a long run, and commits that do
+/// not wait for the disk (2,000 receipts are 2,000 commits; durability has its own tests).
+const CROWD: &[(&str, &str)] = &[
+    ("PARLEY_LIMITS_HEARTBEAT_TIMEOUT_SECS", "600"),
+    ("PARLEY_LIMITS_HTTP_BURST", "100000"),
+    ("PARLEY_CHAT_SQLITE_FULL_SYNC", "false"),
+];
 
 /// Waits until every member has heard the room's online count reach `total`.
 async fn presence_settles(members: &[crowd::Member], room_id: i64, total: u32) {

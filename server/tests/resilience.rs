@@ -185,9 +185,14 @@ async fn a_retry_after_a_lost_acknowledgement_does_not_duplicate(db: TestDb) {
     let cookie = server.register("alice").await;
     let mut first = server.connect(&cookie).await;
     let room_id = create_room(&mut first, "flaky").await;
-    // Send, then lose the connection before reading the acknowledgement.
+    let mut witness = server.connect(&server.register("bob").await).await;
+    assert!(matches!(witness.request(|id| ClientMsg::JoinRoom { id, room_id }).await, ServerMsg::RoomJoined { .. }));
+    // Send, and lose the connection once the message is stored (a member hears it) but
+    // before its acknowledgement is read.
     first.send(&ClientMsg::Send { id: 77, room_id, client_id: "lost-ack".into(), text: "did it arrive?".into() }).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    witness
+        .wait_for(|m| matches!(m, ServerMsg::Message { message } if message.client_id.as_deref() == Some("lost-ack")))
+        .await;
     drop(first);
 
     let mut second = server.connect(&cookie).await;
