@@ -43,11 +43,16 @@ npm_ci_if_needed() {
 npm_ci_if_needed "$PARLEY_ROOT"          # tailwindcss, wasm-opt (binaryen)
 npm_ci_if_needed "$PARLEY_ROOT/end2end"  # @playwright/test
 
-if [ ! -x /usr/bin/chromium ]; then
-  say "installing Debian's chromium for the browser tests"
+# Debian packages: chromium for the browser tests; prometheus (with promtool) for the
+# monitoring tests, which start their own instance (the package's service is not used).
+missing=()
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
+if [ ${#missing[@]} -gt 0 ]; then
+  say "installing Debian's ${missing[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends chromium
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends "${missing[@]}"
 fi
 
 say "ready"

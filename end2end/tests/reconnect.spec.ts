@@ -66,7 +66,7 @@ test("a message the server keeps failing on is given up after a few tries, then 
   const tries = new Map<string, number>();
   let letThrough = false;
   // Stands in for a server that drops the connection whenever such a message is sent.
-  await page.routeWebSocket(/\/ws$/, (ws) => {
+  await page.routeWebSocket(/\/ws(\?.*)?$/, (ws) => {
     const server = ws.connectToServer();
     ws.onMessage((message) => {
       if (typeof message === "string" && message.includes(poison) && !letThrough) {

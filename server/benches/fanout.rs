@@ -138,6 +138,7 @@ async fn main() {
                 stalled.push(connect(addr, &cookie, Some(4 * 1024)).await.0);
             }
         }
+        let cpu_before = server.cpu_seconds();
         let padding = "x".repeat(settings.text_bytes.saturating_sub(40));
         let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / settings.rate));
         for n in 0..settings.messages {
@@ -165,7 +166,8 @@ async fn main() {
             latencies.extend(report.latencies_us);
         }
         latencies.sort_unstable();
-        results.push((complete, latencies));
+        let cpu_us_per_delivery = (server.cpu_seconds() - cpu_before) * 1e6 / latencies.len().max(1) as f64;
+        results.push((complete, latencies, cpu_us_per_delivery));
     }
     let mut stalled_closed = 0;
     for socket in stalled {
@@ -178,17 +180,21 @@ async fn main() {
     let peak_kib = server.peak_rss_kib();
 
     let expected = settings.sockets * settings.messages;
-    println!("{:<28} {:>16} {:>9} {:>9} {:>9} {:>9}", "phase", "received", "p50 ms", "p95 ms", "p99 ms", "max ms");
-    for (phase, (complete, latencies)) in results.iter().enumerate() {
+    println!(
+        "{:<28} {:>16} {:>9} {:>9} {:>9} {:>9} {:>14}",
+        "phase", "received", "p50 ms", "p95 ms", "p99 ms", "max ms", "server µs/dlv"
+    );
+    for (phase, (complete, latencies, cpu_us)) in results.iter().enumerate() {
         let name = if phase == 0 { "all sockets reading".to_string() } else { format!("{} sockets not reading", settings.stalled) };
         println!(
-            "{:<28} {:>16} {:>9.2} {:>9.2} {:>9.2} {:>9.2}",
+            "{:<28} {:>16} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>14.2}",
             name,
             format!("{}/{expected}", latencies.len()),
             percentile_ms(latencies, 0.50),
             percentile_ms(latencies, 0.95),
             percentile_ms(latencies, 0.99),
             percentile_ms(latencies, 1.0),
+            cpu_us,
         );
         if *complete != settings.sockets {
             println!("  only {complete} of {} sockets got every message once, in order", settings.sockets);
@@ -205,7 +211,7 @@ async fn main() {
 
     let (base_p99, stalled_p99) = (percentile_ms(&results[0].1, 0.99), percentile_ms(&results[1].1, 0.99));
     let targets = [
-        ("every reading socket got every message once, in order", results.iter().all(|(complete, _)| *complete == settings.sockets)),
+        ("every reading socket got every message once, in order", results.iter().all(|(complete, ..)| *complete == settings.sockets)),
         ("every stalled socket was disconnected as a slow consumer", stalled_closed == settings.stalled),
         ("p99 with stalled sockets within 1.5x + 5 ms of the baseline", stalled_p99 <= base_p99 * 1.5 + 5.0),
         ("baseline p99 under 50 ms", base_p99 < 50.0),

@@ -4,7 +4,7 @@
 //! not in the hub), and every change is stored before anyone hears of it: the ack and
 //! the broadcast both go out only after the transaction commits.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Instant};
 
 use app::{
     protocol::{ChatMessage, ClientMsg, Limits, RoomId, RoomKind, ServerMsg, UserId, UserRef, MAX_CLIENT_ID_LEN, PROTOCOL_VERSION},
@@ -15,6 +15,7 @@ use tokio::sync::{Mutex, MutexGuard};
 use crate::{
     error::AppError,
     hub::{ConnId, Connection, Hub},
+    metrics,
     recent_authors::RecentAuthors,
     storage::{Posted, Store, StoreError},
     time::unix_millis,
@@ -198,6 +199,7 @@ impl Chat {
                 Err(StoreError::Conflict) => return Err(AppError::Conflict("A room with that name already exists.")),
                 Err(err) => return Err(err.into()),
             };
+            metrics::notice_stored();
             // Only the creator is in the room, and the notice is in its history, so
             // there is nobody to broadcast it to yet.
             self.hub.join(caller.user.id, room.id);
@@ -227,6 +229,7 @@ impl Chat {
         let _memberships = self.user_locks.lock(user.id).await;
         if let Some(notice) = self.store.join(room_id, user, unix_millis()).await? {
             self.hub.join(user.id, room_id);
+            metrics::notice_stored();
             self.hub.publish(room_id, &ServerMsg::Message { message: notice }, origin);
         }
         Ok(())
@@ -249,6 +252,7 @@ impl Chat {
             let _memberships = self.user_locks.lock(caller.user.id).await;
             if let Some(notice) = self.store.leave(room_id, &caller.user, unix_millis()).await? {
                 self.hub.leave(caller.user.id, room_id);
+                metrics::notice_stored();
                 self.hub.publish(room_id, &ServerMsg::Message { message: notice }, None);
             }
         }
@@ -260,6 +264,7 @@ impl Chat {
     /// the room lock: the ack takes its place among the room's events, so the sender
     /// never hears of message 8 before learning its own is number 7.
     async fn send(&self, caller: &Caller, id: u64, room_id: RoomId, client_id: &str, text: &str) -> Result<(), AppError> {
+        let received = Instant::now();
         check_client_id(client_id)?;
         validation::check_message_text(text, self.limits.max_message_chars as usize).map_err(AppError::Invalid)?;
         // Membership is checked under the lock that leaving also takes, so a message
@@ -276,14 +281,17 @@ impl Chat {
             Err(err) => return Err(err.into()),
         };
         // A retry (same client id) gets the original back and nothing is broadcast again.
+        let committed_at = Instant::now();
         if let Posted::New(message) = &posted {
-            self.hub.publish(room_id, &ServerMsg::Message { message: message.clone() }, Some(caller.conn));
+            metrics::text_stored(received);
+            let event = ServerMsg::Message { message: message.clone() };
+            self.hub.publish_committed(room_id, &event, Some(caller.conn), Some(committed_at));
             self.recent_authors.wrote(room_id, message.seq, caller.user.id);
         }
         let message = match posted {
             Posted::New(message) | Posted::Duplicate(message) => message,
         };
-        self.hub.send_to(caller.conn, &ServerMsg::Sent { id, message });
+        self.hub.send_committed(caller.conn, &ServerMsg::Sent { id, message }, Some(committed_at));
         Ok(())
     }
 
@@ -316,6 +324,7 @@ impl Chat {
         messages.truncate(page as usize);
         // Positions that moved while the client was away come with the last page.
         let receipts = if has_more { Vec::new() } else { self.store.receipts(room_id, RECEIPTS_SENT).await? };
+        metrics::caught_up(messages.len());
         Ok(ServerMsg::Catchup { id, room_id, messages, has_more, receipts })
     }
 

@@ -26,6 +26,9 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub security: SecurityConfig,
     pub tls: TlsConfig,
+    pub metrics: MetricsConfig,
+    pub log: LogConfig,
+    pub shutdown: ShutdownConfig,
 }
 
 /// Where the site is served from and where cargo-leptos put its files.
@@ -233,13 +236,59 @@ impl TlsConfig {
     }
 }
 
+/// Prometheus metrics. Not public by default: they are served on their own address
+/// (loopback, or a network only the monitoring can reach), or on the site's own
+/// listener to requests carrying the token, or not at all.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Serve `GET /metrics` on this address (e.g. `127.0.0.1:9100`); empty: no listener.
+    pub addr: String,
+    /// Also serve `/metrics` on the site's listener to `Authorization: Bearer <token>`;
+    /// empty: not on the site's listener.
+    pub token: String,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    pub format: LogFormat,
+}
+
+/// `text` (for people) or `json` (one object per line, for log collectors).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// Stopping on SIGTERM or Ctrl-C.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShutdownConfig {
+    /// Seconds `/readyz` answers 503 before the listener stops accepting, so a load
+    /// balancer can stop sending new clients first.
+    pub readiness_delay_secs: u64,
+    /// Seconds open sockets and requests get to finish before the process exits anyway.
+    pub grace_secs: u64,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        ShutdownConfig { readiness_delay_secs: 0, grace_secs: 10 }
+    }
+}
+
 /// Failure to read or understand the settings; the message names the offending key.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration: {0}")]
 pub struct ConfigError(#[from] Box<figment::Error>);
 
 /// The sections of the file, which are also the second word of `PARLEY_` variables.
-const SECTIONS: [&str; 6] = ["site", "chat", "session", "limits", "security", "tls"];
+const SECTIONS: [&str; 9] = ["site", "chat", "session", "limits", "security", "tls", "metrics", "log", "shutdown"];
 
 /// Environment variables cargo-leptos sets, and the `site` key each one overrides.
 const LEPTOS_VARIABLES: [(&str, &str); 6] = [
@@ -406,6 +455,18 @@ mod tests {
                 proptest::prop_assert!(names_a_section(&key));
             }
         }
+    }
+
+    #[test]
+    fn log_formats_are_named() {
+        with_clean_env(|jail| {
+            assert_eq!(from_toml("[log]\nformat = \"json\"\n")?.log.format, LogFormat::Json);
+            assert_eq!(from_toml("")?.log.format, LogFormat::Text);
+            jail.set_env("PARLEY_LOG_FORMAT", "jsno");
+            let err = from_toml("").unwrap_err();
+            assert!(err.to_string().contains("jsno"), "{err}");
+            Ok(())
+        });
     }
 
     #[test]

@@ -65,6 +65,7 @@ pub async fn rate_limit(State(state): State<AppState>, request: Request, next: N
     match state.limiters.http(ip) {
         Ok(()) => next.run(request).await,
         Err(retry) => {
+            crate::metrics::rate_limited(crate::metrics::Limit::Http);
             tracing::warn!(%ip, path = %request.uri().path(), "HTTP rate limit hit");
             axum::response::IntoResponse::into_response(crate::error::AppError::RateLimited(retry))
         }

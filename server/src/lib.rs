@@ -10,8 +10,11 @@ pub mod config;
 mod cross_site;
 mod error;
 mod headers;
+mod health;
 mod limits;
+pub mod metrics;
 mod net;
+mod observe;
 pub mod hub;
 mod password;
 mod recent_authors;
@@ -50,12 +53,10 @@ pub enum StartError {
     Serve(#[from] std::io::Error),
 }
 
-/// How long shutdown waits for open sockets to finish their current request.
-const SOCKET_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
-
 /// A server that is accepting connections; stop it with [`RunningServer::shutdown`].
 pub struct RunningServer {
     addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
     task: JoinHandle<std::io::Result<()>>,
 }
@@ -66,11 +67,21 @@ impl RunningServer {
         self.addr
     }
 
+    /// Where `/metrics` is served on its own, if `[metrics] addr` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
     /// Stops accepting, tells every open socket the server is going away, and waits for
     /// the connections to finish.
     pub async fn shutdown(self) -> Result<(), StartError> {
         self.shutdown.cancel();
         self.wait().await
+    }
+
+    /// Starts stopping, as a signal would, without waiting ([`RunningServer::wait`]).
+    pub fn begin_shutdown(&self) {
+        self.shutdown.cancel();
     }
 
     /// Waits until the server stops on its own (after [`RunningServer::shutdown`] from
@@ -98,12 +109,21 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<RunningServe
         Some(Err(err)) => return Err(StartError::Serve(std::io::Error::other(format!("tls.redirect_http_addr: {err}")))),
         _ => None,
     };
+    let metrics_listener = match config.metrics.addr.trim() {
+        "" => None,
+        wanted => {
+            let metrics_addr: SocketAddr = wanted
+                .parse()
+                .map_err(|err| StartError::Serve(std::io::Error::other(format!("metrics.addr {wanted:?}: {err}"))))?;
+            let bound = TcpListener::bind(metrics_addr).await.map_err(|source| StartError::Bind { addr: metrics_addr, source })?;
+            Some(bound)
+        }
+    };
     let header_timeout = Duration::from_secs(config.limits.header_read_timeout_secs.max(1));
     let send_buffer_bytes = config.limits.socket_send_buffer_bytes;
     let shutdown = CancellationToken::new();
     let state = AppState::build(config, shutdown.clone()).await?;
-    let (hub, tasks, limiters) = (state.hub.clone(), state.tasks.clone(), state.limiters.clone());
-    let router = routes::router(state);
+    let router = routes::router(state.clone());
 
     let handle: axum_server::Handle<SocketAddr> = axum_server::Handle::new();
     let listener = listener.into_std()?;
@@ -132,34 +152,86 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<RunningServe
             let _ = axum::serve(redirect, app).with_graceful_shutdown(stop.cancelled_owned()).await;
         });
     }
-    tokio::spawn(hub.clone().run_presence(shutdown.clone()));
+    // The metrics stay up while the server drains, and stop once it has stopped.
+    let metrics_addr = match metrics_listener {
+        Some(listener) => Some(serve_metrics(listener, state.clone(), state.stopped.clone())?),
+        None => None,
+    };
+    spawn_upkeep(&state);
+    let task = tokio::spawn(async move {
+        let stopped = state.stopped.clone();
+        let result = stop_when_asked(state, handle, serving).await;
+        stopped.cancel();
+        result
+    });
+    tracing::info!(%addr, ?metrics_addr, "Parley is listening");
+    Ok(RunningServer { addr, metrics_addr, shutdown, task })
+}
+
+/// Serves `/metrics` (and the health checks) on a listener of its own, until the
+/// server has stopped.
+fn serve_metrics(listener: TcpListener, state: AppState, stopped: CancellationToken) -> std::io::Result<SocketAddr> {
+    let addr = listener.local_addr()?;
+    let app = routes::metrics_router(state);
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).with_graceful_shutdown(stopped.cancelled_owned()).await;
+    });
+    Ok(addr)
+}
+
+/// Background chores, each going on while sockets drain and ending once the server has
+/// stopped: presence notices, the readiness probe, forgetting idle rate-limit buckets,
+/// and draining metric samples.
+fn spawn_upkeep(state: &AppState) {
+    tokio::spawn(state.hub.clone().run_presence(state.stopped.clone()));
+    tokio::spawn(health::run_database_probe(state.health.clone(), state.store.clone(), state.stopped.clone()));
+    tokio::spawn(metrics::run_upkeep(state.metrics.clone(), state.stopped.clone()));
     // Idle rate-limit buckets are dropped every minute, so memory follows activity.
-    let sweep_stop = shutdown.clone();
+    let (limiters, stop) = (state.limiters.clone(), state.stopped.clone());
     tokio::spawn(async move {
         let mut every_minute = tokio::time::interval(Duration::from_secs(60));
         loop {
             tokio::select! {
                 _ = every_minute.tick() => limiters.forget_idle(),
-                () = sweep_stop.cancelled() => return,
+                () = stop.cancelled() => return,
             }
         }
     });
-    let stop = shutdown.clone();
-    let task = tokio::spawn(async move {
-        stop.cancelled().await;
-        // Upgraded sockets are not HTTP connections the server waits for: tell them
-        // to close, let HTTP requests in flight finish, then wait for the sockets.
-        hub.shutdown();
-        handle.graceful_shutdown(Some(SOCKET_DRAIN_TIMEOUT));
-        let served = serving.await.map_err(std::io::Error::other).and_then(|result| result);
-        tasks.close();
-        if tokio::time::timeout(SOCKET_DRAIN_TIMEOUT, tasks.wait()).await.is_err() {
-            tracing::warn!("some sockets were still open after the shutdown grace period");
-        }
-        served
-    });
-    tracing::info!(%addr, "Parley is listening");
-    Ok(RunningServer { addr, shutdown, task })
+}
+
+/// Waits for the shutdown token, then stops in order: `/readyz` answers 503 at once
+/// (and for `readiness_delay_secs`, so a load balancer stops sending new clients), the
+/// listener stops accepting, every socket is told to reconnect (1012) once what is
+/// queued for it is sent, requests and commits in flight finish, and whatever is still
+/// open `grace_secs` after the listener stopped is left behind.
+async fn stop_when_asked(
+    state: AppState,
+    handle: axum_server::Handle<SocketAddr>,
+    serving: JoinHandle<std::io::Result<()>>,
+) -> std::io::Result<()> {
+    state.shutdown.cancelled().await;
+    state.health.start_draining();
+    let settings = &state.config.shutdown;
+    tokio::time::sleep(Duration::from_secs(settings.readiness_delay_secs)).await;
+    let grace = Duration::from_secs(settings.grace_secs.max(1));
+    let deadline = tokio::time::Instant::now() + grace;
+    tracing::info!("stopping: no new connections; open sockets are told to reconnect");
+    // The listener stops first, so no socket arrives after the others were told. One
+    // whose handshake was already under way is told as it registers (see the hub).
+    // Upgraded sockets are not HTTP connections the server waits for: they are told to
+    // finish, requests in flight finish, then the sockets are waited for, all within
+    // the one deadline.
+    handle.graceful_shutdown(Some(grace));
+    state.hub.shutdown();
+    let served = match tokio::time::timeout_at(deadline, serving).await {
+        Ok(joined) => joined.map_err(std::io::Error::other).and_then(|result| result),
+        Err(_) => Ok(()),
+    };
+    state.tasks.close();
+    if tokio::time::timeout_at(deadline, state.tasks.wait()).await.is_err() {
+        tracing::warn!("some sockets were still open after the shutdown grace period");
+    }
+    served
 }
 
 /// Binds the configured address and serves until Ctrl-C or SIGTERM.
@@ -174,6 +246,10 @@ pub async fn run_until_signal(config: Config) -> Result<(), StartError> {
         wait_for_signal().await;
         tracing::info!("shutting down");
         shutdown.cancel();
+        // An operator who signals again does not want to wait for the drain.
+        wait_for_signal().await;
+        tracing::warn!("second signal: exiting without waiting for the drain");
+        std::process::exit(1);
     });
     server.wait().await
 }

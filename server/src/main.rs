@@ -2,14 +2,14 @@
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    server::telemetry::init();
     let config = match server::config::Config::load() {
         Ok(config) => config,
         Err(err) => {
-            tracing::error!("{err}");
+            eprintln!("{err}");
             return std::process::ExitCode::FAILURE;
         }
     };
+    server::telemetry::init(config.log.format);
     match server::run_until_signal(config).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {

@@ -1,5 +1,6 @@
 //! The HTTP surface: Leptos pages and server functions, static files, the JSON API and
-//! `/ws`, wrapped in the limits and headers every response gets.
+//! `/ws`, wrapped in the limits and headers every response gets; and beside them the
+//! health checks, which get none of that (they are polled every few seconds).
 
 use std::{sync::Arc, time::Duration};
 
@@ -7,9 +8,15 @@ use app::{auth::backend::SharedAuthBackend, shell, App};
 use axum::{http::StatusCode, middleware, routing::get, Router};
 use leptos::prelude::{provide_context, use_context};
 use leptos_axum::{generate_route_list, LeptosRoutes};
-use tower_http::{catch_panic::CatchPanicLayer, limit::RequestBodyLimitLayer, timeout::TimeoutLayer};
+use tower_http::{
+    catch_panic::CatchPanicLayer,
+    limit::RequestBodyLimitLayer,
+    request_id::{PropagateRequestIdLayer, SetRequestIdLayer},
+    timeout::TimeoutLayer,
+    trace::TraceLayer,
+};
 
-use crate::{api, cross_site, headers, headers::CspNonce, state::AppState, web_auth, ws};
+use crate::{api, cross_site, headers, headers::CspNonce, health, observe, state::AppState, web_auth, ws};
 
 pub fn router(state: AppState) -> Router {
     let routes = generate_route_list(App);
@@ -23,9 +30,10 @@ pub fn router(state: AppState) -> Router {
             provide_context(leptos::nonce::Nonce::from_value(nonce.0));
         }
     };
-    Router::new()
+    let site = Router::new()
         .route("/ws", get(ws::upgrade))
         .route("/api/rooms/{room_id}/messages", get(api::room_messages))
+        .route("/metrics", get(health::metrics_with_token))
         .leptos_routes_with_context(&state, routes, page_context, move || shell(leptos_options.clone()))
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
         .layer(middleware::from_fn_with_state(state.clone(), web_auth::page_guard))
@@ -36,5 +44,22 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), headers::security_headers))
         // A bug reached by one request is a 500 for that request, not a dropped connection.
         .layer(CatchPanicLayer::new())
-        .with_state(state)
+        .layer(middleware::from_fn(observe::measure))
+        .layer(TraceLayer::new_for_http().make_span_with(observe::request_span))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(observe::SequentialIds::default()))
+        .layer(middleware::from_fn(observe::drop_odd_request_ids))
+        .with_state(state.clone());
+    health_checks(state).merge(site)
+}
+
+/// `/healthz` and `/readyz`, without limits or logging.
+fn health_checks(state: AppState) -> Router {
+    Router::new().route("/healthz", get(health::healthz)).route("/readyz", get(health::readyz)).with_state(state)
+}
+
+/// What the metrics listener serves: `/metrics` to anyone who can reach it, and the
+/// health checks.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new().route("/metrics", get(health::metrics)).with_state(state.clone()).merge(health_checks(state))
 }

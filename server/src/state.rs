@@ -11,9 +11,11 @@ use crate::{
     accounts::{Accounts, SessionPolicy},
     chat::Chat,
     config::Config,
+    health::Health,
     hub::{Hub, QueueLimits},
     limits::Limiters,
-    storage::{self, StoreError, StoreOptions},
+    metrics,
+    storage::{self, Store, StoreError, StoreOptions},
     time::unix_millis,
 };
 
@@ -26,8 +28,17 @@ pub struct AppState {
     pub accounts: Arc<Accounts>,
     pub chat: Arc<Chat>,
     pub limiters: Arc<Limiters>,
-    /// Cancelled when the server stops.
+    pub store: Arc<dyn Store>,
+    /// Renders the metrics.
+    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    /// Readiness: draining, and whether the database answers.
+    pub health: Arc<Health>,
+    /// Cancelled when the server is asked to stop (a signal, or a test).
     pub shutdown: CancellationToken,
+    /// Cancelled once it has stopped serving: background chores end with it, not
+    /// while sockets are still draining.
+    #[from_ref(skip)]
+    pub stopped: CancellationToken,
     /// Open sockets, so shutdown can wait for them to finish what they were doing.
     pub tasks: TaskTracker,
 }
@@ -35,6 +46,8 @@ pub struct AppState {
 impl AppState {
     /// Opens the database (running migrations) and wires the services together.
     pub async fn build(config: Config, shutdown: CancellationToken) -> Result<Self, StoreError> {
+        // First, so that everything from here on is counted.
+        let metrics = metrics::install();
         let store = storage::open(
             &config.database_url(),
             &StoreOptions {
@@ -58,7 +71,7 @@ impl AppState {
             history_page: config.chat.history_page_size.max(1),
         };
         let chat = Arc::new(Chat::new(store.clone(), hub.clone(), limits, config.limits.rooms_per_user, default_room.id));
-        let accounts = Arc::new(Accounts::new(store, hub.clone(), chat.clone(), policy));
+        let accounts = Arc::new(Accounts::new(store.clone(), hub.clone(), chat.clone(), policy));
         let limiters = Arc::new(Limiters::new(&config.limits));
         Ok(AppState {
             leptos_options: config.leptos_options(),
@@ -67,8 +80,27 @@ impl AppState {
             accounts,
             chat,
             limiters,
+            store,
+            metrics,
+            health: Arc::new(Health::default()),
             shutdown,
+            stopped: CancellationToken::new(),
             tasks: TaskTracker::new(),
         })
+    }
+
+    /// The present, for the metrics.
+    pub fn snapshot(&self) -> metrics::Snapshot {
+        let hub = self.hub.stats();
+        let pool = self.store.pool_usage();
+        metrics::Snapshot {
+            sockets: hub.sockets,
+            users_online: hub.users,
+            queue_max_frames: hub.queue_max_frames,
+            queue_bytes: hub.queue_bytes,
+            db_pool_size: pool.size,
+            db_pool_idle: pool.idle,
+            ready: self.health.readiness().is_ready(),
+        }
     }
 }

@@ -9,7 +9,12 @@ use axum::{
     response::{IntoResponse, Redirect, Response},
 };
 
-use crate::{accounts::session_token, error::AppError, state::AppState};
+use crate::{
+    accounts::session_token,
+    error::AppError,
+    metrics::{self, AuthEvent, Limit},
+    state::AppState,
+};
 
 /// [`AuthBackend`] over the server's [`crate::accounts::Accounts`].
 pub struct AccountsBackend(pub AppState);
@@ -49,22 +54,28 @@ impl AuthBackend for AccountsBackend {
     async fn register(&self, request: &Parts, username: String, display_name: String, password: String) -> Result<String, AuthFailure> {
         let ip = self.client_ip(request);
         if let Err(retry) = self.0.limiters.registration(ip) {
+            metrics::rate_limited(Limit::Registration);
             tracing::warn!(%ip, "registration refused: rate limit");
             return Err(failure(AppError::RateLimited(retry)));
         }
         let accounts = &self.0.accounts;
-        let session = accounts.register(&username, &display_name, password).await.map_err(failure)?;
+        let registered = accounts.register(&username, &display_name, password).await;
+        metrics::auth(AuthEvent::Register, registered.is_ok());
+        let session = registered.map_err(failure)?;
         Ok(accounts.session_cookie(&session.token))
     }
 
     async fn login(&self, request: &Parts, username: String, password: String) -> Result<String, AuthFailure> {
         let ip = self.client_ip(request);
         if let Err(retry) = self.0.limiters.login(&username, ip) {
+            metrics::rate_limited(Limit::Login);
             tracing::warn!(%ip, "login refused: rate limit");
             return Err(failure(AppError::RateLimited(retry)));
         }
         let accounts = &self.0.accounts;
-        let session = accounts.login(&username, password).await.map_err(|err| {
+        let logged_in = accounts.login(&username, password).await;
+        metrics::auth(AuthEvent::Login, logged_in.is_ok());
+        let session = logged_in.map_err(|err| {
             if matches!(err, AppError::Unauthorized) {
                 tracing::info!(%ip, "login failed: wrong username or password");
             }
@@ -76,7 +87,9 @@ impl AuthBackend for AccountsBackend {
     async fn logout(&self, request: &Parts) -> String {
         let accounts = &self.0.accounts;
         if let Some(token) = session_token(&request.headers) {
-            if let Err(err) = accounts.logout(&token).await {
+            let logged_out = accounts.logout(&token).await;
+            metrics::auth(AuthEvent::Logout, logged_out.is_ok());
+            if let Err(err) = logged_out {
                 tracing::error!(error = %err, "logout failed");
             }
         }

@@ -29,12 +29,16 @@ use axum::{
 use futures::{stream::SplitSink, FutureExt, SinkExt, StreamExt};
 use tokio::time::{sleep_until, Instant};
 
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
 use crate::{
     accounts::session_token,
     chat::Caller,
     error::AppError,
-    hub::{CloseReason, CloseSignal, Connection, Hub, OutboundReceiver},
+    hub::{CloseReason, CloseSignal, Connection, Hub, OutboundReceiver, Outgoing},
     limits::{Slot, Verdict},
+    metrics::{self, Limit},
     net,
     state::AppState,
     storage::SessionRecord,
@@ -56,6 +60,8 @@ const CLOSE_INTERNAL_ERROR: u16 = 1011;
 struct Peer {
     ip: IpAddr,
     origin: String,
+    /// The page had a socket before this one (`/ws?resume=1`).
+    reconnecting: bool,
 }
 
 pub async fn upgrade(State(state): State<AppState>, request: Request) -> Result<Response, AppError> {
@@ -64,6 +70,7 @@ pub async fn upgrade(State(state): State<AppState>, request: Request) -> Result<
     let peer = Peer {
         ip: net::client_ip(&parts.extensions, headers, state.config.security.trust_forwarded_for),
         origin: headers.get(ORIGIN).and_then(|o| o.to_str().ok()).unwrap_or("-").to_string(),
+        reconnecting: parts.uri.query().is_some_and(|query| query.split('&').any(|pair| pair == "resume=1")),
     };
     if !net::origin_allowed(headers, state.config.tls.enabled(), &state.config.security.allowed_origins) {
         tracing::warn!(ip = %peer.ip, origin = %peer.origin, "socket refused: origin not allowed");
@@ -76,6 +83,7 @@ pub async fn upgrade(State(state): State<AppState>, request: Request) -> Result<
     // The address's allowance first: sockets turned away for want of a session count
     // against it too while they are being closed.
     let Some(ip_slot) = state.limiters.socket_slot(peer.ip) else {
+        metrics::rate_limited(Limit::SocketsPerAddress);
         tracing::warn!(ip = %peer.ip, "socket refused: too many sockets from this address");
         return Err(AppError::RateLimited(crate::limits::RetryAfter(Duration::from_secs(5))));
     };
@@ -90,6 +98,7 @@ pub async fn upgrade(State(state): State<AppState>, request: Request) -> Result<
     let limits = &state.config.limits;
     let user_id = session.record.user.id;
     let Some(user_slot) = state.limiters.user_socket_slot(user_id) else {
+        metrics::rate_limited(Limit::SocketsPerUser);
         tracing::warn!(user = user_id, ip = %peer.ip, "socket refused: too many sockets for this user");
         return Err(AppError::RateLimited(crate::limits::RetryAfter(Duration::from_secs(5))));
     };
@@ -107,6 +116,7 @@ pub async fn upgrade(State(state): State<AppState>, request: Request) -> Result<
 async fn refuse(socket: WebSocket, reason: CloseReason, _ip_slot: Slot<IpAddr>) {
     let (mut sink, _stream) = socket.split();
     let _ = close(&mut sink, reason.code(), reason.text()).await;
+    metrics::socket_closed(reason);
 }
 
 /// Removes the connection from the hub however the task ends.
@@ -136,32 +146,46 @@ async fn serve(socket: WebSocket, state: AppState, session: Session, peer: Peer,
     };
     let Connection { id, outbound, close: close_signal } = connection;
     let _registered = Registered { hub: &state.hub, id };
-    // The greeting goes straight to the socket, ahead of anything already queued.
-    if sink.send(Message::text(hello.encode())).await.is_err() {
-        return;
-    }
-    tracing::info!(conn = id, user = user.id, ip = %peer.ip, origin = %peer.origin, "socket connected");
-
-    let heartbeat = Duration::from_secs(state.config.limits.heartbeat_interval_secs.max(1));
-    let writer = tokio::spawn({
-        let close_signal = close_signal.clone();
-        async move {
-            write_loop(sink, outbound, close_signal.clone(), heartbeat).await;
-            // However writing ended, the connection is over: stop the reader too.
-            close_signal.close(CloseReason::PeerClosed);
+    // Every line logged about this socket carries its id and user.
+    let span = tracing::info_span!("socket", conn = id, user = user.id);
+    let state = &state;
+    async move {
+        // The greeting goes straight to the socket, ahead of anything already queued.
+        if sink.send(Message::text(hello.encode())).await.is_err() {
+            return;
         }
-    });
-    let caller = Caller { conn: id, user };
-    if let Some(reason) = read_loop(stream, &state, &caller, &session.token, &close_signal).await {
-        close_signal.close(reason);
+        metrics::socket_greeted(peer.reconnecting);
+        tracing::info!(ip = %peer.ip, origin = %peer.origin, reconnecting = peer.reconnecting, "socket connected");
+
+        let heartbeat = Duration::from_secs(state.config.limits.heartbeat_interval_secs.max(1));
+        let reader_done = CancellationToken::new();
+        let writer = tokio::spawn(
+            {
+                let (close_signal, reader_done) = (close_signal.clone(), reader_done.clone());
+                async move {
+                    write_loop(sink, outbound, close_signal.clone(), reader_done, heartbeat).await;
+                    // However writing ended, the connection is over: stop the reader too.
+                    close_signal.close(CloseReason::PeerClosed);
+                }
+            }
+            .in_current_span(),
+        );
+        let caller = Caller { conn: id, user };
+        if let Some(reason) = read_loop(stream, state, &caller, &session.token, &close_signal).await {
+            close_signal.close(reason);
+        }
+        reader_done.cancel();
+        let _ = writer.await;
+        let reason = close_signal.reason().unwrap_or(CloseReason::PeerClosed);
+        metrics::socket_closed(reason);
+        if matches!(reason, CloseReason::PeerClosed | CloseReason::ShuttingDown | CloseReason::SessionEnded) {
+            tracing::info!(ip = %peer.ip, ?reason, "socket closed");
+        } else {
+            tracing::warn!(ip = %peer.ip, ?reason, "socket closed by a limit");
+        }
     }
-    let _ = writer.await;
-    let reason = close_signal.reason();
-    if matches!(reason, Some(CloseReason::PeerClosed | CloseReason::ShuttingDown | CloseReason::SessionEnded)) {
-        tracing::info!(conn = id, user = caller.user.id, ip = %peer.ip, ?reason, "socket closed");
-    } else {
-        tracing::warn!(conn = id, user = caller.user.id, ip = %peer.ip, ?reason, "socket closed by a limit");
-    }
+    .instrument(span)
+    .await
 }
 
 /// The session a socket was opened with, kept to check that it is still live.
@@ -252,7 +276,8 @@ async fn read_loop(
         let reply = match limits.check(is_message) {
             Verdict::Abusive => return Some(CloseReason::PolicyViolation),
             Verdict::Refused(retry) => {
-                tracing::debug!(conn = caller.conn, user = caller.user.id, "frame refused: rate limited");
+                metrics::rate_limited(Limit::SocketFrames);
+                tracing::debug!("frame refused: rate limited");
                 let id = decoded.as_ref().map(ClientMsg::id).unwrap_or(0);
                 Some(AppError::RateLimited(retry).into_reply(id))
             }
@@ -273,41 +298,109 @@ async fn read_loop(
 /// roll back when dropped, so nothing is left half-done.
 async fn handle_contained(state: &AppState, caller: &Caller, msg: ClientMsg) -> Option<ServerMsg> {
     let (id, kind) = (msg.id(), msg.kind());
-    match AssertUnwindSafe(state.chat.handle(caller, msg)).catch_unwind().await {
+    // Lines logged while handling it carry the request's id and type.
+    let span = tracing::info_span!("request", id, kind);
+    let handled = async {
+        let reply = state.chat.handle(caller, msg).await;
+        tracing::debug!(refused = matches!(reply, Some(ServerMsg::Error { .. })), "request handled");
+        reply
+    };
+    match AssertUnwindSafe(handled.instrument(span)).catch_unwind().await {
         Ok(reply) => reply,
         Err(_panic) => {
             // The panic's own message is not logged: it can quote the request's text.
-            tracing::error!(conn = caller.conn, user = caller.user.id, request = kind, "request panicked");
+            metrics::request_panicked();
+            tracing::error!(request = kind, id, "request panicked");
             Some(AppError::internal(std::io::Error::other("the request panicked")).into_reply(id))
         }
     }
 }
 
-async fn write_loop(mut sink: SplitSink<WebSocket, Message>, mut outbound: OutboundReceiver, close_signal: CloseSignal, heartbeat: Duration) {
+/// Writes the connection's queue to its socket, with pings, until the connection
+/// ends. For most reasons to close, the close frame goes out at once (a slow consumer
+/// could not take the rest anyway). On shutdown nothing queued is dropped: the reader
+/// first finishes the request it is handling (so its reply joins the queue), then
+/// every queued frame is written, then the close (1012: come back).
+async fn write_loop(
+    mut sink: SplitSink<WebSocket, Message>,
+    mut outbound: OutboundReceiver,
+    close_signal: CloseSignal,
+    reader_done: CancellationToken,
+    heartbeat: Duration,
+) {
     let mut ping = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
     loop {
-        let message = tokio::select! {
+        let next = tokio::select! {
             biased;
-            reason = close_signal.closed() => {
-                let _ = close(&mut sink, reason.code(), reason.text()).await;
-                return;
-            }
-            frame = outbound.recv() => match frame {
-                Some(frame) => Message::Text(frame),
+            reason = close_signal.closed() => break finish(&mut sink, &mut outbound, &reader_done, reason).await,
+            next = outbound.recv() => match next {
+                Some(outgoing) => Some(outgoing),
                 None => return,
             },
-            _ = ping.tick() => Message::Ping(Default::default()),
+            _ = ping.tick() => None,
         };
-        // A peer that stopped reading blocks this send; the close signal (slow
-        // consumer, shutdown) must still get through, so the send is raced against it.
-        tokio::select! {
-            sent = sink.send(message) => if sent.is_err() { return },
-            reason = close_signal.closed() => {
-                let _ = close(&mut sink, reason.code(), reason.text()).await;
-                return;
+        // A peer that stopped reading blocks this write (a ping as much as a frame);
+        // the close signal (slow consumer, heartbeat, shutdown) must still get through,
+        // so the write is raced against it. The write in flight is never started over:
+        // once begun, its frame may already sit in the socket's buffer.
+        let interrupted = {
+            let written = write(&mut sink, next);
+            tokio::pin!(written);
+            tokio::select! {
+                result = &mut written => match result {
+                    Ok(()) => None,
+                    Err(_) => return,
+                },
+                reason = close_signal.closed() => {
+                    // On shutdown the frame is part of what must go out: let it finish.
+                    if reason == CloseReason::ShuttingDown
+                        && !matches!(tokio::time::timeout(CLOSE_TIMEOUT, &mut written).await, Ok(Ok(())))
+                    {
+                        return;
+                    }
+                    Some(reason)
+                }
             }
+        };
+        if let Some(reason) = interrupted {
+            break finish(&mut sink, &mut outbound, &reader_done, reason).await;
         }
     }
+}
+
+/// Writes one frame (a ping when `None`), measuring how long a stored message took
+/// to get here.
+async fn write(sink: &mut SplitSink<WebSocket, Message>, outgoing: Option<Outgoing>) -> Result<(), axum::Error> {
+    let Some(outgoing) = outgoing else {
+        return sink.send(Message::Ping(Default::default())).await;
+    };
+    sink.send(Message::Text(outgoing.frame)).await?;
+    if let Some(committed_at) = outgoing.committed_at {
+        metrics::delivery_latency(committed_at.elapsed());
+    }
+    Ok(())
+}
+
+/// Sends the close frame for `reason`; on shutdown, after everything queued.
+async fn finish(
+    sink: &mut SplitSink<WebSocket, Message>,
+    outbound: &mut OutboundReceiver,
+    reader_done: &CancellationToken,
+    reason: CloseReason,
+) {
+    if reason == CloseReason::ShuttingDown {
+        let flushed = async {
+            reader_done.cancelled().await;
+            while let Some(outgoing) = outbound.try_recv() {
+                write(sink, Some(outgoing)).await?;
+            }
+            Ok::<(), axum::Error>(())
+        };
+        if !matches!(tokio::time::timeout(CLOSE_TIMEOUT, flushed).await, Ok(Ok(()))) {
+            return;
+        }
+    }
+    let _ = close(sink, reason.code(), reason.text()).await;
 }
 
 async fn close(sink: &mut SplitSink<WebSocket, Message>, code: u16, reason: &'static str) -> Result<(), ()> {

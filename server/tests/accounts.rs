@@ -151,7 +151,7 @@ async fn shutdown_tells_open_sockets_the_server_is_going_away() {
     let server = TestServer::start().await;
     let mut socket = server.connect(&server.register("alice").await).await;
     let stopping = tokio::spawn(server.stop());
-    assert_eq!(socket.closed().await, Some(1001));
+    assert_eq!(socket.closed().await, Some(1012), "service restart: come back");
     drop(socket);
     stopping.await.unwrap();
 }

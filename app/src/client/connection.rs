@@ -50,12 +50,15 @@ pub(super) fn run(chat: ChatClient) {
     let mut network = network_events();
     spawn_local(async move {
         let mut failures: u32 = 0;
+        let mut resuming = false;
         loop {
             if !online() {
                 chat.conn.try_set(ConnState::Reconnecting);
                 wait_until_online(&mut network).await;
             }
-            match connect_once(chat, &mut network).await {
+            let ended = connect_once(chat, &mut network, resuming).await;
+            resuming = true;
+            match ended {
                 Ended::SessionEnded => {
                     signed_out(chat);
                     return;
@@ -145,8 +148,8 @@ fn backoff_ms(failures: u32) -> f64 {
     ceiling / 2.0 + js_sys::Math::random() * ceiling / 2.0
 }
 
-async fn connect_once(chat: ChatClient, network: &mut mpsc::UnboundedReceiver<bool>) -> Ended {
-    let Ok(ws) = WebSocket::open(&socket_url()) else {
+async fn connect_once(chat: ChatClient, network: &mut mpsc::UnboundedReceiver<bool>, resuming: bool) -> Ended {
+    let Ok(ws) = WebSocket::open(&socket_url(resuming)) else {
         return Ended::Dropped { greeted_for_ms: None, server_restarting: false };
     };
     let (mut sink, mut stream) = ws.split();
@@ -201,11 +204,14 @@ async fn connect_once(chat: ChatClient, network: &mut mpsc::UnboundedReceiver<bo
     ended.unwrap_or(Ended::Dropped { greeted_for_ms, server_restarting })
 }
 
-fn socket_url() -> String {
+/// The socket's address; `resume=1` tells the server (and its metrics) that this page
+/// is reconnecting rather than opening.
+fn socket_url(resuming: bool) -> String {
     let location = window().location();
     let scheme = match location.protocol().as_deref() {
         Ok("https:") => "wss:",
         _ => "ws:",
     };
-    format!("{scheme}//{}/ws", location.host().unwrap_or_default())
+    let resume = if resuming { "?resume=1" } else { "" };
+    format!("{scheme}//{}/ws{resume}", location.host().unwrap_or_default())
 }

@@ -17,19 +17,21 @@ mod registry;
 
 use std::{
     sync::{
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc, Mutex,
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use app::protocol::{RequestId, RoomId, ServerMsg, UserId, UserRef};
 use axum::extract::ws::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 
-pub use outbound::{CloseReason, CloseSignal, OutboundReceiver, QueueLimits};
+pub use outbound::{CloseReason, CloseSignal, OutboundReceiver, Outgoing, QueueLimits};
 pub use registry::ConnId;
 use registry::{ConnEntry, PresenceChanges, Registry};
+
+use crate::metrics::{self, FrameKind};
 
 /// How long presence changes in a room are gathered before they are announced.
 pub const PRESENCE_WINDOW: Duration = Duration::from_millis(250);
@@ -44,6 +46,9 @@ pub struct Hub {
     registry: Mutex<Registry>,
     next_conn: AtomicU64,
     limits: QueueLimits,
+    /// Set (under the registry lock) by [`Hub::shutdown`]: a socket that registers
+    /// afterwards (its handshake was under way) is told to reconnect at once.
+    closing: AtomicBool,
 }
 
 /// What a connection task gets from [`Hub::connect`].
@@ -55,13 +60,25 @@ pub struct Connection {
     pub close: CloseSignal,
 }
 
+/// Sockets and their queues now, for the metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HubStats {
+    pub sockets: usize,
+    /// People with at least one socket.
+    pub users: usize,
+    /// The most frames waiting for any one socket.
+    pub queue_max_frames: usize,
+    /// Bytes waiting for all sockets.
+    pub queue_bytes: usize,
+}
+
 /// Not delivered: the connection does not hear that room.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NotSubscribed;
 
 impl Hub {
     pub fn new(limits: QueueLimits) -> Self {
-        Hub { registry: Mutex::new(Registry::default()), next_conn: AtomicU64::new(1), limits }
+        Hub { registry: Mutex::new(Registry::default()), next_conn: AtomicU64::new(1), limits, closing: AtomicBool::new(false) }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Registry> {
@@ -83,7 +100,12 @@ impl Hub {
             outbound: sender,
             close: close.clone(),
         };
-        self.lock().add(id, user, entry);
+        let mut registry = self.lock();
+        registry.add(id, user, entry);
+        if self.closing.load(Ordering::Relaxed) {
+            close.close(CloseReason::ShuttingDown);
+        }
+        drop(registry);
         Connection { id, outbound: receiver, close }
     }
 
@@ -95,17 +117,29 @@ impl Hub {
     /// Sends an event to every connection in a room, except `origin` (which gets its
     /// own acknowledgement instead).
     pub fn publish(&self, room_id: RoomId, msg: &ServerMsg, origin: Option<ConnId>) {
+        self.publish_committed(room_id, msg, origin, None);
+    }
+
+    /// As [`Hub::publish`], for a message committed at `committed_at` (its delivery
+    /// latency is measured from there).
+    pub fn publish_committed(&self, room_id: RoomId, msg: &ServerMsg, origin: Option<ConnId>, committed_at: Option<Instant>) {
         let frame = encode(msg);
         let mut registry = self.lock();
         let targets: Vec<ConnId> = registry.room_conns(room_id).filter(|id| Some(*id) != origin).collect();
-        Self::deliver(&mut registry, &targets, &frame);
+        Self::deliver(&mut registry, &targets, &frame, frame_kind(msg), committed_at);
     }
 
     /// Sends a frame to one connection (replies).
     pub fn send_to(&self, conn: ConnId, msg: &ServerMsg) {
+        self.send_committed(conn, msg, None);
+    }
+
+    /// As [`Hub::send_to`], for the acknowledgement of a message committed at
+    /// `committed_at`.
+    pub fn send_committed(&self, conn: ConnId, msg: &ServerMsg, committed_at: Option<Instant>) {
         let frame = encode(msg);
         let mut registry = self.lock();
-        Self::deliver(&mut registry, &[conn], &frame);
+        Self::deliver(&mut registry, &[conn], &frame, frame_kind(msg), committed_at);
     }
 
     /// Sends an event to every connection of a user, except `origin`.
@@ -113,7 +147,7 @@ impl Hub {
         let frame = encode(msg);
         let mut registry = self.lock();
         let targets: Vec<ConnId> = registry.user_conns(user_id).into_iter().filter(|id| Some(*id) != origin).collect();
-        Self::deliver(&mut registry, &targets, &frame);
+        Self::deliver(&mut registry, &targets, &frame, frame_kind(msg), None);
     }
 
     /// Sends an event to every connection of each user named (each once), encoded once.
@@ -124,7 +158,7 @@ impl Hub {
         for user_id in user_ids.iter().collect::<std::collections::BTreeSet<_>>() {
             targets.extend(registry.user_conns(*user_id));
         }
-        Self::deliver(&mut registry, &targets, &frame);
+        Self::deliver(&mut registry, &targets, &frame, frame_kind(msg), None);
     }
 
     /// The user became a member of a room: all their sockets start hearing it.
@@ -147,9 +181,11 @@ impl Hub {
         }
     }
 
-    /// Asks every socket to close because the server is stopping.
+    /// Asks every socket to close because the server is stopping, and any that
+    /// registers from now on.
     pub fn shutdown(&self) {
         let registry = self.lock();
+        self.closing.store(true, Ordering::Relaxed);
         for id in registry.all_conns() {
             if let Some(conn) = registry.conn(id) {
                 conn.close.close(CloseReason::ShuttingDown);
@@ -180,7 +216,7 @@ impl Hub {
         let (users, has_more) = registry.online_page(room_id, after, limit);
         let total = registry.online_count(room_id) as u32;
         let frame = encode(&ServerMsg::Online { id, room_id, users, total, has_more });
-        Self::deliver(&mut registry, &[conn], &frame);
+        Self::deliver(&mut registry, &[conn], &frame, FrameKind::Reply, None);
         Ok(())
     }
 
@@ -191,6 +227,21 @@ impl Hub {
 
     pub fn connection_count(&self) -> usize {
         self.lock().connection_count()
+    }
+
+    /// Sockets, people and queues now (a pass over every connection: for scrapes, not
+    /// for hot paths).
+    pub fn stats(&self) -> HubStats {
+        let registry = self.lock();
+        let mut stats = HubStats { sockets: registry.connection_count(), users: registry.user_count(), ..HubStats::default() };
+        for id in registry.all_conns() {
+            if let Some(conn) = registry.conn(id) {
+                let (frames, bytes) = conn.outbound.queued();
+                stats.queue_max_frames = stats.queue_max_frames.max(frames);
+                stats.queue_bytes += bytes;
+            }
+        }
+        stats
     }
 
     /// Tells each room whose online set changed since the last call who came and who
@@ -212,7 +263,7 @@ impl Hub {
         for (room_id, notice) in notices {
             let targets: Vec<ConnId> = registry.room_conns(room_id).collect();
             if !targets.is_empty() {
-                Self::deliver(&mut registry, &targets, &encode(&notice));
+                Self::deliver(&mut registry, &targets, &encode(&notice), frame_kind(&notice), None);
             }
         }
     }
@@ -248,16 +299,20 @@ impl Hub {
 
     /// Pushes `frame` to each target. A target whose queue overflows is a slow
     /// consumer: it is told to close and removed at once, so fan-out stops spending
-    /// work on it (its presence change goes out with the next notice).
-    fn deliver(registry: &mut Registry, targets: &[ConnId], frame: &Utf8Bytes) {
+    /// work on it (its presence change goes out with the next notice). Counted once
+    /// per call, however many targets.
+    fn deliver(registry: &mut Registry, targets: &[ConnId], frame: &Utf8Bytes, kind: FrameKind, committed_at: Option<Instant>) {
         let mut slow = Vec::new();
+        let mut queued = 0;
         for id in targets {
             if let Some(conn) = registry.conn(*id) {
-                if conn.outbound.push(frame.clone()).is_err() {
-                    slow.push(*id);
+                match conn.outbound.push(frame.clone(), committed_at) {
+                    Ok(()) => queued += 1,
+                    Err(_) => slow.push(*id),
                 }
             }
         }
+        metrics::delivered(kind, queued);
         for id in slow {
             if let Some(conn) = registry.remove(id) {
                 tracing::warn!(conn = id, user = conn.user_id, "closing slow consumer: outbound queue full");
@@ -269,6 +324,16 @@ impl Hub {
 
 fn encode(msg: &ServerMsg) -> Utf8Bytes {
     Utf8Bytes::from(msg.encode())
+}
+
+fn frame_kind(msg: &ServerMsg) -> FrameKind {
+    match msg {
+        ServerMsg::Message { .. } => FrameKind::Message,
+        ServerMsg::Receipt { .. } => FrameKind::Receipt,
+        ServerMsg::Typing { .. } => FrameKind::Typing,
+        ServerMsg::Presence { .. } => FrameKind::Presence,
+        _ => FrameKind::Reply,
+    }
 }
 
 #[cfg(test)]
@@ -284,14 +349,14 @@ mod tests {
     }
 
     async fn next(conn: &mut Connection) -> ServerMsg {
-        let frame = conn.outbound.recv().await.expect("frame queued");
-        serde_json::from_str(frame.as_str()).unwrap()
+        let outgoing = conn.outbound.recv().await.expect("frame queued");
+        serde_json::from_str(outgoing.frame.as_str()).unwrap()
     }
 
     fn drain(conn: &mut Connection) -> Vec<ServerMsg> {
         let mut frames = Vec::new();
-        while let Some(Some(frame)) = futures::FutureExt::now_or_never(conn.outbound.recv()) {
-            frames.push(serde_json::from_str(frame.as_str()).unwrap());
+        while let Some(outgoing) = conn.outbound.try_recv() {
+            frames.push(serde_json::from_str(outgoing.frame.as_str()).unwrap());
         }
         frames
     }
@@ -381,6 +446,16 @@ mod tests {
         assert_eq!(hub.connection_count(), 1, "the slow consumer was removed");
         hub.publish(7, &ServerMsg::Pong { id: 99 }, None);
         assert_eq!(next(&mut fast).await, ServerMsg::Pong { id: 99 });
+    }
+
+    #[tokio::test]
+    async fn a_socket_registering_after_shutdown_is_told_to_reconnect() {
+        let hub = hub();
+        let before = hub.connect(&user(1, "alice"), 1, &[7]);
+        hub.shutdown();
+        let after = hub.connect(&user(2, "bob"), 2, &[7]);
+        assert_eq!(before.close.reason(), Some(CloseReason::ShuttingDown));
+        assert_eq!(after.close.reason(), Some(CloseReason::ShuttingDown), "its handshake was under way");
     }
 
     #[tokio::test]

@@ -5,9 +5,12 @@
 //! closed as a slow consumer (it catches up from the database when it reconnects).
 //! The bound is in frames *and* bytes so a few huge frames cannot pin memory either.
 
-use std::sync::{
-    atomic::{AtomicUsize, Ordering},
-    Arc, OnceLock,
+use std::{
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, OnceLock,
+    },
+    time::Instant,
 };
 
 use axum::extract::ws::Utf8Bytes;
@@ -27,7 +30,8 @@ pub struct QueueLimits {
 pub enum CloseReason {
     /// The client closed first; the server completes the closing handshake.
     PeerClosed,
-    /// The server is stopping (RFC 6455 1001 "going away"); reconnect later.
+    /// The server is stopping or restarting (1012 "service restart"): reconnect, to
+    /// this node when it is back or to another.
     ShuttingDown,
     /// The outbound queue overflowed; reconnect and resume from the database.
     SlowConsumer,
@@ -44,7 +48,7 @@ pub enum CloseReason {
 impl CloseReason {
     pub fn code(self) -> u16 {
         match self {
-            CloseReason::ShuttingDown => 1001,
+            CloseReason::ShuttingDown => 1012,
             CloseReason::PeerClosed => 1000,
             CloseReason::HeartbeatTimeout => 4000,
             CloseReason::TooBig => 1009,
@@ -57,7 +61,7 @@ impl CloseReason {
     pub fn text(self) -> &'static str {
         match self {
             CloseReason::PeerClosed => "bye",
-            CloseReason::ShuttingDown => "server shutting down",
+            CloseReason::ShuttingDown => "service restart",
             CloseReason::SessionEnded => "session ended",
             CloseReason::SlowConsumer => "slow consumer",
             CloseReason::HeartbeatTimeout => "heartbeat timeout",
@@ -91,10 +95,19 @@ impl CloseSignal {
     }
 }
 
+/// One frame waiting for a socket.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub frame: Utf8Bytes,
+    /// For a stored message (or its acknowledgement), when it was committed: the writer
+    /// measures delivery latency from there.
+    pub committed_at: Option<Instant>,
+}
+
 /// The fan-out side of a connection's queue.
 #[derive(Debug, Clone)]
 pub struct OutboundSender {
-    frames: mpsc::Sender<Utf8Bytes>,
+    frames: mpsc::Sender<Outgoing>,
     queued_bytes: Arc<AtomicUsize>,
     max_bytes: usize,
 }
@@ -102,7 +115,7 @@ pub struct OutboundSender {
 /// The socket-writer side of a connection's queue.
 #[derive(Debug)]
 pub struct OutboundReceiver {
-    frames: mpsc::Receiver<Utf8Bytes>,
+    frames: mpsc::Receiver<Outgoing>,
     queued_bytes: Arc<AtomicUsize>,
 }
 
@@ -122,14 +135,14 @@ pub fn queue(limits: QueueLimits) -> (OutboundSender, OutboundReceiver) {
 impl OutboundSender {
     /// Queues a frame without waiting. A connection whose writer has already gone
     /// accepts silently: it is being torn down and will resume from the database.
-    pub fn push(&self, frame: Utf8Bytes) -> Result<(), Overflow> {
+    pub fn push(&self, frame: Utf8Bytes, committed_at: Option<Instant>) -> Result<(), Overflow> {
         let len = frame.len();
         let before = self.queued_bytes.fetch_add(len, Ordering::AcqRel);
         if before + len > self.max_bytes && before > 0 {
             self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
             return Err(Overflow);
         }
-        match self.frames.try_send(frame) {
+        match self.frames.try_send(Outgoing { frame, committed_at }) {
             Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Full(_)) => {
                 self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
@@ -143,11 +156,25 @@ impl OutboundSender {
     }
 }
 
+impl OutboundSender {
+    /// Frames and bytes waiting now.
+    pub fn queued(&self) -> (usize, usize) {
+        (self.frames.max_capacity() - self.frames.capacity(), self.queued_bytes.load(Ordering::Acquire))
+    }
+}
+
 impl OutboundReceiver {
-    pub async fn recv(&mut self) -> Option<Utf8Bytes> {
-        let frame = self.frames.recv().await?;
-        self.queued_bytes.fetch_sub(frame.len(), Ordering::AcqRel);
-        Some(frame)
+    pub async fn recv(&mut self) -> Option<Outgoing> {
+        let outgoing = self.frames.recv().await?;
+        self.queued_bytes.fetch_sub(outgoing.frame.len(), Ordering::AcqRel);
+        Some(outgoing)
+    }
+
+    /// The next frame if one is waiting, without waiting.
+    pub fn try_recv(&mut self) -> Option<Outgoing> {
+        let outgoing = self.frames.try_recv().ok()?;
+        self.queued_bytes.fetch_sub(outgoing.frame.len(), Ordering::AcqRel);
+        Some(outgoing)
     }
 }
 
@@ -162,36 +189,39 @@ mod tests {
     #[tokio::test]
     async fn frames_arrive_in_order() {
         let (tx, mut rx) = queue(QueueLimits { max_frames: 4, max_bytes: 1024 });
-        tx.push(frame("a")).unwrap();
-        tx.push(frame("b")).unwrap();
-        assert_eq!(rx.recv().await.unwrap().as_str(), "a");
-        assert_eq!(rx.recv().await.unwrap().as_str(), "b");
+        tx.push(frame("a"), None).unwrap();
+        tx.push(frame("b"), None).unwrap();
+        assert_eq!(tx.queued(), (2, 2));
+        assert_eq!(rx.recv().await.unwrap().frame.as_str(), "a");
+        assert_eq!(rx.try_recv().unwrap().frame.as_str(), "b");
+        assert!(rx.try_recv().is_none());
+        assert_eq!(tx.queued(), (0, 0));
     }
 
     #[tokio::test]
     async fn overflows_by_frame_count_and_recovers_after_draining() {
         let (tx, mut rx) = queue(QueueLimits { max_frames: 2, max_bytes: 1024 });
-        tx.push(frame("1")).unwrap();
-        tx.push(frame("2")).unwrap();
-        assert_eq!(tx.push(frame("3")), Err(Overflow));
+        tx.push(frame("1"), None).unwrap();
+        tx.push(frame("2"), None).unwrap();
+        assert_eq!(tx.push(frame("3"), None), Err(Overflow));
         rx.recv().await.unwrap();
-        tx.push(frame("3")).unwrap();
+        tx.push(frame("3"), None).unwrap();
     }
 
     #[tokio::test]
     async fn overflows_by_bytes() {
         let (tx, mut rx) = queue(QueueLimits { max_frames: 100, max_bytes: 10 });
-        tx.push(frame("123456")).unwrap();
-        assert_eq!(tx.push(frame("123456")), Err(Overflow), "12 bytes would exceed 10");
+        tx.push(frame("123456"), None).unwrap();
+        assert_eq!(tx.push(frame("123456"), None), Err(Overflow), "12 bytes would exceed 10");
         rx.recv().await.unwrap();
-        tx.push(frame("123456")).unwrap();
+        tx.push(frame("123456"), None).unwrap();
     }
 
     #[tokio::test]
     async fn one_oversized_frame_still_goes_through_an_empty_queue() {
         let (tx, mut rx) = queue(QueueLimits { max_frames: 4, max_bytes: 4 });
-        tx.push(frame("larger than four")).unwrap();
-        assert_eq!(rx.recv().await.unwrap().as_str(), "larger than four");
+        tx.push(frame("larger than four"), None).unwrap();
+        assert_eq!(rx.recv().await.unwrap().frame.as_str(), "larger than four");
     }
 
     #[tokio::test]

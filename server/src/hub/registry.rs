@@ -223,6 +223,11 @@ impl Registry {
     pub fn connection_count(&self) -> usize {
         self.conns.len()
     }
+
+    /// People with at least one connection.
+    pub fn user_count(&self) -> usize {
+        self.users.len()
+    }
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 //! and PostgreSQL. Both run the very same SQL (see `sql.rs`), so they cannot drift.
 
 mod body;
+mod measured;
 mod sql;
 
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use std::sync::Arc;
 use app::protocol::{ChatMessage, MemberReceipt, RoomKind, RoomSummary, Seq, UserRef};
 use async_trait::async_trait;
 
+pub use measured::MeasuredStore;
 pub use sql::{PostgresStore, SqliteStore};
 
 /// Storage failures. `Conflict` and `NotFound` are normal outcomes callers branch on;
@@ -86,6 +88,13 @@ impl Posted {
     }
 }
 
+/// How many database connections a store holds, and how many wait unused.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolUsage {
+    pub size: u32,
+    pub idle: usize,
+}
+
 /// Everything the chat keeps. All times are Unix milliseconds supplied by the caller,
 /// which keeps the clock out of the storage layer and makes tests deterministic.
 #[async_trait]
@@ -151,6 +160,11 @@ pub trait Store: Send + Sync + 'static {
     async fn member_positions(&self, room_id: i64, user_id: i64) -> StoreResult<Option<(Seq, Seq)>>;
     /// Members' positions in a room, the furthest readers first, at most `limit`.
     async fn receipts(&self, room_id: i64, limit: u32) -> StoreResult<Vec<MemberReceipt>>;
+
+    /// Whether the database answers (for readiness checks).
+    async fn ping(&self) -> StoreResult<()>;
+    /// The connection pool's size and idle connections now.
+    fn pool_usage(&self) -> PoolUsage;
 }
 
 /// Storage settings that are not part of the URL.
@@ -163,13 +177,14 @@ pub struct StoreOptions {
 }
 
 /// Opens the database named by `url`, creating the SQLite file and folder if needed,
-/// and brings its schema up to date.
+/// and brings its schema up to date. Its operations are measured for the metrics.
 pub async fn open(url: &str, options: &StoreOptions) -> StoreResult<Arc<dyn Store>> {
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Arc::new(PostgresStore::open(url, options).await?))
+    let store: Arc<dyn Store> = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Arc::new(PostgresStore::open(url, options).await?)
     } else if url.starts_with("sqlite:") {
-        Ok(Arc::new(SqliteStore::open(url, options).await?))
+        Arc::new(SqliteStore::open(url, options).await?)
     } else {
-        Err(StoreError::UnsupportedUrl)
-    }
+        return Err(StoreError::UnsupportedUrl);
+    };
+    Ok(Arc::new(MeasuredStore::new(store)))
 }

@@ -18,7 +18,9 @@ use sqlx::{
     FromRow,
 };
 
-use super::{body::MessageBody, Credentials, Posted, RoomRecord, SessionRecord, Store, StoreError, StoreOptions, StoreResult};
+use super::{
+    body::MessageBody, Credentials, PoolUsage, Posted, RoomRecord, SessionRecord, Store, StoreError, StoreOptions, StoreResult,
+};
 
 /// The embedded default: one file, WAL so readers never wait for the writer.
 #[derive(Clone)]
@@ -720,6 +722,15 @@ macro_rules! sql_store {
                 .fetch_optional(&self.pool)
                 .await?;
                 Ok(row)
+            }
+
+            async fn ping(&self) -> StoreResult<()> {
+                sqlx::query("SELECT 1").execute(&self.pool).await?;
+                Ok(())
+            }
+
+            fn pool_usage(&self) -> PoolUsage {
+                PoolUsage { size: self.pool.size(), idle: self.pool.num_idle() }
             }
 
             async fn member_positions(&self, room_id: i64, user_id: i64) -> StoreResult<Option<(Seq, Seq)>> {

@@ -16,7 +16,17 @@ impl ServerProcess {
     /// Starts the binary on a free port with its data in `data_dir`, the default
     /// settings, and `env` on top.
     pub async fn start(data_dir: &std::path::Path, env: &[(&str, &str)]) -> Self {
+        Self::start_logging_to(data_dir, env, None).await
+    }
+
+    /// As [`ServerProcess::start`], with what the server logs written to `log` (or to
+    /// the test's own output).
+    pub async fn start_logging_to(data_dir: &std::path::Path, env: &[(&str, &str)], log: Option<&std::path::Path>) -> Self {
         let port = port_outside_the_ephemeral_range();
+        let stderr = match log {
+            Some(path) => Stdio::from(std::fs::File::create(path).unwrap()),
+            None => Stdio::inherit(),
+        };
         let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_server"))
             .current_dir(data_dir)
@@ -28,7 +38,7 @@ impl ServerProcess {
             .env("RUST_LOG", "warn")
             .envs(env.iter().copied())
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("server binary starts");
         let mut process = ServerProcess { child, addr };
@@ -50,6 +60,24 @@ impl ServerProcess {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
     }
+
+    /// Sends SIGTERM, as a service manager stopping it would.
+    pub fn terminate(&self) {
+        let sent = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+        assert!(sent.success(), "kill -TERM");
+    }
+
+    /// Waits for the process to exit on its own; its exit status.
+    pub async fn exited(mut self, within: Duration) -> std::process::ExitStatus {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "the server did not exit within {within:?}");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
 }
 
 impl ServerProcess {
@@ -61,6 +89,18 @@ impl ServerProcess {
     /// The memory the process holds now (VmRSS), in KiB.
     pub fn rss_kib(&self) -> u64 {
         self.status_kib("VmRSS:")
+    }
+
+    /// CPU time the process has used, user and system, in seconds. (`/proc` counts in
+    /// ticks of 1/100 s on Linux, whatever the kernel's own tick rate.)
+    pub fn cpu_seconds(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
+        // Fields after the command name (which may hold spaces) are separated by spaces.
+        let after_name = stat.rsplit_once(") ").map(|(_, rest)| rest).expect("/proc stat format");
+        let fields: Vec<&str> = after_name.split(' ').collect();
+        // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after the name.
+        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        ticks as f64 / 100.0
     }
 
     fn status_kib(&self, field: &str) -> u64 {

@@ -55,6 +55,16 @@ impl TestServer {
         format!("http://{}{path}", self.addr())
     }
 
+    /// Where the metrics listener is, if the config asked for one.
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.running.as_ref().expect("server running").metrics_addr()
+    }
+
+    /// Starts stopping, as SIGTERM would; [`TestServer::stop`] waits for the rest.
+    pub fn begin_shutdown(&self) {
+        self.running.as_ref().expect("server running").begin_shutdown();
+    }
+
     /// Stops the server and starts a new one on the same database (and a new port).
     pub async fn restart(&mut self) {
         self.running.take().expect("server running").shutdown().await.unwrap();
@@ -219,6 +229,14 @@ impl WsClient {
                 Some(Err(_)) | None => return Frame::Closed(None),
             }
         }
+    }
+
+    /// The next frame, buffered or new, or the close.
+    pub async fn next_frame(&mut self) -> Frame {
+        if !self.buffered.is_empty() {
+            return Frame::Msg(self.buffered.remove(0));
+        }
+        self.read().await
     }
 
     /// The next message, buffered or new.
