@@ -44,10 +44,13 @@ npm_ci_if_needed "$PARLEY_ROOT"          # tailwindcss, wasm-opt (binaryen)
 npm_ci_if_needed "$PARLEY_ROOT/end2end"  # @playwright/test
 
 # Debian packages: chromium for the browser tests; prometheus (with promtool) for the
-# monitoring tests, which start their own instance (the package's service is not used).
+# monitoring tests; nginx and redis-server for the cluster tests. The tests start
+# their own instances on free ports (the packages' services are not used).
 missing=()
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 if [ ${#missing[@]} -gt 0 ]; then
   say "installing Debian's ${missing[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"

@@ -129,6 +129,8 @@ impl Chat {
         let rooms = self.store.rooms_of(user.id).await?;
         let room_ids: Vec<RoomId> = rooms.iter().map(|room| room.id).collect();
         let connection = self.hub.connect(user, session_id, &room_ids);
+        // What the greeting shows is where catching up after a lost event starts.
+        self.hub.note_heard(rooms.iter().map(|room| (room.id, room.last_seq)));
         let hello = ServerMsg::Hello {
             protocol: PROTOCOL_VERSION,
             server_time: unix_millis(),

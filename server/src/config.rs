@@ -5,7 +5,7 @@
 //! Environment variables win over the file, in this order (later wins):
 //! 1. `LEPTOS_SITE_ADDR`, `LEPTOS_SITE_ROOT`, `LEPTOS_SITE_PKG_DIR`, `LEPTOS_OUTPUT_NAME`,
 //!    `LEPTOS_ENV`, `LEPTOS_RELOAD_PORT`: set by `cargo leptos watch/serve/end-to-end`;
-//! 2. `DATABASE_URL`, the usual name for a database address;
+//! 2. `DATABASE_URL` and `REDIS_URL`, the usual names for those addresses;
 //! 3. `PARLEY_<SECTION>_<KEY>`, for example `PARLEY_CHAT_MAX_MESSAGE_CHARS=2000`.
 
 use std::{net::SocketAddr, path::PathBuf};
@@ -29,6 +29,7 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub log: LogConfig,
     pub shutdown: ShutdownConfig,
+    pub cluster: ClusterConfig,
 }
 
 /// Where the site is served from and where cargo-leptos put its files.
@@ -282,13 +283,32 @@ impl Default for ShutdownConfig {
     }
 }
 
+/// Running as one of several nodes, linked through Redis.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// `redis://host:port[/db]` (also `REDIS_URL`); empty: a single node, no Redis.
+    pub redis_url: String,
+    /// This node's name among the others (unique); empty: the host name and port.
+    pub node_name: String,
+    /// A node not heard from for this many seconds is taken for gone, and its people
+    /// go offline. It beats three times per period.
+    pub presence_ttl_secs: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig { redis_url: String::new(), node_name: String::new(), presence_ttl_secs: 10 }
+    }
+}
+
 /// Failure to read or understand the settings; the message names the offending key.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration: {0}")]
 pub struct ConfigError(#[from] Box<figment::Error>);
 
 /// The sections of the file, which are also the second word of `PARLEY_` variables.
-const SECTIONS: [&str; 9] = ["site", "chat", "session", "limits", "security", "tls", "metrics", "log", "shutdown"];
+const SECTIONS: [&str; 10] = ["site", "chat", "session", "limits", "security", "tls", "metrics", "log", "shutdown", "cluster"];
 
 /// Environment variables cargo-leptos sets, and the `site` key each one overrides.
 const LEPTOS_VARIABLES: [(&str, &str); 6] = [
@@ -335,6 +355,7 @@ impl Config {
                     .lowercase(false),
             )
             .merge(Env::raw().only(&["DATABASE_URL"]).map(|_| "chat.database_url".into()))
+            .merge(Env::raw().only(&["REDIS_URL"]).map(|_| "cluster.redis_url".into()))
             .merge(
                 Env::prefixed("PARLEY_")
                     // Only variables naming a section; tools may set other PARLEY_ names.
@@ -351,6 +372,22 @@ impl Config {
         } else {
             self.chat.database_url.clone()
         }
+    }
+
+    /// This node's name in the cluster: as configured, or the host name and port
+    /// (unique among nodes on different hosts, and among nodes on one host).
+    pub fn node_name(&self) -> String {
+        let configured = self.cluster.node_name.trim();
+        if !configured.is_empty() {
+            return configured.to_string();
+        }
+        let host = std::env::var("HOSTNAME")
+            .ok()
+            .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+            .map(|host| host.trim().to_string())
+            .filter(|host| !host.is_empty())
+            .unwrap_or_else(|| "parley".into());
+        format!("{host}-{}", self.site.addr.port())
     }
 
     /// Leptos's own view of the site settings, for rendering and static files.

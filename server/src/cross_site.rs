@@ -31,7 +31,8 @@ pub fn allowed(method: &Method, headers: &HeaderMap, tls: bool, allowed_origins:
 
 pub async fn refuse_cross_site_writes(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let config = &state.config;
-    if allowed(request.method(), request.headers(), config.tls.enabled(), &config.security.allowed_origins) {
+    let tls = net::over_tls(request.headers(), config.tls.enabled(), config.security.trust_forwarded_for);
+    if allowed(request.method(), request.headers(), tls, &config.security.allowed_origins) {
         return next.run(request).await;
     }
     let origin = request.headers().get(axum::http::header::ORIGIN).and_then(|o| o.to_str().ok()).unwrap_or("-").to_string();

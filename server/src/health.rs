@@ -45,6 +45,9 @@ pub struct Health {
 pub struct Readiness {
     pub draining: bool,
     pub database: bool,
+    /// Whether the link to the other nodes works; `None` on a single node. A node
+    /// without it stays ready (it serves its own sockets) but reports "degraded".
+    pub redis: Option<bool>,
 }
 
 impl Readiness {
@@ -64,6 +67,7 @@ impl Health {
         Readiness {
             draining: self.draining.load(Ordering::Acquire),
             database: self.failed_probes.load(Ordering::Acquire) < FAILURES_BEFORE_UNREADY,
+            redis: None,
         }
     }
 
@@ -103,11 +107,17 @@ pub async fn healthz() -> Json<serde_json::Value> {
 
 /// 200 when the node should get traffic, 503 with the reason when not.
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    let readiness = state.health.readiness();
-    let body = json!({
-        "status": if readiness.is_ready() { "ready" } else if readiness.draining { "draining" } else { "unavailable" },
-        "database": if readiness.database { "ok" } else { "unreachable" },
-    });
+    let readiness = state.readiness();
+    let status = match readiness {
+        _ if readiness.draining => "draining",
+        _ if !readiness.is_ready() => "unavailable",
+        Readiness { redis: Some(false), .. } => "degraded",
+        _ => "ready",
+    };
+    let mut body = json!({ "status": status, "database": if readiness.database { "ok" } else { "unreachable" } });
+    if let Some(redis) = readiness.redis {
+        body["redis"] = json!(if redis { "ok" } else { "down" });
+    }
     let status = if readiness.is_ready() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(body)).into_response()
 }

@@ -6,6 +6,7 @@
 pub mod accounts;
 mod api;
 mod chat;
+pub mod cluster;
 pub mod config;
 mod cross_site;
 mod error;
@@ -49,6 +50,8 @@ pub enum StartError {
     Storage(#[from] storage::StoreError),
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    #[error(transparent)]
+    Cluster(#[from] cluster::ClusterError),
     #[error("server failed: {0}")]
     Serve(#[from] std::io::Error),
 }

@@ -117,7 +117,7 @@ impl Limiters {
 /// The login limiter's key for a username as typed: letter case ignored, and no longer
 /// than a username can be (plus one, so an over-long name keeps its own bucket), so a
 /// megabyte "username" cannot become a megabyte key.
-fn account_key(username: &str) -> String {
+pub fn account_key(username: &str) -> String {
     let longest = app::validation::USERNAME_MAX + 1;
     // Cut before lowercasing (cheap on a huge input) and after (a lowercase letter can
     // be two characters, as `İ` is).

@@ -50,6 +50,30 @@ pub const HTTP_REQUESTS: &str = "parley_http_requests_total";
 pub const HTTP_DURATION: &str = "parley_http_request_duration_seconds";
 pub const REQUEST_PANICS: &str = "parley_request_panics_total";
 pub const BUILD_INFO: &str = "parley_build_info";
+pub const CLUSTER_EVENTS: &str = "parley_cluster_events_total";
+pub const CLUSTER_CATCHUPS: &str = "parley_cluster_catchups_total";
+pub const REDIS_UP: &str = "parley_redis_up";
+
+/// Which way cluster events went: out to Redis, in from it, or dropped (the node
+/// could not publish them; the others catch up from the database).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClusterFlow {
+    Published,
+    Received,
+    Dropped,
+}
+
+impl ClusterFlow {
+    const ALL: [ClusterFlow; 3] = [ClusterFlow::Published, ClusterFlow::Received, ClusterFlow::Dropped];
+
+    fn label(self) -> &'static str {
+        match self {
+            ClusterFlow::Published => "published",
+            ClusterFlow::Received => "received",
+            ClusterFlow::Dropped => "dropped",
+        }
+    }
+}
 
 /// Buckets for chat latencies: from a tenth of a millisecond (a local commit, a frame
 /// written) to ten seconds (something is badly wrong).
@@ -202,6 +226,13 @@ fn describe() {
     describe_histogram!(HTTP_DURATION, Unit::Seconds, "HTTP request handling time, by route, method and status.");
     describe_counter!(REQUEST_PANICS, "Socket requests that panicked (answered with an internal error).");
     describe_gauge!(BUILD_INFO, "Always 1; the labels say which build is running.");
+    describe_counter!(CLUSTER_EVENTS, "Events between nodes through Redis, by flow (published, received, dropped).");
+    describe_counter!(CLUSTER_CATCHUPS, "Times this node caught its sockets up from the database after events were lost.");
+    describe_gauge!(REDIS_UP, "1 while the link to the other nodes through Redis works, else 0 (only with a cluster).");
+    for flow in ClusterFlow::ALL {
+        counter!(CLUSTER_EVENTS, "flow" => flow.label()).absolute(0);
+    }
+    counter!(CLUSTER_CATCHUPS).absolute(0);
 
     for kind in FrameKind::ALL {
         counter!(FRAMES_DELIVERED, "kind" => kind.label()).absolute(0);
@@ -276,6 +307,16 @@ pub fn notice_stored() {
     counter!(MESSAGES_STORED, "kind" => "notice").increment(1);
 }
 
+/// `events` cluster events went `flow`.
+pub fn cluster_events(flow: ClusterFlow, events: usize) {
+    counter!(CLUSTER_EVENTS, "flow" => flow.label()).increment(events as u64);
+}
+
+/// The node caught its sockets up after events between nodes were lost.
+pub fn cluster_catch_up() {
+    counter!(CLUSTER_CATCHUPS).increment(1);
+}
+
 /// A socket ended, for `reason`.
 pub fn socket_closed(reason: CloseReason) {
     counter!(SOCKETS_CLOSED, "reason" => close_label(reason)).increment(1);
@@ -331,6 +372,8 @@ pub struct Snapshot {
     pub db_pool_size: u32,
     pub db_pool_idle: usize,
     pub ready: bool,
+    /// The link to the other nodes, when there are any.
+    pub redis_up: Option<bool>,
 }
 
 /// Sets the scrape-time gauges from `now` and renders everything.
@@ -342,6 +385,9 @@ pub fn render(handle: &PrometheusHandle, now: Snapshot) -> String {
     gauge!(DB_POOL, "state" => "idle").set(now.db_pool_idle as f64);
     gauge!(DB_POOL, "state" => "in_use").set(now.db_pool_size.saturating_sub(now.db_pool_idle as u32) as f64);
     gauge!(READY).set(if now.ready { 1.0 } else { 0.0 });
+    if let Some(up) = now.redis_up {
+        gauge!(REDIS_UP).set(if up { 1.0 } else { 0.0 });
+    }
     metrics_process::Collector::default().collect();
     let mut text = handle.render();
     DELIVERY.render(DELIVERY_LATENCY, DELIVERY_HELP, &mut text);

@@ -28,6 +28,12 @@ pub fn client_ip(extensions: &Extensions, headers: &HeaderMap, trust_forwarded_f
         .map_or(IpAddr::from([0, 0, 0, 0]), |ConnectInfo(addr)| addr.ip())
 }
 
+/// Whether the browser reached this site over TLS: served with TLS here, or (only when
+/// configured to trust a load balancer) the balancer says it terminated TLS.
+pub fn over_tls(headers: &HeaderMap, tls: bool, trust_forwarded: bool) -> bool {
+    tls || (trust_forwarded && headers.get("x-forwarded-proto").is_some_and(|proto| proto.as_bytes().eq_ignore_ascii_case(b"https")))
+}
+
 /// Whether a socket handshake's `Origin` may connect: absent (not a browser, so no
 /// ambient cookies to abuse), equal to this site's own origin as addressed by the
 /// request, or listed in `allowed`. Comparison is exact on scheme, host and port.
@@ -69,6 +75,15 @@ pub(crate) mod tests {
         assert!(origin_allowed(&headers(&[site[0]]), false, &[]), "no Origin: not a browser");
         assert!(origin_allowed(&headers(&[("host", "chat.example:443"), ("origin", "https://chat.example")]), true, &[]));
         assert!(!origin_allowed(&headers(&[("origin", "http://chat.example")]), false, &[]), "no Host to compare with");
+    }
+
+    #[test]
+    fn a_balancer_saying_https_counts_only_when_trusted() {
+        let behind = headers(&[("x-forwarded-proto", "https")]);
+        assert!(over_tls(&behind, false, true));
+        assert!(!over_tls(&behind, false, false), "anyone can send the header");
+        assert!(!over_tls(&headers(&[("x-forwarded-proto", "http")]), false, true));
+        assert!(over_tls(&HeaderMap::new(), true, false));
     }
 
     #[test]

@@ -10,12 +10,13 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use crate::{
     accounts::{Accounts, SessionPolicy},
     chat::Chat,
+    cluster::{self, ClusterHealth},
     config::Config,
-    health::Health,
+    health::{Health, Readiness},
     hub::{Hub, QueueLimits},
     limits::Limiters,
     metrics,
-    storage::{self, Store, StoreError, StoreOptions},
+    storage::{self, Store, StoreOptions},
     time::unix_millis,
 };
 
@@ -33,6 +34,10 @@ pub struct AppState {
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     /// Readiness: draining, and whether the database answers.
     pub health: Arc<Health>,
+    /// The link to the other nodes, when there are any.
+    pub cluster: Option<Arc<ClusterHealth>>,
+    /// Login and registration counts shared by all nodes, when there are several.
+    pub shared_limits: Option<cluster::SharedLimits>,
     /// Cancelled when the server is asked to stop (a signal, or a test).
     pub shutdown: CancellationToken,
     /// Cancelled once it has stopped serving: background chores end with it, not
@@ -45,7 +50,7 @@ pub struct AppState {
 
 impl AppState {
     /// Opens the database (running migrations) and wires the services together.
-    pub async fn build(config: Config, shutdown: CancellationToken) -> Result<Self, StoreError> {
+    pub async fn build(config: Config, shutdown: CancellationToken) -> Result<Self, crate::StartError> {
         // First, so that everything from here on is counted.
         let metrics = metrics::install();
         let store = storage::open(
@@ -73,6 +78,19 @@ impl AppState {
         let chat = Arc::new(Chat::new(store.clone(), hub.clone(), limits, config.limits.rooms_per_user, default_room.id));
         let accounts = Arc::new(Accounts::new(store.clone(), hub.clone(), chat.clone(), policy));
         let limiters = Arc::new(Limiters::new(&config.limits));
+        let stopped = CancellationToken::new();
+        let (cluster, shared_limits) = match config.cluster.redis_url.trim() {
+            "" => (None, None),
+            redis_url => {
+                let settings = cluster::Settings {
+                    redis_url: redis_url.to_string(),
+                    node: config.node_name().into(),
+                    presence_ttl: Duration::from_secs(config.cluster.presence_ttl_secs.max(1)),
+                };
+                let linked = cluster::start(settings, hub.clone(), store.clone(), stopped.clone()).await?;
+                (Some(linked.health), Some(linked.limits))
+            }
+        };
         Ok(AppState {
             leptos_options: config.leptos_options(),
             config: Arc::new(config),
@@ -83,10 +101,17 @@ impl AppState {
             store,
             metrics,
             health: Arc::new(Health::default()),
+            cluster,
+            shared_limits,
             shutdown,
-            stopped: CancellationToken::new(),
+            stopped,
             tasks: TaskTracker::new(),
         })
+    }
+
+    /// Whether the node should get traffic, and how its links are.
+    pub fn readiness(&self) -> Readiness {
+        Readiness { redis: self.cluster.as_ref().map(|cluster| cluster.is_connected()), ..self.health.readiness() }
     }
 
     /// The present, for the metrics.
@@ -101,6 +126,7 @@ impl AppState {
             db_pool_size: pool.size,
             db_pool_idle: pool.idle,
             ready: self.health.readiness().is_ready(),
+            redis_up: self.cluster.as_ref().map(|cluster| cluster.is_connected()),
         }
     }
 }

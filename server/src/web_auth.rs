@@ -49,11 +49,33 @@ fn failure(err: AppError) -> AuthFailure {
     AuthFailure { status, message, retry_after_secs }
 }
 
+impl AccountsBackend {
+    /// With several nodes, attempts are also counted across all of them, so spreading
+    /// over nodes does not multiply a guesser's attempts.
+    async fn shared_login(&self, username: &str, ip: std::net::IpAddr) -> Result<(), crate::limits::RetryAfter> {
+        let Some(shared) = &self.0.shared_limits else { return Ok(()) };
+        let per_minute = self.0.config.limits.logins_per_minute;
+        let minute = std::time::Duration::from_secs(60);
+        shared.allow(&format!("login:ip:{ip}"), per_minute, minute).await?;
+        shared.allow(&format!("login:account:{}", crate::limits::account_key(username)), per_minute, minute).await
+    }
+
+    async fn shared_registration(&self, ip: std::net::IpAddr) -> Result<(), crate::limits::RetryAfter> {
+        let Some(shared) = &self.0.shared_limits else { return Ok(()) };
+        let per_hour = self.0.config.limits.registrations_per_hour;
+        shared.allow(&format!("register:ip:{ip}"), per_hour, std::time::Duration::from_secs(3600)).await
+    }
+}
+
 #[async_trait::async_trait]
 impl AuthBackend for AccountsBackend {
     async fn register(&self, request: &Parts, username: String, display_name: String, password: String) -> Result<String, AuthFailure> {
         let ip = self.client_ip(request);
-        if let Err(retry) = self.0.limiters.registration(ip) {
+        let allowed = match self.0.limiters.registration(ip) {
+            Ok(()) => self.shared_registration(ip).await,
+            refused => refused,
+        };
+        if let Err(retry) = allowed {
             metrics::rate_limited(Limit::Registration);
             tracing::warn!(%ip, "registration refused: rate limit");
             return Err(failure(AppError::RateLimited(retry)));
@@ -67,7 +89,11 @@ impl AuthBackend for AccountsBackend {
 
     async fn login(&self, request: &Parts, username: String, password: String) -> Result<String, AuthFailure> {
         let ip = self.client_ip(request);
-        if let Err(retry) = self.0.limiters.login(&username, ip) {
+        let allowed = match self.0.limiters.login(&username, ip) {
+            Ok(()) => self.shared_login(&username, ip).await,
+            refused => refused,
+        };
+        if let Err(retry) = allowed {
             metrics::rate_limited(Limit::Login);
             tracing::warn!(%ip, "login refused: rate limit");
             return Err(failure(AppError::RateLimited(retry)));

@@ -72,7 +72,8 @@ pub async fn upgrade(State(state): State<AppState>, request: Request) -> Result<
         origin: headers.get(ORIGIN).and_then(|o| o.to_str().ok()).unwrap_or("-").to_string(),
         reconnecting: parts.uri.query().is_some_and(|query| query.split('&').any(|pair| pair == "resume=1")),
     };
-    if !net::origin_allowed(headers, state.config.tls.enabled(), &state.config.security.allowed_origins) {
+    let tls = net::over_tls(headers, state.config.tls.enabled(), state.config.security.trust_forwarded_for);
+    if !net::origin_allowed(headers, tls, &state.config.security.allowed_origins) {
         tracing::warn!(ip = %peer.ip, origin = %peer.origin, "socket refused: origin not allowed");
         return Err(AppError::Forbidden("This origin may not open a chat socket."));
     }
@@ -97,7 +98,9 @@ pub async fn upgrade(State(state): State<AppState>, request: Request) -> Result<
     };
     let limits = &state.config.limits;
     let user_id = session.record.user.id;
-    let Some(user_slot) = state.limiters.user_socket_slot(user_id) else {
+    // The allowance counts the person's sockets on every node (as they last said).
+    let elsewhere_full = state.cluster.is_some() && state.hub.sockets_of(user_id) >= limits.sockets_per_user;
+    let Some(user_slot) = state.limiters.user_socket_slot(user_id).filter(|_| !elsewhere_full) else {
         metrics::rate_limited(Limit::SocketsPerUser);
         tracing::warn!(user = user_id, ip = %peer.ip, "socket refused: too many sockets for this user");
         return Err(AppError::RateLimited(crate::limits::RetryAfter(Duration::from_secs(5))));

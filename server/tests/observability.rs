@@ -184,8 +184,10 @@ async fn chat_traffic_is_counted() {
     assert!(total(&after, "process_open_fds", &[]) > 0.0);
     // Labels come from small closed sets: a new one (an id, a raw path) must be added
     // here on purpose.
-    const LABELS: [&str; 14] =
-        ["kind", "reason", "limit", "event", "outcome", "reconnect", "operation", "state", "route", "method", "status", "le", "version", "commit"];
+    const LABELS: [&str; 15] = [
+        "kind", "reason", "limit", "event", "outcome", "reconnect", "operation", "state", "route", "method", "status", "le", "version", "commit",
+        "flow",
+    ];
     for series in after.keys() {
         let Some((_, labels)) = series.split_once('{') else { continue };
         for pair in labels.trim_end_matches('}').split("\",").filter(|pair| !pair.is_empty()) {

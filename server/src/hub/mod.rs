@@ -11,6 +11,10 @@
 //! sent a page at a time to a client that asks ([`Hub::send_online_page`]). Typing
 //! notices are gathered the same way, so a room where many type at once costs each
 //! member one frame per window.
+//!
+//! With several nodes, everything published here is also handed to a [`Relay`] (the
+//! cluster link), which tells the other nodes; what they publish comes back through
+//! [`Hub::apply_remote`] and reaches this node's sockets the same way.
 
 pub mod outbound;
 mod registry;
@@ -18,7 +22,7 @@ mod registry;
 use std::{
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
-        Arc, Mutex,
+        Arc, Mutex, OnceLock,
     },
     time::{Duration, Instant},
 };
@@ -29,9 +33,22 @@ use tokio_util::sync::CancellationToken;
 
 pub use outbound::{CloseReason, CloseSignal, OutboundReceiver, Outgoing, QueueLimits};
 pub use registry::ConnId;
+pub use registry::NodePresence;
 use registry::{ConnEntry, PresenceChanges, Registry};
 
-use crate::metrics::{self, FrameKind};
+use crate::{
+    cluster::{Event, NodeId},
+    metrics::{self, FrameKind},
+};
+
+/// Where the hub sends what other nodes must hear. Called with the hub's lock held,
+/// so that events leave in the order they happened here: it must only queue.
+pub trait Relay: Send + Sync {
+    /// An event for the other nodes, with its frame as encoded here.
+    fn relay(&self, event: Event, frame: Option<Utf8Bytes>);
+    /// Everyone with sockets here and their rooms, replacing what the others knew.
+    fn presence_snapshot(&self, people: Vec<NodePresence>);
+}
 
 /// How long presence changes in a room are gathered before they are announced.
 pub const PRESENCE_WINDOW: Duration = Duration::from_millis(250);
@@ -49,6 +66,8 @@ pub struct Hub {
     /// Set (under the registry lock) by [`Hub::shutdown`]: a socket that registers
     /// afterwards (its handshake was under way) is told to reconnect at once.
     closing: AtomicBool,
+    /// The other nodes, when there are any.
+    relay: OnceLock<Arc<dyn Relay>>,
 }
 
 /// What a connection task gets from [`Hub::connect`].
@@ -78,7 +97,18 @@ pub struct NotSubscribed;
 
 impl Hub {
     pub fn new(limits: QueueLimits) -> Self {
-        Hub { registry: Mutex::new(Registry::default()), next_conn: AtomicU64::new(1), limits, closing: AtomicBool::new(false) }
+        Hub { registry: Mutex::new(Registry::default()), next_conn: AtomicU64::new(1), limits, closing: AtomicBool::new(false), relay: OnceLock::new() }
+    }
+
+    /// From now on, everything published here is also relayed to other nodes.
+    pub fn attach_relay(&self, relay: Arc<dyn Relay>) {
+        let _ = self.relay.set(relay);
+    }
+
+    fn relay(&self, event: Event, frame: Option<&Utf8Bytes>) {
+        if let Some(relay) = self.relay.get() {
+            relay.relay(event, frame.cloned());
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Registry> {
@@ -124,9 +154,18 @@ impl Hub {
     /// latency is measured from there).
     pub fn publish_committed(&self, room_id: RoomId, msg: &ServerMsg, origin: Option<ConnId>, committed_at: Option<Instant>) {
         let frame = encode(msg);
+        let kind = frame_kind(msg);
+        let seq = match msg {
+            ServerMsg::Message { message } => Some(message.seq),
+            _ => None,
+        };
         let mut registry = self.lock();
         let targets: Vec<ConnId> = registry.room_conns(room_id).filter(|id| Some(*id) != origin).collect();
-        Self::deliver(&mut registry, &targets, &frame, frame_kind(msg), committed_at);
+        Self::deliver(&mut registry, &targets, &frame, kind, committed_at);
+        if let Some(seq) = seq {
+            registry.heard(room_id, seq);
+        }
+        self.relay(Event::Room { room: room_id, kind: kind.into(), seq }, Some(&frame));
     }
 
     /// Sends a frame to one connection (replies).
@@ -148,36 +187,133 @@ impl Hub {
         let mut registry = self.lock();
         let targets: Vec<ConnId> = registry.user_conns(user_id).into_iter().filter(|id| Some(*id) != origin).collect();
         Self::deliver(&mut registry, &targets, &frame, frame_kind(msg), None);
+        self.relay(Event::Users { users: vec![user_id], kind: frame_kind(msg).into() }, Some(&frame));
     }
 
     /// Sends an event to every connection of each user named (each once), encoded once.
     pub fn send_to_users(&self, user_ids: &[UserId], msg: &ServerMsg) {
         let frame = encode(msg);
         let mut registry = self.lock();
+        Self::deliver_to_users(&mut registry, user_ids, &frame, frame_kind(msg));
+        self.relay(Event::Users { users: user_ids.to_vec(), kind: frame_kind(msg).into() }, Some(&frame));
+    }
+
+    fn deliver_to_users(registry: &mut Registry, user_ids: &[UserId], frame: &Utf8Bytes, kind: FrameKind) {
         let mut targets: Vec<ConnId> = Vec::new();
         for user_id in user_ids.iter().collect::<std::collections::BTreeSet<_>>() {
             targets.extend(registry.user_conns(*user_id));
         }
-        Self::deliver(&mut registry, &targets, &frame, frame_kind(msg), None);
+        Self::deliver(registry, &targets, frame, kind, None);
     }
 
     /// The user became a member of a room: all their sockets start hearing it.
     pub fn join(&self, user_id: UserId, room_id: RoomId) {
         self.lock().subscribe_user(user_id, room_id);
+        self.relay(Event::Joined { user: user_id, room: room_id }, None);
     }
 
     /// The user left a room: none of their sockets hear it any more.
     pub fn leave(&self, user_id: UserId, room_id: RoomId) {
         self.lock().unsubscribe_user(user_id, room_id);
+        self.relay(Event::Left { user: user_id, room: room_id }, None);
     }
 
-    /// Closes every socket opened with this session (logout, expiry).
+    /// Closes every socket opened with this session (logout, expiry), on every node.
     pub fn end_session(&self, session_id: i64) {
-        let registry = self.lock();
+        Self::close_session(&self.lock(), session_id);
+        self.relay(Event::SessionEnded { session: session_id }, None);
+    }
+
+    fn close_session(registry: &Registry, session_id: i64) {
         for id in registry.session_conns(session_id) {
             if let Some(conn) = registry.conn(id) {
                 conn.close.close(CloseReason::SessionEnded);
             }
+        }
+    }
+
+    /// Applies what another node published: its events reach this node's sockets as
+    /// they reached its own (the frame as it encoded it), and its people's presence
+    /// joins this node's. Never relayed again.
+    pub fn apply_remote(&self, node: &NodeId, event: Event, frame: Utf8Bytes) {
+        let mut registry = self.lock();
+        match event {
+            Event::Room { room, kind, seq } => {
+                let targets: Vec<ConnId> = registry.room_conns(room).collect();
+                Self::deliver(&mut registry, &targets, &frame, kind.into(), None);
+                if let Some(seq) = seq {
+                    registry.heard(room, seq);
+                }
+            }
+            Event::Users { users, kind } => Self::deliver_to_users(&mut registry, &users, &frame, kind.into()),
+            Event::Joined { user, room } => registry.subscribe_user(user, room),
+            Event::Left { user, room } => registry.unsubscribe_user(user, room),
+            Event::SessionEnded { session } => Self::close_session(&registry, session),
+            Event::Typing { room, user } => registry.note_typing(room, user.id),
+            Event::Presence { user, rooms, sockets } => registry.set_remote(node, &user, &rooms, sockets),
+            // About the link itself, handled by the cluster module.
+            Event::NodeUp | Event::CatchUp => {}
+        }
+    }
+
+    /// Replaces what this node knows of `node`'s people with `people` (read whole after
+    /// losing track of it, or when it says it is back).
+    pub fn replace_remote_node(&self, node: &NodeId, people: &[NodePresence]) {
+        let mut registry = self.lock();
+        registry.forget_node(node);
+        for (user, rooms, sockets) in people {
+            registry.set_remote(node, user, rooms, *sockets);
+        }
+    }
+
+    /// Sockets a person has open, here and on the other nodes (as they last said).
+    pub fn sockets_of(&self, user_id: UserId) -> usize {
+        let registry = self.lock();
+        registry.user_conns(user_id).len() + registry.sockets_elsewhere(user_id) as usize
+    }
+
+    /// Forgets a node that stopped (its people go offline here with the next notice).
+    pub fn forget_remote_node(&self, node: &NodeId) {
+        self.lock().forget_node(node);
+    }
+
+    /// The other nodes this one knows people on.
+    pub fn remote_nodes(&self) -> std::collections::HashSet<NodeId> {
+        self.lock().remote_nodes()
+    }
+
+    /// Tells the other nodes everyone with a socket here, with their rooms, in order
+    /// with the presence changes relayed before and after.
+    pub fn announce_presence(&self) {
+        if let Some(relay) = self.relay.get() {
+            relay.presence_snapshot(self.lock().local_presence());
+        }
+    }
+
+    /// Rooms with sockets here, with the newest message they were sent.
+    pub fn rooms_heard(&self) -> Vec<(RoomId, i64)> {
+        self.lock().rooms_heard()
+    }
+
+    /// Notes what the sockets in each room have already been given (the greeting's
+    /// newest message per room), so a catch-up never starts before it.
+    pub fn note_heard(&self, rooms: impl IntoIterator<Item = (RoomId, i64)>) {
+        let mut registry = self.lock();
+        for (room_id, seq) in rooms {
+            registry.heard(room_id, seq);
+        }
+    }
+
+    /// Sends a room's sockets messages they may have missed (read back from the
+    /// database after events from other nodes were lost). Not relayed: every node
+    /// does this for its own sockets.
+    pub fn resend(&self, room_id: RoomId, messages: &[app::protocol::ChatMessage]) {
+        let mut registry = self.lock();
+        let targets: Vec<ConnId> = registry.room_conns(room_id).collect();
+        for message in messages {
+            let frame = encode(&ServerMsg::Message { message: message.clone() });
+            Self::deliver(&mut registry, &targets, &frame, FrameKind::Message, None);
+            registry.heard(room_id, message.seq);
         }
     }
 
@@ -222,7 +358,11 @@ impl Hub {
 
     /// Notes that a user is typing in a room; told with the next window's notice.
     pub fn typing(&self, room_id: RoomId, user_id: UserId) {
-        self.lock().note_typing(room_id, user_id);
+        let mut registry = self.lock();
+        registry.note_typing(room_id, user_id);
+        if let Some(user) = registry.user(user_id).cloned() {
+            self.relay(Event::Typing { room: room_id, user }, None);
+        }
     }
 
     pub fn connection_count(&self) -> usize {
@@ -265,6 +405,14 @@ impl Hub {
             if !targets.is_empty() {
                 Self::deliver(&mut registry, &targets, &encode(&notice), frame_kind(&notice), None);
             }
+        }
+        // Other nodes hear whose rooms here changed, once per window too.
+        if self.relay.get().is_some() {
+            for (user, rooms, sockets) in registry.take_local_changes() {
+                self.relay(Event::Presence { user, rooms, sockets }, None);
+            }
+        } else {
+            registry.forget_local_changes();
         }
     }
 

@@ -5,6 +5,12 @@
 //! maps: a user is online in a room while at least one of their connections is in it.
 //! Each room also keeps its online people in name order, so a page of them is a range
 //! read rather than a sort, and notes who came or went since presence was last told.
+//!
+//! With several nodes, people online elsewhere count too: each other node tells which
+//! rooms each of its people has sockets in (see `crate::cluster`), and a person is
+//! online in a room while they have a socket in it here or on any other node. A room's
+//! online count per person is the number of such sources, so every change is a few map
+//! operations, never a recount.
 
 use std::{
     collections::{BTreeSet, HashMap, HashSet},
@@ -15,6 +21,7 @@ use std::{
 use app::protocol::{RoomId, UserId, UserRef};
 
 use super::outbound::{CloseSignal, OutboundSender};
+use crate::cluster::NodeId;
 
 pub type ConnId = u64;
 
@@ -46,10 +53,23 @@ struct UserEntry {
     conns: HashSet<ConnId>,
 }
 
+/// Someone with sockets on other nodes: per node, which rooms those are in and how
+/// many there are.
+#[derive(Debug)]
+struct RemoteUser {
+    user: UserRef,
+    key: NameKey,
+    nodes: HashMap<NodeId, (HashSet<RoomId>, u32)>,
+}
+
+/// A person's presence on one node: who, in which rooms, with how many sockets.
+pub type NodePresence = (UserRef, Vec<RoomId>, u32);
+
 #[derive(Debug, Default)]
 struct RoomEntry {
     conns: HashSet<ConnId>,
-    /// Open connections in this room per user; a user is online here while > 0.
+    /// Per user: open connections here in this room, plus other nodes where they have
+    /// one in it. A user is online here while > 0.
     online: HashMap<UserId, usize>,
     /// The same users, in name order.
     by_name: BTreeSet<NameKey>,
@@ -68,6 +88,13 @@ pub struct Registry {
     changed: HashMap<RoomId, PresenceChanges>,
     /// Who started or went on typing in each room since typing was last announced.
     typing: HashMap<RoomId, Vec<UserId>>,
+    /// People online on other nodes.
+    remote: HashMap<UserId, RemoteUser>,
+    /// People whose rooms on this node changed since other nodes were last told.
+    local_changed: HashMap<UserId, UserRef>,
+    /// The newest message each room's sockets here have been sent: where to catch them
+    /// up from if events from other nodes may have been lost.
+    heard: HashMap<RoomId, i64>,
 }
 
 impl Registry {
@@ -80,6 +107,7 @@ impl Registry {
             .entry(user.id)
             .or_insert_with(|| UserEntry { user: user.clone(), key: name_key(user), conns: HashSet::new() });
         user_entry.conns.insert(id);
+        self.local_changed.insert(user.id, user.clone());
         for room in rooms {
             self.subscribe(id, room);
         }
@@ -93,6 +121,7 @@ impl Registry {
         }
         let entry = self.conns.remove(&id)?;
         if let Some(user) = self.users.get_mut(&entry.user_id) {
+            self.local_changed.insert(entry.user_id, user.user.clone());
             user.conns.remove(&id);
             if user.conns.is_empty() {
                 self.users.remove(&entry.user_id);
@@ -108,15 +137,39 @@ impl Registry {
             return;
         }
         let user_id = conn.user_id;
+        self.rooms.entry(room_id).or_default().conns.insert(id);
+        if let Some(user) = self.users.get(&user_id) {
+            let key = user.key.clone();
+            self.local_changed.insert(user_id, user.user.clone());
+            self.gain(room_id, user_id, key);
+        }
+    }
+
+    /// One more source (a connection here, or another node) has the user in the room.
+    fn gain(&mut self, room_id: RoomId, user_id: UserId, key: NameKey) {
         let room = self.rooms.entry(room_id).or_default();
-        room.conns.insert(id);
         let count = room.online.entry(user_id).or_insert(0);
         *count += 1;
         if *count == 1 {
-            if let Some(user) = self.users.get(&user_id) {
-                room.by_name.insert(user.key.clone());
-            }
+            room.by_name.insert(key);
             self.changed.entry(room_id).or_default().insert(user_id, true);
+        }
+    }
+
+    /// One source fewer has the user in the room.
+    fn lose(&mut self, room_id: RoomId, user_id: UserId, key: &NameKey) {
+        let Some(room) = self.rooms.get_mut(&room_id) else { return };
+        if let Some(count) = room.online.get_mut(&user_id) {
+            *count -= 1;
+            if *count == 0 {
+                room.online.remove(&user_id);
+                room.by_name.remove(key);
+                self.changed.entry(room_id).or_default().insert(user_id, false);
+            }
+        }
+        if room.conns.is_empty() && room.online.is_empty() {
+            self.rooms.remove(&room_id);
+            self.heard.remove(&room_id);
         }
     }
 
@@ -127,20 +180,13 @@ impl Registry {
             return;
         }
         let user_id = conn.user_id;
-        let Some(room) = self.rooms.get_mut(&room_id) else { return };
-        room.conns.remove(&id);
-        if let Some(count) = room.online.get_mut(&user_id) {
-            *count -= 1;
-            if *count == 0 {
-                room.online.remove(&user_id);
-                if let Some(user) = self.users.get(&user_id) {
-                    room.by_name.remove(&user.key);
-                }
-                self.changed.entry(room_id).or_default().insert(user_id, false);
-            }
+        if let Some(room) = self.rooms.get_mut(&room_id) {
+            room.conns.remove(&id);
         }
-        if room.conns.is_empty() {
-            self.rooms.remove(&room_id);
+        if let Some(user) = self.users.get(&user_id) {
+            let key = user.key.clone();
+            self.local_changed.insert(user_id, user.user.clone());
+            self.lose(room_id, user_id, &key);
         }
     }
 
@@ -176,8 +222,102 @@ impl Registry {
         std::mem::take(&mut self.typing)
     }
 
+    /// Someone online here or on another node.
     pub fn user(&self, user_id: UserId) -> Option<&UserRef> {
-        self.users.get(&user_id).map(|entry| &entry.user)
+        self.users.get(&user_id).map(|entry| &entry.user).or_else(|| self.remote.get(&user_id).map(|remote| &remote.user))
+    }
+
+    /// Sets the rooms where `user` has sockets on `node`, and how many (none: gone
+    /// from there).
+    pub fn set_remote(&mut self, node: &NodeId, user: &UserRef, rooms: &[RoomId], sockets: u32) {
+        let key = match self.remote.get(&user.id) {
+            Some(remote) => remote.key.clone(),
+            None => name_key(user),
+        };
+        let remote = self
+            .remote
+            .entry(user.id)
+            .or_insert_with(|| RemoteUser { user: user.clone(), key: key.clone(), nodes: HashMap::new() });
+        let (before, _) = remote.nodes.remove(node).unwrap_or_default();
+        let after: HashSet<RoomId> = if sockets > 0 { rooms.iter().copied().collect() } else { HashSet::new() };
+        if sockets > 0 {
+            remote.nodes.insert(node.clone(), (after.clone(), sockets));
+        } else if remote.nodes.is_empty() {
+            self.remote.remove(&user.id);
+        }
+        for room_id in after.difference(&before) {
+            self.gain(*room_id, user.id, key.clone());
+        }
+        for room_id in before.difference(&after) {
+            self.lose(*room_id, user.id, &key);
+        }
+    }
+
+    /// Forgets everyone `node` had (it stopped, or is about to say again who it has).
+    pub fn forget_node(&mut self, node: &NodeId) {
+        let users: Vec<UserRef> =
+            self.remote.values().filter(|remote| remote.nodes.contains_key(node)).map(|remote| remote.user.clone()).collect();
+        for user in users {
+            self.set_remote(node, &user, &[], 0);
+        }
+    }
+
+    /// The nodes someone here has heard from, for finding the ones that went quiet.
+    pub fn remote_nodes(&self) -> HashSet<NodeId> {
+        self.remote.values().flat_map(|remote| remote.nodes.keys().cloned()).collect()
+    }
+
+    /// Sockets a person has on other nodes.
+    pub fn sockets_elsewhere(&self, user_id: UserId) -> u32 {
+        self.remote.get(&user_id).map_or(0, |remote| remote.nodes.values().map(|(_, sockets)| sockets).sum())
+    }
+
+    /// Takes the people whose sockets or rooms on this node changed since the last
+    /// call, with those now (no sockets: their last one here closed).
+    pub fn take_local_changes(&mut self) -> Vec<NodePresence> {
+        let changed = std::mem::take(&mut self.local_changed);
+        changed.into_values().map(|user| self.local_presence_of(user)).collect()
+    }
+
+    fn local_presence_of(&self, user: UserRef) -> NodePresence {
+        let sockets = self.users.get(&user.id).map_or(0, |entry| entry.conns.len() as u32);
+        let rooms = self.local_rooms(user.id);
+        (user, rooms, sockets)
+    }
+
+    /// On a single node nobody needs to hear of them.
+    pub fn forget_local_changes(&mut self) {
+        self.local_changed.clear();
+    }
+
+    /// Everyone with a socket here, with their rooms: what another node needs to know
+    /// after losing track of this one.
+    pub fn local_presence(&self) -> Vec<NodePresence> {
+        self.users.values().map(|entry| self.local_presence_of(entry.user.clone())).collect()
+    }
+
+    fn local_rooms(&self, user_id: UserId) -> Vec<RoomId> {
+        let Some(user) = self.users.get(&user_id) else { return Vec::new() };
+        let rooms: BTreeSet<RoomId> =
+            user.conns.iter().filter_map(|id| self.conns.get(id)).flat_map(|conn| conn.rooms.iter().copied()).collect();
+        rooms.into_iter().collect()
+    }
+
+    /// Notes that the room's sockets were sent message `seq`.
+    pub fn heard(&mut self, room_id: RoomId, seq: i64) {
+        if self.rooms.get(&room_id).is_some_and(|room| !room.conns.is_empty()) {
+            let heard = self.heard.entry(room_id).or_insert(seq);
+            *heard = (*heard).max(seq);
+        }
+    }
+
+    /// Rooms with sockets here, and the newest message each was sent.
+    pub fn rooms_heard(&self) -> Vec<(RoomId, i64)> {
+        self.rooms
+            .iter()
+            .filter(|(_, room)| !room.conns.is_empty())
+            .filter_map(|(room_id, _)| self.heard.get(room_id).map(|seq| (*room_id, *seq)))
+            .collect()
     }
 
     pub fn user_conns(&self, user_id: UserId) -> Vec<ConnId> {
@@ -224,7 +364,7 @@ impl Registry {
         self.conns.len()
     }
 
-    /// People with at least one connection.
+    /// People with at least one connection here.
     pub fn user_count(&self) -> usize {
         self.users.len()
     }

@@ -206,6 +206,11 @@ pub enum Frame {
 }
 
 impl WsClient {
+    /// Wraps a socket opened some other way (through a proxy, over TLS).
+    pub fn from_socket(socket: WebSocketStream<MaybeTlsStream<TcpStream>>) -> WsClient {
+        WsClient { socket, next_id: 1, buffered: Vec::new() }
+    }
+
     pub async fn send_raw(&mut self, frame: Message) {
         self.socket.send(frame).await.unwrap();
     }

@@ -1,0 +1,482 @@
+//! The Redis side of the cluster: one connection for commands and publishing, one
+//! subscribed to the events channel, and two tasks.
+//!
+//! - The *sender* task owns every write, in order: events from the hub (queued by
+//!   [`RedisRelay`] without blocking the hub), this node's presence hash, and the
+//!   heartbeat that keeps this node listed as alive. Doing them all in one task keeps
+//!   the presence hash in the same order as the presence events.
+//! - The *receiver* task hands other nodes' events to the hub, reads a node's presence
+//!   hash whole when it (re)appears, and catches this node's sockets up from the
+//!   database when events may have been lost.
+//!
+//! Both reconnect by themselves (the `redis` connection manager retries, the heartbeat
+//! keeps trying), so Redis going away only degrades the node: its own sockets are
+//! served as before, and everyone catches up once Redis is back.
+
+use std::{
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use app::protocol::{RoomId, UserRef};
+use axum::extract::ws::Utf8Bytes;
+use redis::{
+    aio::{ConnectionManager, ConnectionManagerConfig},
+    AsyncCommands, Client, Msg, PushInfo, PushKind,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    wire::{self, Event, NodeId},
+    Cluster, ClusterHealth,
+};
+use crate::{
+    hub::{Hub, NodePresence, Relay},
+    metrics::{self, ClusterFlow},
+    storage::Store,
+    time::unix_millis,
+};
+
+/// The channel every node publishes to and listens on.
+const CHANNEL: &str = "parley:events";
+/// Sorted set of nodes, scored by their last heartbeat (Unix milliseconds).
+const NODES: &str = "parley:nodes";
+/// Events waiting to be published, at most. Past this the hub is not held up: the
+/// event is dropped and the other nodes are told to catch up once this one can.
+const OUTBOX_EVENTS: usize = 65_536;
+/// Events sent to Redis in one round trip, at most.
+const BATCH: usize = 512;
+/// How long one Redis round trip may take before the link counts as broken.
+const ROUND_TRIP: Duration = Duration::from_secs(2);
+/// Messages read from the database per query while catching up.
+const CATCH_UP_PAGE: u32 = 500;
+
+/// This node's presence hash: user id → [`PresenceEntry`].
+fn presence_key(node: &str) -> String {
+    format!("parley:presence:{node}")
+}
+
+/// One person's rooms and sockets on a node, as kept in its presence hash.
+#[derive(Debug, Serialize, Deserialize)]
+struct PresenceEntry {
+    user: UserRef,
+    rooms: Vec<RoomId>,
+    sockets: u32,
+}
+
+fn presence_entry(user: &UserRef, rooms: &[RoomId], sockets: u32) -> String {
+    serde_json::to_string(&PresenceEntry { user: user.clone(), rooms: rooms.to_vec(), sockets }).expect("presence entries always serialise")
+}
+
+/// What may go wrong while linking up at start.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("cannot reach Redis at {url}: {source}")]
+    Connect { url: String, source: redis::RedisError },
+}
+
+/// What the cluster link needs to know.
+pub struct Settings {
+    pub redis_url: String,
+    pub node: NodeId,
+    /// A node not heard from for this long is taken for gone.
+    pub presence_ttl: Duration,
+}
+
+/// Something for the sender task to write.
+enum Outgoing {
+    Event { event: Event, frame: Option<Utf8Bytes> },
+    /// Everyone with sockets here, taken under the hub's lock: it replaces this node's
+    /// presence hash, between the events that came before and after it.
+    Presence(Vec<NodePresence>),
+}
+
+/// State the tasks share.
+struct Shared {
+    node: NodeId,
+    hub: Arc<Hub>,
+    store: Arc<dyn Store>,
+    commands: ConnectionManager,
+    health: Arc<ClusterHealth>,
+    /// Events from here were lost on the way to Redis: the others must catch up.
+    lost: Arc<AtomicBool>,
+    /// This node's presence must be written whole again (Redis lost it, or others
+    /// may have taken this node for gone).
+    reannounce: AtomicBool,
+    ttl: Duration,
+}
+
+/// Queues the hub's events for the sender task, never waiting.
+struct RedisRelay {
+    outbox: mpsc::Sender<Outgoing>,
+    lost: Arc<AtomicBool>,
+}
+
+impl RedisRelay {
+    fn queue(&self, outgoing: Outgoing) {
+        if self.outbox.try_send(outgoing).is_err() {
+            // The other nodes miss this; they catch up from the database once told.
+            self.lost.store(true, Ordering::Release);
+            metrics::cluster_events(ClusterFlow::Dropped, 1);
+        }
+    }
+}
+
+impl Relay for RedisRelay {
+    fn relay(&self, event: Event, frame: Option<Utf8Bytes>) {
+        self.queue(Outgoing::Event { event, frame });
+    }
+
+    fn presence_snapshot(&self, people: Vec<NodePresence>) {
+        self.queue(Outgoing::Presence(people));
+    }
+}
+
+/// Asks for RESP3, which the subscription needs to share a connection manager's
+/// reconnects (Redis 6 or newer).
+fn with_resp3(url: &str) -> String {
+    if url.contains("protocol=") {
+        url.to_string()
+    } else if url.contains('?') {
+        format!("{url}&protocol=resp3")
+    } else {
+        format!("{url}?protocol=resp3")
+    }
+}
+
+/// The URL without its password, for messages.
+fn redacted(url: &str) -> String {
+    match url.split_once("://").and_then(|(scheme, rest)| rest.rsplit_once('@').map(|(_, host)| (scheme, host))) {
+        Some((scheme, host)) => format!("{scheme}://***@{host}"),
+        None => url.to_string(),
+    }
+}
+
+/// Connects to Redis, announces this node, reads who is on the others, and starts
+/// relaying. Fails with a clear error if Redis cannot be reached now; once running,
+/// Redis going away only degrades the node.
+pub async fn start(settings: Settings, hub: Arc<Hub>, store: Arc<dyn Store>, stop: CancellationToken) -> Result<Cluster, ClusterError> {
+    let url = settings.redis_url.trim();
+    let failed = |source| ClusterError::Connect { url: redacted(url), source };
+    let client = Client::open(with_resp3(url)).map_err(failed)?;
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(ROUND_TRIP))
+        .set_response_timeout(Some(ROUND_TRIP))
+        .set_min_delay(Duration::from_millis(50))
+        .set_max_delay(Duration::from_secs(2))
+        .set_number_of_retries(4);
+    let commands = ConnectionManager::new_with_config(client.clone(), config.clone()).await.map_err(failed)?;
+    let (pushes, pushed) = mpsc::unbounded_channel();
+    let mut subscriber =
+        ConnectionManager::new_with_config(client, config.set_push_sender(pushes).set_automatic_resubscription()).await.map_err(failed)?;
+    subscriber.subscribe(CHANNEL).await.map_err(failed)?;
+
+    let health = Arc::new(ClusterHealth::default());
+    let (outbox, queued) = mpsc::channel(OUTBOX_EVENTS);
+    let lost = Arc::new(AtomicBool::new(false));
+    let shared = Arc::new(Shared {
+        node: settings.node.clone(),
+        hub: hub.clone(),
+        store,
+        commands,
+        health: health.clone(),
+        lost: lost.clone(),
+        reannounce: AtomicBool::new(false),
+        ttl: settings.presence_ttl,
+    });
+    // Listed as alive, with an empty presence hash, before anyone can hear of its
+    // people; a node restarted under the same name says so, and the others forget
+    // whoever it had before.
+    shared.beat().await.map_err(failed)?;
+    let mut commands = shared.commands.clone();
+    let _: () = redis::pipe()
+        .del(presence_key(&shared.node))
+        .ignore()
+        .publish(CHANNEL, wire::encode(&shared.node, &Event::NodeUp, ""))
+        .ignore()
+        .query_async(&mut commands)
+        .await
+        .map_err(failed)?;
+    shared.read_every_node().await.map_err(failed)?;
+    hub.attach_relay(Arc::new(RedisRelay { outbox, lost }));
+    health.set_connected(true);
+    tokio::spawn(send_loop(shared.clone(), queued, subscriber, stop.clone()));
+    tokio::spawn(receive_loop(shared.clone(), pushed, stop));
+    tracing::info!(node = %settings.node, redis = %redacted(url), "joined the cluster");
+    Ok(Cluster { node: settings.node, health, limits: super::SharedLimits::new(shared.commands.clone()) })
+}
+
+impl Shared {
+    /// Lists this node as alive now, keeps its presence hash from expiring, and
+    /// forgets the nodes that stopped beating.
+    async fn beat(&self) -> redis::RedisResult<()> {
+        let now = unix_millis();
+        let ttl_ms = self.ttl.as_millis() as i64;
+        let mut commands = self.commands.clone();
+        let (_, _, dead): ((), (), Vec<String>) = redis::pipe()
+            .zadd(NODES, &*self.node, now)
+            .pexpire(presence_key(&self.node), ttl_ms)
+            .zrangebyscore(NODES, "-inf", now - ttl_ms)
+            .query_async(&mut commands)
+            .await?;
+        let alive: Vec<String> = commands.zrangebyscore(NODES, now - ttl_ms, "+inf").await?;
+        for node in &dead {
+            tracing::warn!(node, "a node stopped beating: its people go offline");
+            let _: () = redis::pipe().zrem(NODES, node).del(presence_key(node)).query_async(&mut commands).await?;
+        }
+        // Also any node this one still counts people on but that is listed no more.
+        for node in self.hub.remote_nodes() {
+            if !alive.iter().any(|alive| **alive == *node) {
+                self.hub.forget_remote_node(&node);
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads every live node's presence hash whole.
+    async fn read_every_node(&self) -> redis::RedisResult<()> {
+        let mut commands = self.commands.clone();
+        let since = unix_millis() - self.ttl.as_millis() as i64;
+        let nodes: Vec<String> = commands.zrangebyscore(NODES, since, "+inf").await?;
+        for node in nodes.into_iter().filter(|node| **node != *self.node) {
+            self.read_node(&NodeId::from(node)).await?;
+        }
+        Ok(())
+    }
+
+    /// Reads one node's presence hash whole, replacing what this node knew of it.
+    async fn read_node(&self, node: &NodeId) -> redis::RedisResult<()> {
+        let mut commands = self.commands.clone();
+        let entries: std::collections::HashMap<String, String> = commands.hgetall(presence_key(node)).await?;
+        let people: Vec<NodePresence> = entries
+            .into_iter()
+            .filter_map(|(_, entry)| serde_json::from_str::<PresenceEntry>(&entry).ok())
+            .map(|entry| (entry.user, entry.rooms, entry.sockets))
+            .collect();
+        self.hub.replace_remote_node(node, &people);
+        Ok(())
+    }
+
+    /// Writes one batch: events (and the presence hash changes they carry) in order,
+    /// then, if events were lost since the last batch, the word to catch up.
+    async fn write(&self, batch: &[Outgoing]) -> redis::RedisResult<()> {
+        let key = presence_key(&self.node);
+        let mut pipe = redis::pipe();
+        for outgoing in batch {
+            match outgoing {
+                Outgoing::Event { event, frame } => {
+                    if let Event::Presence { user, rooms, sockets } = event {
+                        if *sockets == 0 {
+                            pipe.hdel(&key, user.id).ignore();
+                        } else {
+                            pipe.hset(&key, user.id, presence_entry(user, rooms, *sockets)).ignore();
+                        }
+                    }
+                    let frame = frame.as_ref().map_or("", |frame| frame.as_str());
+                    pipe.publish(CHANNEL, wire::encode(&self.node, event, frame)).ignore();
+                }
+                Outgoing::Presence(people) => {
+                    pipe.del(&key).ignore();
+                    for (user, rooms, sockets) in people {
+                        pipe.hset(&key, user.id, presence_entry(user, rooms, *sockets)).ignore();
+                    }
+                    pipe.pexpire(&key, self.ttl.as_millis() as i64).ignore();
+                    pipe.publish(CHANNEL, wire::encode(&self.node, &Event::NodeUp, "")).ignore();
+                }
+            }
+        }
+        let lost = self.lost.swap(false, Ordering::AcqRel);
+        if lost {
+            pipe.publish(CHANNEL, wire::encode(&self.node, &Event::CatchUp, "")).ignore();
+        }
+        let mut commands = self.commands.clone();
+        let written = match tokio::time::timeout(ROUND_TRIP, pipe.exec_async(&mut commands)).await {
+            Ok(result) => result,
+            Err(_) => Err(redis::RedisError::from(std::io::Error::new(std::io::ErrorKind::TimedOut, "Redis did not answer in time"))),
+        };
+        if written.is_err() && lost {
+            self.lost.store(true, Ordering::Release);
+        }
+        written
+    }
+
+    /// Sends this node's sockets every message stored after the newest one they were
+    /// sent, room by room.
+    async fn catch_up(&self) {
+        metrics::cluster_catch_up();
+        for (room_id, heard) in self.hub.rooms_heard() {
+            let mut after = heard;
+            loop {
+                match self.store.history_after(room_id, after, CATCH_UP_PAGE).await {
+                    Ok(messages) => {
+                        let Some(last) = messages.last().map(|message| message.seq) else { break };
+                        self.hub.resend(room_id, &messages);
+                        if messages.len() < CATCH_UP_PAGE as usize {
+                            break;
+                        }
+                        after = last;
+                    }
+                    Err(err) => {
+                        tracing::error!(room = room_id, error = %err, "cannot catch a room up after a break in the cluster link");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Publishes what the hub queues, and beats every third of the presence expiry. After
+/// a failure the link counts as broken until a heartbeat gets through; then this node
+/// writes its presence whole again and the others are told to catch up.
+async fn send_loop(shared: Arc<Shared>, mut queued: mpsc::Receiver<Outgoing>, subscriber: ConnectionManager, stop: CancellationToken) {
+    let mut every_beat = tokio::time::interval(shared.ttl / 3);
+    every_beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut batch = Vec::with_capacity(BATCH);
+    loop {
+        tokio::select! {
+            received = queued.recv_many(&mut batch, BATCH) => {
+                if received == 0 {
+                    return;
+                }
+                match shared.write(&batch).await {
+                    Ok(()) => metrics::cluster_events(ClusterFlow::Published, batch.len()),
+                    Err(err) => {
+                        tracing::warn!(error = %err, events = batch.len(), "cannot publish to Redis");
+                        metrics::cluster_events(ClusterFlow::Dropped, batch.len());
+                        shared.lost.store(true, Ordering::Release);
+                        shared.reannounce.store(true, Ordering::Release);
+                        shared.health.set_connected(false);
+                        // Not once per event while Redis is away: what queues up meanwhile
+                        // goes in the next, bigger batch.
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                    }
+                }
+                batch.clear();
+            }
+            _ = every_beat.tick() => heartbeat(&shared, &subscriber).await,
+            () = stop.cancelled() => return,
+        }
+    }
+}
+
+async fn heartbeat(shared: &Shared, subscriber: &ConnectionManager) {
+    // The subscriber's connection manager gives up reconnecting after a few tries;
+    // a command on it starts it again.
+    let mut subscriber = subscriber.clone();
+    let ping_command = redis::cmd("PING");
+    let ping = ping_command.query_async::<String>(&mut subscriber);
+    let subscribed = matches!(tokio::time::timeout(ROUND_TRIP, ping).await, Ok(Ok(_)));
+    let beat = tokio::time::timeout(ROUND_TRIP, shared.beat()).await;
+    match beat {
+        Ok(Ok(())) if subscribed => {
+            if shared.reannounce.swap(false, Ordering::AcqRel) {
+                tracing::info!("Redis is back: announcing this node's people again");
+                shared.lost.store(true, Ordering::Release);
+                shared.hub.announce_presence();
+            }
+            shared.health.set_connected(true);
+        }
+        Ok(Ok(())) => shared.health.set_connected(false),
+        Ok(Err(err)) => {
+            tracing::debug!(error = %err, "heartbeat failed");
+            shared.reannounce.store(true, Ordering::Release);
+            shared.health.set_connected(false);
+        }
+        Err(_) => {
+            shared.reannounce.store(true, Ordering::Release);
+            shared.health.set_connected(false);
+        }
+    }
+}
+
+/// Hands other nodes' events to the hub. A break in the subscription means events may
+/// have been missed: once resubscribed, this node reads every node's presence again
+/// and catches its sockets up.
+async fn receive_loop(shared: Arc<Shared>, mut pushed: mpsc::UnboundedReceiver<PushInfo>, stop: CancellationToken) {
+    let mut broken = false;
+    loop {
+        let push = tokio::select! {
+            push = pushed.recv() => match push {
+                Some(push) => push,
+                None => return,
+            },
+            () = stop.cancelled() => return,
+        };
+        match push.kind {
+            PushKind::Disconnection => {
+                broken = true;
+                shared.reannounce.store(true, Ordering::Release);
+                shared.health.set_connected(false);
+            }
+            PushKind::Subscribe if broken => {
+                broken = false;
+                tracing::info!("resubscribed to Redis: catching up");
+                if let Err(err) = shared.read_every_node().await {
+                    tracing::warn!(error = %err, "cannot read the other nodes' presence");
+                }
+                spawn_catch_up(&shared);
+            }
+            PushKind::Message => {
+                if let Some(message) = Msg::from_push_info(push) {
+                    receive(&shared, message.get_payload_bytes()).await;
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+async fn receive(shared: &Arc<Shared>, payload: &[u8]) {
+    let received = match wire::decode(payload) {
+        Ok(received) => received,
+        Err(err) => {
+            tracing::warn!(error = %err, "ignoring an event that is not Parley's");
+            return;
+        }
+    };
+    if *received.node == *shared.node {
+        return;
+    }
+    metrics::cluster_events(ClusterFlow::Received, 1);
+    let node = NodeId::from(received.node);
+    match received.event {
+        // Read in line: events after it are applied after the hash they follow.
+        Event::NodeUp => {
+            if let Err(err) = shared.read_node(&node).await {
+                tracing::warn!(%node, error = %err, "cannot read a node's presence");
+            }
+        }
+        Event::CatchUp => spawn_catch_up(shared),
+        event => shared.hub.apply_remote(&node, event, Utf8Bytes::from(received.frame)),
+    }
+}
+
+fn spawn_catch_up(shared: &Arc<Shared>) {
+    let shared = shared.clone();
+    tokio::spawn(async move { shared.catch_up().await });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_ask_for_resp3_once() {
+        assert_eq!(with_resp3("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379?protocol=resp3");
+        assert_eq!(with_resp3("redis://h/0?x=1"), "redis://h/0?x=1&protocol=resp3");
+        assert_eq!(with_resp3("redis://h?protocol=resp3"), "redis://h?protocol=resp3");
+    }
+
+    #[test]
+    fn passwords_never_reach_messages() {
+        assert_eq!(redacted("redis://user:s3cr@t@host:6379/0"), "redis://***@host:6379/0");
+        assert_eq!(redacted("redis://host:6379"), "redis://host:6379");
+        assert_eq!(redacted("ação"), "ação");
+    }
+}

@@ -1,0 +1,640 @@
+//! Several Parley nodes as one chat: real server processes sharing this machine's
+//! PostgreSQL (a fresh schema per test) and a `redis-server` each test starts on a
+//! free port of its own, so stopping it disturbs nothing else.
+
+mod support;
+
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    path::Path,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use app::protocol::{ChatMessage, ClientMsg, RoomId, ServerMsg, UserId};
+use support::{crowd::seed_people, databases::TestDb, process::ServerProcess, server::WsClient};
+
+/// How long a node not heard from is still counted on in these tests.
+const PRESENCE_TTL_SECS: u64 = 3;
+
+/// A `redis-server` of the test's own, with nothing saved to disk; killed when dropped.
+struct RedisServer {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Self::spawn(port, dir.path());
+        let redis = RedisServer { child, port, _dir: dir };
+        redis.wait_until_answering().await;
+        redis
+    }
+
+    fn spawn(port: u16, dir: &Path) -> Child {
+        Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("redis-server is installed")
+    }
+
+    async fn wait_until_answering(&self) {
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("redis-server did not start on port {}", self.port);
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills it: everything in it is gone, as after a crash.
+    fn kill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// Starts it again, empty, on the same port.
+    async fn start_again(&mut self) {
+        self.child = Self::spawn(self.port, self._dir.path());
+        self.wait_until_answering().await;
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A node of the cluster: the server binary on the shared database and Redis.
+async fn node(data: &Path, name: &str, database_url: &str, redis: &RedisServer) -> ServerProcess {
+    node_with(data, name, database_url, redis, &[]).await
+}
+
+async fn node_with(data: &Path, name: &str, database_url: &str, redis: &RedisServer, extra: &[(&str, &str)]) -> ServerProcess {
+    let ttl = PRESENCE_TTL_SECS.to_string();
+    let redis_url = redis.url();
+    let dir = data.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut env = vec![
+        ("PARLEY_CHAT_DATABASE_URL", database_url),
+        ("PARLEY_CLUSTER_REDIS_URL", redis_url.as_str()),
+        ("PARLEY_CLUSTER_NODE_NAME", name),
+        ("PARLEY_CLUSTER_PRESENCE_TTL_SECS", ttl.as_str()),
+        ("PARLEY_LIMITS_MESSAGES_BURST", "100000"),
+        ("PARLEY_LIMITS_FRAMES_BURST", "100000"),
+    ];
+    env.extend_from_slice(extra);
+    ServerProcess::start(&dir, &env).await
+}
+
+/// A person's socket on a node, greeted: the socket, their id and `#general`'s.
+async fn person(addr: SocketAddr, cookie: &str) -> (WsClient, UserId, RoomId) {
+    let mut socket = WsClient::open(addr, Some(cookie)).await.unwrap();
+    let ServerMsg::Hello { me, rooms, .. } = socket.next().await else { panic!("hello first") };
+    let general = rooms.iter().find(|room| room.name == "general").unwrap().id;
+    (socket, me.id, general)
+}
+
+fn is_message(msg: &ServerMsg, client_id: &str) -> bool {
+    matches!(msg, ServerMsg::Message { message } if message.client_id.as_deref() == Some(client_id))
+}
+
+#[tokio::test]
+async fn people_on_different_nodes_chat_as_if_on_one() {
+    let db = TestDb::postgres().await;
+    let cookies = seed_people(&db.url(), 3).await;
+    let redis = RedisServer::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let nodes = [
+        node(data.path(), "node-1", &db.url(), &redis).await,
+        node(data.path(), "node-2", &db.url(), &redis).await,
+        node(data.path(), "node-3", &db.url(), &redis).await,
+    ];
+    let (mut alice, alice_id, general) = person(nodes[0].addr, &cookies[0]).await;
+    let (mut bob, bob_id, _) = person(nodes[1].addr, &cookies[1]).await;
+    let (mut carol, carol_id, _) = person(nodes[2].addr, &cookies[2]).await;
+
+    // Presence is the union of the nodes.
+    alice.wait_for(|m| matches!(m, ServerMsg::Presence { room_id, total: 3, .. } if *room_id == general)).await;
+    match alice.request(|id| ClientMsg::Online { id, room_id: general, after: None }).await {
+        ServerMsg::Online { users, total, .. } => {
+            assert_eq!(total, 3);
+            let mut ids: Vec<UserId> = users.iter().map(|user| user.id).collect();
+            ids.sort();
+            assert_eq!(ids, [alice_id, bob_id, carol_id]);
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // A room message reaches the other nodes' sockets, once.
+    let sent = alice.request(|id| ClientMsg::Send { id, room_id: general, client_id: "hello".into(), text: "Olá, ação 😀".into() }).await;
+    let ServerMsg::Sent { message: stored, .. } = sent else { panic!("{sent:?}") };
+    for reader in [&mut bob, &mut carol] {
+        match reader.wait_for(|m| is_message(m, "hello")).await {
+            ServerMsg::Message { message } => assert_eq!(message, stored),
+            _ => unreachable!(),
+        }
+    }
+
+    // Typing on one node shows on another.
+    carol.send(&ClientMsg::Typing { id: 900, room_id: general }).await;
+    alice.wait_for(|m| matches!(m, ServerMsg::Typing { users, .. } if users.iter().any(|u| u.id == carol_id))).await;
+
+    // A direct conversation opened on node 1 appears on node 2, and its messages and
+    // receipts cross too.
+    let ServerMsg::RoomJoined { room: direct, .. } = alice.request(|id| ClientMsg::OpenDirect { id, user_id: bob_id }).await else {
+        panic!("direct room")
+    };
+    bob.wait_for(|m| matches!(m, ServerMsg::RoomJoined { room, .. } if room.id == direct.id)).await;
+    let ServerMsg::Sent { message: private, .. } =
+        alice.request(|id| ClientMsg::Send { id, room_id: direct.id, client_id: "dm".into(), text: "só entre nós".into() }).await
+    else {
+        panic!("sent")
+    };
+    bob.wait_for(|m| is_message(m, "dm")).await;
+    bob.send(&ClientMsg::Receipt { id: 901, room_id: direct.id, delivered_seq: Some(private.seq), read_seq: Some(private.seq) }).await;
+    alice
+        .wait_for(|m| matches!(m, ServerMsg::Receipt { room_id, user, read_seq, .. } if *room_id == direct.id && user.id == bob_id && *read_seq == private.seq))
+        .await;
+    assert!(carol.is_quiet(Duration::from_millis(500), |m| !is_message(m, "dm")).await, "carol is not in the conversation");
+
+    // Leaving on one node: the person's sockets on another stop hearing the room.
+    let (mut bob_elsewhere, _, _) = person(nodes[2].addr, &cookies[1]).await;
+    assert!(matches!(bob.request(|id| ClientMsg::LeaveRoom { id, room_id: general }).await, ServerMsg::RoomLeft { .. }));
+    bob_elsewhere.wait_for(|m| matches!(m, ServerMsg::RoomLeft { room_id, .. } if *room_id == general)).await;
+    alice.request(|id| ClientMsg::Send { id, room_id: general, client_id: "after".into(), text: "still here?".into() }).await;
+    carol.wait_for(|m| is_message(m, "after")).await;
+    assert!(bob_elsewhere.is_quiet(Duration::from_millis(500), |m| !is_message(m, "after")).await, "left on every node");
+
+    for node in nodes {
+        node.kill_hard();
+    }
+    db.remove().await;
+}
+
+/// Reads a socket until `wanted` messages of `room` with a client id are held (by
+/// sequence number, as the browser keeps them), failing after `within`.
+async fn read_until(socket: &mut WsClient, room: RoomId, wanted: usize, held: &mut BTreeMap<i64, ChatMessage>, within: Duration) {
+    let deadline = tokio::time::Instant::now() + within;
+    while held.values().filter(|m| m.client_id.is_some()).count() < wanted {
+        assert!(tokio::time::Instant::now() < deadline, "only {} of {wanted} messages arrived", held.len());
+        if let Ok(frame) = tokio::time::timeout(Duration::from_millis(200), socket.next_frame()).await {
+            match frame {
+                support::server::Frame::Msg(ServerMsg::Message { message }) if message.room_id == room => {
+                    held.insert(message.seq, message);
+                }
+                support::server::Frame::Msg(ServerMsg::Catchup { messages, .. }) => {
+                    held.extend(messages.into_iter().filter(|m| m.room_id == room).map(|m| (m.seq, m)));
+                }
+                support::server::Frame::Msg(_) => {}
+                support::server::Frame::Closed(close) => panic!("closed: {close:?}"),
+            }
+        }
+    }
+}
+
+/// Sends `count` messages one after another, each once acknowledged; returns them.
+async fn send_steadily(socket: &mut WsClient, room: RoomId, prefix: &str, count: usize, pause: Duration) -> Vec<ChatMessage> {
+    let mut acknowledged = Vec::with_capacity(count);
+    for n in 0..count {
+        let text = format!("{prefix} {n}");
+        match socket.request(|id| ClientMsg::Send { id, room_id: room, client_id: format!("{prefix}{n}"), text }).await {
+            ServerMsg::Sent { message, .. } => acknowledged.push(message),
+            other => panic!("{other:?}"),
+        }
+        tokio::time::sleep(pause).await;
+    }
+    acknowledged
+}
+
+#[tokio::test]
+async fn a_node_killed_while_messages_flow_loses_nothing_and_its_people_go_offline() {
+    let db = TestDb::postgres().await;
+    let cookies = seed_people(&db.url(), 4).await;
+    let redis = RedisServer::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let first = node(data.path(), "node-1", &db.url(), &redis).await;
+    let second = node(data.path(), "node-2", &db.url(), &redis).await;
+    let doomed = node(data.path(), "node-3", &db.url(), &redis).await;
+    let (mut writer, _, general) = person(first.addr, &cookies[0]).await;
+    let (mut watcher, _, _) = person(second.addr, &cookies[1]).await;
+    let (mut reader, _, _) = person(doomed.addr, &cookies[2]).await;
+    let (_gone, gone_id, _) = person(doomed.addr, &cookies[3]).await;
+    watcher.wait_for(|m| matches!(m, ServerMsg::Presence { total: 4, .. })).await;
+
+    // The reader hears the first half live on the node that is about to die.
+    const COUNT: usize = 200;
+    let writing = tokio::spawn(async move {
+        let acknowledged = send_steadily(&mut writer, general, "k", COUNT, Duration::from_millis(5)).await;
+        (writer, acknowledged)
+    });
+    let mut held = BTreeMap::new();
+    read_until(&mut reader, general, COUNT / 2, &mut held, Duration::from_secs(30)).await;
+    doomed.kill_hard();
+
+    // Its page reconnects to another node and catches up from what it holds, as the
+    // browser does; from then on it is live there.
+    let (mut reader, _, _) = person(second.addr, &cookies[2]).await;
+    let last = held.keys().next_back().copied().unwrap_or(0);
+    reader.send(&ClientMsg::Catchup { id: 1, room_id: general, after_seq: last }).await;
+    let (_writer, acknowledged) = writing.await.unwrap();
+    read_until(&mut reader, general, COUNT, &mut held, Duration::from_secs(30)).await;
+    let texts: Vec<ChatMessage> = held.into_values().filter(|m| m.client_id.is_some()).collect();
+    assert_eq!(texts, acknowledged, "every message once, in order");
+
+    // The one who did not come back goes offline for the others once the dead node's
+    // heartbeat expires, although it never said goodbye.
+    let offline = tokio::time::timeout(
+        Duration::from_secs(PRESENCE_TTL_SECS * 3),
+        watcher.wait_for(|m| matches!(m, ServerMsg::Presence { went, .. } if went.contains(&gone_id))),
+    )
+    .await;
+    assert!(offline.is_ok(), "the dead node's people went offline within the expiry");
+    first.kill_hard();
+    second.kill_hard();
+    db.remove().await;
+}
+
+#[tokio::test]
+async fn restarting_redis_while_messages_flow_leaves_every_view_equal_to_the_database() {
+    let db = TestDb::postgres().await;
+    let cookies = seed_people(&db.url(), 2).await;
+    let mut redis = RedisServer::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let first = node(data.path(), "node-1", &db.url(), &redis).await;
+    let second = node(data.path(), "node-2", &db.url(), &redis).await;
+    let (mut writer, _, general) = person(first.addr, &cookies[0]).await;
+    let (mut reader, _, _) = person(second.addr, &cookies[1]).await;
+    reader.wait_for(|m| matches!(m, ServerMsg::Presence { total: 2, .. })).await;
+
+    const COUNT: usize = 150;
+    let writing = tokio::spawn(async move { send_steadily(&mut writer, general, "r", COUNT, Duration::from_millis(30)).await });
+    let mut held = BTreeMap::new();
+    read_until(&mut reader, general, 30, &mut held, Duration::from_secs(30)).await;
+    // Down for longer than a publish may wait (so events are lost, not just late)
+    // while the writer goes on (its node stores and acknowledges alone), then back
+    // empty. Meanwhile the nodes say they are degraded, and stay ready.
+    redis.kill();
+    let down_since = tokio::time::Instant::now();
+    let readiness = |node: SocketAddr| async move {
+        let response = reqwest::get(format!("http://{node}/readyz")).await.unwrap();
+        (response.status().as_u16(), response.json::<serde_json::Value>().await.unwrap())
+    };
+    loop {
+        let (status, body) = readiness(first.addr).await;
+        if body["redis"] == "down" {
+            assert_eq!((status, body["status"].as_str()), (200, Some("degraded")), "{body}");
+            break;
+        }
+        assert!(down_since.elapsed() < Duration::from_secs(10), "never reported Redis down: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(4).saturating_sub(down_since.elapsed())).await;
+    redis.start_again().await;
+    let acknowledged = writing.await.unwrap();
+    // No catch-up asked by the client: the nodes must bring it up to date by
+    // themselves once Redis is back.
+    read_until(&mut reader, general, COUNT, &mut held, Duration::from_secs(30)).await;
+    let texts: Vec<ChatMessage> = held.into_values().filter(|m| m.client_id.is_some()).collect();
+    assert_eq!(texts, acknowledged, "the reader's view equals the database");
+
+    // The database holds exactly those, and the link is back.
+    let store = db.open().await;
+    let stored: Vec<ChatMessage> = store.history_after(general, 0, 10_000).await.unwrap().into_iter().filter(|m| m.client_id.is_some()).collect();
+    assert_eq!(stored, texts);
+    let back = tokio::time::Instant::now();
+    while readiness(second.addr).await.1["redis"] != "ok" {
+        assert!(back.elapsed() < Duration::from_secs(10), "the link never came back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    first.kill_hard();
+    second.kill_hard();
+    db.remove().await;
+}
+
+#[tokio::test]
+async fn two_nodes_ingesting_into_one_room_keep_its_sequence_whole() {
+    let db = TestDb::postgres().await;
+    let cookies = seed_people(&db.url(), 5).await;
+    let redis = RedisServer::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let nodes = [node(data.path(), "node-1", &db.url(), &redis).await, node(data.path(), "node-2", &db.url(), &redis).await];
+    let mut writers = Vec::new();
+    for (n, cookie) in cookies.iter().take(4).enumerate() {
+        let (socket, _, general) = person(nodes[n % 2].addr, cookie).await;
+        writers.push((socket, general));
+    }
+    const EACH: usize = 60;
+    let tasks: Vec<_> = writers
+        .into_iter()
+        .enumerate()
+        .map(|(n, (mut socket, general))| {
+            tokio::spawn(async move { send_steadily(&mut socket, general, &format!("w{n}-"), EACH, Duration::ZERO).await })
+        })
+        .collect();
+    // Meanwhile someone posts on one node while leaving on the other, over and over:
+    // neither may wait forever on the other, and nothing is stored after leaving.
+    let (mut poster, _, general) = person(nodes[0].addr, &cookies[4]).await;
+    let (mut leaver, _, _) = person(nodes[1].addr, &cookies[4]).await;
+    for round in 0..10 {
+        let client_id = format!("race{round}");
+        poster.send(&ClientMsg::Send { id: 1000 + round, room_id: general, client_id, text: "racing".into() }).await;
+        let left = tokio::time::timeout(Duration::from_secs(10), leaver.request(|id| ClientMsg::LeaveRoom { id, room_id: general })).await;
+        assert!(matches!(left, Ok(ServerMsg::RoomLeft { .. })), "leave answered: {left:?}");
+        let posted = tokio::time::timeout(Duration::from_secs(10), poster.reply_to(1000 + round)).await;
+        assert!(matches!(posted, Ok(ServerMsg::Sent { .. } | ServerMsg::Error { .. })), "post answered: {posted:?}");
+        let joined = leaver.request(|id| ClientMsg::JoinRoom { id, room_id: general }).await;
+        assert!(matches!(joined, ServerMsg::RoomJoined { .. }), "{joined:?}");
+    }
+    for task in tasks {
+        assert_eq!(task.await.unwrap().len(), EACH);
+    }
+
+    let store = db.open().await;
+    let stored = store.history_after(general, 0, 100_000).await.unwrap();
+    let seqs: Vec<i64> = stored.iter().map(|m| m.seq).collect();
+    let first = seqs[0];
+    assert_eq!(seqs, (first..first + seqs.len() as i64).collect::<Vec<_>>(), "unique and without gaps");
+    assert_eq!(stored.iter().filter(|m| m.text.starts_with('w') || m.client_id.as_deref().is_some_and(|c| c.starts_with('w'))).count(), 4 * EACH);
+    // Every racing post is stored while its author was a member: between a join
+    // notice and the next leave notice.
+    let mut member = true;
+    for message in stored.iter().filter(|m| m.sender.username == "person00004") {
+        match message.kind {
+            app::protocol::MessageKind::Joined => member = true,
+            app::protocol::MessageKind::Left => member = false,
+            app::protocol::MessageKind::Text => assert!(member, "message {} stored after its author left", message.seq),
+        }
+    }
+    for node in nodes {
+        node.kill_hard();
+    }
+    db.remove().await;
+}
+
+/// Debian's nginx as the test's own process, with `deploy/nginx/parley.conf` (its
+/// ports and certificate made here) in front of `nodes`; stopped when dropped.
+struct Nginx {
+    child: Child,
+    http_port: u16,
+    https_port: u16,
+    cert_pem: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    async fn start(nodes: &[SocketAddr]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
+        let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        std::fs::write(path("cert.pem"), certified.cert.pem()).unwrap();
+        std::fs::write(path("key.pem"), certified.signing_key.serialize_pem()).unwrap();
+        let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let (http_port, https_port) = (free(), free());
+        let site = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/nginx/parley.conf")).unwrap();
+        let replaced = [
+            ("    listen [::]:80;\n", String::new()),
+            ("    listen [::]:443 ssl http2;\n", String::new()),
+            ("listen 80;", format!("listen 127.0.0.1:{http_port};")),
+            ("listen 443 ssl http2;", format!("listen 127.0.0.1:{https_port} ssl http2;")),
+            ("/etc/ssl/parley/fullchain.pem", path("cert.pem")),
+            ("/etc/ssl/parley/privkey.pem", path("key.pem")),
+            ("server_name chat.example.org;", "server_name localhost;".to_string()),
+        ];
+        let site = replaced.iter().fold(site, |site, (from, to)| {
+            assert!(site.contains(from), "parley.conf has {from:?}");
+            site.replace(from, to)
+        });
+        std::fs::write(path("parley.conf"), site).unwrap();
+        let upstream: String = nodes.iter().map(|node| format!("server {node} max_fails=2 fail_timeout=5s;\n")).collect();
+        std::fs::write(path("parley-upstream.conf"), upstream).unwrap();
+        let temp = path("temp");
+        std::fs::create_dir_all(&temp).unwrap();
+        let main = format!(
+            "worker_processes 1;\npid {pid};\nerror_log {log} warn;\nevents {{ worker_connections 1024; }}\n\
+             http {{\n  access_log off;\n  client_body_temp_path {temp}/body;\n  proxy_temp_path {temp}/proxy;\n\
+             fastcgi_temp_path {temp}/fastcgi;\n  uwsgi_temp_path {temp}/uwsgi;\n  scgi_temp_path {temp}/scgi;\n\
+             include parley.conf;\n}}\n",
+            pid = path("nginx.pid"),
+            log = path("error.log"),
+        );
+        std::fs::write(path("nginx.conf"), main).unwrap();
+        let args = ["-p", &path(""), "-c", &path("nginx.conf")];
+        let checked = Command::new("nginx").args(args).arg("-t").output().expect("Debian's nginx is installed");
+        assert!(checked.status.success(), "nginx -t: {}", String::from_utf8_lossy(&checked.stderr));
+        let child = Command::new("nginx").args(args).args(["-g", "daemon off;"]).stderr(Stdio::inherit()).spawn().unwrap();
+        let nginx = Nginx { child, http_port, https_port, cert_pem: certified.cert.pem(), _dir: dir };
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", https_port)).await.is_ok() {
+                return nginx;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("nginx did not start: {}", std::fs::read_to_string(nginx._dir.path().join("error.log")).unwrap_or_default());
+    }
+
+    fn https_client(&self) -> reqwest::Client {
+        reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(self.cert_pem.as_bytes()).unwrap())
+            .resolve("localhost", SocketAddr::from(([127, 0, 0, 1], self.https_port)))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap()
+    }
+
+    /// A chat socket through nginx over `wss://`, as a browser on the site opens it.
+    async fn socket(&self, cookie: &str) -> Result<WsClient, String> {
+        use tokio_tungstenite::tungstenite::{client::IntoClientRequest, http::HeaderValue};
+        let port = self.https_port;
+        let mut request = format!("wss://localhost:{port}/ws").into_client_request().unwrap();
+        request.headers_mut().insert("cookie", HeaderValue::from_str(cookie).unwrap());
+        request.headers_mut().insert("origin", HeaderValue::from_str(&format!("https://localhost:{port}")).unwrap());
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(rustls::pki_types::CertificateDer::from_pem_slice(self.cert_pem.as_bytes()).unwrap()).unwrap();
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.map_err(|err| err.to_string())?;
+        let connector = tokio_tungstenite::Connector::Rustls(std::sync::Arc::new(tls));
+        let (socket, _) = tokio_tungstenite::client_async_tls_with_config(request, tcp, None, Some(connector)).await.map_err(|err| err.to_string())?;
+        Ok(WsClient::from_socket(socket))
+    }
+}
+
+use rustls::pki_types::pem::PemObject;
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // SIGTERM, not SIGKILL: the master then stops its workers, which would
+        // otherwise outlive it holding the test's output open.
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = self.child.wait();
+    }
+}
+
+/// One browser tab through nginx: reads every message of a room, and when its socket
+/// drops, reconnects (through nginx, to whichever node is up) and catches up from the
+/// newest message it holds, as the browser does. Ends holding `wanted` messages.
+async fn tab_through_nginx(nginx: &Nginx, cookie: &str, room: RoomId, wanted: usize) -> Vec<ChatMessage> {
+    let mut held: BTreeMap<i64, ChatMessage> = BTreeMap::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    'connect: loop {
+        assert!(tokio::time::Instant::now() < deadline, "only {} of {wanted} arrived", held.len());
+        let Ok(mut socket) = nginx.socket(cookie).await else {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        };
+        match tokio::time::timeout(Duration::from_secs(5), socket.next_frame()).await {
+            Ok(support::server::Frame::Msg(ServerMsg::Hello { .. })) => {}
+            _ => continue,
+        }
+        let after_seq = held.keys().next_back().copied().unwrap_or(0);
+        socket.send(&ClientMsg::Catchup { id: 1, room_id: room, after_seq }).await;
+        while held.values().filter(|m| m.client_id.is_some()).count() < wanted {
+            assert!(tokio::time::Instant::now() < deadline, "only {} of {wanted} arrived", held.len());
+            let Ok(frame) = tokio::time::timeout(Duration::from_millis(500), socket.next_frame()).await else { continue };
+            match frame {
+                support::server::Frame::Msg(ServerMsg::Message { message }) if message.room_id == room => {
+                    held.insert(message.seq, message);
+                }
+                support::server::Frame::Msg(ServerMsg::Catchup { messages, has_more, .. }) => {
+                    let last = messages.last().map(|m| m.seq);
+                    held.extend(messages.into_iter().map(|m| (m.seq, m)));
+                    if let (true, Some(after_seq)) = (has_more, last) {
+                        socket.send(&ClientMsg::Catchup { id: 1, room_id: room, after_seq }).await;
+                    }
+                }
+                support::server::Frame::Msg(_) => {}
+                support::server::Frame::Closed(_) => continue 'connect,
+            }
+        }
+        return held.into_values().filter(|m| m.client_id.is_some()).collect();
+    }
+}
+
+#[tokio::test]
+async fn through_nginx_over_wss_a_killed_nodes_tabs_reconnect_and_miss_nothing() {
+    let db = TestDb::postgres().await;
+    let cookies = seed_people(&db.url(), 7).await;
+    let redis = RedisServer::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let behind_nginx = [("PARLEY_SECURITY_TRUST_FORWARDED_FOR", "true")];
+    let nodes = vec![
+        node_with(data.path(), "node-1", &db.url(), &redis, &behind_nginx).await,
+        node_with(data.path(), "node-2", &db.url(), &redis, &behind_nginx).await,
+        node_with(data.path(), "node-3", &db.url(), &redis, &behind_nginx).await,
+    ];
+    let nginx = Nginx::start(&nodes.iter().map(|node| node.addr).collect::<Vec<_>>()).await;
+
+    // Plain HTTP is sent to HTTPS; pages come over HTTPS with HSTS, from a node.
+    let redirected = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
+        .get(format!("http://127.0.0.1:{}/login", nginx.http_port)).send().await.unwrap();
+    assert_eq!(redirected.status(), 301);
+    assert!(redirected.headers()["location"].to_str().unwrap().starts_with("https://"));
+    let ready = nginx.https_client().get(format!("https://localhost:{}/readyz", nginx.https_port)).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    assert!(ready.headers()["strict-transport-security"].to_str().unwrap().contains("max-age="));
+    assert_eq!(ready.json::<serde_json::Value>().await.unwrap()["redis"], "ok");
+
+    // Six tabs through nginx (spread over the three nodes), a writer on node 1.
+    let (mut writer, _, general) = person(nodes[0].addr, &cookies[0]).await;
+    const COUNT: usize = 120;
+    let nginx = std::sync::Arc::new(nginx);
+    let tabs: Vec<_> = cookies[1..]
+        .iter()
+        .map(|cookie| {
+            let (nginx, cookie) = (nginx.clone(), cookie.clone());
+            tokio::spawn(async move { tab_through_nginx(&nginx, &cookie, general, COUNT).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut acknowledged = send_steadily(&mut writer, general, "n", COUNT / 3, Duration::from_millis(10)).await;
+    // Node 3 dies with no warning while messages flow.
+    let mut nodes = nodes;
+    nodes.pop().unwrap().kill_hard();
+    acknowledged.extend(send_steadily(&mut writer, general, "m", COUNT - COUNT / 3, Duration::from_millis(10)).await);
+    for tab in tabs {
+        let held = tab.await.unwrap();
+        assert_eq!(held, acknowledged, "every tab ends with every message once, in order");
+    }
+    for node in nodes {
+        node.kill_hard();
+    }
+    db.remove().await;
+}
+
+#[tokio::test]
+async fn limits_hold_across_nodes() {
+    let db = TestDb::postgres().await;
+    let cookies = seed_people(&db.url(), 1).await;
+    let redis = RedisServer::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let tight = [("PARLEY_LIMITS_LOGINS_PER_MINUTE", "3"), ("PARLEY_LIMITS_SOCKETS_PER_USER", "2")];
+    let nodes = [
+        node_with(data.path(), "node-1", &db.url(), &redis, &tight).await,
+        node_with(data.path(), "node-2", &db.url(), &redis, &tight).await,
+    ];
+
+    // Three login attempts a minute in all, not three per node.
+    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let mut statuses = Vec::new();
+    for attempt in 0..4 {
+        let node = &nodes[attempt % 2];
+        let response = client
+            .post(format!("http://{}/api/login", node.addr))
+            .form(&[("username", "person00000"), ("password", "a wrong password"), ("next", "/")])
+            .send()
+            .await
+            .unwrap();
+        statuses.push(response.status().as_u16());
+    }
+    assert_eq!(statuses, [401, 401, 401, 429], "the fourth attempt is refused, on whichever node");
+
+    // Two sockets per person in all: one on each node, then a third is refused.
+    let (_first, _, _) = person(nodes[0].addr, &cookies[0]).await;
+    let (_second, _, _) = person(nodes[1].addr, &cookies[0]).await;
+    // The other node hears of the socket with the next presence window.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(WsClient::open(nodes[0].addr, Some(&cookies[0])).await.err(), Some(429));
+    for node in nodes {
+        node.kill_hard();
+    }
+    db.remove().await;
+}
+
+#[tokio::test]
+async fn a_node_that_cannot_reach_redis_at_start_says_so_and_exits() {
+    let data = tempfile::tempdir().unwrap();
+    let closed_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_server"))
+        .current_dir(data.path())
+        .env("PARLEY_CONFIG", data.path().join("none.toml"))
+        .env("LEPTOS_SITE_ADDR", "127.0.0.1:0")
+        .env("PARLEY_CHAT_DATA_DIR", data.path())
+        .env("REDIS_URL", format!("redis://user:secret@127.0.0.1:{closed_port}"))
+        .env_remove("DATABASE_URL")
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(60), output).await.expect("it gives up").unwrap();
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(said.contains("cannot reach Redis at redis://***@127.0.0.1:"), "{said}");
+    assert!(!said.contains("secret") && !said.contains("panicked"), "{said}");
+}
