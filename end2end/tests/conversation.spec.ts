@@ -50,6 +50,9 @@ test("a direct conversation's composer names the other person", async ({ browser
 });
 
 test("joins and leaves collapse into one line and never count as unread", async ({ browser }) => {
+  // Five people register (each an argon2 hash) and open pages: on two busy cores this
+  // alone can take most of the default 30 s.
+  test.setTimeout(60_000);
   const ana = await newUser(browser, "ana");
   const room = uniqueName("crowd").replace(/_/g, "-");
   await createRoom(ana.page, room);

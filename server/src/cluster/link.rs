@@ -105,9 +105,9 @@ struct Shared {
     health: Arc<ClusterHealth>,
     /// Events from here were lost on the way to Redis: the others must catch up.
     lost: Arc<AtomicBool>,
-    /// This node's presence must be written whole again (Redis lost it, or others
-    /// may have taken this node for gone).
-    reannounce: AtomicBool,
+    /// This node's presence must be written whole again (Redis lost it, others may
+    /// have taken this node for gone, or a change never left this node).
+    reannounce: Arc<AtomicBool>,
     ttl: Duration,
 }
 
@@ -115,13 +115,16 @@ struct Shared {
 struct RedisRelay {
     outbox: mpsc::Sender<Outgoing>,
     lost: Arc<AtomicBool>,
+    reannounce: Arc<AtomicBool>,
 }
 
 impl RedisRelay {
     fn queue(&self, outgoing: Outgoing) {
         if self.outbox.try_send(outgoing).is_err() {
-            // The other nodes miss this; they catch up from the database once told.
+            // The other nodes miss this; they catch up from the database once told,
+            // and hear this node's presence whole again.
             self.lost.store(true, Ordering::Release);
+            self.reannounce.store(true, Ordering::Release);
             metrics::cluster_events(ClusterFlow::Dropped, 1);
         }
     }
@@ -138,7 +141,7 @@ impl Relay for RedisRelay {
 }
 
 /// Asks for RESP3, which the subscription needs to share a connection manager's
-/// reconnects (Redis 6 or newer).
+/// reconnects (Redis 6 or newer; the shared limits need 7).
 fn with_resp3(url: &str) -> String {
     if url.contains("protocol=") {
         url.to_string()
@@ -179,6 +182,7 @@ pub async fn start(settings: Settings, hub: Arc<Hub>, store: Arc<dyn Store>, sto
     let health = Arc::new(ClusterHealth::default());
     let (outbox, queued) = mpsc::channel(OUTBOX_EVENTS);
     let lost = Arc::new(AtomicBool::new(false));
+    let reannounce = Arc::new(AtomicBool::new(false));
     let shared = Arc::new(Shared {
         node: settings.node.clone(),
         hub: hub.clone(),
@@ -186,7 +190,7 @@ pub async fn start(settings: Settings, hub: Arc<Hub>, store: Arc<dyn Store>, sto
         commands,
         health: health.clone(),
         lost: lost.clone(),
-        reannounce: AtomicBool::new(false),
+        reannounce: reannounce.clone(),
         ttl: settings.presence_ttl,
     });
     // Listed as alive, with an empty presence hash, before anyone can hear of its
@@ -203,7 +207,8 @@ pub async fn start(settings: Settings, hub: Arc<Hub>, store: Arc<dyn Store>, sto
         .await
         .map_err(failed)?;
     shared.read_every_node().await.map_err(failed)?;
-    hub.attach_relay(Arc::new(RedisRelay { outbox, lost }));
+    hub.attach_relay(Arc::new(RedisRelay { outbox, lost, reannounce }));
+    health.set_subscribed(true);
     health.set_connected(true);
     tokio::spawn(send_loop(shared.clone(), queued, subscriber, stop.clone()));
     tokio::spawn(receive_loop(shared.clone(), pushed, stop));
@@ -411,11 +416,13 @@ async fn receive_loop(shared: Arc<Shared>, mut pushed: mpsc::UnboundedReceiver<P
         match push.kind {
             PushKind::Disconnection => {
                 broken = true;
+                shared.health.set_subscribed(false);
                 shared.reannounce.store(true, Ordering::Release);
                 shared.health.set_connected(false);
             }
             PushKind::Subscribe if broken => {
                 broken = false;
+                shared.health.set_subscribed(true);
                 tracing::info!("resubscribed to Redis: catching up");
                 if let Err(err) = shared.read_every_node().await {
                     tracing::warn!(error = %err, "cannot read the other nodes' presence");

@@ -40,12 +40,19 @@ pub use wire::{Event, NodeId};
 #[derive(Debug, Default)]
 pub struct ClusterHealth {
     connected: AtomicBool,
+    /// The events channel's subscription is live (a reconnect whose resubscription
+    /// failed answers pings but hears nothing).
+    subscribed: AtomicBool,
 }
 
 impl ClusterHealth {
     /// Redis answers and this node's subscription is live.
     pub fn is_connected(&self) -> bool {
-        self.connected.load(Ordering::Acquire)
+        self.connected.load(Ordering::Acquire) && self.subscribed.load(Ordering::Acquire)
+    }
+
+    fn set_subscribed(&self, subscribed: bool) {
+        self.subscribed.store(subscribed, Ordering::Release);
     }
 
     fn set_connected(&self, connected: bool) {

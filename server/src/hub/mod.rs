@@ -269,7 +269,7 @@ impl Hub {
     /// Sockets a person has open, here and on the other nodes (as they last said).
     pub fn sockets_of(&self, user_id: UserId) -> usize {
         let registry = self.lock();
-        registry.user_conns(user_id).len() + registry.sockets_elsewhere(user_id) as usize
+        registry.user_conns(user_id).len().saturating_add(usize::try_from(registry.sockets_elsewhere(user_id)).unwrap_or(usize::MAX))
     }
 
     /// Forgets a node that stopped (its people go offline here with the next notice).

@@ -268,8 +268,9 @@ impl Registry {
     }
 
     /// Sockets a person has on other nodes.
-    pub fn sockets_elsewhere(&self, user_id: UserId) -> u32 {
-        self.remote.get(&user_id).map_or(0, |remote| remote.nodes.values().map(|(_, sockets)| sockets).sum())
+    pub fn sockets_elsewhere(&self, user_id: UserId) -> u64 {
+        // Counts come from other nodes through Redis: summed wide, never overflowing.
+        self.remote.get(&user_id).map_or(0, |remote| remote.nodes.values().map(|(_, sockets)| u64::from(*sockets)).sum())
     }
 
     /// Takes the people whose sockets or rooms on this node changed since the last
