@@ -26,6 +26,9 @@ use tokio_tungstenite::{
 
 type Socket = WebSocketStream<TcpStream>;
 
+/// Every benchmark account's password.
+const PASSWORD: &str = "benchmark password";
+
 /// The close code for a client whose outbound queue overflowed.
 const CLOSE_SLOW_CONSUMER: u16 = 4008;
 
@@ -104,7 +107,7 @@ async fn main() {
 
     let mut cookies = Vec::new();
     for n in 0..settings.users.max(1) {
-        cookies.push(register(addr, &format!("reader{n}")).await);
+        cookies.push(server.register(&format!("reader{n}"), PASSWORD).await);
     }
     let rss_before = server.rss_kib();
     let (report_tx, mut reports) = mpsc::unbounded_channel();
@@ -121,7 +124,7 @@ async fn main() {
     let rss_connected = server.rss_kib();
     let per_socket_kib = rss_connected.saturating_sub(rss_before) as f64 / settings.sockets.max(1) as f64;
 
-    let sender_cookie = register(addr, "sender").await;
+    let sender_cookie = server.register("sender", PASSWORD).await;
     let (sender, _) = connect(addr, &sender_cookie, None).await;
     let (mut sender_sink, mut sender_stream) = sender.split();
     // Acknowledgements are read (and dropped) so the sender is never a slow consumer.
@@ -131,7 +134,7 @@ async fn main() {
     let mut stalled = Vec::new();
     for phase in 0..2u32 {
         if phase == 1 {
-            let cookie = register(addr, "stalled").await;
+            let cookie = server.register("stalled", PASSWORD).await;
             for _ in 0..settings.stalled {
                 // A small receive buffer, so the kernel soaks up little and the
                 // server's own queue is what fills.
@@ -235,25 +238,6 @@ fn percentile_ms(sorted_us: &[u64], fraction: f64) -> f64 {
     }
     let index = ((sorted_us.len() as f64 * fraction).ceil() as usize).clamp(1, sorted_us.len()) - 1;
     sorted_us[index] as f64 / 1000.0
-}
-
-async fn register(addr: SocketAddr, username: &str) -> String {
-    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    let response = client
-        .post(format!("http://{addr}/api/register"))
-        .form(&[("username", username), ("display_name", ""), ("password", "benchmark password"), ("next", "/")])
-        .send()
-        .await
-        .unwrap();
-    response
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .find(|value| value.starts_with("parley_session="))
-        .and_then(|value| value.split(';').next())
-        .unwrap_or_else(|| panic!("registering {username}: {}", response.status()))
-        .to_string()
 }
 
 /// Opens a socket, reads the hello and returns the `general` room's id.

@@ -16,7 +16,6 @@ use crate::{
     error::AppError,
     hub::{ConnId, Connection, Hub},
     metrics,
-    recent_authors::RecentAuthors,
     storage::{Posted, Store, StoreError},
     time::unix_millis,
 };
@@ -89,8 +88,6 @@ pub struct Chat {
     rooms_per_user: u32,
     /// The room every account starts in.
     default_room: RoomId,
-    /// Who wrote each room's last few messages, for telling read receipts to them.
-    recent_authors: RecentAuthors,
 }
 
 impl Chat {
@@ -103,7 +100,6 @@ impl Chat {
             limits,
             rooms_per_user,
             default_room,
-            recent_authors: RecentAuthors::default(),
         }
     }
 
@@ -128,9 +124,9 @@ impl Chat {
         let _memberships = self.user_locks.lock(user.id).await;
         let rooms = self.store.rooms_of(user.id).await?;
         let room_ids: Vec<RoomId> = rooms.iter().map(|room| room.id).collect();
-        let connection = self.hub.connect(user, session_id, &room_ids);
         // What the greeting shows is where catching up after a lost event starts.
-        self.hub.note_heard(rooms.iter().map(|room| (room.id, room.last_seq)));
+        let greeted: Vec<(RoomId, i64)> = rooms.iter().map(|room| (room.id, room.last_seq)).collect();
+        let connection = self.hub.connect_greeted(user, session_id, &greeted);
         let hello = ServerMsg::Hello {
             protocol: PROTOCOL_VERSION,
             server_time: unix_millis(),
@@ -196,7 +192,7 @@ impl Chat {
         self.require_room_allowance(&caller.user).await?;
         let room = {
             let _memberships = self.user_locks.lock(caller.user.id).await;
-            let (room, _notice) = match self.store.create_room(name, &caller.user, unix_millis()).await {
+            let (room, notice) = match self.store.create_room(name, &caller.user, unix_millis()).await {
                 Ok(created) => created,
                 Err(StoreError::Conflict) => return Err(AppError::Conflict("A room with that name already exists.")),
                 Err(err) => return Err(err.into()),
@@ -204,7 +200,7 @@ impl Chat {
             metrics::notice_stored();
             // Only the creator is in the room, and the notice is in its history, so
             // there is nobody to broadcast it to yet.
-            self.hub.join(caller.user.id, room.id);
+            self.hub.join(caller.user.id, room.id, notice.seq);
             room
         };
         self.joined_reply(caller, id, room.id).await
@@ -230,7 +226,8 @@ impl Chat {
         let _order = self.room_locks.lock(room_id).await;
         let _memberships = self.user_locks.lock(user.id).await;
         if let Some(notice) = self.store.join(room_id, user, unix_millis()).await? {
-            self.hub.join(user.id, room_id);
+            // The notice is the first message their sockets hear, just below.
+            self.hub.join(user.id, room_id, notice.seq - 1);
             metrics::notice_stored();
             self.hub.publish(room_id, &ServerMsg::Message { message: notice }, origin);
         }
@@ -288,7 +285,6 @@ impl Chat {
             metrics::text_stored(received);
             let event = ServerMsg::Message { message: message.clone() };
             self.hub.publish_committed(room_id, &event, Some(caller.conn), Some(committed_at));
-            self.recent_authors.wrote(room_id, message.seq, caller.user.id);
         }
         let message = match posted {
             Posted::New(message) | Posted::Duplicate(message) => message,
@@ -339,8 +335,8 @@ impl Chat {
             let _memberships = self.user_locks.lock_pair(caller.user.id, peer.id).await;
             let (room, created) = self.store.open_direct(&caller.user, &peer, unix_millis()).await?;
             if created {
-                self.hub.join(caller.user.id, room.id);
-                self.hub.join(peer.id, room.id);
+                self.hub.join(caller.user.id, room.id, room.last_seq);
+                self.hub.join(peer.id, room.id, room.last_seq);
             }
             (room, created)
         };
@@ -381,7 +377,7 @@ impl Chat {
         match room.kind {
             RoomKind::Direct => self.hub.publish(room_id, &event, None),
             RoomKind::Public => {
-                let mut told = self.recent_authors.between(room_id, read_before, read_seq);
+                let mut told = self.hub.authors_between(room_id, read_before, read_seq);
                 told.push(caller.user.id);
                 self.hub.send_to_users(&told, &event);
             }

@@ -20,12 +20,22 @@ pub struct RecentAuthors {
 }
 
 impl RecentAuthors {
-    /// Notes a message just stored (messages are noted in sequence order).
+    /// Notes a message (mostly in sequence order, but one from another node or a
+    /// catch-up may come late: the oldest by number is the one forgotten).
     pub fn wrote(&self, room_id: RoomId, seq: Seq, author: UserId) {
         let mut rooms = self.rooms.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let recent = rooms.entry(room_id).or_default();
+        if recent.iter().any(|(noted, _)| *noted == seq) {
+            return;
+        }
         if recent.len() == REMEMBERED {
-            recent.pop_front();
+            let oldest = recent.iter().enumerate().min_by_key(|(_, (noted, _))| *noted).map(|(at, (noted, _))| (at, *noted));
+            match oldest {
+                Some((at, noted)) if noted < seq => {
+                    recent.remove(at);
+                }
+                _ => return,
+            }
         }
         recent.push_back((seq, author));
     }
@@ -62,5 +72,18 @@ mod tests {
             recent.wrote(7, seq, 13);
         }
         assert_eq!(recent.between(7, 0, 100), [13], "only the last few are remembered");
+    }
+
+    #[test]
+    fn a_late_message_does_not_push_out_newer_ones() {
+        let recent = RecentAuthors::default();
+        for seq in 100..100 + REMEMBERED as i64 {
+            recent.wrote(7, seq, 1);
+        }
+        recent.wrote(7, 5, 2);
+        assert!(recent.between(7, 0, 99).is_empty(), "older than all remembered: not kept");
+        recent.wrote(7, 500, 3);
+        assert_eq!(recent.between(7, 499, 500), [3]);
+        assert_eq!(recent.between(7, 100, 500), [1, 3], "only message 100 made room");
     }
 }

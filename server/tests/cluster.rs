@@ -5,7 +5,7 @@
 mod support;
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashSet},
     net::SocketAddr,
     path::Path,
     process::{Child, Command, Stdio},
@@ -13,93 +13,26 @@ use std::{
 };
 
 use app::protocol::{ChatMessage, ClientMsg, RoomId, ServerMsg, UserId};
-use support::{crowd::seed_people, databases::TestDb, process::ServerProcess, server::WsClient};
+use support::{
+    cluster::{self, RedisServer},
+    crowd::seed_people,
+    databases::TestDb,
+    process::ServerProcess,
+    server::WsClient,
+};
 
 /// How long a node not heard from is still counted on in these tests.
 const PRESENCE_TTL_SECS: u64 = 3;
 
-/// A `redis-server` of the test's own, with nothing saved to disk; killed when dropped.
-struct RedisServer {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl RedisServer {
-    async fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = Self::spawn(port, dir.path());
-        let redis = RedisServer { child, port, _dir: dir };
-        redis.wait_until_answering().await;
-        redis
-    }
-
-    fn spawn(port: u16, dir: &Path) -> Child {
-        Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("redis-server is installed")
-    }
-
-    async fn wait_until_answering(&self) {
-        for _ in 0..200 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_ok() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("redis-server did not start on port {}", self.port);
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// Kills it: everything in it is gone, as after a crash.
-    fn kill(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-
-    /// Starts it again, empty, on the same port.
-    async fn start_again(&mut self) {
-        self.child = Self::spawn(self.port, self._dir.path());
-        self.wait_until_answering().await;
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A node of the cluster: the server binary on the shared database and Redis.
 async fn node(data: &Path, name: &str, database_url: &str, redis: &RedisServer) -> ServerProcess {
     node_with(data, name, database_url, redis, &[]).await
 }
 
 async fn node_with(data: &Path, name: &str, database_url: &str, redis: &RedisServer, extra: &[(&str, &str)]) -> ServerProcess {
     let ttl = PRESENCE_TTL_SECS.to_string();
-    let redis_url = redis.url();
-    let dir = data.join(name);
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut env = vec![
-        ("PARLEY_CHAT_DATABASE_URL", database_url),
-        ("PARLEY_CLUSTER_REDIS_URL", redis_url.as_str()),
-        ("PARLEY_CLUSTER_NODE_NAME", name),
-        ("PARLEY_CLUSTER_PRESENCE_TTL_SECS", ttl.as_str()),
-        ("PARLEY_LIMITS_MESSAGES_BURST", "100000"),
-        ("PARLEY_LIMITS_FRAMES_BURST", "100000"),
-    ];
+    let mut env = vec![("PARLEY_CLUSTER_PRESENCE_TTL_SECS", ttl.as_str())];
     env.extend_from_slice(extra);
-    ServerProcess::start(&dir, &env).await
+    cluster::start_node(data, name, database_url, redis, &env).await
 }
 
 /// A person's socket on a node, greeted: the socket, their id and `#general`'s.
@@ -151,6 +84,12 @@ async fn people_on_different_nodes_chat_as_if_on_one() {
         }
     }
 
+    // Read on another node, it shows as "Seen by" for its author.
+    bob.send(&ClientMsg::Receipt { id: 902, room_id: general, delivered_seq: Some(stored.seq), read_seq: Some(stored.seq) }).await;
+    alice
+        .wait_for(|m| matches!(m, ServerMsg::Receipt { room_id, user, read_seq, .. } if *room_id == general && user.id == bob_id && *read_seq == stored.seq))
+        .await;
+
     // Typing on one node shows on another.
     carol.send(&ClientMsg::Typing { id: 900, room_id: general }).await;
     alice.wait_for(|m| matches!(m, ServerMsg::Typing { users, .. } if users.iter().any(|u| u.id == carol_id))).await;
@@ -187,19 +126,44 @@ async fn people_on_different_nodes_chat_as_if_on_one() {
     db.remove().await;
 }
 
-/// Reads a socket until `wanted` messages of `room` with a client id are held (by
-/// sequence number, as the browser keeps them), failing after `within`.
-async fn read_until(socket: &mut WsClient, room: RoomId, wanted: usize, held: &mut BTreeMap<i64, ChatMessage>, within: Duration) {
+/// What one socket of a room holds: messages by sequence number (as the browser keeps
+/// them), and which were pushed to it live, none of which may come twice.
+#[derive(Default)]
+struct Held {
+    messages: BTreeMap<i64, ChatMessage>,
+    pushed: HashSet<i64>,
+}
+
+impl Held {
+    /// The people's messages (not join or leave notices), in order.
+    fn texts(self) -> Vec<ChatMessage> {
+        self.messages.into_values().filter(|m| m.client_id.is_some()).collect()
+    }
+
+    fn count(&self) -> usize {
+        self.messages.values().filter(|m| m.client_id.is_some()).count()
+    }
+
+    /// Reading on a new socket: what the old one was pushed says nothing of this one.
+    fn new_socket(&mut self) {
+        self.pushed.clear();
+    }
+}
+
+/// Reads a socket until `wanted` messages of `room` with a client id are held, failing
+/// after `within`, or if the server pushes any message twice.
+async fn read_until(socket: &mut WsClient, room: RoomId, wanted: usize, held: &mut Held, within: Duration) {
     let deadline = tokio::time::Instant::now() + within;
-    while held.values().filter(|m| m.client_id.is_some()).count() < wanted {
-        assert!(tokio::time::Instant::now() < deadline, "only {} of {wanted} messages arrived", held.len());
+    while held.count() < wanted {
+        assert!(tokio::time::Instant::now() < deadline, "only {} of {wanted} messages arrived", held.count());
         if let Ok(frame) = tokio::time::timeout(Duration::from_millis(200), socket.next_frame()).await {
             match frame {
                 support::server::Frame::Msg(ServerMsg::Message { message }) if message.room_id == room => {
-                    held.insert(message.seq, message);
+                    assert!(held.pushed.insert(message.seq), "message {} was pushed twice", message.seq);
+                    held.messages.insert(message.seq, message);
                 }
                 support::server::Frame::Msg(ServerMsg::Catchup { messages, .. }) => {
-                    held.extend(messages.into_iter().filter(|m| m.room_id == room).map(|m| (m.seq, m)));
+                    held.messages.extend(messages.into_iter().filter(|m| m.room_id == room).map(|m| (m.seq, m)));
                 }
                 support::server::Frame::Msg(_) => {}
                 support::server::Frame::Closed(close) => panic!("closed: {close:?}"),
@@ -243,19 +207,19 @@ async fn a_node_killed_while_messages_flow_loses_nothing_and_its_people_go_offli
         let acknowledged = send_steadily(&mut writer, general, "k", COUNT, Duration::from_millis(5)).await;
         (writer, acknowledged)
     });
-    let mut held = BTreeMap::new();
+    let mut held = Held::default();
     read_until(&mut reader, general, COUNT / 2, &mut held, Duration::from_secs(30)).await;
     doomed.kill_hard();
 
     // Its page reconnects to another node and catches up from what it holds, as the
     // browser does; from then on it is live there.
     let (mut reader, _, _) = person(second.addr, &cookies[2]).await;
-    let last = held.keys().next_back().copied().unwrap_or(0);
+    held.new_socket();
+    let last = held.messages.keys().next_back().copied().unwrap_or(0);
     reader.send(&ClientMsg::Catchup { id: 1, room_id: general, after_seq: last }).await;
     let (_writer, acknowledged) = writing.await.unwrap();
     read_until(&mut reader, general, COUNT, &mut held, Duration::from_secs(30)).await;
-    let texts: Vec<ChatMessage> = held.into_values().filter(|m| m.client_id.is_some()).collect();
-    assert_eq!(texts, acknowledged, "every message once, in order");
+    assert_eq!(held.texts(), acknowledged, "every message once, in order");
 
     // The one who did not come back goes offline for the others once the dead node's
     // heartbeat expires, although it never said goodbye.
@@ -267,6 +231,164 @@ async fn a_node_killed_while_messages_flow_loses_nothing_and_its_people_go_offli
     assert!(offline.is_ok(), "the dead node's people went offline within the expiry");
     first.kill_hard();
     second.kill_hard();
+    db.remove().await;
+}
+
+/// A node frozen for longer than the expiry is taken for gone, its people offline;
+/// once it runs again it notices it was dropped and announces them again, without
+/// waiting for any of them to do something.
+#[tokio::test]
+async fn a_node_that_stalls_past_the_expiry_brings_its_people_back_when_it_wakes() {
+    let db = TestDb::postgres().await;
+    let cookies = seed_people(&db.url(), 2).await;
+    let redis = RedisServer::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let awake = node(data.path(), "node-1", &db.url(), &redis).await;
+    let sleepy = node(data.path(), "node-2", &db.url(), &redis).await;
+    let (mut watcher, _, general) = person(awake.addr, &cookies[0]).await;
+    let (_sleeper, sleeper_id, _) = person(sleepy.addr, &cookies[1]).await;
+    watcher.wait_for(|m| matches!(m, ServerMsg::Presence { total: 2, .. })).await;
+
+    sleepy.pause();
+    let within = Duration::from_secs(PRESENCE_TTL_SECS * 3);
+    let went = tokio::time::timeout(within, watcher.wait_for(|m| matches!(m, ServerMsg::Presence { went, .. } if went.contains(&sleeper_id))));
+    assert!(went.await.is_ok(), "a frozen node's people go offline within the expiry");
+    sleepy.resume();
+    let came =
+        tokio::time::timeout(within, watcher.wait_for(|m| matches!(m, ServerMsg::Presence { room_id, total: 2, .. } if *room_id == general)));
+    assert!(came.await.is_ok(), "its people are back once it runs again");
+    awake.kill_hard();
+    sleepy.kill_hard();
+    db.remove().await;
+}
+
+/// A node's readiness: its status code and body.
+async fn readiness(node: SocketAddr) -> (u16, serde_json::Value) {
+    let response = reqwest::get(format!("http://{node}/readyz")).await.unwrap();
+    (response.status().as_u16(), response.json::<serde_json::Value>().await.unwrap())
+}
+
+/// Waits until the node reports its link to Redis as `state` ("down" or "ok").
+async fn redis_reported(node: SocketAddr, state: &str) {
+    let since = tokio::time::Instant::now();
+    loop {
+        let (status, body) = readiness(node).await;
+        if body["redis"] == state {
+            let expected = if state == "ok" { "ready" } else { "degraded" };
+            assert_eq!((status, body["status"].as_str()), (200, Some(expected)), "{body}");
+            return;
+        }
+        assert!(since.elapsed() < Duration::from_secs(15), "never reported Redis {state}: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The node's `parley_redis_up` as it exports it (with the metrics token `scrape`).
+async fn redis_up_metric(node: SocketAddr) -> String {
+    let response = reqwest::Client::new().get(format!("http://{node}/metrics")).bearer_auth("scrape").send().await.unwrap();
+    let text = response.text().await.unwrap();
+    let line = text.lines().find(|line| line.starts_with("parley_redis_up")).unwrap_or_else(|| panic!("no parley_redis_up in {text}"));
+    line.rsplit(' ').next().unwrap().to_string()
+}
+
+/// While Redis is down, a person leaves a room, joins another and reads a direct
+/// message on one node; their tab on another node and the other person in the
+/// conversation hear of none of it then. Once Redis is back, the nodes read what
+/// changed from the database and tell them, as if it had just happened.
+#[tokio::test]
+async fn changes_made_while_redis_was_down_reach_the_other_nodes_once_it_is_back() {
+    let db = TestDb::postgres().await;
+    let cookies = seed_people(&db.url(), 2).await;
+    let mut redis = RedisServer::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let first = node_with(data.path(), "node-1", &db.url(), &redis, &[("PARLEY_METRICS_TOKEN", "scrape")]).await;
+    let second = node(data.path(), "node-2", &db.url(), &redis).await;
+    let (mut alice, _, general) = person(second.addr, &cookies[0]).await;
+    let (mut bob_here, bob_id, _) = person(first.addr, &cookies[1]).await;
+    let (mut bob_there, _, _) = person(second.addr, &cookies[1]).await;
+    let ServerMsg::RoomJoined { room: side, .. } = alice.request(|id| ClientMsg::CreateRoom { id, name: "lado".into() }).await else {
+        panic!("room created")
+    };
+    let ServerMsg::RoomJoined { room: direct, .. } = alice.request(|id| ClientMsg::OpenDirect { id, user_id: bob_id }).await else {
+        panic!("direct room")
+    };
+    let ServerMsg::Sent { message: private, .. } =
+        alice.request(|id| ClientMsg::Send { id, room_id: direct.id, client_id: "dm".into(), text: "Ótimo?".into() }).await
+    else {
+        panic!("sent")
+    };
+    bob_here.wait_for(|m| is_message(m, "dm")).await;
+
+    redis.kill();
+    redis_reported(first.addr, "down").await;
+    redis_reported(second.addr, "down").await;
+    assert_eq!(redis_up_metric(first.addr).await, "0", "what the alert on a lost link reads");
+    assert!(matches!(bob_here.request(|id| ClientMsg::LeaveRoom { id, room_id: general }).await, ServerMsg::RoomLeft { .. }));
+    assert!(matches!(bob_here.request(|id| ClientMsg::JoinRoom { id, room_id: side.id }).await, ServerMsg::RoomJoined { .. }));
+    bob_here.send(&ClientMsg::Receipt { id: 903, room_id: direct.id, delivered_seq: Some(private.seq), read_seq: Some(private.seq) }).await;
+    bob_here.request(|id| ClientMsg::Ping { id }).await;
+    // Down for longer than a publish may wait: the events are lost, not just late.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    redis.start_again().await;
+    redis_reported(first.addr, "ok").await;
+    redis_reported(second.addr, "ok").await;
+    assert_eq!(redis_up_metric(first.addr).await, "1");
+    let (mut left, mut joined) = (false, false);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while !(left && joined) {
+        let next = tokio::time::timeout_at(deadline, bob_there.next()).await;
+        match next.unwrap_or_else(|_| panic!("bob's other tab heard of the leave: {left}, of the join: {joined}")) {
+            ServerMsg::RoomLeft { room_id, .. } if room_id == general => left = true,
+            ServerMsg::RoomJoined { room, .. } if room.id == side.id => joined = true,
+            _ => {}
+        }
+    }
+    alice
+        .wait_for(|m| matches!(m, ServerMsg::Receipt { room_id, user, read_seq, .. } if *room_id == direct.id && user.id == bob_id && *read_seq == private.seq))
+        .await;
+    // The tab that did not leave hears the room no more; it hears the one joined.
+    alice.request(|id| ClientMsg::Send { id, room_id: general, client_id: "after".into(), text: "ainda aí?".into() }).await;
+    alice.request(|id| ClientMsg::Send { id, room_id: side.id, client_id: "side".into(), text: "aqui".into() }).await;
+    bob_there.wait_for(|m| is_message(m, "side")).await;
+    assert!(bob_there.is_quiet(Duration::from_millis(500), |m| !is_message(m, "after")).await, "left on every node");
+    first.kill_hard();
+    second.kill_hard();
+    db.remove().await;
+}
+
+/// A node restarted under its old name (before its heartbeat expired) starts afresh:
+/// the people it had are offline at once unless they come back, while a person with
+/// a tab on another node too stays online throughout.
+#[tokio::test]
+async fn a_node_restarted_under_its_name_starts_afresh_and_tabs_elsewhere_stay_online() {
+    let db = TestDb::postgres().await;
+    let cookies = seed_people(&db.url(), 3).await;
+    let redis = RedisServer::start().await;
+    let data = tempfile::tempdir().unwrap();
+    // An expiry far longer than the test: only the restart can explain what it sees.
+    let long_expiry = [("PARLEY_CLUSTER_PRESENCE_TTL_SECS", "60")];
+    let first = node_with(data.path(), "node-1", &db.url(), &redis, &long_expiry).await;
+    let second = node_with(data.path(), "node-2", &db.url(), &redis, &long_expiry).await;
+    let restarted = node_with(data.path(), "node-3", &db.url(), &redis, &long_expiry).await;
+    let (mut watcher, _, general) = person(first.addr, &cookies[0]).await;
+    let (_bob_here, bob_id, _) = person(second.addr, &cookies[1]).await;
+    let (_bob_there, _, _) = person(restarted.addr, &cookies[1]).await;
+    let (_carol, carol_id, _) = person(restarted.addr, &cookies[2]).await;
+    watcher.wait_for(|m| matches!(m, ServerMsg::Presence { total: 3, .. })).await;
+
+    restarted.kill_hard();
+    let restarted = node_with(data.path(), "node-3", &db.url(), &redis, &long_expiry).await;
+    let went = watcher.wait_for(|m| matches!(m, ServerMsg::Presence { went, .. } if !went.is_empty())).await;
+    let ServerMsg::Presence { went, total, .. } = went else { unreachable!() };
+    assert_eq!((went, total), (vec![carol_id], 2), "carol went; bob, with a tab on node-2, stayed");
+    match watcher.request(|id| ClientMsg::Online { id, room_id: general, after: None }).await {
+        ServerMsg::Online { users, .. } => assert!(users.iter().any(|user| user.id == bob_id), "{users:?}"),
+        other => panic!("{other:?}"),
+    }
+    first.kill_hard();
+    second.kill_hard();
+    restarted.kill_hard();
     db.remove().await;
 }
 
@@ -284,44 +406,28 @@ async fn restarting_redis_while_messages_flow_leaves_every_view_equal_to_the_dat
 
     const COUNT: usize = 150;
     let writing = tokio::spawn(async move { send_steadily(&mut writer, general, "r", COUNT, Duration::from_millis(30)).await });
-    let mut held = BTreeMap::new();
+    let mut held = Held::default();
     read_until(&mut reader, general, 30, &mut held, Duration::from_secs(30)).await;
     // Down for longer than a publish may wait (so events are lost, not just late)
     // while the writer goes on (its node stores and acknowledges alone), then back
     // empty. Meanwhile the nodes say they are degraded, and stay ready.
     redis.kill();
     let down_since = tokio::time::Instant::now();
-    let readiness = |node: SocketAddr| async move {
-        let response = reqwest::get(format!("http://{node}/readyz")).await.unwrap();
-        (response.status().as_u16(), response.json::<serde_json::Value>().await.unwrap())
-    };
-    loop {
-        let (status, body) = readiness(first.addr).await;
-        if body["redis"] == "down" {
-            assert_eq!((status, body["status"].as_str()), (200, Some("degraded")), "{body}");
-            break;
-        }
-        assert!(down_since.elapsed() < Duration::from_secs(10), "never reported Redis down: {body}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    redis_reported(first.addr, "down").await;
     tokio::time::sleep(Duration::from_secs(4).saturating_sub(down_since.elapsed())).await;
     redis.start_again().await;
     let acknowledged = writing.await.unwrap();
     // No catch-up asked by the client: the nodes must bring it up to date by
     // themselves once Redis is back.
     read_until(&mut reader, general, COUNT, &mut held, Duration::from_secs(30)).await;
-    let texts: Vec<ChatMessage> = held.into_values().filter(|m| m.client_id.is_some()).collect();
+    let texts = held.texts();
     assert_eq!(texts, acknowledged, "the reader's view equals the database");
 
     // The database holds exactly those, and the link is back.
     let store = db.open().await;
     let stored: Vec<ChatMessage> = store.history_after(general, 0, 10_000).await.unwrap().into_iter().filter(|m| m.client_id.is_some()).collect();
     assert_eq!(stored, texts);
-    let back = tokio::time::Instant::now();
-    while readiness(second.addr).await.1["redis"] != "ok" {
-        assert!(back.elapsed() < Duration::from_secs(10), "the link never came back");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    redis_reported(second.addr, "ok").await;
     first.kill_hard();
     second.kill_hard();
     db.remove().await;

@@ -414,21 +414,7 @@ async fn a_reader_that_never_reads_is_dropped_and_memory_stays_bounded() {
         ],
     )
     .await;
-    let register = |name: &'static str| {
-        let addr = server.addr;
-        async move {
-            let response = reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .unwrap()
-                .post(format!("http://{addr}/api/register"))
-                .form(&[("username", name), ("display_name", ""), ("password", PASSWORD), ("next", "/")])
-                .send()
-                .await
-                .unwrap();
-            session_cookie(&response).unwrap()
-        }
-    };
+    let register = |name| server.register(name, PASSWORD);
     let (writer_cookie, reader_cookie, stalled_cookie) = (register("writer").await, register("reader").await, register("stalled").await);
 
     // The stalled client completes the handshake with a tiny receive buffer, then never reads.
@@ -449,14 +435,23 @@ async fn a_reader_that_never_reads_is_dropped_and_memory_stays_bounded() {
             tokio_tungstenite::connect_async(request).await.unwrap().0
         }
     };
-    let (mut writer, mut reader) = (connect(writer_cookie).await, connect(reader_cookie).await);
-    let room_id = loop {
-        if let Some(Ok(Message::Text(text))) = writer.next().await {
-            if let Ok(ServerMsg::Hello { rooms, .. }) = serde_json::from_str(&text) {
-                break rooms[0].id;
+    // A socket hears the room once it has been greeted: the reader must be, before
+    // anything is written (what came before is in the history its greeting points to).
+    let greeted = |mut socket: tokio_tungstenite::WebSocketStream<_>| async move {
+        loop {
+            match socket.next().await {
+                Some(Ok(Message::Text(text))) => {
+                    if let Ok(ServerMsg::Hello { rooms, .. }) = serde_json::from_str(&text) {
+                        return (socket, rooms[0].id);
+                    }
+                }
+                Some(Ok(_)) => {}
+                other => panic!("a socket ended before its greeting: {other:?}"),
             }
         }
     };
+    let (writer, room_id) = greeted(connect(writer_cookie).await).await;
+    let (mut reader, _) = greeted(connect(reader_cookie).await).await;
 
     // 10,000 messages of 1 KiB: far more than socket buffers and the outbound queue hold.
     const COUNT: usize = 10_000;
@@ -478,8 +473,14 @@ async fn a_reader_that_never_reads_is_dropped_and_memory_stays_bounded() {
             }
         }
     });
+    // The writer stays at most a window ahead of the healthy reader, as a person typing
+    // would: on a busy machine an unpaced writer could outrun this test's own reading by
+    // the whole queue, and the healthy reader would rightly be dropped too.
+    const WINDOW: usize = 200;
+    let (received_count, mut reader_progress) = tokio::sync::watch::channel(0usize);
     let writing = tokio::spawn(async move {
         for n in 0..COUNT {
+            reader_progress.wait_for(|&read| n < read + WINDOW).await.expect("the reader is still reading");
             let frame = ClientMsg::Send { id: n as u64 + 1, room_id, client_id: format!("f{n}"), text: format!("{n} {filler}") };
             writer_sink.send(Message::text(serde_json::to_string(&frame).unwrap())).await.unwrap();
         }
@@ -489,20 +490,34 @@ async fn a_reader_that_never_reads_is_dropped_and_memory_stays_bounded() {
     let mut stalled = Some(stalled);
     let mut stalled_reading = None;
     let mut most_online = 0;
+    let mut unreadable = Vec::new();
+    // The server's pings would keep a per-frame timeout from ever firing.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     while received.len() < COUNT {
-        let frame = tokio::time::timeout(Duration::from_secs(60), reader.next()).await.expect("the reader keeps receiving");
+        let Ok(frame) = tokio::time::timeout_at(deadline, reader.next()).await else {
+            let missing: Vec<usize> = (0..COUNT).filter(|n| !received.contains(n)).take(10).collect();
+            panic!(
+                "the reader has {} of {COUNT} messages, missing {missing:?}; unreadable frames: {unreadable:?}; the writer {}",
+                received.len(),
+                if writing.is_finished() { "finished" } else { "did not finish" }
+            );
+        };
         let mut stalled_went_offline = false;
-        if let Some(Ok(Message::Text(text))) = frame {
-            match serde_json::from_str::<ServerMsg>(&text) {
+        match frame {
+            Some(Ok(Message::Text(text))) => match serde_json::from_str::<ServerMsg>(&text) {
                 Ok(ServerMsg::Message { message }) if message.client_id.is_some() => {
                     received.push(message.text.split(' ').next().unwrap().parse::<usize>().unwrap());
+                    received_count.send_replace(received.len());
                 }
                 Ok(ServerMsg::Presence { total, .. }) => {
                     stalled_went_offline = total < most_online;
                     most_online = most_online.max(total);
                 }
-                _ => {}
-            }
+                Ok(_) => {}
+                Err(err) => unreadable.push((err.to_string(), text.chars().take(120).collect::<String>())),
+            },
+            Some(Ok(_)) => {}
+            other => panic!("the healthy reader's socket ended after {} messages: {other:?}", received.len()),
         }
         // Once the server has dropped it (its user goes offline for the others: its
         // queue overflowed, well past what socket buffers hold), the stalled client

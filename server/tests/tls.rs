@@ -121,8 +121,10 @@ async fn the_chat_socket_works_over_wss_with_tls_1_2_and_1_3() {
         let connector = Connector::Rustls(rustls_client(&cert, versions));
         let (mut socket, _) = tokio_tungstenite::client_async_tls_with_config(request, tcp, None, Some(connector)).await.unwrap();
         let hello = loop {
-            if let Some(Ok(Message::Text(text))) = socket.next().await {
-                break serde_json::from_str::<ServerMsg>(&text).unwrap();
+            match socket.next().await {
+                Some(Ok(Message::Text(text))) => break serde_json::from_str::<ServerMsg>(&text).unwrap(),
+                Some(Ok(_)) => {}
+                other => panic!("the socket ended before its greeting: {other:?}"),
             }
         };
         assert!(matches!(hello, ServerMsg::Hello { ref me, .. } if me.username == "alice"), "{hello:?}");

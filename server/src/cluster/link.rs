@@ -1,19 +1,25 @@
 //! The Redis side of the cluster: one connection for commands and publishing, one
-//! subscribed to the events channel, and two tasks.
+//! subscribed to the events channel, and three tasks.
 //!
 //! - The *sender* task owns every write, in order: events from the hub (queued by
 //!   [`RedisRelay`] without blocking the hub), this node's presence hash, and the
 //!   heartbeat that keeps this node listed as alive. Doing them all in one task keeps
 //!   the presence hash in the same order as the presence events.
 //! - The *receiver* task hands other nodes' events to the hub, reads a node's presence
-//!   hash whole when it (re)appears, and catches this node's sockets up from the
-//!   database when events may have been lost.
+//!   hash whole when it (re)appears, and asks for a catch-up when events may have
+//!   been lost.
+//! - The *catch-up* task brings this node's sockets up to date from the database,
+//!   one catch-up at a time however many are asked for meanwhile.
+//!
+//! Redis must be a single server (or a replicated primary), not Redis Cluster: the
+//! heartbeat script touches keys it derives from node names.
 //!
 //! Both reconnect by themselves (the `redis` connection manager retries, the heartbeat
 //! keeps trying), so Redis going away only degrades the node: its own sockets are
 //! served as before, and everyone catches up once Redis is back.
 
 use std::{
+    collections::HashSet,
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
@@ -21,14 +27,14 @@ use std::{
     time::Duration,
 };
 
-use app::protocol::{RoomId, UserRef};
+use app::protocol::{MemberReceipt, RoomId, RoomKind, Seq, ServerMsg, UserRef};
 use axum::extract::ws::Utf8Bytes;
 use redis::{
     aio::{ConnectionManager, ConnectionManagerConfig},
     AsyncCommands, Client, Msg, PushInfo, PushKind,
 };
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
 use super::{
@@ -39,7 +45,6 @@ use crate::{
     hub::{Hub, NodePresence, Relay},
     metrics::{self, ClusterFlow},
     storage::Store,
-    time::unix_millis,
 };
 
 /// The channel every node publishes to and listens on.
@@ -49,16 +54,21 @@ const NODES: &str = "parley:nodes";
 /// Events waiting to be published, at most. Past this the hub is not held up: the
 /// event is dropped and the other nodes are told to catch up once this one can.
 const OUTBOX_EVENTS: usize = 65_536;
+/// Events received from Redis waiting to be handled, at most. Past this they are
+/// dropped and this node catches up from the database, rather than hold memory
+/// without bound while it cannot keep up.
+const PUSHES_WAITING: usize = 65_536;
 /// Events sent to Redis in one round trip, at most.
 const BATCH: usize = 512;
 /// How long one Redis round trip may take before the link counts as broken.
 const ROUND_TRIP: Duration = Duration::from_secs(2);
-/// Messages read from the database per query while catching up.
-const CATCH_UP_PAGE: u32 = 500;
+/// Missed messages a node sends a room's sockets itself, at most; past this it sends
+/// the newest only, and clients fetch the rest (see [`Shared::catch_up_room`]).
+const RESENT_AT_MOST: u32 = 256;
 
 /// This node's presence hash: user id → [`PresenceEntry`].
 fn presence_key(node: &str) -> String {
-    format!("parley:presence:{node}")
+    format!("{PRESENCE_PREFIX}{node}")
 }
 
 /// One person's rooms and sockets on a node, as kept in its presence hash.
@@ -109,6 +119,8 @@ struct Shared {
     /// have taken this node for gone, or a change never left this node).
     reannounce: Arc<AtomicBool>,
     ttl: Duration,
+    /// Set when this node's sockets must be brought up to date from the database.
+    catch_up_wanted: Notify,
 }
 
 /// Queues the hub's events for the sender task, never waiting.
@@ -174,9 +186,22 @@ pub async fn start(settings: Settings, hub: Arc<Hub>, store: Arc<dyn Store>, sto
         .set_max_delay(Duration::from_secs(2))
         .set_number_of_retries(4);
     let commands = ConnectionManager::new_with_config(client.clone(), config.clone()).await.map_err(failed)?;
-    let (pushes, pushed) = mpsc::unbounded_channel();
-    let mut subscriber =
-        ConnectionManager::new_with_config(client, config.set_push_sender(pushes).set_automatic_resubscription()).await.map_err(failed)?;
+    let (pushes, pushed) = mpsc::channel(PUSHES_WAITING);
+    let overflowed = Arc::new(AtomicBool::new(false));
+    let push_sender = {
+        let overflowed = overflowed.clone();
+        // Never waits (that would stall the connection): past the bound an event is
+        // dropped, and the receiver catches up as after a break.
+        move |push: PushInfo| -> Result<(), std::convert::Infallible> {
+            if pushes.try_send(push).is_err() {
+                overflowed.store(true, Ordering::Release);
+            }
+            Ok(())
+        }
+    };
+    let mut subscriber = ConnectionManager::new_with_config(client, config.set_push_sender(push_sender).set_automatic_resubscription())
+        .await
+        .map_err(failed)?;
     subscriber.subscribe(CHANNEL).await.map_err(failed)?;
 
     let health = Arc::new(ClusterHealth::default());
@@ -192,6 +217,7 @@ pub async fn start(settings: Settings, hub: Arc<Hub>, store: Arc<dyn Store>, sto
         lost: lost.clone(),
         reannounce: reannounce.clone(),
         ttl: settings.presence_ttl,
+        catch_up_wanted: Notify::new(),
     });
     // Listed as alive, with an empty presence hash, before anyone can hear of its
     // people; a node restarted under the same name says so, and the others forget
@@ -211,43 +237,64 @@ pub async fn start(settings: Settings, hub: Arc<Hub>, store: Arc<dyn Store>, sto
     health.set_subscribed(true);
     health.set_connected(true);
     tokio::spawn(send_loop(shared.clone(), queued, subscriber, stop.clone()));
-    tokio::spawn(receive_loop(shared.clone(), pushed, stop));
+    tokio::spawn(receive_loop(shared.clone(), Pushed { pushed, overflowed }, stop.clone()));
+    tokio::spawn(catch_up_loop(shared.clone(), stop));
     tracing::info!(node = %settings.node, redis = %redacted(url), "joined the cluster");
     Ok(Cluster { node: settings.node, health, limits: super::SharedLimits::new(shared.commands.clone()) })
 }
 
+/// One heartbeat, as one atomic step on Redis's own clock (the nodes' clocks may
+/// disagree): list this node as alive, keep its presence hash, drop the nodes that
+/// stopped beating (and their hashes), and answer whether this node had itself been
+/// dropped (it stalled for longer than the expiry) and which nodes are alive.
+const BEAT: &str = r"
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local ttl = tonumber(ARGV[2])
+local added = redis.call('ZADD', KEYS[1], now, ARGV[1])
+redis.call('PEXPIRE', KEYS[2], ttl)
+for _, node in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - ttl)) do
+  redis.call('ZREM', KEYS[1], node)
+  redis.call('DEL', ARGV[3] .. node)
+end
+return {added, redis.call('ZRANGE', KEYS[1], 0, -1)}
+";
+
+/// Prefix of every node's presence hash key, for the heartbeat script.
+const PRESENCE_PREFIX: &str = "parley:presence:";
+
+/// [`BEAT`], hashed once (it is sent by hash, and whole only when Redis lacks it).
+static BEAT_SCRIPT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| redis::Script::new(BEAT));
+
 impl Shared {
     /// Lists this node as alive now, keeps its presence hash from expiring, and
-    /// forgets the nodes that stopped beating.
-    async fn beat(&self) -> redis::RedisResult<()> {
-        let now = unix_millis();
-        let ttl_ms = self.ttl.as_millis() as i64;
+    /// forgets the nodes that stopped beating. True if this node had been taken for
+    /// gone: the others forgot its people, who must be announced again.
+    async fn beat(&self) -> redis::RedisResult<bool> {
         let mut commands = self.commands.clone();
-        let (_, _, dead): ((), (), Vec<String>) = redis::pipe()
-            .zadd(NODES, &*self.node, now)
-            .pexpire(presence_key(&self.node), ttl_ms)
-            .zrangebyscore(NODES, "-inf", now - ttl_ms)
-            .query_async(&mut commands)
+        let (added, alive): (i64, Vec<String>) = BEAT_SCRIPT
+            .key(NODES)
+            .key(presence_key(&self.node))
+            .arg(&*self.node)
+            .arg(self.ttl.as_millis() as i64)
+            .arg(PRESENCE_PREFIX)
+            .invoke_async(&mut commands)
             .await?;
-        let alive: Vec<String> = commands.zrangebyscore(NODES, now - ttl_ms, "+inf").await?;
-        for node in &dead {
-            tracing::warn!(node, "a node stopped beating: its people go offline");
-            let _: () = redis::pipe().zrem(NODES, node).del(presence_key(node)).query_async(&mut commands).await?;
-        }
-        // Also any node this one still counts people on but that is listed no more.
+        // Any node this one still counts people on but that is listed no more.
         for node in self.hub.remote_nodes() {
             if !alive.iter().any(|alive| **alive == *node) {
+                tracing::warn!(%node, "a node stopped beating: its people go offline");
                 self.hub.forget_remote_node(&node);
             }
         }
-        Ok(())
+        Ok(added == 1)
     }
 
-    /// Reads every live node's presence hash whole.
+    /// Reads every listed node's presence hash whole (one that stopped beating has no
+    /// hash left: it expires with its heartbeat).
     async fn read_every_node(&self) -> redis::RedisResult<()> {
         let mut commands = self.commands.clone();
-        let since = unix_millis() - self.ttl.as_millis() as i64;
-        let nodes: Vec<String> = commands.zrangebyscore(NODES, since, "+inf").await?;
+        let nodes: Vec<String> = commands.zrange(NODES, 0, -1).await?;
         for node in nodes.into_iter().filter(|node| **node != *self.node) {
             self.read_node(&NodeId::from(node)).await?;
         }
@@ -310,27 +357,53 @@ impl Shared {
         written
     }
 
-    /// Sends this node's sockets every message stored after the newest one they were
-    /// sent, room by room.
+    /// Brings this node's sockets up to date with the database after events from other
+    /// nodes may have been lost: memberships first (so the messages after go to the
+    /// right sockets), then each room's messages from where its sockets' unbroken run
+    /// ends, then read positions in direct conversations.
     async fn catch_up(&self) {
         metrics::cluster_catch_up();
+        let mut direct = HashSet::new();
+        for (user_id, heard) in self.hub.local_memberships() {
+            match self.store.rooms_of(user_id).await {
+                Ok(rooms) => {
+                    direct.extend(rooms.iter().filter(|room| room.kind == RoomKind::Direct).map(|room| room.id));
+                    self.hub.correct_memberships(user_id, &heard, &rooms);
+                }
+                Err(err) => tracing::error!(user = user_id, error = %err, "cannot check memberships after a break in the cluster link"),
+            }
+        }
         for (room_id, heard) in self.hub.rooms_heard() {
-            let mut after = heard;
-            loop {
-                match self.store.history_after(room_id, after, CATCH_UP_PAGE).await {
-                    Ok(messages) => {
-                        let Some(last) = messages.last().map(|message| message.seq) else { break };
-                        self.hub.resend(room_id, &messages);
-                        if messages.len() < CATCH_UP_PAGE as usize {
-                            break;
-                        }
-                        after = last;
-                    }
-                    Err(err) => {
-                        tracing::error!(room = room_id, error = %err, "cannot catch a room up after a break in the cluster link");
-                        break;
+            self.catch_up_room(room_id, heard, direct.contains(&room_id)).await;
+        }
+    }
+
+    /// Sends a room's sockets what was stored after `heard` that they were not sent.
+    /// A long run is not sent whole (it would fill every socket's queue at once): its
+    /// newest message shows clients the gap, and each fetches what it lacks.
+    async fn catch_up_room(&self, room_id: RoomId, heard: Seq, is_direct: bool) {
+        let missed = match self.store.history_after(room_id, heard, RESENT_AT_MOST + 1).await {
+            Ok(missed) if missed.len() <= RESENT_AT_MOST as usize => missed,
+            Ok(_) => self.store.history_before(room_id, None, 1).await.unwrap_or_else(|err| {
+                tracing::error!(room = room_id, error = %err, "cannot read a room's newest message");
+                Vec::new()
+            }),
+            Err(err) => {
+                tracing::error!(room = room_id, error = %err, "cannot catch a room up after a break in the cluster link");
+                return;
+            }
+        };
+        self.hub.resend(room_id, &missed);
+        // Two people's ticks ("delivered", "read"); in public rooms "Seen by" comes
+        // back with the next receipt, and a client's own catch-up brings positions.
+        if is_direct {
+            match self.store.receipts(room_id, 2).await {
+                Ok(receipts) => {
+                    for MemberReceipt { user, delivered_seq, read_seq } in receipts {
+                        self.hub.publish_here(room_id, &ServerMsg::Receipt { room_id, user, delivered_seq, read_seq });
                     }
                 }
+                Err(err) => tracing::error!(room = room_id, error = %err, "cannot read receipts after a break in the cluster link"),
             }
         }
     }
@@ -343,6 +416,7 @@ async fn send_loop(shared: Arc<Shared>, mut queued: mpsc::Receiver<Outgoing>, su
     let mut every_beat = tokio::time::interval(shared.ttl / 3);
     every_beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut batch = Vec::with_capacity(BATCH);
+    let mut announce_again = false;
     loop {
         tokio::select! {
             received = queued.recv_many(&mut batch, BATCH) => {
@@ -364,13 +438,13 @@ async fn send_loop(shared: Arc<Shared>, mut queued: mpsc::Receiver<Outgoing>, su
                 }
                 batch.clear();
             }
-            _ = every_beat.tick() => heartbeat(&shared, &subscriber).await,
+            _ = every_beat.tick() => heartbeat(&shared, &subscriber, &mut announce_again).await,
             () = stop.cancelled() => return,
         }
     }
 }
 
-async fn heartbeat(shared: &Shared, subscriber: &ConnectionManager) {
+async fn heartbeat(shared: &Shared, subscriber: &ConnectionManager, announce_again: &mut bool) {
     // The subscriber's connection manager gives up reconnecting after a few tries;
     // a command on it starts it again.
     let mut subscriber = subscriber.clone();
@@ -379,15 +453,24 @@ async fn heartbeat(shared: &Shared, subscriber: &ConnectionManager) {
     let subscribed = matches!(tokio::time::timeout(ROUND_TRIP, ping).await, Ok(Ok(_)));
     let beat = tokio::time::timeout(ROUND_TRIP, shared.beat()).await;
     match beat {
-        Ok(Ok(())) if subscribed => {
+        Ok(Ok(dropped)) if subscribed => {
             if shared.reannounce.swap(false, Ordering::AcqRel) {
                 tracing::info!("Redis is back: announcing this node's people again");
                 shared.lost.store(true, Ordering::Release);
                 shared.hub.announce_presence();
+            } else if dropped || std::mem::take(announce_again) {
+                // Nothing was lost, only this node's people forgotten by the others.
+                // Announced twice, a beat apart: a node that read the list just before
+                // this one was back on it may forget them after hearing them again.
+                if dropped {
+                    tracing::warn!("this node was missing from the list of nodes (it stalled past the expiry): announcing its people again");
+                }
+                shared.hub.announce_presence();
             }
+            *announce_again |= dropped;
             shared.health.set_connected(true);
         }
-        Ok(Ok(())) => shared.health.set_connected(false),
+        Ok(Ok(_)) => shared.health.set_connected(false),
         Ok(Err(err)) => {
             tracing::debug!(error = %err, "heartbeat failed");
             shared.reannounce.store(true, Ordering::Release);
@@ -400,19 +483,32 @@ async fn heartbeat(shared: &Shared, subscriber: &ConnectionManager) {
     }
 }
 
-/// Hands other nodes' events to the hub. A break in the subscription means events may
-/// have been missed: once resubscribed, this node reads every node's presence again
-/// and catches its sockets up.
-async fn receive_loop(shared: Arc<Shared>, mut pushed: mpsc::UnboundedReceiver<PushInfo>, stop: CancellationToken) {
+/// What the subscription receives, waiting to be handled: at most [`PUSHES_WAITING`],
+/// and whether more came and were dropped.
+struct Pushed {
+    pushed: mpsc::Receiver<PushInfo>,
+    overflowed: Arc<AtomicBool>,
+}
+
+/// Hands other nodes' events to the hub. A break in the subscription, or events
+/// dropped because this node fell behind, means events were missed: this node reads
+/// every node's presence again and catches its sockets up.
+async fn receive_loop(shared: Arc<Shared>, mut pushed: Pushed, stop: CancellationToken) {
     let mut broken = false;
+    let mut behind = false;
     loop {
         let push = tokio::select! {
-            push = pushed.recv() => match push {
+            push = pushed.pushed.recv() => match push {
                 Some(push) => push,
                 None => return,
             },
             () = stop.cancelled() => return,
         };
+        if pushed.overflowed.swap(false, Ordering::AcqRel) {
+            tracing::warn!("fell behind the other nodes' events: catching up once the backlog is handled");
+            metrics::cluster_events(ClusterFlow::Dropped, 1);
+            behind = true;
+        }
         match push.kind {
             PushKind::Disconnection => {
                 broken = true;
@@ -427,7 +523,7 @@ async fn receive_loop(shared: Arc<Shared>, mut pushed: mpsc::UnboundedReceiver<P
                 if let Err(err) = shared.read_every_node().await {
                     tracing::warn!(error = %err, "cannot read the other nodes' presence");
                 }
-                spawn_catch_up(&shared);
+                shared.catch_up_wanted.notify_one();
             }
             PushKind::Message => {
                 if let Some(message) = Msg::from_push_info(push) {
@@ -435,6 +531,18 @@ async fn receive_loop(shared: Arc<Shared>, mut pushed: mpsc::UnboundedReceiver<P
                 }
             }
             _ => {}
+        }
+        // Only once what was queued before is applied: older events must not
+        // overwrite what is read fresh. (A dropped push may have said the subscription
+        // broke or came back; either way, reading everything again settles it.)
+        if behind && pushed.pushed.is_empty() {
+            behind = false;
+            broken = false;
+            shared.health.set_subscribed(true);
+            if let Err(err) = shared.read_every_node().await {
+                tracing::warn!(error = %err, "cannot read the other nodes' presence");
+            }
+            shared.catch_up_wanted.notify_one();
         }
     }
 }
@@ -459,14 +567,21 @@ async fn receive(shared: &Arc<Shared>, payload: &[u8]) {
                 tracing::warn!(%node, error = %err, "cannot read a node's presence");
             }
         }
-        Event::CatchUp => spawn_catch_up(shared),
+        Event::CatchUp => shared.catch_up_wanted.notify_one(),
         event => shared.hub.apply_remote(&node, event, Utf8Bytes::from(received.frame)),
     }
 }
 
-fn spawn_catch_up(shared: &Arc<Shared>) {
-    let shared = shared.clone();
-    tokio::spawn(async move { shared.catch_up().await });
+/// Catches up whenever asked, one catch-up at a time: asks that come while one runs
+/// make one more after it, not one each (every node says "catch up" after Redis comes
+/// back, and each would otherwise re-read the same rooms).
+async fn catch_up_loop(shared: Arc<Shared>, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = shared.catch_up_wanted.notified() => shared.catch_up().await,
+            () = stop.cancelled() => return,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -34,7 +34,7 @@ use std::sync::{
 
 pub use limits::SharedLimits;
 pub use link::{start, ClusterError, Settings};
-pub use wire::{Event, NodeId};
+pub use wire::{Event, NodeId, WireKind};
 
 /// Whether the link to the other nodes works, for `/readyz` and the metrics.
 #[derive(Debug, Default)]

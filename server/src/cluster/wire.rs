@@ -20,12 +20,19 @@ pub type NodeId = Arc<str>;
 #[serde(tag = "t", rename_all = "snake_case")]
 pub enum Event {
     /// A frame for every socket in a room. `seq` is set for a stored message, so a
-    /// node can tell how far its sockets have heard a room.
-    Room { room: RoomId, kind: WireKind, seq: Option<Seq> },
+    /// node can tell how far its sockets have heard a room; `author` for something a
+    /// person wrote, so a node can tell them who read it ("Seen by").
+    Room { room: RoomId, kind: WireKind, seq: Option<Seq>, author: Option<UserId> },
     /// A frame for every socket of these people.
     Users { users: Vec<UserId>, kind: WireKind },
-    /// The person's sockets start (or stop) hearing the room.
-    Joined { user: UserId, room: RoomId },
+    /// The person's sockets start (or stop) hearing the room; on joining, they can
+    /// read its messages up to `through` from its history (absent from older nodes).
+    Joined {
+        user: UserId,
+        room: RoomId,
+        #[serde(default)]
+        through: Option<Seq>,
+    },
     Left { user: UserId, room: RoomId },
     /// The session ended (logout, revocation): its sockets close.
     SessionEnded { session: i64 },
@@ -37,8 +44,9 @@ pub enum Event {
     /// The publishing node (re)announced itself: its presence is in its Redis hash, to
     /// be read whole.
     NodeUp,
-    /// Events from the publishing node may have been lost (its link to Redis broke):
-    /// every node brings its sockets up to date from the database.
+    /// Events from the publishing node may have been lost (its link to Redis broke,
+    /// or its queue to Redis overflowed): every node brings its sockets up to date
+    /// from the database.
     CatchUp,
 }
 
@@ -142,9 +150,9 @@ mod tests {
     fn events_come_back_as_they_were_sent_with_their_frame_untouched() {
         let user = UserRef { id: 7, username: "ana".into(), display_name: "Ána 😀".into() };
         let events = [
-            Event::Room { room: 3, kind: WireKind::Message, seq: Some(42) },
+            Event::Room { room: 3, kind: WireKind::Message, seq: Some(42), author: Some(7) },
             Event::Users { users: vec![1, 2], kind: WireKind::Receipt },
-            Event::Joined { user: 1, room: 3 },
+            Event::Joined { user: 1, room: 3, through: Some(12) },
             Event::Left { user: 1, room: 3 },
             Event::SessionEnded { session: 9 },
             Event::Typing { room: 3, user: user.clone() },
@@ -167,7 +175,7 @@ mod tests {
 
         #[test]
         fn any_frame_and_node_name_survive_the_trip(node in "\\PC*", frame in "\\PC*") {
-            let event = Event::Room { room: 1, kind: WireKind::Message, seq: None };
+            let event = Event::Room { room: 1, kind: WireKind::Message, seq: None, author: None };
             let received = decode(&encode(&node, &event, &frame)).unwrap();
             prop_assert_eq!(received.node, node);
             prop_assert_eq!(received.frame, frame);

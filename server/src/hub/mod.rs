@@ -16,6 +16,7 @@
 //! cluster link), which tells the other nodes; what they publish comes back through
 //! [`Hub::apply_remote`] and reaches this node's sockets the same way.
 
+mod heard;
 pub mod outbound;
 mod registry;
 
@@ -27,7 +28,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use app::protocol::{RequestId, RoomId, ServerMsg, UserId, UserRef};
+use app::protocol::{MessageKind, RequestId, RoomId, RoomSummary, Seq, ServerMsg, UserId, UserRef};
 use axum::extract::ws::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 
@@ -39,6 +40,7 @@ use registry::{ConnEntry, PresenceChanges, Registry};
 use crate::{
     cluster::{Event, NodeId},
     metrics::{self, FrameKind},
+    recent_authors::RecentAuthors,
 };
 
 /// Where the hub sends what other nodes must hear. Called with the hub's lock held,
@@ -68,6 +70,9 @@ pub struct Hub {
     closing: AtomicBool,
     /// The other nodes, when there are any.
     relay: OnceLock<Arc<dyn Relay>>,
+    /// Who wrote each room's last few messages, here or on another node: a read
+    /// receipt in a public room is told to them only.
+    recent_authors: RecentAuthors,
 }
 
 /// What a connection task gets from [`Hub::connect`].
@@ -97,7 +102,14 @@ pub struct NotSubscribed;
 
 impl Hub {
     pub fn new(limits: QueueLimits) -> Self {
-        Hub { registry: Mutex::new(Registry::default()), next_conn: AtomicU64::new(1), limits, closing: AtomicBool::new(false), relay: OnceLock::new() }
+        Hub {
+            registry: Mutex::new(Registry::default()),
+            next_conn: AtomicU64::new(1),
+            limits,
+            closing: AtomicBool::new(false),
+            relay: OnceLock::new(),
+            recent_authors: RecentAuthors::default(),
+        }
     }
 
     /// From now on, everything published here is also relayed to other nodes.
@@ -117,21 +129,33 @@ impl Hub {
         self.registry.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Registers a socket for `user`, subscribed to the rooms they are a member of.
-    /// Rooms where they were not online yet hear of it with the next presence notice.
+    /// For the hub's own tests: a socket in `rooms`, greeted with empty ones.
+    #[cfg(test)]
     pub fn connect(&self, user: &UserRef, session_id: i64, rooms: &[RoomId]) -> Connection {
+        self.connect_greeted(user, session_id, &rooms.iter().map(|room| (*room, 0)).collect::<Vec<_>>())
+    }
+
+    /// Registers a socket for `user`, subscribed to the rooms they are a member of,
+    /// each given with the newest message its greeting shows: where catching that
+    /// room's sockets up starts if nothing was sent there before (noted in the same
+    /// step, so no message slips in between). Rooms where they were not online yet
+    /// hear of it with the next presence notice.
+    pub fn connect_greeted(&self, user: &UserRef, session_id: i64, rooms: &[(RoomId, Seq)]) -> Connection {
         let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
         let (sender, receiver) = outbound::queue(self.limits);
         let close = CloseSignal::default();
         let entry = ConnEntry {
             user_id: user.id,
             session_id,
-            rooms: rooms.iter().copied().collect(),
+            rooms: rooms.iter().map(|(room, _)| *room).collect(),
             outbound: sender,
             close: close.clone(),
         };
         let mut registry = self.lock();
         registry.add(id, user, entry);
+        for &(room_id, through) in rooms {
+            registry.heard_through(room_id, through);
+        }
         if self.closing.load(Ordering::Relaxed) {
             close.close(CloseReason::ShuttingDown);
         }
@@ -155,17 +179,31 @@ impl Hub {
     pub fn publish_committed(&self, room_id: RoomId, msg: &ServerMsg, origin: Option<ConnId>, committed_at: Option<Instant>) {
         let frame = encode(msg);
         let kind = frame_kind(msg);
-        let seq = match msg {
-            ServerMsg::Message { message } => Some(message.seq),
-            _ => None,
+        let (seq, author) = match msg {
+            ServerMsg::Message { message } => {
+                (Some(message.seq), (message.kind == MessageKind::Text).then_some(message.sender.id))
+            }
+            _ => (None, None),
         };
         let mut registry = self.lock();
-        let targets: Vec<ConnId> = registry.room_conns(room_id).filter(|id| Some(*id) != origin).collect();
-        Self::deliver(&mut registry, &targets, &frame, kind, committed_at);
+        // A catch-up may have read it from the database between its commit and now.
+        if !seq.is_some_and(|seq| registry.was_heard(room_id, seq)) {
+            let targets: Vec<ConnId> = registry.room_conns(room_id).filter(|id| Some(*id) != origin).collect();
+            Self::deliver(&mut registry, &targets, &frame, kind, committed_at);
+        }
         if let Some(seq) = seq {
             registry.heard(room_id, seq);
+            if let Some(author) = author {
+                self.recent_authors.wrote(room_id, seq, author);
+            }
         }
-        self.relay(Event::Room { room: room_id, kind: kind.into(), seq }, Some(&frame));
+        self.relay(Event::Room { room: room_id, kind: kind.into(), seq, author }, Some(&frame));
+    }
+
+    /// The authors of the last few messages in a room (from any node) after `from` up
+    /// to `to`: those a reader moving from `from` to `to` has just read.
+    pub fn authors_between(&self, room_id: RoomId, from: Seq, to: Seq) -> Vec<UserId> {
+        self.recent_authors.between(room_id, from, to)
     }
 
     /// Sends a frame to one connection (replies).
@@ -206,10 +244,13 @@ impl Hub {
         Self::deliver(registry, &targets, frame, kind, None);
     }
 
-    /// The user became a member of a room: all their sockets start hearing it.
-    pub fn join(&self, user_id: UserId, room_id: RoomId) {
-        self.lock().subscribe_user(user_id, room_id);
-        self.relay(Event::Joined { user: user_id, room: room_id }, None);
+    /// The user became a member of a room, whose messages up to `through` they can
+    /// read from its history: all their sockets start hearing it.
+    pub fn join(&self, user_id: UserId, room_id: RoomId, through: Seq) {
+        let mut registry = self.lock();
+        registry.subscribe_user(user_id, room_id);
+        registry.heard_through(room_id, through);
+        self.relay(Event::Joined { user: user_id, room: room_id, through: Some(through) }, None);
     }
 
     /// The user left a room: none of their sockets hear it any more.
@@ -238,15 +279,28 @@ impl Hub {
     pub fn apply_remote(&self, node: &NodeId, event: Event, frame: Utf8Bytes) {
         let mut registry = self.lock();
         match event {
-            Event::Room { room, kind, seq } => {
+            Event::Room { room, kind, seq, author } => {
+                // A catch-up may have sent it already (read from the database while
+                // the event was on its way).
+                if seq.is_some_and(|seq| registry.was_heard(room, seq)) {
+                    return;
+                }
                 let targets: Vec<ConnId> = registry.room_conns(room).collect();
                 Self::deliver(&mut registry, &targets, &frame, kind.into(), None);
                 if let Some(seq) = seq {
                     registry.heard(room, seq);
+                    if let Some(author) = author {
+                        self.recent_authors.wrote(room, seq, author);
+                    }
                 }
             }
             Event::Users { users, kind } => Self::deliver_to_users(&mut registry, &users, &frame, kind.into()),
-            Event::Joined { user, room } => registry.subscribe_user(user, room),
+            Event::Joined { user, room, through } => {
+                registry.subscribe_user(user, room);
+                if let Some(through) = through {
+                    registry.heard_through(room, through);
+                }
+            }
             Event::Left { user, room } => registry.unsubscribe_user(user, room),
             Event::SessionEnded { session } => Self::close_session(&registry, session),
             Event::Typing { room, user } => registry.note_typing(room, user.id),
@@ -290,31 +344,77 @@ impl Hub {
         }
     }
 
-    /// Rooms with sockets here, with the newest message they were sent.
+    /// Rooms with sockets here, each with the message up to which they were sent all
+    /// (the end of the unbroken run: a lost one holds it back).
     pub fn rooms_heard(&self) -> Vec<(RoomId, i64)> {
         self.lock().rooms_heard()
     }
 
-    /// Notes what the sockets in each room have already been given (the greeting's
-    /// newest message per room), so a catch-up never starts before it.
-    pub fn note_heard(&self, rooms: impl IntoIterator<Item = (RoomId, i64)>) {
-        let mut registry = self.lock();
-        for (room_id, seq) in rooms {
-            registry.heard(room_id, seq);
-        }
-    }
-
     /// Sends a room's sockets messages they may have missed (read back from the
-    /// database after events from other nodes were lost). Not relayed: every node
-    /// does this for its own sockets.
+    /// database after events from other nodes were lost), skipping those they were
+    /// sent; what is given counts as everything up to its last message (a client
+    /// fetches any gap it sees itself). Not relayed: every node does this for its own
+    /// sockets.
     pub fn resend(&self, room_id: RoomId, messages: &[app::protocol::ChatMessage]) {
         let mut registry = self.lock();
         let targets: Vec<ConnId> = registry.room_conns(room_id).collect();
         for message in messages {
+            if registry.was_heard(room_id, message.seq) {
+                continue;
+            }
             let frame = encode(&ServerMsg::Message { message: message.clone() });
             Self::deliver(&mut registry, &targets, &frame, FrameKind::Message, None);
             registry.heard(room_id, message.seq);
+            if message.kind == MessageKind::Text {
+                self.recent_authors.wrote(room_id, message.seq, message.sender.id);
+            }
         }
+        if let Some(last) = messages.last() {
+            registry.heard_all_through(room_id, last.seq);
+        }
+    }
+
+    /// Everyone with sockets here and the rooms they hear, to be checked against the
+    /// database after events that change them may have been lost.
+    pub fn local_memberships(&self) -> Vec<(UserId, Vec<RoomId>)> {
+        self.lock().local_presence().into_iter().map(|(user, rooms, _)| (user.id, rooms)).collect()
+    }
+
+    /// Brings a person's sockets here in line with the rooms the database says they
+    /// are in, `rooms`, read after `heard` (what their sockets heard then) was taken:
+    /// a join or leave made on another node while its event was lost. Their sockets
+    /// are told as if they had made the change in another tab. Not relayed: every
+    /// node corrects its own sockets.
+    pub fn correct_memberships(&self, user_id: UserId, heard: &[RoomId], rooms: &[RoomSummary]) {
+        let mut registry = self.lock();
+        if registry.user_conns(user_id).is_empty() {
+            return;
+        }
+        let hearing = registry.local_rooms(user_id);
+        // Not a room heard then and not now: left since the database was read.
+        for room in rooms.iter().filter(|room| !hearing.contains(&room.id) && !heard.contains(&room.id)) {
+            registry.subscribe_user(user_id, room.id);
+            registry.heard_through(room.id, room.last_seq);
+            let frame = encode(&ServerMsg::RoomJoined { id: None, room: room.clone() });
+            Self::deliver_to_users(&mut registry, &[user_id], &frame, FrameKind::Reply);
+        }
+        // Only rooms heard before the database was read: one joined since is not
+        // in `rooms` yet, and stays.
+        let left = heard.iter().filter(|room_id| hearing.contains(room_id) && !rooms.iter().any(|room| room.id == **room_id));
+        for &room_id in left {
+            registry.unsubscribe_user(user_id, room_id);
+            let frame = encode(&ServerMsg::RoomLeft { id: None, room_id });
+            Self::deliver_to_users(&mut registry, &[user_id], &frame, FrameKind::Reply);
+        }
+    }
+
+    /// Sends a frame to a room's sockets here only (one re-read from the database
+    /// after events may have been lost; every node does this for its own).
+    pub fn publish_here(&self, room_id: RoomId, msg: &ServerMsg) {
+        let frame = encode(msg);
+        let mut registry = self.lock();
+        let targets: Vec<ConnId> = registry.room_conns(room_id).collect();
+        Self::deliver(&mut registry, &targets, &frame, frame_kind(msg), None);
     }
 
     /// Asks every socket to close because the server is stopping, and any that
@@ -524,6 +624,55 @@ mod tests {
         assert_eq!(next(&mut bob).await, ServerMsg::Pong { id: 1 });
         assert!(drain(&mut alice).is_empty());
         assert!(drain(&mut carol).is_empty(), "carol is not in room 7");
+    }
+
+    fn chat_message(room_id: RoomId, seq: Seq) -> app::protocol::ChatMessage {
+        app::protocol::ChatMessage {
+            id: seq,
+            room_id,
+            seq,
+            kind: app::protocol::MessageKind::Text,
+            sender: user(9, "ana"),
+            client_id: Some(format!("c{seq}")),
+            text: format!("Ótimo {seq}"),
+            sent_at: 0,
+        }
+    }
+
+    fn seqs(frames: Vec<ServerMsg>) -> Vec<Seq> {
+        frames
+            .into_iter()
+            .filter_map(|frame| match frame {
+                ServerMsg::Message { message } => Some(message.seq),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// A message from another node lost on the way, then a later one arriving, leaves
+    /// a hole: catching up starts below it and sends only what was missed.
+    #[tokio::test]
+    async fn catching_up_fills_holes_left_by_lost_events_and_sends_nothing_twice() {
+        let hub = hub();
+        let mut alice = hub.connect_greeted(&user(1, "alice"), 1, &[(7, 4)]);
+        hub.flush_presence();
+        drain(&mut alice);
+        let node: NodeId = "other".into();
+        for seq in [6, 8] {
+            let frame = encode(&ServerMsg::Message { message: chat_message(7, seq) });
+            hub.apply_remote(&node, Event::Room { room: 7, kind: crate::cluster::WireKind::Message, seq: Some(seq), author: Some(9) }, frame);
+        }
+        assert_eq!(seqs(drain(&mut alice)), [6, 8]);
+        assert_eq!(hub.rooms_heard(), [(7, 4)], "5 and 7 never came");
+
+        hub.resend(7, &[chat_message(7, 5), chat_message(7, 6), chat_message(7, 7)]);
+        assert_eq!(seqs(drain(&mut alice)), [5, 7]);
+        assert_eq!(hub.rooms_heard(), [(7, 8)]);
+
+        // Too many missed to send: the newest alone shows clients the gap to fetch.
+        hub.resend(7, &[chat_message(7, 400)]);
+        assert_eq!(seqs(drain(&mut alice)), [400]);
+        assert_eq!(hub.rooms_heard(), [(7, 400)]);
     }
 
     fn presence(total: u32, came: Vec<UserRef>, went: Vec<UserId>) -> ServerMsg {

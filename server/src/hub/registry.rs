@@ -20,7 +20,10 @@ use std::{
 
 use app::protocol::{RoomId, UserId, UserRef};
 
-use super::outbound::{CloseSignal, OutboundSender};
+use super::{
+    heard::Heard,
+    outbound::{CloseSignal, OutboundSender},
+};
 use crate::cluster::NodeId;
 
 pub type ConnId = u64;
@@ -92,9 +95,9 @@ pub struct Registry {
     remote: HashMap<UserId, RemoteUser>,
     /// People whose rooms on this node changed since other nodes were last told.
     local_changed: HashMap<UserId, UserRef>,
-    /// The newest message each room's sockets here have been sent: where to catch them
-    /// up from if events from other nodes may have been lost.
-    heard: HashMap<RoomId, i64>,
+    /// How far each room's sockets here have been sent its messages: where to catch
+    /// them up from if events from other nodes may have been lost.
+    heard: HashMap<RoomId, Heard>,
 }
 
 impl Registry {
@@ -169,7 +172,6 @@ impl Registry {
         }
         if room.conns.is_empty() && room.online.is_empty() {
             self.rooms.remove(&room_id);
-            self.heard.remove(&room_id);
         }
     }
 
@@ -182,6 +184,10 @@ impl Registry {
         let user_id = conn.user_id;
         if let Some(room) = self.rooms.get_mut(&room_id) {
             room.conns.remove(&id);
+            if room.conns.is_empty() {
+                // Sockets that come later start from their own greeting.
+                self.heard.remove(&room_id);
+            }
         }
         if let Some(user) = self.users.get(&user_id) {
             let key = user.key.clone();
@@ -297,27 +303,53 @@ impl Registry {
         self.users.values().map(|entry| self.local_presence_of(entry.user.clone())).collect()
     }
 
-    fn local_rooms(&self, user_id: UserId) -> Vec<RoomId> {
+    /// The rooms a person's sockets here hear.
+    pub fn local_rooms(&self, user_id: UserId) -> Vec<RoomId> {
         let Some(user) = self.users.get(&user_id) else { return Vec::new() };
         let rooms: BTreeSet<RoomId> =
             user.conns.iter().filter_map(|id| self.conns.get(id)).flat_map(|conn| conn.rooms.iter().copied()).collect();
         rooms.into_iter().collect()
     }
 
+    fn has_sockets(&self, room_id: RoomId) -> bool {
+        self.rooms.get(&room_id).is_some_and(|room| !room.conns.is_empty())
+    }
+
     /// Notes that the room's sockets were sent message `seq`.
     pub fn heard(&mut self, room_id: RoomId, seq: i64) {
-        if self.rooms.get(&room_id).is_some_and(|room| !room.conns.is_empty()) {
-            let heard = self.heard.entry(room_id).or_insert(seq);
-            *heard = (*heard).max(seq);
+        if self.has_sockets(room_id) {
+            self.heard.entry(room_id).or_insert_with(|| Heard::starting_at(seq - 1)).note(seq);
         }
     }
 
-    /// Rooms with sockets here, and the newest message each was sent.
+    /// Notes that the room's sockets were given every message up to `through` (a
+    /// greeting or a join), unless the room is followed already: its sockets may be
+    /// missing messages before that which this one was given.
+    pub fn heard_through(&mut self, room_id: RoomId, through: i64) {
+        if self.has_sockets(room_id) {
+            self.heard.entry(room_id).or_insert_with(|| Heard::starting_at(through));
+        }
+    }
+
+    /// Counts every message up to `seq` as sent to the room's sockets (a catch-up left
+    /// the clients to fetch any gap before it).
+    pub fn heard_all_through(&mut self, room_id: RoomId, seq: i64) {
+        if let Some(heard) = self.heard.get_mut(&room_id) {
+            heard.skip_to(seq);
+        }
+    }
+
+    /// Whether the room's sockets here were sent message `seq` already.
+    pub fn was_heard(&self, room_id: RoomId, seq: i64) -> bool {
+        self.heard.get(&room_id).is_some_and(|heard| heard.has(seq))
+    }
+
+    /// Rooms with sockets here, and the message up to which they were sent all.
     pub fn rooms_heard(&self) -> Vec<(RoomId, i64)> {
         self.rooms
             .iter()
             .filter(|(_, room)| !room.conns.is_empty())
-            .filter_map(|(room_id, _)| self.heard.get(room_id).map(|seq| (*room_id, *seq)))
+            .filter_map(|(room_id, _)| self.heard.get(room_id).map(|heard| (*room_id, heard.through())))
             .collect()
     }
 

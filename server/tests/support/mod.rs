@@ -1,6 +1,7 @@
 //! Shared by the integration tests.
 #![allow(dead_code, unused_macros)]
 
+pub mod cluster;
 pub mod crowd;
 pub mod databases;
 pub mod process;

@@ -63,8 +63,24 @@ impl ServerProcess {
 
     /// Sends SIGTERM, as a service manager stopping it would.
     pub fn terminate(&self) {
-        let sent = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
-        assert!(sent.success(), "kill -TERM");
+        self.signal("-TERM");
+    }
+
+    /// Freezes it (SIGSTOP), as a long stall of its machine would: it answers nothing
+    /// and sends nothing until [`ServerProcess::resume`].
+    #[allow(dead_code)]
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    #[allow(dead_code)]
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let sent = Command::new("kill").args([signal, &self.child.id().to_string()]).status().unwrap();
+        assert!(sent.success(), "kill {signal}");
     }
 
     /// Waits for the process to exit on its own; its exit status.
@@ -81,6 +97,27 @@ impl ServerProcess {
 }
 
 impl ServerProcess {
+    /// Registers an account through the site's form, as a person would (so it costs a
+    /// real password hash); returns its session cookie.
+    pub async fn register(&self, username: &str, password: &str) -> String {
+        let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+        let response = client
+            .post(format!("http://{}/api/register", self.addr))
+            .form(&[("username", username), ("display_name", ""), ("password", password), ("next", "/")])
+            .send()
+            .await
+            .unwrap();
+        response
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .find(|value| value.starts_with("parley_session=") && !value.starts_with("parley_session=;"))
+            .and_then(|value| value.split(';').next())
+            .unwrap_or_else(|| panic!("registering {username}: {}", response.status()))
+            .to_string()
+    }
+
     /// The most memory the process has held (VmHWM), in KiB.
     pub fn peak_rss_kib(&self) -> u64 {
         self.status_kib("VmHWM:")
