@@ -5,5 +5,5 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$PARLEY_ROOT"
 bash scripts/bootstrap.sh
-cargo leptos build --release
+cargo leptos build --release --precompress
 exec "${CARGO_TARGET_DIR:-target}/release/server"

@@ -17,7 +17,7 @@ cargo test --locked -p app -p server
 cargo test --locked -p server --benches --no-run
 
 echo "== Release build of the site"
-cargo leptos build --release
+cargo leptos build --release --precompress
 
 echo "== Playwright end-to-end tests"
 export PARLEY_SERVER_BIN="$PARLEY_ROOT/${CARGO_TARGET_DIR:-target}/release/server"

@@ -7,7 +7,8 @@ test("server-rendered login page hydrates without warnings and its controls work
   const html = await (await request.get("/login")).text();
   expect(html).toContain("<title>Log in · Parley</title>");
   expect(html).toContain('name="username"');
-  expect(html).toContain("/pkg/parley.js");
+  // Bundles are linked by their content's hash (cached for good).
+  expect(html).toMatch(/\/pkg\/parley\.[\w-]+\.js/);
 
   const complaints: string[] = [];
   page.on("console", (msg) => {
@@ -28,8 +29,16 @@ test("server-rendered login page hydrates without warnings and its controls work
   expect(complaints).toEqual([]);
 });
 
+/** The path of the page's bundle of this kind, as the login page links it. */
+async function bundle(request: import("@playwright/test").APIRequestContext, extension: "css" | "js" | "wasm"): Promise<string> {
+  const html = await (await request.get("/login")).text();
+  const found = html.match(new RegExp(`/pkg/parley\\.[\\w-]+\\.${extension}`));
+  expect(found, `the page links a .${extension} bundle`).not.toBeNull();
+  return found![0];
+}
+
 test("styles are built by Tailwind and served", async ({ request }) => {
-  const css = await request.get("/pkg/parley.css");
+  const css = await request.get(await bundle(request, "css"));
   expect(css.ok()).toBeTruthy();
   const text = await css.text();
   // Classes used only in app/src must be present in the generated stylesheet.
@@ -60,4 +69,23 @@ test("the chat page hydrates without warnings and connects", async ({ browser })
   await expect(page.getByTestId("me")).toHaveText(user.username);
   expect(complaints).toEqual([]);
   await user.context.close();
+});
+
+// What a first visit downloads: the bundles as the browser gets them (brotli), each
+// cacheable for good. Figures are printed for docs/benchmarks.md.
+test("bundles arrive brotli-compressed and cacheable for good", async ({ request }) => {
+  let total = 0;
+  for (const extension of ["wasm", "js", "css"] as const) {
+    const path = await bundle(request, extension);
+    const response = await request.get(path, { headers: { "accept-encoding": "br" } });
+    expect(response.status()).toBe(200);
+    expect(response.headers()["content-encoding"]).toBe("br");
+    expect(response.headers()["cache-control"]).toBe("public, max-age=31536000, immutable");
+    // As sent, compressed (the body Playwright hands back is decoded).
+    const bytes = Number(response.headers()["content-length"]);
+    console.log(`${path}: ${bytes} bytes brotli`);
+    total += bytes;
+  }
+  console.log(`page weight (wasm + js + css, brotli): ${total} bytes`);
+  expect((await request.get("/login")).headers()["cache-control"]).toBe("no-cache");
 });

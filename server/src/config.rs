@@ -63,6 +63,9 @@ impl Default for SiteConfig {
     }
 }
 
+/// What cargo-leptos names its list of the bundles' content hashes.
+pub const HASH_FILE: &str = "hash.txt";
+
 /// The chat's own settings.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -397,6 +400,7 @@ impl Config {
         } else {
             leptos::config::Env::PROD
         };
+        let hash_file = self.hash_file();
         leptos::config::LeptosOptions::builder()
             .output_name(self.site.output_name.as_str())
             .site_root(self.site.root.as_str())
@@ -404,7 +408,20 @@ impl Config {
             .site_addr(self.site.addr)
             .reload_port(self.site.reload_port)
             .env(env)
+            .hash_files(hash_file.is_some())
+            // Leptos joins it to the binary's folder; an absolute path stands alone.
+            .hash_file(hash_file.map_or_else(|| HASH_FILE.to_string(), |path| path.to_string_lossy().into_owned()).into())
             .build()
+    }
+
+    /// The list of the bundles' content hashes, when the site was built with hashed file
+    /// names (`hash-files` in Cargo.toml): beside the binary, where cargo-leptos writes
+    /// it (so a rebuild and its binary always agree), or else in the site's folder,
+    /// where an installed binary's deploy puts it. Hashed names can be cached forever.
+    pub fn hash_file(&self) -> Option<std::path::PathBuf> {
+        let beside_binary = std::env::current_exe().ok().and_then(|exe| exe.parent().map(|dir| dir.join(HASH_FILE)));
+        let in_site = std::path::Path::new(&self.site.root).join(HASH_FILE);
+        beside_binary.into_iter().chain([in_site]).find(|path| path.is_file()).and_then(|path| std::path::absolute(path).ok())
     }
 }
 

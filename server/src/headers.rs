@@ -47,6 +47,10 @@ pub async fn security_headers(State(state): State<AppState>, mut request: Reques
     if let Ok(policy) = HeaderValue::from_str(&content_security_policy(&nonce.0, dev_reload)) {
         headers.insert(header::CONTENT_SECURITY_POLICY, policy);
     }
+    // Pages and answers are asked for again each time (bundles set their own policy).
+    if !headers.contains_key(header::CACHE_CONTROL) {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    }
     headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));

@@ -5,13 +5,20 @@
 use std::{sync::Arc, time::Duration};
 
 use app::{auth::backend::SharedAuthBackend, shell, App};
-use axum::{http::StatusCode, middleware, routing::get, Router};
+use axum::{
+    http::{header, HeaderValue, StatusCode},
+    middleware,
+    routing::get,
+    Router,
+};
 use leptos::prelude::{provide_context, use_context};
 use leptos_axum::{generate_route_list, LeptosRoutes};
 use tower_http::{
     catch_panic::CatchPanicLayer,
     limit::RequestBodyLimitLayer,
     request_id::{PropagateRequestIdLayer, SetRequestIdLayer},
+    services::ServeDir,
+    set_header::SetResponseHeaderLayer,
     timeout::TimeoutLayer,
     trace::TraceLayer,
 };
@@ -35,6 +42,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/rooms/{room_id}/messages", get(api::room_messages))
         .route("/metrics", get(health::metrics_with_token))
         .leptos_routes_with_context(&state, routes, page_context, move || shell(leptos_options.clone()))
+        .nest_service(&format!("/{}", state.leptos_options.site_pkg_dir), bundles(&state.leptos_options))
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
         .layer(middleware::from_fn_with_state(state.clone(), web_auth::page_guard))
         .layer(middleware::from_fn_with_state(state.clone(), cross_site::refuse_cross_site_writes))
@@ -51,6 +59,18 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn(observe::drop_odd_request_ids))
         .with_state(state.clone());
     health_checks(state).merge(site)
+}
+
+/// The WASM, JS and CSS bundles: brotli or gzip as built (`cargo leptos build
+/// --precompress`) when the browser takes it, and cached for good when their names
+/// carry their content's hash (a new build has new names); otherwise revalidated.
+fn bundles(options: &leptos::config::LeptosOptions) -> Router {
+    let folder = std::path::Path::new(options.site_root.as_ref()).join(options.site_pkg_dir.as_ref());
+    let cache = HeaderValue::from_static(if options.hash_files { "public, max-age=31536000, immutable" } else { "no-cache" });
+    let files = ServeDir::new(folder).precompressed_br().precompressed_gzip();
+    // Not a miss: a page from an older build may name a bundle that is gone.
+    let cache_found = move |response: &axum::response::Response<_>| response.status().is_success().then(|| cache.clone());
+    Router::new().fallback_service(files).layer(SetResponseHeaderLayer::overriding(header::CACHE_CONTROL, cache_found))
 }
 
 /// `/healthz` and `/readyz`, without limits or logging.
