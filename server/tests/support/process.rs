@@ -107,15 +107,7 @@ impl ServerProcess {
             .send()
             .await
             .unwrap();
-        response
-            .headers()
-            .get_all("set-cookie")
-            .iter()
-            .filter_map(|value| value.to_str().ok())
-            .find(|value| value.starts_with("parley_session=") && !value.starts_with("parley_session=;"))
-            .and_then(|value| value.split(';').next())
-            .unwrap_or_else(|| panic!("registering {username}: {}", response.status()))
-            .to_string()
+        session_cookie(&response).unwrap_or_else(|| panic!("registering {username}: {}", response.status()))
     }
 
     /// The most memory the process has held (VmHWM), in KiB.
@@ -172,4 +164,15 @@ fn port_outside_the_ephemeral_range() -> u16 {
         }
         candidate = if candidate >= 31_999 { 20_000 } else { candidate + 1 };
     }
+}
+
+/// The `parley_session=…` pair from a response's `Set-Cookie`.
+pub fn session_cookie(response: &reqwest::Response) -> Option<String> {
+    response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .find(|value| value.starts_with("parley_session=") && !value.starts_with("parley_session=;"))
+        .map(|value| value.split(';').next().unwrap().to_string())
 }

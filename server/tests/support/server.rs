@@ -182,16 +182,8 @@ pub fn relaxed() -> Config {
     config
 }
 
-/// The `parley_session=…` pair from a response's `Set-Cookie`.
-pub fn session_cookie(response: &reqwest::Response) -> Option<String> {
-    response
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .find(|value| value.starts_with("parley_session=") && !value.starts_with("parley_session=;"))
-        .map(|value| value.split(';').next().unwrap().to_string())
-}
+/// Kept with the process helpers, which the benchmarks include on their own.
+pub use super::process::session_cookie;
 
 pub struct WsClient {
     socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
