@@ -186,6 +186,9 @@ impl Hub {
             _ => (None, None),
         };
         let mut registry = self.lock();
+        if let Some(author) = author {
+            registry.stop_typing(room_id, author);
+        }
         // A catch-up may have read it from the database between its commit and now.
         if !seq.is_some_and(|seq| registry.was_heard(room_id, seq)) {
             let targets: Vec<ConnId> = registry.room_conns(room_id).filter(|id| Some(*id) != origin).collect();
@@ -282,6 +285,9 @@ impl Hub {
             Event::Room { room, kind, seq, author } => {
                 // A catch-up may have sent it already (read from the database while
                 // the event was on its way).
+                if let Some(author) = author {
+                    registry.stop_typing(room, author);
+                }
                 if seq.is_some_and(|seq| registry.was_heard(room, seq)) {
                     return;
                 }
@@ -728,6 +734,26 @@ mod tests {
         }
         hub.flush_presence();
         assert_eq!(drain(&mut watcher), [ServerMsg::Typing { room_id: 7, users: vec![user(2, "t2"), user(3, "t3"), user(4, "t4")] }]);
+    }
+
+    /// Typing, then sending at once (as with Enter): the message ends the notice still
+    /// being gathered, here and from another node, so nobody sees "is typing" after it.
+    #[tokio::test]
+    async fn a_message_ends_its_authors_typing_notice_before_it_goes_out() {
+        let hub = hub();
+        let mut watcher = hub.connect(&user(1, "watcher"), 1, &[7]);
+        let _author = hub.connect(&user(9, "ana"), 9, &[7]);
+        hub.flush_presence();
+        drain(&mut watcher);
+        hub.typing(7, 9);
+        hub.publish(7, &ServerMsg::Message { message: chat_message(7, 1) }, None);
+        let node: NodeId = "other".into();
+        hub.apply_remote(&node, Event::Typing { room: 7, user: user(9, "ana") }, Utf8Bytes::from_static(""));
+        let frame = encode(&ServerMsg::Message { message: chat_message(7, 2) });
+        hub.apply_remote(&node, Event::Room { room: 7, kind: crate::cluster::WireKind::Message, seq: Some(2), author: Some(9) }, frame);
+        hub.flush_presence();
+        let typing: Vec<ServerMsg> = drain(&mut watcher).into_iter().filter(|msg| matches!(msg, ServerMsg::Typing { .. })).collect();
+        assert!(typing.is_empty(), "{typing:?}");
     }
 
     #[tokio::test]

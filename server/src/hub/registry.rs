@@ -223,6 +223,14 @@ impl Registry {
         }
     }
 
+    /// Forgets that the user was typing in the room: their message just went out, and
+    /// a notice gathered before it would arrive after it.
+    pub fn stop_typing(&mut self, room_id: RoomId, user_id: UserId) {
+        if let Some(typists) = self.typing.get_mut(&room_id) {
+            typists.retain(|typist| *typist != user_id);
+        }
+    }
+
     /// Takes who typed where since the last call.
     pub fn take_typing(&mut self) -> HashMap<RoomId, Vec<UserId>> {
         std::mem::take(&mut self.typing)
