@@ -42,6 +42,7 @@ npm_ci_if_needed() {
 }
 npm_ci_if_needed "$PARLEY_ROOT"          # tailwindcss, wasm-opt (binaryen)
 npm_ci_if_needed "$PARLEY_ROOT/end2end"  # @playwright/test
+npm_ci_if_needed "$PARLEY_ROOT/bench/socketio"  # socket.io, the load generator's baseline
 
 # Debian packages: chromium for the browser tests; prometheus (with promtool) for the
 # monitoring tests; nginx and redis-server for the cluster tests. The tests start

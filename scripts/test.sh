@@ -12,15 +12,22 @@ export PARLEY_TEST_POSTGRES_URL="${PARLEY_TEST_POSTGRES_URL:-postgres://postgres
 echo "== Rust tests"
 # Not --workspace: that would build `app` with the browser-only `hydrate` feature
 # (wanted by `frontend`) switched on inside the server as well.
-cargo test --locked -p app -p server
+cargo test --locked -p app -p server -p parley-bench
 # The benchmarks run by hand (docs/benchmarks.md); building them here keeps them compiling.
 cargo test --locked -p server --benches --no-run
 
 echo "== Release build of the site"
 cargo leptos build --release --precompress
+TARGET_DIR="$PARLEY_ROOT/${CARGO_TARGET_DIR:-target}"
+case "${CARGO_TARGET_DIR:-}" in /*) TARGET_DIR="$CARGO_TARGET_DIR" ;; esac
+export PARLEY_SERVER_BIN="$TARGET_DIR/release/server"
+
+echo "== Load generator smoke run: Parley, Socket.IO and the bare broadcast lose nothing"
+# Seconds long, small, and checks only that every message arrived once and in order;
+# the timed runs are in docs/benchmarks.md.
+cargo build --locked -p parley-bench
+"$TARGET_DIR/debug/parley-bench" smoke --parley-bin "$PARLEY_SERVER_BIN"
 
 echo "== Playwright end-to-end tests"
-export PARLEY_SERVER_BIN="$PARLEY_ROOT/${CARGO_TARGET_DIR:-target}/release/server"
-case "${CARGO_TARGET_DIR:-}" in /*) PARLEY_SERVER_BIN="$CARGO_TARGET_DIR/release/server" ;; esac
 cd end2end
 npx playwright test

@@ -26,7 +26,7 @@ use axum::{
     http::header::ORIGIN,
     response::Response,
 };
-use futures::{stream::SplitSink, FutureExt, SinkExt, StreamExt};
+use futures::{stream::SplitSink, FutureExt, Sink, SinkExt, StreamExt};
 use tokio::time::{sleep_until, Instant};
 
 use tokio_util::sync::CancellationToken;
@@ -52,6 +52,9 @@ const WRITE_BUFFER_BYTES: usize = 8 * 1024;
 /// was only paused (a phone waking up) to read its way to the reason; short enough
 /// that a dead peer does not keep its buffers.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Frames gathered into one write at most, so a long backlog still lets the writer
+/// notice a close signal between writes.
+const MAX_FRAMES_PER_WRITE: usize = 64;
 /// Close code when the server cannot serve the connection (RFC 6455 1011).
 const CLOSE_INTERNAL_ERROR: u16 = 1011;
 
@@ -162,17 +165,16 @@ async fn serve(socket: WebSocket, state: AppState, session: Session, peer: Peer,
 
         let heartbeat = Duration::from_secs(state.config.limits.heartbeat_interval_secs.max(1));
         let reader_done = CancellationToken::new();
-        let writer = tokio::spawn(
-            {
-                let (close_signal, reader_done) = (close_signal.clone(), reader_done.clone());
-                async move {
-                    write_loop(sink, outbound, close_signal.clone(), reader_done, heartbeat).await;
-                    // However writing ended, the connection is over: stop the reader too.
-                    close_signal.close(CloseReason::PeerClosed);
-                }
+        // Not in the socket's span: the writer logs nothing, and entering a span on
+        // every wake-up is a measurable share of a delivery's cost.
+        let writer = tokio::spawn({
+            let (close_signal, reader_done) = (close_signal.clone(), reader_done.clone());
+            async move {
+                write_loop(sink, outbound, close_signal.clone(), reader_done, heartbeat).await;
+                // However writing ended, the connection is over: stop the reader too.
+                close_signal.close(CloseReason::PeerClosed);
             }
-            .in_current_span(),
-        );
+        });
         let caller = Caller { conn: id, user };
         if let Some(reason) = read_loop(stream, state, &caller, &session.token, &close_signal).await {
             close_signal.close(reason);
@@ -332,10 +334,14 @@ async fn write_loop(
     heartbeat: Duration,
 ) {
     let mut ping = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
+    // One wait for the close signal, shared by every select below, rather than a new
+    // waiter registered (and dropped) for each frame.
+    let closed = close_signal.closed();
+    tokio::pin!(closed);
     loop {
         let next = tokio::select! {
             biased;
-            reason = close_signal.closed() => break finish(&mut sink, &mut outbound, &reader_done, reason).await,
+            reason = &mut closed => break finish(&mut sink, &mut outbound, &reader_done, reason).await,
             next = outbound.recv() => match next {
                 Some(outgoing) => Some(outgoing),
                 None => return,
@@ -347,14 +353,14 @@ async fn write_loop(
         // so the write is raced against it. The write in flight is never started over:
         // once begun, its frame may already sit in the socket's buffer.
         let interrupted = {
-            let written = write(&mut sink, next);
+            let written = write(&mut sink, next, &mut outbound);
             tokio::pin!(written);
             tokio::select! {
                 result = &mut written => match result {
                     Ok(()) => None,
                     Err(_) => return,
                 },
-                reason = close_signal.closed() => {
+                reason = &mut closed => {
                     // On shutdown the frame is part of what must go out: let it finish.
                     if reason == CloseReason::ShuttingDown
                         && !matches!(tokio::time::timeout(CLOSE_TIMEOUT, &mut written).await, Ok(Ok(())))
@@ -371,17 +377,27 @@ async fn write_loop(
     }
 }
 
-/// Writes one frame (a ping when `None`), measuring how long a stored message took
-/// to get here.
-async fn write(sink: &mut SplitSink<WebSocket, Message>, outgoing: Option<Outgoing>) -> Result<(), axum::Error> {
-    let Some(outgoing) = outgoing else {
+/// Writes one frame (a ping when `None`) and the frames queued behind it, then flushes
+/// once: a socket with a backlog gets one system call for many frames instead of one
+/// each. Measures how long each stored message took to get here.
+async fn write<S>(sink: &mut S, first: Option<Outgoing>, outbound: &mut OutboundReceiver) -> Result<(), axum::Error>
+where
+    S: Sink<Message, Error = axum::Error> + Unpin,
+{
+    let Some(first) = first else {
         return sink.send(Message::Ping(Default::default())).await;
     };
-    sink.send(Message::Text(outgoing.frame)).await?;
-    if let Some(committed_at) = outgoing.committed_at {
-        metrics::delivery_latency(committed_at.elapsed());
+    let mut next = Some(first);
+    let mut fed = 0;
+    while let Some(outgoing) = next {
+        sink.feed(Message::Text(outgoing.frame)).await?;
+        if let Some(committed_at) = outgoing.committed_at {
+            metrics::delivery_latency(committed_at.elapsed());
+        }
+        fed += 1;
+        next = if fed < MAX_FRAMES_PER_WRITE { outbound.try_recv() } else { None };
     }
-    Ok(())
+    sink.flush().await
 }
 
 /// Sends the close frame for `reason`; on shutdown, after everything queued.
@@ -395,7 +411,7 @@ async fn finish(
         let flushed = async {
             reader_done.cancelled().await;
             while let Some(outgoing) = outbound.try_recv() {
-                write(sink, Some(outgoing)).await?;
+                write(sink, Some(outgoing), outbound).await?;
             }
             Ok::<(), axum::Error>(())
         };
@@ -411,5 +427,85 @@ async fn close(sink: &mut SplitSink<WebSocket, Message>, code: u16, reason: &'st
     match tokio::time::timeout(CLOSE_TIMEOUT, sink.send(frame)).await {
         Ok(Ok(())) => Ok(()),
         _ => Err(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        pin::Pin,
+        task::{Context, Poll},
+    };
+
+    use axum::extract::ws::Utf8Bytes;
+
+    use super::*;
+    use crate::hub::outbound::{queue, QueueLimits};
+
+    /// A socket that records what it was asked to do.
+    #[derive(Default)]
+    struct RecordingSink {
+        frames: Vec<String>,
+        flushes: usize,
+        flushed_frames: usize,
+    }
+
+    impl Sink<Message> for RecordingSink {
+        type Error = axum::Error;
+
+        fn poll_ready(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn start_send(mut self: Pin<&mut Self>, message: Message) -> Result<(), Self::Error> {
+            if let Message::Text(text) = message {
+                self.frames.push(text.to_string());
+            }
+            Ok(())
+        }
+
+        fn poll_flush(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            self.flushes += 1;
+            self.flushed_frames = self.frames.len();
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    fn outgoing(text: &str) -> Outgoing {
+        Outgoing { frame: Utf8Bytes::from(text.to_string()), committed_at: None }
+    }
+
+    #[tokio::test]
+    async fn frames_waiting_behind_the_first_go_out_in_one_flush_in_order() {
+        let (tx, mut rx) = queue(QueueLimits { max_frames: 1_000, max_bytes: 1 << 20 });
+        for n in 1..=4 {
+            tx.push(Utf8Bytes::from(format!("frame {n}")), None).unwrap();
+        }
+        let mut sink = RecordingSink::default();
+        write(&mut sink, Some(outgoing("frame 0")), &mut rx).await.unwrap();
+        assert_eq!(sink.frames, ["frame 0", "frame 1", "frame 2", "frame 3", "frame 4"]);
+        assert_eq!((sink.flushes, sink.flushed_frames), (1, 5), "one flush, after every frame");
+        assert!(rx.try_recv().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_long_backlog_is_written_in_bounded_batches() {
+        let (tx, mut rx) = queue(QueueLimits { max_frames: 1_000, max_bytes: 1 << 20 });
+        for n in 0..MAX_FRAMES_PER_WRITE + 10 {
+            tx.push(Utf8Bytes::from(format!("frame {n}")), None).unwrap();
+        }
+        let mut sink = RecordingSink::default();
+        let first = rx.try_recv();
+        write(&mut sink, first, &mut rx).await.unwrap();
+        assert_eq!((sink.frames.len(), sink.flushes), (MAX_FRAMES_PER_WRITE, 1));
+        let next = rx.try_recv();
+        write(&mut sink, next, &mut rx).await.unwrap();
+        assert_eq!((sink.frames.len(), sink.flushes), (MAX_FRAMES_PER_WRITE + 10, 2));
+        let in_order: Vec<String> = (0..MAX_FRAMES_PER_WRITE + 10).map(|n| format!("frame {n}")).collect();
+        assert_eq!(sink.frames, in_order);
     }
 }

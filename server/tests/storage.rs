@@ -122,6 +122,45 @@ on_both_backends! {
         assert_eq!(store.room(elsewhere.id).await.unwrap().unwrap().last_seq, 1, "nothing was stored there");
     };
 
+    posts_sent_together_share_commits_and_a_failing_one_fails_alone => |store: Arc<dyn Store>| async move {
+        let alice = user(&store, "alice").await;
+        let bob = user(&store, "bob").await;
+        let (open, _) = store.create_room("open", &alice, 1).await.unwrap();
+        let (closed, _) = store.create_room("closed", &alice, 1).await.unwrap();
+        store.join(open.id, &bob, 2).await.unwrap();
+        let last_seq = |room_id| { let store = store.clone(); async move { store.room(room_id).await.unwrap().unwrap().last_seq } };
+        let before = [last_seq(open.id).await, last_seq(closed.id).await];
+        // Sent all at once, so they wait for commits together: bob is no member of
+        // `closed`, and alice uses client id k0 in both rooms.
+        let posts = (0..40i64).map(|n| {
+            let room_id = if n % 2 == 0 { open.id } else { closed.id };
+            let poster = if n % 10 == 3 { bob.clone() } else { alice.clone() };
+            let client_id = if n == 9 { "k0".to_string() } else { format!("k{n}") };
+            let store = store.clone();
+            async move { store.post(room_id, &poster, &client_id, &format!("Ótimo {n} ação 🎉"), 10 + n).await }
+        });
+        let outcomes = futures::future::join_all(posts).await;
+        let mut stored = [Vec::new(), Vec::new()];
+        for (n, outcome) in outcomes.into_iter().enumerate() {
+            match outcome {
+                Ok(Posted::New(message)) => stored[n % 2].push(message),
+                Err(StoreError::NotMember) => assert_eq!(n % 10, 3, "post {n}"),
+                // Whichever of the two k0 posts came second is refused.
+                Err(StoreError::Conflict) => assert!(n == 9 || n == 0, "post {n}"),
+                other => panic!("post {n}: {other:?}"),
+            }
+        }
+        assert_eq!(stored[0].len() + stored[1].len(), 40 - 4 - 1, "all but bob's four in `closed` and one k0");
+        for ((room_id, messages), before) in [open.id, closed.id].into_iter().zip(&stored).zip(before) {
+            let mut seqs: Vec<i64> = messages.iter().map(|m| m.seq).collect();
+            seqs.sort_unstable();
+            let expected: Vec<i64> = (before + 1..=before + messages.len() as i64).collect();
+            assert_eq!(seqs, expected, "room {room_id}: the refused posts took no numbers");
+            let history = store.history_after(room_id, before, 100).await.unwrap();
+            assert_eq!(history.len(), messages.len(), "room {room_id}: exactly what was acknowledged is stored");
+        }
+    };
+
     history_pages_are_complete_and_ordered => |store: Arc<dyn Store>| async move {
         let alice = user(&store, "alice").await;
         let (room, _) = store.create_room("busy", &alice, 1).await.unwrap();

@@ -5,6 +5,7 @@
 //! and PostgreSQL. Both run the very same SQL (see `sql.rs`), so they cannot drift.
 
 mod body;
+mod group_commit;
 mod measured;
 mod sql;
 

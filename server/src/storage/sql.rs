@@ -19,6 +19,7 @@ use sqlx::{
 };
 
 use super::{
+    group_commit::{self, PostJob, PostQueue},
     body::MessageBody, Credentials, PoolUsage, Posted, RoomRecord, SessionRecord, Store, StoreError, StoreOptions, StoreResult,
 };
 
@@ -26,12 +27,14 @@ use super::{
 #[derive(Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    posts: PostQueue,
 }
 
 /// For deployments that run several Parley nodes against one database.
 #[derive(Clone)]
 pub struct PostgresStore {
     pool: PgPool,
+    posts: PostQueue,
 }
 
 impl SqliteStore {
@@ -53,7 +56,7 @@ impl SqliteStore {
             .connect_with(connect)
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-        Ok(SqliteStore { pool })
+        Ok(SqliteStore::with_pool(pool))
     }
 }
 
@@ -65,13 +68,13 @@ impl PostgresStore {
             .connect(url)
             .await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
-        Ok(PostgresStore { pool })
+        Ok(PostgresStore::with_pool(pool))
     }
 
     /// Opens a store on an existing pool (tests point it at a private schema).
     pub async fn from_pool(pool: PgPool) -> StoreResult<Self> {
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
-        Ok(PostgresStore { pool })
+        Ok(PostgresStore::with_pool(pool))
     }
 }
 
@@ -261,9 +264,103 @@ const SELECT_ROOM_SUMMARY: &str = "SELECT r.id, r.name, r.kind, r.topic, r.last_
        (SELECT pm.user_id FROM memberships pm WHERE pm.room_id = r.id AND pm.user_id <> $1 LIMIT 1) END";
 
 /// Stamps out the [`Store`] implementation for one backend.
+/// What one post's attempt inside a batch came to, short of an error.
+enum Attempt {
+    Stored(ChatMessage),
+    /// The sender's client id is already taken (a concurrent try, perhaps on another
+    /// node, stored it first).
+    ClientIdTaken,
+}
+
 macro_rules! sql_store {
     ($store:ident, $db:ty) => {
         impl $store {
+            /// The store on `pool`, with the task that commits posts in groups.
+            fn with_pool(pool: sqlx::Pool<$db>) -> Self {
+                let (posts, jobs) = tokio::sync::mpsc::channel(group_commit::POSTS_WAITING);
+                tokio::spawn(Self::commit_posts(pool.clone(), jobs));
+                $store { pool, posts }
+            }
+
+            /// Commits waiting posts a batch at a time until the store is dropped.
+            async fn commit_posts(pool: sqlx::Pool<$db>, mut jobs: tokio::sync::mpsc::Receiver<PostJob>) {
+                while let Some(batch) = group_commit::next_batch(&mut jobs).await {
+                    match Self::post_batch(&pool, &batch).await {
+                        Ok(outcomes) => {
+                            for (job, outcome) in batch.into_iter().zip(outcomes) {
+                                let _ = job.reply.send(outcome);
+                            }
+                        }
+                        // Nothing of the batch was stored: every post fails, and its
+                        // sender may retry with the same client id.
+                        Err(err) => {
+                            let reason = err.to_string();
+                            for job in batch {
+                                let _ = job.reply.send(Err(StoreError::Database(sqlx::Error::Protocol(reason.clone()))));
+                            }
+                        }
+                    }
+                }
+            }
+
+            /// One transaction for the batch, a savepoint for each post.
+            async fn post_batch(pool: &sqlx::Pool<$db>, batch: &[PostJob]) -> StoreResult<Vec<StoreResult<Posted>>> {
+                let mut tx = pool.begin().await?;
+                let mut outcomes = Vec::with_capacity(batch.len());
+                for job in batch {
+                    let mut savepoint = sqlx::Acquire::begin(&mut tx).await?;
+                    let attempt = Self::post_in(&mut savepoint, job).await;
+                    let outcome = match attempt {
+                        Ok(Attempt::Stored(message)) => {
+                            savepoint.commit().await?;
+                            Ok(Posted::New(message))
+                        }
+                        Ok(Attempt::ClientIdTaken) => {
+                            savepoint.rollback().await?;
+                            let original = Self::message_by_client_id_in(&mut tx, job.sender.id, &job.client_id).await?;
+                            original.ok_or(StoreError::NotFound).and_then(|original| Posted::duplicate_in(job.room_id, original))
+                        }
+                        Err(err) => {
+                            savepoint.rollback().await?;
+                            Err(err)
+                        }
+                    };
+                    outcomes.push(outcome);
+                }
+                tx.commit().await?;
+                Ok(outcomes)
+            }
+
+            /// Stores one post inside `tx`, a savepoint the caller rolls back unless the
+            /// post was stored.
+            async fn post_in(tx: &mut sqlx::Transaction<'_, $db>, job: &PostJob) -> StoreResult<Attempt> {
+                let seq = Self::next_seq(tx, job.room_id).await?;
+                // Under the room's lock, which leaving takes too: nobody posts after
+                // leaving, whichever node they are connected to.
+                if !Self::mark_read_to(tx, job.room_id, job.sender.id, seq).await? {
+                    return Err(StoreError::NotMember);
+                }
+                match Self::insert_message(tx, job.room_id, seq, &job.sender, MessageKind::Text, &job.text, Some(&job.client_id), job.now)
+                    .await?
+                {
+                    Some(message) => {
+                        Self::record_mentions(tx, &message).await?;
+                        Ok(Attempt::Stored(message))
+                    }
+                    None => Ok(Attempt::ClientIdTaken),
+                }
+            }
+
+            async fn message_by_client_id_in(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                sender_id: i64,
+                client_id: &str,
+            ) -> StoreResult<Option<ChatMessage>> {
+                let sql = format!("{SELECT_MESSAGE} WHERE m.sender_id = $1 AND m.client_id = $2");
+                let row: Option<MessageRow> =
+                    sqlx::query_as(&sql).bind(sender_id).bind(client_id).fetch_optional(&mut **tx).await?;
+                Ok(row.map(Into::into))
+            }
             /// Takes the room's next sequence number inside `tx`. Every transaction that
             /// writes to a room does this first, so the room row is the first lock it
             /// holds (on SQLite the write lock, taken before any read; on PostgreSQL the
@@ -762,31 +859,22 @@ macro_rules! sql_store {
             }
 
             async fn post(&self, room_id: i64, sender: &UserRef, client_id: &str, text: &str, now: i64) -> StoreResult<Posted> {
-                // The common retry case answers without taking the write lock.
+                // The common retry case answers without waiting for a commit.
                 if let Some(original) = self.message_by_client_id(sender.id, client_id).await? {
                     return Posted::duplicate_in(room_id, original);
                 }
-                let mut tx = self.pool.begin().await?;
-                let seq = Self::next_seq(&mut tx, room_id).await?;
-                // Under the room's lock, which leaving takes too: nobody posts after
-                // leaving, whichever node they are connected to.
-                if !Self::mark_read_to(&mut tx, room_id, sender.id, seq).await? {
-                    tx.rollback().await?;
-                    return Err(StoreError::NotMember);
-                }
-                match Self::insert_message(&mut tx, room_id, seq, sender, MessageKind::Text, text, Some(client_id), now).await? {
-                    Some(message) => {
-                        Self::record_mentions(&mut tx, &message).await?;
-                        tx.commit().await?;
-                        Ok(Posted::New(message))
-                    }
-                    None => {
-                        // A concurrent try with the same client id won the race.
-                        tx.rollback().await?;
-                        let original = self.message_by_client_id(sender.id, client_id).await?.ok_or(StoreError::NotFound)?;
-                        Posted::duplicate_in(room_id, original)
-                    }
-                }
+                let (reply, outcome) = tokio::sync::oneshot::channel();
+                let job = PostJob {
+                    room_id,
+                    sender: sender.clone(),
+                    client_id: client_id.to_owned(),
+                    text: text.to_owned(),
+                    now,
+                    reply,
+                };
+                let stopped = || StoreError::Database(sqlx::Error::PoolClosed);
+                self.posts.send(job).await.map_err(|_| stopped())?;
+                outcome.await.map_err(|_| stopped())?
             }
 
             async fn history_before(&self, room_id: i64, before_seq: Option<i64>, limit: u32) -> StoreResult<Vec<ChatMessage>> {

@@ -1,0 +1,103 @@
+//! Parley's accounts, rooms, sessions and history, made straight in its storage before
+//! it starts: hashing thousands of passwords through the API would take minutes and
+//! measure nothing the benchmark is about.
+
+use std::path::Path;
+
+use server::storage::{self, StoreOptions};
+use sha2::{Digest, Sha256};
+
+use crate::targets::Seat;
+
+/// The database the server started with `data_dir` uses.
+pub fn database_url(data_dir: &Path) -> String {
+    format!("sqlite://{}", data_dir.join("parley.db").display())
+}
+
+/// One account per seat, a member of its seat's room only, with a live session.
+/// Returns the seats with their cookies, and the ids of rooms `0..rooms`.
+pub async fn parley(data_dir: &Path, seat_rooms: &[usize], rooms: usize) -> (Vec<Seat>, Vec<i64>) {
+    let options = StoreOptions {
+        max_connections: 1,
+        sqlite_full_sync: false,
+    };
+    let store = storage::open(&database_url(data_dir), &options)
+        .await
+        .expect("open storage");
+    let mut room_ids = Vec::with_capacity(rooms);
+    for room in 0..rooms {
+        room_ids.push(
+            store
+                .ensure_public_room(&format!("bench-{room}"), 1)
+                .await
+                .expect("room")
+                .id,
+        );
+    }
+    let mut seats = Vec::with_capacity(seat_rooms.len());
+    for (n, &room) in seat_rooms.iter().enumerate() {
+        let user = store
+            .create_user(
+                &format!("bench{n:06}"),
+                &format!("Bench {n}"),
+                "not-a-hash",
+                1,
+            )
+            .await
+            .expect("user");
+        store.join(room_ids[room], &user, 2).await.expect("join");
+        let token = format!("{n:064x}");
+        let token_hash = hex::encode(Sha256::digest(token.as_bytes()));
+        store
+            .create_session(user.id, &token_hash, now_millis(), i64::MAX)
+            .await
+            .expect("session");
+        seats.push(Seat {
+            room,
+            cookie: Some(format!("parley_session={token}")),
+        });
+    }
+    (seats, room_ids)
+}
+
+fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis() as i64
+}
+
+/// Fills room `room_id` with `count` messages from `sender_id` in one statement (a
+/// million posts one by one would take many minutes), as storage would have stored
+/// them: consecutive sequence numbers and the room's last sequence number moved on.
+pub async fn history(data_dir: &Path, room_id: i64, sender_id: i64, count: u64) {
+    use sqlx::Connection;
+    let mut db = sqlx::SqliteConnection::connect(&database_url(data_dir))
+        .await
+        .expect("open database");
+    let mut tx = db.begin().await.expect("begin");
+    let first: i64 = sqlx::query_scalar("SELECT last_seq FROM rooms WHERE id = ?")
+        .bind(room_id)
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?3)
+         INSERT INTO messages (room_id, seq, sender_id, kind, body, client_id, created_at)
+         SELECT ?1, ?4 + i, ?2, 'text', 'Mensagem de histórico número ' || i || ' — ação, Ótimo! 🎉', 'h' || i, 1700000000000 + i FROM n",
+    )
+    .bind(room_id)
+    .bind(sender_id)
+    .bind(count as i64)
+    .bind(first)
+    .execute(&mut *tx)
+    .await
+    .expect("insert history");
+    sqlx::query("UPDATE rooms SET last_seq = last_seq + ? WHERE id = ?")
+        .bind(count as i64)
+        .bind(room_id)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.expect("commit");
+}
