@@ -2,13 +2,32 @@
 //! generator on the other, so the server's CPU time is its own and the generator never
 //! steals from it.
 
-/// The core every server under test is pinned to.
-pub const SERVER_CORE: usize = 0;
-/// The core the generator (and the loopback reader of the write floor) runs on.
-pub const GENERATOR_CORE: usize = 1;
+/// The cores this process may run on, lowest first.
+fn allowed_cores() -> Vec<usize> {
+    // SAFETY: a zeroed cpu_set_t is valid; sched_getaffinity fills the one we own.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return Vec::new();
+        }
+        (0..libc::CPU_SETSIZE as usize).filter(|&cpu| libc::CPU_ISSET(cpu, &set)).collect()
+    }
+}
 
-/// Pins the calling thread, and every thread it starts afterwards, to `core`.
-pub fn pin_current_thread(core: usize) {
+/// The server's core and the generator's: the first two this process may use, or
+/// `None` with fewer than two (then nothing is pinned and the figures share a core).
+pub fn server_and_generator_cores() -> Option<(usize, usize)> {
+    static CORES: std::sync::OnceLock<Option<(usize, usize)>> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| match allowed_cores()[..] {
+        [server, generator, ..] => Some((server, generator)),
+        _ => None,
+    })
+}
+
+/// Pins the calling thread, and every thread it starts afterwards, to `core` (when
+/// there are cores to share out).
+pub fn pin_current_thread(core: Option<usize>) {
+    let Some(core) = core else { return };
     // SAFETY: a zeroed cpu_set_t is a valid empty set; the calls only read it.
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();

@@ -7,20 +7,20 @@ use std::{
     net::{TcpListener, TcpStream},
 };
 
-use crate::cores::{GENERATOR_CORE, SERVER_CORE, pin_current_thread, thread_cpu_seconds};
+use crate::cores::{pin_current_thread, server_and_generator_cores, thread_cpu_seconds};
 
 /// CPU µs per `write` of `bytes` bytes, over `writes` writes.
 pub fn loopback_write_floor_us(bytes: usize, writes: usize) -> f64 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
     let addr = listener.local_addr().unwrap();
     let reader = std::thread::spawn(move || {
-        pin_current_thread(GENERATOR_CORE);
+        pin_current_thread(server_and_generator_cores().map(|(_, generator)| generator));
         let (mut stream, _) = listener.accept().expect("accept");
         let mut buffer = vec![0u8; 1 << 16];
         while stream.read(&mut buffer).is_ok_and(|n| n > 0) {}
     });
     let writer = std::thread::spawn(move || {
-        pin_current_thread(SERVER_CORE);
+        pin_current_thread(server_and_generator_cores().map(|(server, _)| server));
         let mut stream = TcpStream::connect(addr).expect("connect loopback");
         stream.set_nodelay(true).unwrap();
         let frame = vec![b'x'; bytes];

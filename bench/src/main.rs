@@ -119,7 +119,7 @@ fn main() {
     raise_open_file_limit();
     // The generator runs on its own core, in one thread, so it never competes with the
     // server for the server's core.
-    cores::pin_current_thread(cores::GENERATOR_CORE);
+    cores::pin_current_thread(cores::server_and_generator_cores().map(|(_, generator)| generator));
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

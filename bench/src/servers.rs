@@ -8,7 +8,7 @@ use std::{
     time::Duration,
 };
 
-use crate::cores::SERVER_CORE;
+use crate::cores::server_and_generator_cores;
 
 /// Which server a run measures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -78,15 +78,23 @@ impl Server {
     pub async fn start(kind: Kind, programs: &Programs, data_dir: &Path) -> Server {
         let port = free_port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let mut command = Command::new("taskset");
-        command
-            .args(["-c", &SERVER_CORE.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
+        let program = match kind {
+            Kind::Parley => programs.parley.as_os_str(),
+            Kind::Socketio => "node".as_ref(),
+            Kind::Bare => programs.bare.as_os_str(),
+        };
+        let mut command = match server_and_generator_cores() {
+            Some((core, _)) => {
+                let mut pinned = Command::new("taskset");
+                pinned.args(["-c", &core.to_string()]).arg(program);
+                pinned
+            }
+            None => Command::new(program),
+        };
+        command.stdout(Stdio::null()).stderr(Stdio::inherit());
         match kind {
             Kind::Parley => {
                 command
-                    .arg(&programs.parley)
                     .current_dir(data_dir)
                     .env("PARLEY_CONFIG", data_dir.join("no-such-file.toml"))
                     .env("LEPTOS_SITE_ADDR", addr.to_string())
@@ -101,13 +109,10 @@ impl Server {
                 }
             }
             Kind::Socketio => {
-                command
-                    .arg("node")
-                    .arg(&programs.socketio_script)
-                    .arg(port.to_string());
+                command.arg(&programs.socketio_script).arg(port.to_string());
             }
             Kind::Bare => {
-                command.arg(&programs.bare).arg(addr.to_string());
+                command.arg(addr.to_string());
             }
         }
         let child = command

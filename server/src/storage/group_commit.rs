@@ -12,7 +12,10 @@ use tokio::sync::{mpsc, oneshot};
 use super::{Posted, StoreResult};
 
 /// Posts in one transaction at most, so one commit never holds the write lock long.
-pub(crate) const MAX_POSTS_PER_COMMIT: usize = 256;
+/// Each post's savepoint is a subtransaction on PostgreSQL, which caches 64 of them per
+/// transaction; past that every other session's visibility checks get slower until
+/// the commit.
+pub(crate) const MAX_POSTS_PER_COMMIT: usize = 64;
 /// Posts that may wait for a commit before posting waits to join the queue.
 pub(crate) const POSTS_WAITING: usize = 4_096;
 
@@ -30,8 +33,11 @@ pub(crate) type PostQueue = mpsc::Sender<PostJob>;
 
 /// The next batch: the first post to arrive and every post already waiting behind it,
 /// ordered by room (stably, so each room's posts keep their order). Every commit then
-/// takes room locks in the same order and two nodes' commits on PostgreSQL cannot
-/// deadlock. `None` once the store is gone.
+/// takes room locks in the same order, so two nodes' commits on PostgreSQL do not wait
+/// on each other in a circle over rooms. (One circle remains possible: the same
+/// client id reused in two rooms on two nodes at once. PostgreSQL then fails one of the
+/// batches, and its posts are answered with an error, not stored.) `None` once the
+/// store is gone.
 pub(crate) async fn next_batch(jobs: &mut mpsc::Receiver<PostJob>) -> Option<Vec<PostJob>> {
     let first = jobs.recv().await?;
     let mut batch = vec![first];

@@ -12,6 +12,7 @@ use app::{
     text::mentioned_usernames,
 };
 use async_trait::async_trait;
+use futures::FutureExt;
 use sqlx::{
     postgres::{PgPool, PgPoolOptions},
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous},
@@ -285,7 +286,14 @@ macro_rules! sql_store {
             /// Commits waiting posts a batch at a time until the store is dropped.
             async fn commit_posts(pool: sqlx::Pool<$db>, mut jobs: tokio::sync::mpsc::Receiver<PostJob>) {
                 while let Some(batch) = group_commit::next_batch(&mut jobs).await {
-                    match Self::post_batch(&pool, &batch).await {
+                    // A panic while committing one batch fails that batch, not every
+                    // later post on this node.
+                    let committed = std::panic::AssertUnwindSafe(Self::post_batch(&pool, &batch)).catch_unwind().await;
+                    let committed = committed.unwrap_or_else(|_| {
+                        tracing::error!(posts = batch.len(), "committing a batch of posts panicked");
+                        Err(StoreError::Database(sqlx::Error::Protocol("committing panicked".into())))
+                    });
+                    match committed {
                         Ok(outcomes) => {
                             for (job, outcome) in batch.into_iter().zip(outcomes) {
                                 let _ = job.reply.send(outcome);
