@@ -182,18 +182,7 @@ async fn open_crowd(
     sizes: Sizes,
 ) -> (tempfile::TempDir, Server, Crowd) {
     let data = tempfile::tempdir().expect("temporary directory");
-    let seat_rooms: Vec<usize> = (0..sizes.sockets).map(|n| n % sizes.rooms).collect();
-    let (seats, parley_room_ids) = if kind == Kind::Parley {
-        seed::parley(data.path(), &seat_rooms, sizes.rooms).await
-    } else {
-        (
-            seat_rooms
-                .iter()
-                .map(|&room| Seat { room, cookie: None })
-                .collect(),
-            Vec::new(),
-        )
-    };
+    let (seats, parley_room_ids) = seats(kind, &data, sizes).await;
     let server = Server::start(kind, programs, data.path()).await;
     let crowd = Crowd::open(
         Dialect {
@@ -214,6 +203,18 @@ async fn open_crowd(
         crowd.len() as f64 / crowd.connect_time.as_secs_f64()
     );
     (data, server, crowd)
+}
+
+/// The shape's sockets spread evenly over its rooms; for Parley each with an account
+/// and session made in `data`'s storage, and the ids its rooms got there.
+async fn seats(kind: Kind, data: &tempfile::TempDir, sizes: Sizes) -> (Vec<Seat>, Vec<i64>) {
+    let seat_rooms: Vec<usize> = (0..sizes.sockets).map(|n| n % sizes.rooms).collect();
+    if kind == Kind::Parley {
+        seed::parley(data.path(), &seat_rooms, sizes.rooms).await
+    } else {
+        let seats = seat_rooms.iter().map(|&room| Seat { room, cookie: None }).collect();
+        (seats, Vec::new())
+    }
 }
 
 /// Steps the rate up from `sizes.rate` until p99 passes the limit or anything is
@@ -269,18 +270,7 @@ async fn idle(args: &Args, programs: &Programs, sizes: Sizes) -> bool {
     let mut clean = true;
     for &kind in &args.targets {
         let data = tempfile::tempdir().expect("temporary directory");
-        let seat_rooms: Vec<usize> = (0..sizes.sockets).map(|n| n % sizes.rooms).collect();
-        let (seats, parley_room_ids) = if kind == Kind::Parley {
-            seed::parley(data.path(), &seat_rooms, sizes.rooms).await
-        } else {
-            (
-                seat_rooms
-                    .iter()
-                    .map(|&room| Seat { room, cookie: None })
-                    .collect(),
-                Vec::new(),
-            )
-        };
+        let (seats, parley_room_ids) = seats(kind, &data, sizes).await;
         let mut server = Server::start(kind, programs, data.path()).await;
         tokio::time::sleep(Duration::from_secs(1)).await;
         let at_rest = server.rss_kib();
