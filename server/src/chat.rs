@@ -16,7 +16,7 @@ use crate::{
     error::AppError,
     hub::{ConnId, Connection, Hub},
     metrics,
-    storage::{Posted, Store, StoreError},
+    storage::{NewPost, Posted, Store, StoreError, StoreResult},
     time::unix_millis,
 };
 
@@ -75,8 +75,11 @@ pub struct Caller {
 pub struct Chat {
     store: Arc<dyn Store>,
     hub: Arc<Hub>,
-    /// Writes to one room are serialised from "store" to "publish", so events leave in
-    /// sequence order and clients never see message 8 before message 7.
+    /// What numbers a room's events is ordered under this lock, so events leave in
+    /// sequence order and clients never see message 8 before message 7. A post holds
+    /// it only to join the commit queue (whose order is the order of announcing);
+    /// joining and leaving hold it from waiting for the posts queued before them to
+    /// the announcing of their notice.
     room_locks: Stripes,
     /// A user's memberships change, and their sockets are registered with the hub,
     /// under this lock: a socket reads the user's rooms and subscribes to them as one
@@ -139,7 +142,7 @@ impl Chat {
     }
 
     /// Answers one request: the reply to send, if any (receipts and typing notices have
-    /// none when they succeed; a sent message is acknowledged from inside `send`). Failures become an error reply carrying the request id;
+    /// none when they succeed; a sent message is acknowledged once it is committed). Failures become an error reply carrying the request id;
     /// nothing is changed by a request that fails.
     pub async fn handle(&self, caller: &Caller, msg: ClientMsg) -> Option<ServerMsg> {
         let id = msg.id();
@@ -224,6 +227,7 @@ impl Chat {
     /// joins and for the default room of a new account.
     pub async fn add_member(&self, user: &UserRef, room_id: RoomId, origin: Option<ConnId>) -> Result<(), AppError> {
         let _order = self.room_locks.lock(room_id).await;
+        self.store.posts_settled().await?;
         let _memberships = self.user_locks.lock(user.id).await;
         if let Some(notice) = self.store.join(room_id, user, unix_millis()).await? {
             // The notice is the first message their sockets hear, just below.
@@ -248,6 +252,8 @@ impl Chat {
         }
         {
             let _order = self.room_locks.lock(room_id).await;
+            // Posts queued before leaving are stored (or refused) before it.
+            self.store.posts_settled().await?;
             let _memberships = self.user_locks.lock(caller.user.id).await;
             if let Some(notice) = self.store.leave(room_id, &caller.user, unix_millis()).await? {
                 self.hub.leave(caller.user.id, room_id);
@@ -259,37 +265,28 @@ impl Chat {
         Ok(ServerMsg::RoomLeft { id: Some(id), room_id })
     }
 
-    /// Stores and broadcasts a message, and acknowledges it to the sender from inside
-    /// the room lock: the ack takes its place among the room's events, so the sender
-    /// never hears of message 8 before learning its own is number 7.
+    /// Queues a message for storing; once it is committed it is broadcast and
+    /// acknowledged to the sender (or refused), in the room's sequence order, so the
+    /// sender never hears of message 8 before learning its own is number 7. Nothing
+    /// here waits for the disk: the sender's next request is read meanwhile, and
+    /// posts to one room share commits.
     async fn send(&self, caller: &Caller, id: u64, room_id: RoomId, client_id: &str, text: &str) -> Result<(), AppError> {
         let received = Instant::now();
         check_client_id(client_id)?;
         validation::check_message_text(text, self.limits.max_message_chars as usize).map_err(AppError::Invalid)?;
-        // Membership is checked under the lock that leaving also takes, so a message
-        // cannot slip in just after its sender left.
+        let post = NewPost {
+            room_id,
+            sender: caller.user.clone(),
+            client_id: client_id.to_owned(),
+            text: text.to_owned(),
+            now: unix_millis(),
+        };
+        let (hub, conn) = (self.hub.clone(), caller.conn);
+        let announce = Box::new(move |outcome| announce_post(&hub, conn, id, room_id, received, outcome));
+        // Membership is checked in the commit itself. Leaving takes this lock and waits
+        // for posts queued before it, so a message cannot slip in after its sender left.
         let _order = self.room_locks.lock(room_id).await;
-        self.require_member(caller, room_id).await?;
-        let posted = match self.store.post(room_id, &caller.user, client_id, text, unix_millis()).await {
-            Ok(posted) => posted,
-            Err(StoreError::Conflict) => {
-                return Err(AppError::Conflict("That client_id was already used for a message in another conversation."))
-            }
-            // The membership check above is per node; the database has the last word.
-            Err(StoreError::NotMember) => return Err(AppError::Forbidden("You are not a member of this room.")),
-            Err(err) => return Err(err.into()),
-        };
-        // A retry (same client id) gets the original back and nothing is broadcast again.
-        let committed_at = Instant::now();
-        if let Posted::New(message) = &posted {
-            metrics::text_stored(received);
-            let event = ServerMsg::Message { message: message.clone() };
-            self.hub.publish_committed(room_id, &event, Some(caller.conn), Some(committed_at));
-        }
-        let message = match posted {
-            Posted::New(message) | Posted::Duplicate(message) => message,
-        };
-        self.hub.send_committed(caller.conn, &ServerMsg::Sent { id, message }, Some(committed_at));
+        self.store.queue_post(post, announce).await?;
         Ok(())
     }
 
@@ -406,6 +403,32 @@ impl Chat {
             Err(AppError::Forbidden("You are not a member of this room."))
         }
     }
+}
+
+/// Tells the room about a committed message and its sender that it is stored, or
+/// the sender why it was not. A retry (same client id) gets the original back and
+/// nothing is broadcast again.
+fn announce_post(hub: &Hub, conn: ConnId, id: u64, room_id: RoomId, received: Instant, outcome: StoreResult<Posted>) {
+    let committed_at = Instant::now();
+    let message = match outcome {
+        Ok(Posted::New(message)) => {
+            metrics::text_stored(received);
+            hub.publish_committed(room_id, &ServerMsg::Message { message: message.clone() }, Some(conn), Some(committed_at));
+            message
+        }
+        Ok(Posted::Duplicate(message)) => message,
+        Err(err) => {
+            let refused = match err {
+                StoreError::Conflict => AppError::Conflict("That client_id was already used for a message in another conversation."),
+                // The room is gone or was never theirs.
+                StoreError::NotMember | StoreError::NotFound => AppError::Forbidden("You are not a member of this room."),
+                err => err.into(),
+            };
+            hub.send_to(conn, &refused.into_reply(id));
+            return;
+        }
+    };
+    hub.send_committed(conn, &ServerMsg::Sent { id, message }, Some(committed_at));
 }
 
 fn check_client_id(client_id: &str) -> Result<(), AppError> {

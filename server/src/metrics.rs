@@ -36,6 +36,7 @@ pub const FRAMES_DELIVERED: &str = "parley_frames_delivered_total";
 pub const DELIVERY_LATENCY: &str = "parley_delivery_latency_seconds";
 pub const STORE_LATENCY: &str = "parley_store_latency_seconds";
 pub const FANOUT_RECIPIENTS: &str = "parley_fanout_recipients";
+pub const POSTS_PER_COMMIT: &str = "parley_posts_per_commit";
 pub const QUEUE_MAX_FRAMES: &str = "parley_outbound_queue_max_frames";
 pub const QUEUE_BYTES: &str = "parley_outbound_queue_bytes";
 pub const SOCKETS_CLOSED: &str = "parley_sockets_closed_total";
@@ -81,6 +82,9 @@ const LATENCY_BUCKETS: [f64; 16] =
     [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 /// Buckets for how many sockets one event goes to.
 const FANOUT_BUCKETS: [f64; 12] = [1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 10000.0];
+
+/// Buckets for how many posts shared one commit (at most 64, see `group_commit`).
+const COMMIT_BUCKETS: [f64; 7] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0];
 
 /// What a frame sent to a socket is, for counting deliveries by kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -190,6 +194,7 @@ pub fn install() -> PrometheusHandle {
             let builder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &LATENCY_BUCKETS)
                 .and_then(|builder| builder.set_buckets_for_metric(Matcher::Full(FANOUT_RECIPIENTS.into()), &FANOUT_BUCKETS))
+                .and_then(|builder| builder.set_buckets_for_metric(Matcher::Full(POSTS_PER_COMMIT.into()), &COMMIT_BUCKETS))
                 .expect("the bucket lists are not empty");
             let recorder = builder.build_recorder();
             let handle = recorder.handle();
@@ -212,6 +217,7 @@ fn describe() {
     describe_counter!(FRAMES_DELIVERED, "Frames queued to sockets, by kind (message, receipt, typing, presence, reply).");
     describe_histogram!(STORE_LATENCY, Unit::Seconds, "From a message's request read to its commit.");
     describe_histogram!(FANOUT_RECIPIENTS, "Sockets one published event was queued to.");
+    describe_histogram!(POSTS_PER_COMMIT, "Messages stored by one commit (posts waiting for the disk share one).");
     describe_gauge!(QUEUE_MAX_FRAMES, "The most frames waiting in any one socket's outbound queue, when scraped.");
     describe_gauge!(QUEUE_BYTES, Unit::Bytes, "Bytes waiting in all sockets' outbound queues, when scraped.");
     describe_counter!(SOCKETS_CLOSED, "Sockets closed, by reason.");
@@ -300,6 +306,11 @@ pub fn delivery_latency(since_commit: Duration) {
 pub fn text_stored(request_read_at: Instant) {
     counter!(MESSAGES_STORED, "kind" => "text").increment(1);
     histogram!(STORE_LATENCY).record(request_read_at.elapsed().as_secs_f64());
+}
+
+/// One commit stored (or refused) `posts` posts together.
+pub fn posts_committed(posts: usize) {
+    histogram!(POSTS_PER_COMMIT).record(posts as f64);
 }
 
 /// A join, leave or room-created notice was committed.

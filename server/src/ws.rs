@@ -179,6 +179,13 @@ async fn serve(socket: WebSocket, state: AppState, session: Session, peer: Peer,
         if let Some(reason) = read_loop(stream, state, &caller, &session.token, &close_signal).await {
             close_signal.close(reason);
         }
+        if close_signal.reason() == Some(CloseReason::ShuttingDown) {
+            // Posts this socket queued are answered before its queue is drained:
+            // nothing is stored that its sender was not told about.
+            if let Err(err) = state.store.posts_settled().await {
+                tracing::warn!(error = %err, "posts did not settle before closing");
+            }
+        }
         reader_done.cancel();
         let _ = writer.await;
         let reason = close_signal.reason().unwrap_or(CloseReason::PeerClosed);

@@ -131,6 +131,43 @@ async fn joining_and_leaving_are_announced_to_the_room(db: TestDb) {
     server.stop().await;
 }
 
+/// Leaving right after sending, without waiting for the acknowledgements: every
+/// message sent before leaving is stored and acknowledged, and the room hears the
+/// "left" notice after them, in sequence order.
+async fn messages_sent_just_before_leaving_are_stored_ahead_of_the_notice(db: TestDb) {
+    let server = TestServer::start_on(db).await;
+    let mut alice = server.connect(&server.register("alice").await).await;
+    let mut bob = server.connect(&server.register("bob").await).await;
+    let room = create_room(&mut alice, "brief-visit").await;
+    join(&mut bob, room.id).await;
+    const SENT: u64 = 30;
+    for n in 0..SENT {
+        bob.send(&ClientMsg::Send { id: 100 + n, room_id: room.id, client_id: format!("b{n}"), text: format!("até já {n} 👋") }).await;
+    }
+    match bob.request(|id| ClientMsg::LeaveRoom { id, room_id: room.id }).await {
+        ServerMsg::RoomLeft { room_id, .. } => assert_eq!(room_id, room.id),
+        other => panic!("leave: {other:?}"),
+    }
+    let acknowledged = bob.buffered_count(|m| matches!(m, ServerMsg::Sent { .. }));
+    assert_eq!(acknowledged, SENT as usize, "every message sent before leaving was stored first");
+
+    let mut heard = Vec::new();
+    while !heard.last().is_some_and(|m: &ChatMessage| m.kind == MessageKind::Left) {
+        if let ServerMsg::Message { message } = alice.next().await {
+            if message.room_id == room.id && message.kind != MessageKind::Joined {
+                heard.push(message);
+            }
+        }
+    }
+    let texts: Vec<Option<&str>> = heard.iter().map(|m| m.client_id.as_deref()).collect();
+    let expected: Vec<String> = (0..SENT).map(|n| format!("b{n}")).collect();
+    let mut expected: Vec<Option<&str>> = expected.iter().map(|id| Some(id.as_str())).collect();
+    expected.push(None);
+    assert_eq!(texts, expected, "the messages, then the notice");
+    assert!(heard.windows(2).all(|pair| pair[1].seq == pair[0].seq + 1), "in sequence order");
+    server.stop().await;
+}
+
 async fn non_members_can_neither_post_nor_read_nor_hear(db: TestDb) {
     let server = TestServer::start_on(db).await;
     let mut alice = server.connect(&server.register("alice").await).await;
@@ -370,6 +407,7 @@ on_both_databases!(
     hello_names_the_user_and_their_rooms,
     two_users_chat_and_each_sees_the_other_once,
     joining_and_leaving_are_announced_to_the_room,
+    messages_sent_just_before_leaving_are_stored_ahead_of_the_notice,
     non_members_can_neither_post_nor_read_nor_hear,
     history_pages_are_complete_and_ordered,
     resending_a_client_id_returns_the_original_and_stores_nothing_new,

@@ -98,6 +98,70 @@ async fn chat_traffic(server: &TestServer) -> (usize, [WsClient; 2]) {
     (caught_up, [alice, bob])
 }
 
+/// People who send without waiting for each acknowledgement, all into one room: their
+/// posts share commits (a room's lock is held only while a post joins the commit
+/// queue, not through the commit), and still the room hears every message once, in
+/// sequence order, and each sender is acknowledged in the order it sent. On both
+/// databases.
+#[tokio::test]
+async fn posts_to_one_room_share_commits_and_keep_their_order() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    const SENDERS: usize = 4;
+    const EACH: usize = 50;
+    for db in [TestDb::sqlite().await, TestDb::postgres().await] {
+        let server = TestServer::start_with(db, with_metrics_listener()).await;
+        let mut reader = server.connect(&server.register("reader").await).await;
+        let room_id = general(&mut reader).await;
+        let mut senders = Vec::new();
+        for n in 0..SENDERS {
+            senders.push(server.connect(&server.register(&format!("sender{n}")).await).await);
+        }
+        let before = scrape(server.metrics_addr().unwrap()).await;
+
+        let acknowledged = futures::future::join_all(senders.iter_mut().enumerate().map(|(sender, client)| async move {
+            for n in 0..EACH {
+                let text = format!("Ótimo, ação {n} 🎉");
+                client.send(&ClientMsg::Send { id: n as u64, room_id, client_id: format!("{sender}-{n}"), text }).await;
+            }
+            let mut acknowledged = Vec::new();
+            while acknowledged.len() < EACH {
+                match client.next().await {
+                    ServerMsg::Sent { id, message } => acknowledged.push((id, message.seq)),
+                    error @ ServerMsg::Error { .. } => panic!("refused: {error:?}"),
+                    _ => {}
+                }
+            }
+            acknowledged
+        }))
+        .await;
+        for acks in &acknowledged {
+            let ids: Vec<u64> = acks.iter().map(|(id, _)| *id).collect();
+            assert_eq!(ids, (0..EACH as u64).collect::<Vec<_>>(), "acknowledged in the order sent");
+            assert!(acks.windows(2).all(|pair| pair[0].1 < pair[1].1), "numbered in the order sent: {acks:?}");
+        }
+
+        let mut heard = Vec::new();
+        while heard.len() < SENDERS * EACH {
+            if let ServerMsg::Message { message } = reader.next().await {
+                if message.client_id.is_some() {
+                    heard.push(message.seq);
+                }
+            }
+        }
+        assert!(heard.windows(2).all(|pair| pair[1] == pair[0] + 1), "heard in sequence order, no gaps: {heard:?}");
+        let mut numbered: Vec<i64> = acknowledged.iter().flatten().map(|(_, seq)| *seq).collect();
+        numbered.sort_unstable();
+        assert_eq!(numbered, heard, "the reader heard exactly what was acknowledged");
+
+        let after = scrape(server.metrics_addr().unwrap()).await;
+        let grew = |name: &str| total(&after, name, &[]) - total(&before, name, &[]);
+        assert_eq!(grew("parley_posts_per_commit_sum"), (SENDERS * EACH) as f64);
+        let commits = grew("parley_posts_per_commit_count");
+        assert!(commits < (SENDERS * EACH) as f64, "{commits} commits for {} posts: none were shared", SENDERS * EACH);
+        server.stop().await;
+    }
+}
+
 #[tokio::test]
 async fn health_checks_answer_and_readiness_drops_as_soon_as_shutdown_begins() {
     let _turn = ONE_AT_A_TIME.lock().await;

@@ -407,6 +407,88 @@ async fn leaving_and_posting_race_without_deadlock_across_connections() {
     db.remove().await;
 }
 
+/// One person's client ids posted at once into two rooms through two nodes (two
+/// pools, each committing in batches): each rooms' lock is its own, so the two inserts
+/// can meet only at the client id. Every client id ends up stored once, the other post
+/// is refused as a reuse, and neither room has a gap in its numbering.
+#[tokio::test]
+async fn one_client_id_posted_into_two_rooms_by_two_nodes_is_stored_once() {
+    let db = TestDb::postgres().await;
+    let (first, second) = (db.open().await, db.open().await);
+    let ana = user(&first, "ana").await;
+    let (left_room, _) = first.create_room("left", &ana, 1).await.unwrap();
+    let (right_room, _) = first.create_room("right", &ana, 1).await.unwrap();
+    const POSTS: usize = 200;
+    let side = |store: Arc<dyn Store>, room_id: i64| {
+        let ana = ana.clone();
+        futures::future::join_all((0..POSTS).map(move |n| {
+            let (store, ana) = (store.clone(), ana.clone());
+            async move { store.post(room_id, &ana, &format!("twice-{n}"), &format!("olá {n} 👋"), 2).await }
+        }))
+    };
+    let (lefts, rights) = tokio::join!(side(first.clone(), left_room.id), side(second.clone(), right_room.id));
+    for (n, (left, right)) in lefts.into_iter().zip(rights).enumerate() {
+        match (left, right) {
+            (Ok(Posted::New(_)), Err(StoreError::Conflict)) | (Err(StoreError::Conflict), Ok(Posted::New(_))) => {}
+            other => panic!("client id {n}: {other:?}"),
+        }
+    }
+    let mut stored = 0;
+    for room_id in [left_room.id, right_room.id] {
+        let history = first.history_after(room_id, 0, 100_000).await.unwrap();
+        assert!(history.windows(2).all(|w| w[0].seq + 1 == w[1].seq), "no gaps in room {room_id}");
+        stored += history.iter().filter(|m| m.kind == MessageKind::Text).count();
+    }
+    assert_eq!(stored, POSTS, "each client id once");
+    db.remove().await;
+}
+
+/// The same client id stored by another transaction (another node, another room)
+/// after this batch checked it and before its insert: the insert waits for that
+/// transaction, finds the id taken, and the batch starts over and answers with the
+/// reuse it now sees, leaving no hole in the room's numbering.
+#[tokio::test]
+async fn a_client_id_stored_concurrently_after_the_check_is_answered_as_a_reuse() {
+    let db = TestDb::postgres().await;
+    let store = db.open().await;
+    let ana = user(&store, "ana").await;
+    let (elsewhere, _) = store.create_room("elsewhere", &ana, 1).await.unwrap();
+    let (here, _) = store.create_room("here", &ana, 1).await.unwrap();
+    let before = store.room(here.id).await.unwrap().unwrap().last_seq;
+
+    let other_node = sqlx::PgPool::connect(&db.url()).await.unwrap();
+    let mut held = other_node.begin().await.unwrap();
+    let seq: i64 = sqlx::query_scalar("UPDATE rooms SET last_seq = last_seq + 1 WHERE id = $1 RETURNING last_seq")
+        .bind(elsewhere.id)
+        .fetch_one(&mut *held)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO messages (room_id, seq, sender_id, kind, body, client_id, created_at) VALUES ($1, $2, $3, 'text', $4, 'held', 2)",
+    )
+    .bind(elsewhere.id)
+    .bind(seq)
+    .bind(ana.id)
+    .bind("first".as_bytes())
+    .execute(&mut *held)
+    .await
+    .unwrap();
+    let posting = tokio::spawn({
+        let (store, ana) = (store.clone(), ana.clone());
+        async move { store.post(here.id, &ana, "held", "second", 3).await }
+    });
+    // Long enough for the post to check the id and wait at its insert.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    held.commit().await.unwrap();
+
+    let posted = tokio::time::timeout(std::time::Duration::from_secs(10), posting).await.expect("the post finishes").unwrap();
+    assert!(matches!(posted, Err(StoreError::Conflict)), "{posted:?}");
+    assert_eq!(store.room(here.id).await.unwrap().unwrap().last_seq, before, "no number taken");
+    let Posted::New(next) = store.post(here.id, &ana, "next", "after", 4).await.unwrap() else { panic!("a new post") };
+    assert_eq!(next.seq, before + 1);
+    db.remove().await;
+}
+
 mod survives_reopening {
     use super::*;
 

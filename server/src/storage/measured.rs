@@ -8,7 +8,7 @@ use std::{sync::Arc, time::Instant};
 use app::protocol::{ChatMessage, MemberReceipt, RoomSummary, Seq, UserRef};
 use async_trait::async_trait;
 
-use super::{Credentials, PoolUsage, Posted, RoomRecord, SessionRecord, Store, StoreError, StoreResult};
+use super::{AfterCommit, Credentials, NewPost, PoolUsage, RoomRecord, SessionRecord, Store, StoreError, StoreResult};
 use crate::metrics;
 
 /// Wraps a store so that its operations are measured.
@@ -43,13 +43,27 @@ macro_rules! measured {
                 }
             )*
 
+            /// Measured from queueing to the outcome, which is what a poster waits.
+            async fn queue_post(&self, post: NewPost, after_commit: AfterCommit) -> StoreResult<()> {
+                let started = Instant::now();
+                let measured: AfterCommit = Box::new(move |outcome| {
+                    observe("post", started, &outcome);
+                    after_commit(outcome);
+                });
+                self.inner.queue_post(post, measured).await
+            }
+
+            async fn posts_settled(&self) -> StoreResult<()> {
+                self.inner.posts_settled().await
+            }
+
             fn pool_usage(&self) -> PoolUsage {
                 self.inner.pool_usage()
             }
         }
 
         /// The operations measured, as they appear in the `operation` label.
-        const OPERATIONS: &[&str] = &[$(stringify!($name)),*];
+        const OPERATIONS: &[&str] = &["post", $(stringify!($name)),*];
     };
 }
 
@@ -71,7 +85,6 @@ measured! {
     fn members(&self, room_id: i64) -> StoreResult<Vec<UserRef>>;
     fn join(&self, room_id: i64, user: &UserRef, now: i64) -> StoreResult<Option<ChatMessage>>;
     fn leave(&self, room_id: i64, user: &UserRef, now: i64) -> StoreResult<Option<ChatMessage>>;
-    fn post(&self, room_id: i64, sender: &UserRef, client_id: &str, text: &str, now: i64) -> StoreResult<Posted>;
     fn history_before(&self, room_id: i64, before_seq: Option<i64>, limit: u32) -> StoreResult<Vec<ChatMessage>>;
     fn history_after(&self, room_id: i64, after_seq: i64, limit: u32) -> StoreResult<Vec<ChatMessage>>;
     fn open_direct(&self, me: &UserRef, peer: &UserRef, now: i64) -> StoreResult<(RoomRecord, bool)>;

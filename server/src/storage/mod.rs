@@ -89,6 +89,20 @@ impl Posted {
     }
 }
 
+/// A message to store, as its sender wrote it.
+#[derive(Debug, Clone)]
+pub struct NewPost {
+    pub room_id: i64,
+    pub sender: UserRef,
+    pub client_id: String,
+    pub text: String,
+    pub now: i64,
+}
+
+/// What to do with a post's outcome once its commit is over (see [`Store::queue_post`]).
+/// It runs on the committing task, so it must not block.
+pub type AfterCommit = Box<dyn FnOnce(StoreResult<Posted>) + Send>;
+
 /// How many database connections a store holds, and how many wait unused.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PoolUsage {
@@ -136,11 +150,30 @@ pub trait Store: Send + Sync + 'static {
     /// Removes a member and records the "left" notice. `None` if they were not a member.
     async fn leave(&self, room_id: i64, user: &UserRef, now: i64) -> StoreResult<Option<ChatMessage>>;
 
-    /// Stores a message with the room's next sequence number, in one transaction that
-    /// also checks the sender is a member (`NotMember` if not). A second post with the
-    /// same `(sender, client_id)` returns the first one, or `Conflict` if the first one
-    /// went to another room.
-    async fn post(&self, room_id: i64, sender: &UserRef, client_id: &str, text: &str, now: i64) -> StoreResult<Posted>;
+    /// Queues a message for the next commit and returns once it is queued, without
+    /// waiting for the disk: `after_commit` then runs with its outcome, on the task that
+    /// commits, in the order posts were queued. So a caller that queues under a room's
+    /// lock releases it before the sync, posts to one room share commits, and each
+    /// message is still announced only once stored, in sequence order.
+    ///
+    /// The message gets the room's next sequence number in a transaction that also
+    /// checks the sender is a member (`NotMember` if not; `NotFound` for no such room).
+    /// A second post with the same `(sender, client_id)` comes back as the first one,
+    /// or `Conflict` if the first one went to another room.
+    async fn queue_post(&self, post: NewPost, after_commit: AfterCommit) -> StoreResult<()>;
+
+    /// Waits until every post queued before this call has been committed (or failed)
+    /// and its `after_commit` has run: what changes a room's membership waits for
+    /// the room's queued messages first, so its notice is announced after them.
+    async fn posts_settled(&self) -> StoreResult<()>;
+
+    /// [`Store::queue_post`], waiting for the outcome.
+    async fn post(&self, room_id: i64, sender: &UserRef, client_id: &str, text: &str, now: i64) -> StoreResult<Posted> {
+        let (reply, outcome) = tokio::sync::oneshot::channel();
+        let post = NewPost { room_id, sender: sender.clone(), client_id: client_id.to_owned(), text: text.to_owned(), now };
+        self.queue_post(post, Box::new(move |posted| drop(reply.send(posted)))).await?;
+        outcome.await.map_err(|_| StoreError::Database(sqlx::Error::PoolClosed))?
+    }
     /// Up to `limit` messages with `seq < before_seq` (newest page if `None`), oldest first.
     async fn history_before(&self, room_id: i64, before_seq: Option<i64>, limit: u32) -> StoreResult<Vec<ChatMessage>>;
     /// Up to `limit` messages with `seq > after_seq`, oldest first.

@@ -5,7 +5,11 @@
 //! `RETURNING` (SQLite ≥ 3.35). A macro stamps the code out for each pool type because
 //! sqlx's generic executor bounds would bury the queries under trait plumbing.
 
-use std::{str::FromStr, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
+    str::FromStr,
+    time::Duration,
+};
 
 use app::{
     protocol::{ChatMessage, MemberReceipt, MessageKind, RoomKind, RoomSummary, Seq, UserRef, UNREAD_REPORTED},
@@ -21,7 +25,7 @@ use sqlx::{
 
 use super::{
     group_commit::{self, PostJob, PostQueue},
-    body::MessageBody, Credentials, PoolUsage, Posted, RoomRecord, SessionRecord, Store, StoreError, StoreOptions, StoreResult,
+    body::MessageBody, AfterCommit, Credentials, NewPost, PoolUsage, Posted, RoomRecord, SessionRecord, Store, StoreError, StoreOptions, StoreResult,
 };
 
 /// The embedded default: one file, WAL so readers never wait for the writer.
@@ -265,12 +269,19 @@ const SELECT_ROOM_SUMMARY: &str = "SELECT r.id, r.name, r.kind, r.topic, r.last_
        (SELECT pm.user_id FROM memberships pm WHERE pm.room_id = r.id AND pm.user_id <> $1 LIMIT 1) END";
 
 /// Stamps out the [`Store`] implementation for one backend.
-/// What one post's attempt inside a batch came to, short of an error.
-enum Attempt {
-    Stored(ChatMessage),
-    /// The sender's client id is already taken (a concurrent try, perhaps on another
-    /// node, stored it first).
-    ClientIdTaken,
+/// Tries at one batch of posts before it fails: another try is needed only when a
+/// concurrent transaction (another node) stored one of its client ids meanwhile.
+const BATCH_TRIES: usize = 3;
+
+/// What became of one post of a batch, decided before anything is written.
+enum Plan {
+    NotMember,
+    /// Its client id was stored before, by this message.
+    StoredBefore(ChatMessage),
+    /// Stored now (its id is filled in once inserted).
+    New(ChatMessage),
+    /// A second post of the batch with the same client id as the one at this index.
+    SameAs(usize),
 }
 
 macro_rules! sql_store {
@@ -278,97 +289,252 @@ macro_rules! sql_store {
         impl $store {
             /// The store on `pool`, with the task that commits posts in groups.
             fn with_pool(pool: sqlx::Pool<$db>) -> Self {
-                let (posts, jobs) = tokio::sync::mpsc::channel(group_commit::POSTS_WAITING);
-                tokio::spawn(Self::commit_posts(pool.clone(), jobs));
+                let (posts, queue) = tokio::sync::mpsc::channel(group_commit::POSTS_WAITING);
+                tokio::spawn(Self::commit_posts(pool.clone(), queue));
                 $store { pool, posts }
             }
 
-            /// Commits waiting posts a batch at a time until the store is dropped.
-            async fn commit_posts(pool: sqlx::Pool<$db>, mut jobs: tokio::sync::mpsc::Receiver<PostJob>) {
-                while let Some(batch) = group_commit::next_batch(&mut jobs).await {
-                    // A panic while committing one batch fails that batch, not every
-                    // later post on this node.
-                    let committed = std::panic::AssertUnwindSafe(Self::post_batch(&pool, &batch)).catch_unwind().await;
-                    let committed = committed.unwrap_or_else(|_| {
-                        tracing::error!(posts = batch.len(), "committing a batch of posts panicked");
-                        Err(StoreError::Database(sqlx::Error::Protocol("committing panicked".into())))
-                    });
-                    match committed {
-                        Ok(outcomes) => {
-                            for (job, outcome) in batch.into_iter().zip(outcomes) {
-                                let _ = job.reply.send(outcome);
-                            }
-                        }
-                        // Nothing of the batch was stored: every post fails, and its
+            /// Commits waiting posts a batch at a time until the store is dropped, and
+            /// hands each outcome on in the order the posts were queued.
+            async fn commit_posts(pool: sqlx::Pool<$db>, mut queue: tokio::sync::mpsc::Receiver<group_commit::Queued>) {
+                while let Some(batch) = group_commit::next_batch(&mut queue).await {
+                    // What to do after is kept apart: it need not be shared across threads.
+                    let (posts, then): (Vec<NewPost>, Vec<AfterCommit>) =
+                        batch.posts.into_iter().map(|job| (job.post, job.after_commit)).unzip();
+                    let outcomes = if posts.is_empty() {
+                        Vec::new()
+                    } else {
+                        // A panic while committing one batch fails that batch, not every
+                        // later post on this node.
+                        crate::metrics::posts_committed(posts.len());
+                        let committed = std::panic::AssertUnwindSafe(Self::post_batch(&pool, &posts)).catch_unwind().await;
+                        let committed = committed.unwrap_or_else(|_| {
+                            tracing::error!(posts = posts.len(), "committing a batch of posts panicked");
+                            Err(StoreError::Database(sqlx::Error::Protocol("committing panicked".into())))
+                        });
+                        // Nothing of a failed batch was stored: every post fails, and its
                         // sender may retry with the same client id.
-                        Err(err) => {
+                        committed.unwrap_or_else(|err| {
                             let reason = err.to_string();
-                            for job in batch {
-                                let _ = job.reply.send(Err(StoreError::Database(sqlx::Error::Protocol(reason.clone()))));
+                            posts.iter().map(|_| Err(StoreError::Database(sqlx::Error::Protocol(reason.clone())))).collect()
+                        })
+                    };
+                    for ((post, after_commit), outcome) in posts.iter().zip(then).zip(outcomes) {
+                        group_commit::announce(post.room_id, after_commit, outcome);
+                    }
+                    if let Some(waiting) = batch.then {
+                        let _ = waiting.send(());
+                    }
+                }
+            }
+
+            /// One transaction for the batch, and a few statements for each room in it
+            /// however many posts it has. Posts that cannot be stored (not a member, a
+            /// client id already used) are set aside before anything is written, so the
+            /// numbering has no gaps and no post needs a savepoint of its own. If another
+            /// node stores one of the same client ids between the check and the insert,
+            /// the batch starts over, and then sees that message as stored.
+            async fn post_batch(pool: &sqlx::Pool<$db>, batch: &[NewPost]) -> StoreResult<Vec<StoreResult<Posted>>> {
+                for _ in 0..BATCH_TRIES {
+                    let mut tx = pool.begin().await?;
+                    let mut outcomes = Vec::with_capacity(batch.len());
+                    // Client ids stored by this batch so far, for a retry queued behind its
+                    // original or the same id reused in another room.
+                    let mut stored_now = HashMap::new();
+                    let mut raced = false;
+                    for room_posts in batch.chunk_by(|a, b| a.room_id == b.room_id) {
+                        match Self::post_to_room(&mut tx, room_posts, &mut stored_now).await? {
+                            Some(room_outcomes) => outcomes.extend(room_outcomes),
+                            None => {
+                                raced = true;
+                                break;
                             }
                         }
                     }
-                }
-            }
-
-            /// One transaction for the batch, a savepoint for each post.
-            async fn post_batch(pool: &sqlx::Pool<$db>, batch: &[PostJob]) -> StoreResult<Vec<StoreResult<Posted>>> {
-                let mut tx = pool.begin().await?;
-                let mut outcomes = Vec::with_capacity(batch.len());
-                for job in batch {
-                    let mut savepoint = sqlx::Acquire::begin(&mut tx).await?;
-                    let attempt = Self::post_in(&mut savepoint, job).await;
-                    let outcome = match attempt {
-                        Ok(Attempt::Stored(message)) => {
-                            savepoint.commit().await?;
-                            Ok(Posted::New(message))
-                        }
-                        Ok(Attempt::ClientIdTaken) => {
-                            savepoint.rollback().await?;
-                            let original = Self::message_by_client_id_in(&mut tx, job.sender.id, &job.client_id).await?;
-                            original.ok_or(StoreError::NotFound).and_then(|original| Posted::duplicate_in(job.room_id, original))
-                        }
-                        Err(err) => {
-                            savepoint.rollback().await?;
-                            Err(err)
-                        }
-                    };
-                    outcomes.push(outcome);
-                }
-                tx.commit().await?;
-                Ok(outcomes)
-            }
-
-            /// Stores one post inside `tx`, a savepoint the caller rolls back unless the
-            /// post was stored.
-            async fn post_in(tx: &mut sqlx::Transaction<'_, $db>, job: &PostJob) -> StoreResult<Attempt> {
-                let seq = Self::next_seq(tx, job.room_id).await?;
-                // Under the room's lock, which leaving takes too: nobody posts after
-                // leaving, whichever node they are connected to.
-                if !Self::mark_read_to(tx, job.room_id, job.sender.id, seq).await? {
-                    return Err(StoreError::NotMember);
-                }
-                match Self::insert_message(tx, job.room_id, seq, &job.sender, MessageKind::Text, &job.text, Some(&job.client_id), job.now)
-                    .await?
-                {
-                    Some(message) => {
-                        Self::record_mentions(tx, &message).await?;
-                        Ok(Attempt::Stored(message))
+                    if !raced {
+                        tx.commit().await?;
+                        return Ok(outcomes);
                     }
-                    None => Ok(Attempt::ClientIdTaken),
+                    tx.rollback().await?;
                 }
+                Err(StoreError::Database(sqlx::Error::Protocol("client ids kept being stored concurrently".into())))
             }
 
-            async fn message_by_client_id_in(
+            /// Stores one room's posts (all of the same room, in queue order) inside
+            /// `tx`. `None` if a client id was stored by a concurrent transaction since
+            /// it was checked: the caller rolls back and tries again.
+            async fn post_to_room(
                 tx: &mut sqlx::Transaction<'_, $db>,
-                sender_id: i64,
-                client_id: &str,
-            ) -> StoreResult<Option<ChatMessage>> {
-                let sql = format!("{SELECT_MESSAGE} WHERE m.sender_id = $1 AND m.client_id = $2");
-                let row: Option<MessageRow> =
-                    sqlx::query_as(&sql).bind(sender_id).bind(client_id).fetch_optional(&mut **tx).await?;
-                Ok(row.map(Into::into))
+                posts: &[NewPost],
+                stored_now: &mut HashMap<(i64, String), ChatMessage>,
+            ) -> StoreResult<Option<Vec<StoreResult<Posted>>>> {
+                let room_id = posts[0].room_id;
+                // The room's row is the first lock, as for every writer to the room; it
+                // also stops anyone leaving until the commit.
+                let Some(last_seq) = Self::lock_room(tx, room_id).await? else {
+                    return Ok(Some(posts.iter().map(|_| Err(StoreError::NotFound)).collect()));
+                };
+                let members = Self::members_among(tx, room_id, posts).await?;
+                let stored_before = Self::stored_client_ids(tx, posts).await?;
+                let mut plans: Vec<Plan> = Vec::with_capacity(posts.len());
+                let mut new_here: HashMap<(i64, &str), usize> = HashMap::new();
+                let mut seq = last_seq;
+                for post in posts {
+                    let key = (post.sender.id, post.client_id.clone());
+                    let plan = if !members.contains(&post.sender.id) {
+                        Plan::NotMember
+                    } else if let Some(original) = stored_before.get(&key).or_else(|| stored_now.get(&key)) {
+                        Plan::StoredBefore(original.clone())
+                    } else if let Some(&first) = new_here.get(&(post.sender.id, post.client_id.as_str())) {
+                        Plan::SameAs(first)
+                    } else {
+                        seq += 1;
+                        new_here.insert((post.sender.id, post.client_id.as_str()), plans.len());
+                        Plan::New(ChatMessage {
+                            id: 0,
+                            room_id,
+                            seq,
+                            kind: MessageKind::Text,
+                            sender: post.sender.clone(),
+                            client_id: Some(post.client_id.clone()),
+                            text: post.text.clone(),
+                            sent_at: post.now,
+                        })
+                    };
+                    plans.push(plan);
+                }
+                if seq > last_seq {
+                    if !Self::insert_texts(tx, &mut plans).await? {
+                        return Ok(None);
+                    }
+                    sqlx::query("UPDATE rooms SET last_seq = $2 WHERE id = $1").bind(room_id).bind(seq).execute(&mut **tx).await?;
+                    Self::mark_read_by_senders(tx, room_id, &plans).await?;
+                    for plan in &plans {
+                        if let Plan::New(message) = plan {
+                            Self::record_mentions(tx, message).await?;
+                            let key = (message.sender.id, message.client_id.clone().unwrap_or_default());
+                            stored_now.insert(key, message.clone());
+                        }
+                    }
+                }
+                let outcome = |plan: &Plan| match plan {
+                    Plan::NotMember => Err(StoreError::NotMember),
+                    Plan::StoredBefore(original) => Posted::duplicate_in(room_id, original.clone()),
+                    Plan::New(message) => Ok(Posted::New(message.clone())),
+                    Plan::SameAs(first) => match &plans[*first] {
+                        Plan::New(message) => Ok(Posted::Duplicate(message.clone())),
+                        _ => unreachable!("a repeated post points at a new one"),
+                    },
+                };
+                Ok(Some(plans.iter().map(outcome).collect()))
             }
+
+            /// Locks a room's row (the first lock of every writer to the room) and
+            /// reads its last sequence number; `None` if there is no such room.
+            async fn lock_room(tx: &mut sqlx::Transaction<'_, $db>, room_id: i64) -> StoreResult<Option<i64>> {
+                Ok(sqlx::query_scalar("UPDATE rooms SET last_seq = last_seq WHERE id = $1 RETURNING last_seq")
+                    .bind(room_id)
+                    .fetch_optional(&mut **tx)
+                    .await?)
+            }
+
+            /// Which of the posts' senders are members of the room.
+            async fn members_among(tx: &mut sqlx::Transaction<'_, $db>, room_id: i64, posts: &[NewPost]) -> StoreResult<HashSet<i64>> {
+                let senders: BTreeSet<i64> = posts.iter().map(|post| post.sender.id).collect();
+                let mut query = sqlx::QueryBuilder::<$db>::new("SELECT user_id FROM memberships WHERE room_id = ");
+                query.push_bind(room_id).push(" AND user_id IN (");
+                let mut listed = query.separated(", ");
+                for sender in senders {
+                    listed.push_bind(sender);
+                }
+                query.push(")");
+                let members: Vec<i64> = query.build_query_scalar().fetch_all(&mut **tx).await?;
+                Ok(members.into_iter().collect())
+            }
+
+            /// The messages already stored under any of the posts' (sender, client id).
+            async fn stored_client_ids(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                posts: &[NewPost],
+            ) -> StoreResult<HashMap<(i64, String), ChatMessage>> {
+                let senders: BTreeSet<i64> = posts.iter().map(|post| post.sender.id).collect();
+                let client_ids: BTreeSet<&str> = posts.iter().map(|post| post.client_id.as_str()).collect();
+                let mut query = sqlx::QueryBuilder::<$db>::new(SELECT_MESSAGE);
+                query.push(" WHERE m.sender_id IN (");
+                let mut listed = query.separated(", ");
+                for sender in senders {
+                    listed.push_bind(sender);
+                }
+                query.push(") AND m.client_id IN (");
+                let mut listed = query.separated(", ");
+                for client_id in client_ids {
+                    listed.push_bind(client_id);
+                }
+                query.push(")");
+                let rows: Vec<MessageRow> = query.build_query_as().fetch_all(&mut **tx).await?;
+                // Both lists together can match pairs nobody posted; only exact ones count.
+                let wanted: HashSet<(i64, &str)> = posts.iter().map(|post| (post.sender.id, post.client_id.as_str())).collect();
+                Ok(rows
+                    .into_iter()
+                    .map(ChatMessage::from)
+                    .filter(|message| message.client_id.as_deref().is_some_and(|id| wanted.contains(&(message.sender.id, id))))
+                    .map(|message| ((message.sender.id, message.client_id.clone().unwrap_or_default()), message))
+                    .collect())
+            }
+
+            /// Inserts the planned new messages in one statement and fills in their
+            /// ids. False if one's client id was stored concurrently (nothing to keep).
+            async fn insert_texts(tx: &mut sqlx::Transaction<'_, $db>, plans: &mut [Plan]) -> StoreResult<bool> {
+                let mut query = sqlx::QueryBuilder::<$db>::new(
+                    "INSERT INTO messages (room_id, seq, sender_id, kind, body, client_id, created_at) ",
+                );
+                let new = plans.iter().filter_map(|plan| match plan {
+                    Plan::New(message) => Some(message),
+                    _ => None,
+                });
+                query.push_values(new, |mut row, message| {
+                    row.push_bind(message.room_id)
+                        .push_bind(message.seq)
+                        .push_bind(message.sender.id)
+                        .push_bind(kind_column(MessageKind::Text))
+                        .push_bind(MessageBody(message.text.clone()))
+                        .push_bind(message.client_id.clone())
+                        .push_bind(message.sent_at);
+                });
+                query.push(" ON CONFLICT (sender_id, client_id) DO NOTHING RETURNING seq, id");
+                let ids: HashMap<i64, i64> = query.build_query_as::<(i64, i64)>().fetch_all(&mut **tx).await?.into_iter().collect();
+                let mut complete = true;
+                for plan in plans.iter_mut() {
+                    if let Plan::New(message) = plan {
+                        match ids.get(&message.seq) {
+                            Some(&id) => message.id = id,
+                            None => complete = false,
+                        }
+                    }
+                }
+                Ok(complete)
+            }
+
+            /// Moves each sender's positions to their last new message (they have read
+            /// what they wrote), in one statement.
+            async fn mark_read_by_senders(tx: &mut sqlx::Transaction<'_, $db>, room_id: i64, plans: &[Plan]) -> StoreResult<()> {
+                let mut last_by_sender: BTreeMap<i64, i64> = BTreeMap::new();
+                for plan in plans {
+                    if let Plan::New(message) = plan {
+                        last_by_sender.insert(message.sender.id, message.seq);
+                    }
+                }
+                let mut query = sqlx::QueryBuilder::<$db>::new(
+                    "UPDATE memberships SET read_seq = v.column2, delivered_seq = v.column2 FROM (",
+                );
+                query.push_values(last_by_sender, |mut row, (sender, seq)| {
+                    row.push_bind(sender).push_bind(seq);
+                });
+                query.push(") AS v WHERE memberships.room_id = ").push_bind(room_id).push(" AND memberships.user_id = v.column1");
+                query.build().execute(&mut **tx).await?;
+                Ok(())
+            }
+
             /// Takes the room's next sequence number inside `tx`. Every transaction that
             /// writes to a room does this first, so the room row is the first lock it
             /// holds (on SQLite the write lock, taken before any read; on PostgreSQL the
@@ -551,13 +717,6 @@ macro_rules! sql_store {
                         rows.iter().filter(|row| row.room_id == room.id).map(|row| row.seq).take(MENTIONS_REPORTED).collect();
                 }
                 Ok(rooms)
-            }
-
-            async fn message_by_client_id(&self, sender_id: i64, client_id: &str) -> StoreResult<Option<ChatMessage>> {
-                let sql = format!("{SELECT_MESSAGE} WHERE m.sender_id = $1 AND m.client_id = $2");
-                let row: Option<MessageRow> =
-                    sqlx::query_as(&sql).bind(sender_id).bind(client_id).fetch_optional(&self.pool).await?;
-                Ok(row.map(Into::into))
             }
         }
 
@@ -866,23 +1025,16 @@ macro_rules! sql_store {
                     .collect())
             }
 
-            async fn post(&self, room_id: i64, sender: &UserRef, client_id: &str, text: &str, now: i64) -> StoreResult<Posted> {
-                // The common retry case answers without waiting for a commit.
-                if let Some(original) = self.message_by_client_id(sender.id, client_id).await? {
-                    return Posted::duplicate_in(room_id, original);
-                }
-                let (reply, outcome) = tokio::sync::oneshot::channel();
-                let job = PostJob {
-                    room_id,
-                    sender: sender.clone(),
-                    client_id: client_id.to_owned(),
-                    text: text.to_owned(),
-                    now,
-                    reply,
-                };
+            async fn queue_post(&self, post: NewPost, after_commit: AfterCommit) -> StoreResult<()> {
+                let job = group_commit::Queued::Post(PostJob { post, after_commit });
+                self.posts.send(job).await.map_err(|_| StoreError::Database(sqlx::Error::PoolClosed))
+            }
+
+            async fn posts_settled(&self) -> StoreResult<()> {
+                let (settled, waiting) = tokio::sync::oneshot::channel();
                 let stopped = || StoreError::Database(sqlx::Error::PoolClosed);
-                self.posts.send(job).await.map_err(|_| stopped())?;
-                outcome.await.map_err(|_| stopped())?
+                self.posts.send(group_commit::Queued::Barrier(settled)).await.map_err(|_| stopped())?;
+                waiting.await.map_err(|_| stopped())
             }
 
             async fn history_before(&self, room_id: i64, before_seq: Option<i64>, limit: u32) -> StoreResult<Vec<ChatMessage>> {

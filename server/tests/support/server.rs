@@ -256,7 +256,13 @@ impl WsClient {
         self.reply_to(id).await
     }
 
+    /// The reply to request `id`, already kept or still to come: replies to different
+    /// requests need not come in the order they were asked (a refusal comes at once,
+    /// an acknowledgement after its commit).
     pub async fn reply_to(&mut self, id: RequestId) -> ServerMsg {
+        if let Some(kept) = self.buffered.iter().position(|msg| msg.reply_to() == Some(id)) {
+            return self.buffered.remove(kept);
+        }
         loop {
             let msg = match self.read().await {
                 Frame::Msg(msg) => msg,
@@ -267,6 +273,11 @@ impl WsClient {
             }
             self.buffered.push(msg);
         }
+    }
+
+    /// How many of the events kept while waiting for replies match.
+    pub fn buffered_count(&self, matching: impl Fn(&ServerMsg) -> bool) -> usize {
+        self.buffered.iter().filter(|msg| matching(msg)).count()
     }
 
     /// Skips messages until one matches, returning it (presence updates and notices
