@@ -98,7 +98,7 @@ impl Args {
             Shape::Fanout => (1_000, 10, 500.0, 10.0, 2),
             Shape::Capacity => (1_000, 10, 100.0, 5.0, 2),
             Shape::HotRoom => (2_000, 1, 25.0, 10.0, 5),
-            Shape::Ingest => (4, 1, 1_000.0, 5.0, 4),
+            Shape::Ingest => (4, 1, 2_000.0, 5.0, 4),
             Shape::Idle => (10_000, 1, 0.0, 0.0, 0),
             Shape::History => (1, 1, 0.0, 0.0, 0),
             Shape::Floor => (0, 0, 0.0, 0.0, 0),
@@ -217,20 +217,23 @@ async fn seats(kind: Kind, data: &tempfile::TempDir, sizes: Sizes) -> (Vec<Seat>
     }
 }
 
+/// For ingest: a step whose acknowledgements' p99 stays under this still keeps up
+/// (a server that falls behind shows seconds, as its queue grows).
+const INGEST_KEEPS_UP_MS: f64 = 100.0;
+
 /// Steps the rate up from `sizes.rate` until p99 passes the limit or anything is
-/// lost; reports every step. For ingest the latency is the sender's own: Parley
-/// acknowledges only after the message is stored.
+/// lost; reports every step. For ingest the latency is the sender's own (Parley
+/// acknowledges only after the message is stored), the limit only says the server
+/// still keeps up, and the p99 that counts is then measured at half the rate held.
 async fn step_up(args: &Args, programs: &Programs, sizes: Sizes) -> bool {
-    let (limit_ms, own) = if args.shape == Shape::Ingest {
-        (10.0, true)
-    } else {
-        (50.0, false)
-    };
+    let ingest = args.shape == Shape::Ingest;
+    let (limit_ms, own) = if ingest { (INGEST_KEEPS_UP_MS, true) } else { (50.0, false) };
     let mut all_clean = true;
     for &kind in &args.targets {
         let (_data, server, mut crowd) = open_crowd(kind, programs, sizes).await;
         let mut rate = sizes.rate;
         let mut held = None;
+        let mut tried_again = false;
         loop {
             let outcome = crowd
                 .phase(
@@ -249,8 +252,15 @@ async fn step_up(args: &Args, programs: &Programs, sizes: Sizes) -> bool {
             };
             if !outcome.clean() || p99 > limit_ms {
                 all_clean &= outcome.lost() == 0 && outcome.duplicated == 0;
+                // One stalled sync on a shared virtual disk can spoil a whole ingest
+                // step; a rate counts as too much only when it fails twice.
+                if ingest && outcome.clean() && !tried_again {
+                    tried_again = true;
+                    continue;
+                }
                 break;
             }
+            tried_again = false;
             held = Some(outcome.sent as f64 / sizes.seconds);
             rate *= 1.25;
         }
@@ -260,6 +270,19 @@ async fn step_up(args: &Args, programs: &Programs, sizes: Sizes) -> bool {
                 kind.label()
             ),
             None => println!("{}: did not hold even the first step", kind.label()),
+        }
+        if let (true, Some(rate)) = (ingest, held) {
+            let half = crowd
+                .phase(&server, rate / 2.0, sizes.seconds, sizes.senders_per_room, args.text_bytes)
+                .await;
+            print_phase(kind, &half);
+            all_clean &= half.clean();
+            println!(
+                "{}: at half that rate ({:.0} messages/s) the acknowledgement's p99 is {:.2} ms",
+                kind.label(),
+                rate / 2.0,
+                half.own_latency_ms[2]
+            );
         }
     }
     all_clean

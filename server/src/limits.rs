@@ -39,7 +39,7 @@ fn quota(burst: u32, per_second: f64) -> Quota {
 }
 
 fn check_keyed<K: std::hash::Hash + Eq + Clone>(limiter: &DefaultKeyedRateLimiter<K>, key: &K) -> Result<(), RetryAfter> {
-    limiter.check_key(key).map_err(|not_until| RetryAfter(not_until.wait_time_from(DefaultClock::default().now())))
+    limiter.check_key(key).map_err(|not_until| RetryAfter(not_until.wait_time_from(limiter.clock().now())))
 }
 
 /// The limits shared by all requests.
@@ -50,6 +50,10 @@ pub struct Limiters {
     registrations_by_ip: DefaultKeyedRateLimiter<IpAddr>,
     sockets_by_ip: Slots<IpAddr>,
     sockets_by_user: Slots<i64>,
+    /// Shared by every connection's buckets: making a clock reads the CPU's features
+    /// (`cpuid`, which traps to the hypervisor on a virtual machine), too slow to do
+    /// per connection, let alone per frame.
+    clock: DefaultClock,
     config: LimitsConfig,
 }
 
@@ -63,6 +67,7 @@ impl Limiters {
             registrations_by_ip: RateLimiter::keyed(Quota::per_hour(nonzero(config.registrations_per_hour))),
             sockets_by_ip: Slots::new(config.sockets_per_ip),
             sockets_by_user: Slots::new(config.sockets_per_user),
+            clock: DefaultClock::default(),
             config: config.clone(),
         }
     }
@@ -106,8 +111,8 @@ impl Limiters {
     /// Buckets for one new connection.
     pub fn connection(&self) -> ConnectionLimits {
         ConnectionLimits {
-            messages: RateLimiter::direct(quota(self.config.messages_burst, self.config.messages_per_second)),
-            frames: RateLimiter::direct(quota(self.config.frames_burst, self.config.frames_per_second)),
+            messages: RateLimiter::direct_with_clock(quota(self.config.messages_burst, self.config.messages_per_second), self.clock.clone()),
+            frames: RateLimiter::direct_with_clock(quota(self.config.frames_burst, self.config.frames_per_second), self.clock.clone()),
             refused_in_a_row: 0,
             abuse_close_after: self.config.abuse_close_after.max(1),
         }
@@ -188,7 +193,6 @@ impl ConnectionLimits {
     /// Checks one frame; `is_message` for frames that write something lasting (post a
     /// message, create, join or leave a room, open a DM).
     pub fn check(&mut self, is_message: bool) -> Verdict {
-        let now = DefaultClock::default().now();
         let result = self.frames.check().and_then(|()| if is_message { self.messages.check() } else { Ok(()) });
         match result {
             Ok(()) => {
@@ -200,7 +204,7 @@ impl ConnectionLimits {
                 if self.refused_in_a_row >= self.abuse_close_after {
                     Verdict::Abusive
                 } else {
-                    Verdict::Refused(RetryAfter(not_until.wait_time_from(now)))
+                    Verdict::Refused(RetryAfter(not_until.wait_time_from(self.frames.clock().now())))
                 }
             }
         }

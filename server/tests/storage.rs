@@ -489,6 +489,31 @@ async fn a_client_id_stored_concurrently_after_the_check_is_answered_as_a_reuse(
     db.remove().await;
 }
 
+/// SQLite's write-ahead log is copied into the database file in the background
+/// (commits never do it themselves): soon after a burst of posts, the database file
+/// holds them, with nothing else asking for a checkpoint.
+#[tokio::test]
+async fn the_sqlite_log_is_checkpointed_in_the_background() {
+    let db = TestDb::sqlite().await;
+    let store = db.open().await;
+    let ana = user(&store, "ana").await;
+    let (room, _) = store.create_room("log", &ana, 1).await.unwrap();
+    let TestDb::Sqlite { dir } = &db else { unreachable!() };
+    let file = dir.path().join("parley.db");
+    let text = "ação ".repeat(200);
+    let client_ids: Vec<String> = (0..600).map(|n| format!("c{n}")).collect();
+    let posts = client_ids.iter().map(|client_id| store.post(room.id, &ana, client_id, &text, 2));
+    for posted in futures::future::join_all(posts).await {
+        posted.unwrap();
+    }
+    let written = client_ids.len() as u64 * text.len() as u64;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::fs::metadata(&file).unwrap().len() < written {
+        assert!(tokio::time::Instant::now() < deadline, "the database file has {} bytes", std::fs::metadata(&file).unwrap().len());
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 mod survives_reopening {
     use super::*;
 

@@ -49,6 +49,8 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(if options.sqlite_full_sync { SqliteSynchronous::Full } else { SqliteSynchronous::Normal })
             .foreign_keys(true)
+            // Checkpoints run in the background (see `checkpoint_in_background`).
+            .pragma("wal_autocheckpoint", "0")
             // Writers queue on SQLite's single write lock; wait rather than fail.
             .busy_timeout(Duration::from_secs(10));
         if let Some(dir) = connect.get_filename().parent() {
@@ -61,7 +63,32 @@ impl SqliteStore {
             .connect_with(connect)
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-        Ok(SqliteStore::with_pool(pool))
+        let store = SqliteStore::with_pool(pool);
+        tokio::spawn(checkpoint_in_background(store.pool.clone(), store.posts.downgrade()));
+        Ok(store)
+    }
+}
+
+/// How often the write-ahead log is copied into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
+/// Copies the write-ahead log into the database file now and then, on a connection of
+/// its own, until the store is dropped. Left to SQLite, the commit that finds the log
+/// past 1,000 pages does it itself, with every post in its batch (and every post
+/// queued behind) waiting: tens of milliseconds of syncing the database file, the
+/// slowest commits by far. A passive checkpoint beside the writer never takes the
+/// write lock, so commits go on meanwhile.
+async fn checkpoint_in_background(pool: SqlitePool, store: tokio::sync::mpsc::WeakSender<group_commit::Queued>) {
+    let mut every = tokio::time::interval(CHECKPOINT_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        if store.upgrade().is_none() {
+            return;
+        }
+        if let Err(err) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&pool).await {
+            tracing::warn!(error = %err, "checkpointing the write-ahead log failed");
+        }
     }
 }
 
