@@ -75,11 +75,11 @@ pub struct Caller {
 pub struct Chat {
     store: Arc<dyn Store>,
     hub: Arc<Hub>,
-    /// What numbers a room's events is ordered under this lock, so events leave in
-    /// sequence order and clients never see message 8 before message 7. A post holds
-    /// it only to join the commit queue (whose order is the order of announcing);
-    /// joining and leaving hold it from waiting for the posts queued before them to
-    /// the announcing of their notice.
+    /// Orders what is numbered in a room, so events leave in sequence order and
+    /// clients never see message 8 before message 7. A post holds it only while it
+    /// joins the commit queue (posts are numbered and announced in that queue's
+    /// order); joining and leaving hold it from waiting for the posts queued before
+    /// them until their notice is announced.
     room_locks: Stripes,
     /// A user's memberships change, and their sockets are registered with the hub,
     /// under this lock: a socket reads the user's rooms and subscribes to them as one

@@ -217,7 +217,7 @@ fn describe() {
     describe_counter!(FRAMES_DELIVERED, "Frames queued to sockets, by kind (message, receipt, typing, presence, reply).");
     describe_histogram!(STORE_LATENCY, Unit::Seconds, "From a message's request read to its commit.");
     describe_histogram!(FANOUT_RECIPIENTS, "Sockets one published event was queued to.");
-    describe_histogram!(POSTS_PER_COMMIT, "Messages stored by one commit (posts waiting for the disk share one).");
+    describe_histogram!(POSTS_PER_COMMIT, "Messages stored by one commit of posts (posts waiting for the disk share one).");
     describe_gauge!(QUEUE_MAX_FRAMES, "The most frames waiting in any one socket's outbound queue, when scraped.");
     describe_gauge!(QUEUE_BYTES, Unit::Bytes, "Bytes waiting in all sockets' outbound queues, when scraped.");
     describe_counter!(SOCKETS_CLOSED, "Sockets closed, by reason.");
@@ -308,7 +308,7 @@ pub fn text_stored(request_read_at: Instant) {
     histogram!(STORE_LATENCY).record(request_read_at.elapsed().as_secs_f64());
 }
 
-/// One commit stored (or refused) `posts` posts together.
+/// One commit of a batch of posts stored `posts` new messages.
 pub fn posts_committed(posts: usize) {
     histogram!(POSTS_PER_COMMIT).record(posts as f64);
 }

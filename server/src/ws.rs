@@ -180,10 +180,13 @@ async fn serve(socket: WebSocket, state: AppState, session: Session, peer: Peer,
             close_signal.close(reason);
         }
         if close_signal.reason() == Some(CloseReason::ShuttingDown) {
-            // Posts this socket queued are answered before its queue is drained:
-            // nothing is stored that its sender was not told about.
-            if let Err(err) = state.store.posts_settled().await {
-                tracing::warn!(error = %err, "posts did not settle before closing");
+            // Posts this socket queued are answered before its queue is drained, so
+            // its sender is told of what was stored (within the time a close may
+            // take; a sender not told retries, and a retry is answered as the same).
+            match tokio::time::timeout(CLOSE_TIMEOUT, state.store.posts_settled()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => tracing::warn!(error = %err, "posts did not settle before closing"),
+                Err(_) => tracing::warn!("posts did not settle in time before closing"),
             }
         }
         reader_done.cancel();

@@ -131,6 +131,32 @@ async fn joining_and_leaving_are_announced_to_the_room(db: TestDb) {
     server.stop().await;
 }
 
+/// Messages sent to two rooms in turn, without waiting: the acknowledgements come back
+/// in the order sent, although a commit writes one room's posts after the other's.
+async fn acknowledgements_across_rooms_come_in_the_order_sent(db: TestDb) {
+    let server = TestServer::start_on(db).await;
+    let cookie = server.register("alice").await;
+    let mut alice = server.connect(&cookie).await;
+    let first = create_room(&mut alice, "first").await;
+    let second = create_room(&mut alice, "second").await;
+    const SENT: u64 = 40;
+    for n in 0..SENT {
+        // The higher room id first: a batch writes rooms in ascending id.
+        let room_id = if n % 2 == 0 { second.id.max(first.id) } else { second.id.min(first.id) };
+        alice.send(&ClientMsg::Send { id: 100 + n, room_id, client_id: format!("a{n}"), text: format!("vez {n} ✨") }).await;
+    }
+    let mut acknowledged = Vec::new();
+    while acknowledged.len() < SENT as usize {
+        match alice.next().await {
+            ServerMsg::Sent { id, .. } => acknowledged.push(id),
+            error @ ServerMsg::Error { .. } => panic!("{error:?}"),
+            _ => {}
+        }
+    }
+    assert_eq!(acknowledged, (100..100 + SENT).collect::<Vec<_>>());
+    server.stop().await;
+}
+
 /// Leaving right after sending, without waiting for the acknowledgements: every
 /// message sent before leaving is stored and acknowledged, and the room hears the
 /// "left" notice after them, in sequence order.
@@ -408,6 +434,7 @@ on_both_databases!(
     two_users_chat_and_each_sees_the_other_once,
     joining_and_leaving_are_announced_to_the_room,
     messages_sent_just_before_leaving_are_stored_ahead_of_the_notice,
+    acknowledgements_across_rooms_come_in_the_order_sent,
     non_members_can_neither_post_nor_read_nor_hear,
     history_pages_are_complete_and_ordered,
     resending_a_client_id_returns_the_original_and_stores_nothing_new,

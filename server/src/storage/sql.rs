@@ -51,6 +51,8 @@ impl SqliteStore {
             .foreign_keys(true)
             // Checkpoints run in the background (see `checkpoint_in_background`).
             .pragma("wal_autocheckpoint", "0")
+            // A log that grew during a burst is cut back to this when it starts over.
+            .pragma("journal_size_limit", "67108864")
             // Writers queue on SQLite's single write lock; wait rather than fail.
             .busy_timeout(Duration::from_secs(10));
         if let Some(dir) = connect.get_filename().parent() {
@@ -72,24 +74,44 @@ impl SqliteStore {
 /// How often the write-ahead log is copied into the database file.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
-/// Copies the write-ahead log into the database file now and then, on a connection of
-/// its own, until the store is dropped. Left to SQLite, the commit that finds the log
-/// past 1,000 pages does it itself, with every post in its batch (and every post
-/// queued behind) waiting: tens of milliseconds of syncing the database file, the
-/// slowest commits by far. A passive checkpoint beside the writer never takes the
-/// write lock, so commits go on meanwhile.
+/// Copies the write-ahead log into the database file now and then, until the store
+/// is dropped. Left to SQLite, the commit that finds the log past 1,000 pages does it
+/// itself, with every post in its batch (and every post queued behind) waiting: tens
+/// of milliseconds of syncing the database file, the slowest commits by far. Here a
+/// passive checkpoint on a connection of its own does the copying while commits go
+/// on. SQLite starts the log over only when a writer begins right after a checkpoint
+/// that copied all of it, which under steady writing a checkpoint beside the writer
+/// never manages (the writer always appends while it copies); so a second one
+/// follows between two batches of posts, when no post is being written, with little
+/// left to copy, and the next batch starts the log over. It stays about a second
+/// long.
 async fn checkpoint_in_background(pool: SqlitePool, store: tokio::sync::mpsc::WeakSender<group_commit::Queued>) {
     let mut every = tokio::time::interval(CHECKPOINT_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         every.tick().await;
-        if store.upgrade().is_none() {
-            return;
-        }
-        if let Err(err) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&pool).await {
+        let Some(queue) = store.upgrade() else { return };
+        if let Err(err) = checkpoint(&pool).await {
             tracing::warn!(error = %err, "checkpointing the write-ahead log failed");
+            continue;
         }
+        let pool = pool.clone();
+        let finish: group_commit::Between = Box::new(move || {
+            Box::pin(async move {
+                if let Err(err) = checkpoint(&pool).await {
+                    tracing::warn!(error = %err, "checkpointing the write-ahead log failed");
+                }
+            })
+        });
+        let _ = queue.send(group_commit::Queued::Between(finish)).await;
     }
+}
+
+/// A passive checkpoint: copies what it can without waiting for anyone.
+async fn checkpoint(pool: &SqlitePool) -> Result<(), sqlx::Error> {
+    // Every row read, so the statement is done and holds no read lock afterwards.
+    sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").fetch_all(pool).await?;
+    Ok(())
 }
 
 impl PostgresStore {
@@ -274,6 +296,13 @@ fn kind_column(kind: MessageKind) -> &'static str {
     }
 }
 
+/// Whether PostgreSQL aborted a transaction only to let another one through (a
+/// deadlock broken, a serialization failure): trying again is the documented remedy.
+fn is_worth_retrying(err: &StoreError) -> bool {
+    let StoreError::Database(err) = err else { return false };
+    err.as_database_error().and_then(|db| db.code()).is_some_and(|code| code == "40P01" || code == "40001")
+}
+
 fn is_unique_violation(err: &sqlx::Error) -> bool {
     err.as_database_error().is_some_and(|db| db.is_unique_violation())
 }
@@ -295,9 +324,9 @@ const SELECT_ROOM_SUMMARY: &str = "SELECT r.id, r.name, r.kind, r.topic, r.last_
      LEFT JOIN users pu ON pu.id = CASE WHEN r.kind = 'direct' THEN \
        (SELECT pm.user_id FROM memberships pm WHERE pm.room_id = r.id AND pm.user_id <> $1 LIMIT 1) END";
 
-/// Stamps out the [`Store`] implementation for one backend.
 /// Tries at one batch of posts before it fails: another try is needed only when a
-/// concurrent transaction (another node) stored one of its client ids meanwhile.
+/// concurrent transaction (another node) stored one of its client ids meanwhile, or
+/// PostgreSQL aborted it to break a deadlock.
 const BATCH_TRIES: usize = 3;
 
 /// What became of one post of a batch, decided before anything is written.
@@ -311,6 +340,7 @@ enum Plan {
     SameAs(usize),
 }
 
+/// Stamps out the [`Store`] implementation for one backend.
 macro_rules! sql_store {
     ($store:ident, $db:ty) => {
         impl $store {
@@ -333,7 +363,6 @@ macro_rules! sql_store {
                     } else {
                         // A panic while committing one batch fails that batch, not every
                         // later post on this node.
-                        crate::metrics::posts_committed(posts.len());
                         let committed = std::panic::AssertUnwindSafe(Self::post_batch(&pool, &posts)).catch_unwind().await;
                         let committed = committed.unwrap_or_else(|_| {
                             tracing::error!(posts = posts.len(), "committing a batch of posts panicked");
@@ -349,42 +378,59 @@ macro_rules! sql_store {
                     for ((post, after_commit), outcome) in posts.iter().zip(then).zip(outcomes) {
                         group_commit::announce(post.room_id, after_commit, outcome);
                     }
-                    if let Some(waiting) = batch.then {
-                        let _ = waiting.send(());
-                    }
+                    group_commit::settle(batch.settled, batch.between).await;
                 }
             }
 
             /// One transaction for the batch, and a few statements for each room in it
-            /// however many posts it has. Posts that cannot be stored (not a member, a
-            /// client id already used) are set aside before anything is written, so the
-            /// numbering has no gaps and no post needs a savepoint of its own. If another
-            /// node stores one of the same client ids between the check and the insert,
-            /// the batch starts over, and then sees that message as stored.
+            /// however many posts it has (plus one per @mention). Posts that cannot be
+            /// stored (not a member, a client id already used) are set aside before
+            /// anything is written, so the numbering has no gaps and no post needs a
+            /// savepoint of its own. The batch starts over if another node stores one of
+            /// the same client ids between the check and the insert (the next try sees
+            /// that message as stored), or if PostgreSQL aborts it to break a deadlock.
+            /// Outcomes come back in the batch's (queue) order.
             async fn post_batch(pool: &sqlx::Pool<$db>, batch: &[NewPost]) -> StoreResult<Vec<StoreResult<Posted>>> {
-                for _ in 0..BATCH_TRIES {
-                    let mut tx = pool.begin().await?;
-                    let mut outcomes = Vec::with_capacity(batch.len());
-                    // Client ids stored by this batch so far, for a retry queued behind its
-                    // original or the same id reused in another room.
-                    let mut stored_now = HashMap::new();
-                    let mut raced = false;
-                    for room_posts in batch.chunk_by(|a, b| a.room_id == b.room_id) {
-                        match Self::post_to_room(&mut tx, room_posts, &mut stored_now).await? {
-                            Some(room_outcomes) => outcomes.extend(room_outcomes),
-                            None => {
-                                raced = true;
-                                break;
-                            }
+                let order = group_commit::write_order(batch);
+                let in_write_order: Vec<&NewPost> = order.iter().map(|&index| &batch[index]).collect();
+                let mut tries = 0;
+                let written = loop {
+                    tries += 1;
+                    match Self::try_batch(pool, &in_write_order).await {
+                        Ok(Some(outcomes)) => break outcomes,
+                        Ok(None) if tries < BATCH_TRIES => continue,
+                        Err(err) if tries < BATCH_TRIES && is_worth_retrying(&err) => continue,
+                        Ok(None) => return Err(StoreError::Database(sqlx::Error::Protocol("client ids kept being stored concurrently".into()))),
+                        Err(err) => return Err(err),
+                    }
+                };
+                crate::metrics::posts_committed(written.iter().filter(|outcome| matches!(outcome, Ok(Posted::New(_)))).count());
+                let mut outcomes: Vec<Option<StoreResult<Posted>>> = batch.iter().map(|_| None).collect();
+                for (index, outcome) in order.into_iter().zip(written) {
+                    outcomes[index] = Some(outcome);
+                }
+                Ok(outcomes.into_iter().map(|outcome| outcome.expect("every post was written or refused")).collect())
+            }
+
+            /// One try at a batch (in write order): its outcomes once committed, or `None`
+            /// if a client id was taken concurrently (rolled back).
+            async fn try_batch(pool: &sqlx::Pool<$db>, posts: &[&NewPost]) -> StoreResult<Option<Vec<StoreResult<Posted>>>> {
+                let mut tx = pool.begin().await?;
+                let mut outcomes = Vec::with_capacity(posts.len());
+                // Client ids stored by this batch so far, for a retry queued behind its
+                // original or the same id reused in another room.
+                let mut stored_now = HashMap::new();
+                for room_posts in posts.chunk_by(|a, b| a.room_id == b.room_id) {
+                    match Self::post_to_room(&mut tx, room_posts, &mut stored_now).await? {
+                        Some(room_outcomes) => outcomes.extend(room_outcomes),
+                        None => {
+                            tx.rollback().await?;
+                            return Ok(None);
                         }
                     }
-                    if !raced {
-                        tx.commit().await?;
-                        return Ok(outcomes);
-                    }
-                    tx.rollback().await?;
                 }
-                Err(StoreError::Database(sqlx::Error::Protocol("client ids kept being stored concurrently".into())))
+                tx.commit().await?;
+                Ok(Some(outcomes))
             }
 
             /// Stores one room's posts (all of the same room, in queue order) inside
@@ -392,7 +438,7 @@ macro_rules! sql_store {
             /// it was checked: the caller rolls back and tries again.
             async fn post_to_room(
                 tx: &mut sqlx::Transaction<'_, $db>,
-                posts: &[NewPost],
+                posts: &[&NewPost],
                 stored_now: &mut HashMap<(i64, String), ChatMessage>,
             ) -> StoreResult<Option<Vec<StoreResult<Posted>>>> {
                 let room_id = posts[0].room_id;
@@ -466,7 +512,7 @@ macro_rules! sql_store {
             }
 
             /// Which of the posts' senders are members of the room.
-            async fn members_among(tx: &mut sqlx::Transaction<'_, $db>, room_id: i64, posts: &[NewPost]) -> StoreResult<HashSet<i64>> {
+            async fn members_among(tx: &mut sqlx::Transaction<'_, $db>, room_id: i64, posts: &[&NewPost]) -> StoreResult<HashSet<i64>> {
                 let senders: BTreeSet<i64> = posts.iter().map(|post| post.sender.id).collect();
                 let mut query = sqlx::QueryBuilder::<$db>::new("SELECT user_id FROM memberships WHERE room_id = ");
                 query.push_bind(room_id).push(" AND user_id IN (");
@@ -482,7 +528,7 @@ macro_rules! sql_store {
             /// The messages already stored under any of the posts' (sender, client id).
             async fn stored_client_ids(
                 tx: &mut sqlx::Transaction<'_, $db>,
-                posts: &[NewPost],
+                posts: &[&NewPost],
             ) -> StoreResult<HashMap<(i64, String), ChatMessage>> {
                 let senders: BTreeSet<i64> = posts.iter().map(|post| post.sender.id).collect();
                 let client_ids: BTreeSet<&str> = posts.iter().map(|post| post.client_id.as_str()).collect();
@@ -563,12 +609,13 @@ macro_rules! sql_store {
             }
 
             /// Takes the room's next sequence number inside `tx`. Every transaction that
-            /// writes to a room does this first, so the room row is the first lock it
-            /// holds (on SQLite the write lock, taken before any read; on PostgreSQL the
-            /// row lock): two transactions touching one room lock in the same order and
-            /// cannot deadlock, and concurrent posts queue for numbers instead of
-            /// racing. A transaction that then writes no message rolls back, which
-            /// undoes the bump, so numbering has no gaps.
+            /// writes to a room locks the room's row first (this, or `lock_room` for a
+            /// batch of posts), so the room row is the first lock it holds (on SQLite
+            /// the write lock, taken before any read; on PostgreSQL the row lock): two
+            /// transactions touching one room lock in the same order and cannot
+            /// deadlock, and concurrent writers queue for numbers instead of racing. A
+            /// membership change that then writes no notice rolls back, which undoes
+            /// the bump, so numbering has no gaps.
             async fn next_seq(tx: &mut sqlx::Transaction<'_, $db>, room_id: i64) -> StoreResult<i64> {
                 sqlx::query_scalar("UPDATE rooms SET last_seq = last_seq + 1 WHERE id = $1 RETURNING last_seq")
                     .bind(room_id)
