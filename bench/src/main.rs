@@ -298,6 +298,7 @@ async fn idle(args: &Args, programs: &Programs, sizes: Sizes) -> bool {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let at_rest = server.rss_kib();
         let cpu_before = server.cpu_seconds();
+        let own_cpu_before = cores::process_cpu_seconds();
         let crowd = match Crowd::open(
             Dialect {
                 kind,
@@ -321,11 +322,14 @@ async fn idle(args: &Args, programs: &Programs, sizes: Sizes) -> bool {
             }
         };
         let connect_cpu = server.cpu_seconds() - cpu_before;
+        // Near 100 % the connect rate is the generator's, not the server's.
+        let generator_load = (cores::process_cpu_seconds() - own_cpu_before) / crowd.connect_time.as_secs_f64();
+        let server_load = connect_cpu / crowd.connect_time.as_secs_f64();
         tokio::time::sleep(Duration::from_secs(3)).await;
         let idle_kib = server.rss_kib();
         clean &= server.is_running();
         println!(
-            "| {} | {} | {:.2} s | {:.0} | {:.0} µs | {:.1} KiB | {:.1} MiB |",
+            "| {} | {} | {:.2} s | {:.0} | {:.0} µs | {:.1} KiB | {:.1} MiB | server {:.0}%, generator {:.0}% of a core |",
             kind.label(),
             crowd.len(),
             crowd.connect_time.as_secs_f64(),
@@ -333,6 +337,8 @@ async fn idle(args: &Args, programs: &Programs, sizes: Sizes) -> bool {
             connect_cpu * 1e6 / crowd.len() as f64,
             idle_kib.saturating_sub(at_rest) as f64 / crowd.len() as f64,
             idle_kib as f64 / 1024.0,
+            server_load * 100.0,
+            generator_load * 100.0,
         );
     }
     clean

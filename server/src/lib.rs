@@ -15,6 +15,7 @@ mod health;
 mod limits;
 pub mod metrics;
 mod net;
+pub use net::bind_listener;
 mod observe;
 pub mod hub;
 mod password;
@@ -104,9 +105,7 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<RunningServe
     let tls = if config.tls.enabled() { Some(tls::server_config(&config.tls)?) } else { None };
     let redirect = match tls::redirect_addr(&config.tls) {
         Some(Ok(redirect_addr)) if tls.is_some() => {
-            let bound = TcpListener::bind(redirect_addr)
-                .await
-                .map_err(|source| StartError::Bind { addr: redirect_addr, source })?;
+            let bound = net::bind_listener(redirect_addr).map_err(|source| StartError::Bind { addr: redirect_addr, source })?;
             Some(bound)
         }
         Some(Err(err)) => return Err(StartError::Serve(std::io::Error::other(format!("tls.redirect_http_addr: {err}")))),
@@ -240,9 +239,7 @@ async fn stop_when_asked(
 /// Binds the configured address and serves until Ctrl-C or SIGTERM.
 pub async fn run_until_signal(config: Config) -> Result<(), StartError> {
     let addr = config.site.addr;
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|source| StartError::Bind { addr, source })?;
+    let listener = net::bind_listener(addr).map_err(|source| StartError::Bind { addr, source })?;
     let server = start(config, listener).await?;
     let shutdown = server.shutdown.clone();
     tokio::spawn(async move {

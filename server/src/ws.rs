@@ -246,8 +246,11 @@ async fn read_loop(
     let limits_config = &state.config.limits;
     let timeout = Duration::from_secs(limits_config.heartbeat_timeout_secs.max(1));
     let mut deadline = Instant::now() + timeout;
-    // The first tick is immediate: the session may have ended during the handshake.
-    let mut session_check = tokio::time::interval(Duration::from_secs(limits_config.heartbeat_interval_secs.max(1)));
+    // The session was checked in the handshake, and a logout since then closed this
+    // socket as it registered (the hub remembers sessions ended lately); the next
+    // check is a heartbeat away.
+    let check_every = Duration::from_secs(limits_config.heartbeat_interval_secs.max(1));
+    let mut session_check = tokio::time::interval_at(Instant::now() + check_every, check_every);
     session_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut limits = state.limiters.connection();
     loop {

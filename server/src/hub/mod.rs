@@ -57,6 +57,24 @@ pub const PRESENCE_WINDOW: Duration = Duration::from_millis(250);
 /// Rooms with more people online than this get presence as a count only: naming
 /// everyone who came and went would cost every member bytes for each of them.
 pub const PRESENCE_DETAIL_LIMIT: usize = 100;
+/// People a crowded room's count notices may reach per [`PRESENCE_WINDOW`]: above
+/// this the count waits longer between notices, so a reconnect storm in a room of
+/// thousands costs a bounded number of frames a second, not one per member per window.
+const COUNT_READERS_PER_WINDOW: usize = 2_500;
+/// How long an ended session is remembered, so a socket checked against it just
+/// before it ended is closed when it registers. Far longer than a handshake takes;
+/// the heartbeat's session check catches anything later.
+pub const ENDED_SESSION_MEMORY: Duration = Duration::from_secs(120);
+/// The longest a crowded room's count waits between notices.
+pub const COUNT_WINDOW_MAX: Duration = Duration::from_secs(2);
+
+/// How long a room with `online` people, told only a count, waits between notices:
+/// one window up to [`COUNT_READERS_PER_WINDOW`] people, a window more per as many
+/// again (10,000 online: 1 s), at most [`COUNT_WINDOW_MAX`].
+pub fn count_window(online: usize) -> Duration {
+    let windows = online.div_ceil(COUNT_READERS_PER_WINDOW).max(1) as u32;
+    (PRESENCE_WINDOW * windows).min(COUNT_WINDOW_MAX)
+}
 /// Most people one typing notice names.
 pub const TYPING_NAMED: usize = 10;
 
@@ -158,6 +176,8 @@ impl Hub {
         }
         if self.closing.load(Ordering::Relaxed) {
             close.close(CloseReason::ShuttingDown);
+        } else if registry.session_ended_lately(session_id, Instant::now()) {
+            close.close(CloseReason::SessionEnded);
         }
         drop(registry);
         Connection { id, outbound: receiver, close }
@@ -264,11 +284,16 @@ impl Hub {
 
     /// Closes every socket opened with this session (logout, expiry), on every node.
     pub fn end_session(&self, session_id: i64) {
-        Self::close_session(&self.lock(), session_id);
+        Self::close_session(&mut self.lock(), session_id);
         self.relay(Event::SessionEnded { session: session_id }, None);
     }
 
-    fn close_session(registry: &Registry, session_id: i64) {
+    /// Closes the session's sockets, and remembers for [`ENDED_SESSION_MEMORY`] that it
+    /// ended: a socket whose session was checked just before the logout, still on its
+    /// way to registering, is closed as it registers (instead of checking the session
+    /// again in the database once registered, one query more per connect).
+    fn close_session(registry: &mut Registry, session_id: i64) {
+        registry.note_session_ended(session_id, Instant::now());
         for id in registry.session_conns(session_id) {
             if let Some(conn) = registry.conn(id) {
                 conn.close.close(CloseReason::SessionEnded);
@@ -308,7 +333,7 @@ impl Hub {
                 }
             }
             Event::Left { user, room } => registry.unsubscribe_user(user, room),
-            Event::SessionEnded { session } => Self::close_session(&registry, session),
+            Event::SessionEnded { session } => Self::close_session(&mut registry, session),
             Event::Typing { room, user } => registry.note_typing(room, user.id),
             Event::Presence { user, rooms, sockets } => registry.set_remote(node, &user, &rooms, sockets),
             // About the link itself, handled by the cluster module.
@@ -494,10 +519,16 @@ impl Hub {
     /// went, and each room where someone typed who did: one frame per room and kind,
     /// encoded once, pushed to each of its connections.
     pub fn flush_presence(&self) {
+        self.flush_presence_at(Instant::now());
+    }
+
+    /// [`Hub::flush_presence`] as if at `now` (a crowded room's count waits for its
+    /// window; tests pass the time).
+    fn flush_presence_at(&self, now: Instant) {
         let mut registry = self.lock();
         let mut notices = Vec::new();
-        for (room_id, changes) in registry.take_presence_changes() {
-            notices.push((room_id, Self::presence_notice(&registry, room_id, changes)));
+        for (room_id, total, changes) in registry.take_due_presence(now) {
+            notices.push((room_id, Self::presence_notice(&registry, room_id, total, changes)));
         }
         for (room_id, typists) in registry.take_typing() {
             let users: Vec<UserRef> =
@@ -534,8 +565,7 @@ impl Hub {
         }
     }
 
-    fn presence_notice(registry: &Registry, room_id: RoomId, changes: PresenceChanges) -> ServerMsg {
-        let total = registry.online_count(room_id);
+    fn presence_notice(registry: &Registry, room_id: RoomId, total: usize, changes: PresenceChanges) -> ServerMsg {
         let detailed = total <= PRESENCE_DETAIL_LIMIT;
         let (mut came, mut went) = (Vec::new(), Vec::new());
         if detailed {
@@ -722,6 +752,43 @@ mod tests {
         assert_eq!(hub.send_online_page(watcher.id, 3, 8, None, 50), Err(NotSubscribed), "not a member there");
     }
 
+    /// A reconnect storm into a room of thousands: the count goes out once per its
+    /// longer window, holding the changes between, and the last count is still told.
+    #[tokio::test]
+    async fn a_crowded_rooms_count_waits_for_its_window() {
+        let hub = Hub::new(QueueLimits { max_frames: 1000, max_bytes: 1 << 20 });
+        let mut watcher = hub.connect(&user(0, "watcher"), 0, &[7]);
+        let mut crowd: Vec<Connection> = (1..=6_000).map(|id| hub.connect(&user(id, &format!("u{id:05}")), id, &[7])).collect();
+        let start = Instant::now();
+        hub.flush_presence_at(start);
+        let count = |frames: Vec<ServerMsg>| -> Vec<u32> {
+            frames.into_iter().map(|frame| match frame {
+                ServerMsg::Presence { total, detailed: false, .. } => total,
+                other => panic!("unexpected {other:?}"),
+            }).collect()
+        };
+        assert_eq!(count(drain(&mut watcher)), [6_001]);
+        let window = PRESENCE_WINDOW * 3; // count_window(6_001), and of 5,999
+
+        for step in 1..3u32 {
+            hub.disconnect(crowd.pop().unwrap().id);
+            hub.flush_presence_at(start + PRESENCE_WINDOW * step);
+            assert!(drain(&mut watcher).is_empty(), "held within the count's window (step {step})");
+        }
+        hub.flush_presence_at(start + window);
+        assert_eq!(count(drain(&mut watcher)), [5_999], "the held changes go out when the window ends");
+        hub.flush_presence_at(start + window * 2);
+        assert!(drain(&mut watcher).is_empty(), "no change, no frame");
+    }
+
+    #[test]
+    fn count_windows_grow_with_the_room_and_stop_at_the_maximum() {
+        assert_eq!(count_window(101), PRESENCE_WINDOW);
+        assert_eq!(count_window(2_500), PRESENCE_WINDOW);
+        assert_eq!(count_window(10_000), Duration::from_secs(1));
+        assert_eq!(count_window(1_000_000), COUNT_WINDOW_MAX);
+    }
+
     #[tokio::test]
     async fn typing_in_a_window_is_one_notice() {
         let hub = hub();
@@ -789,5 +856,33 @@ mod tests {
         hub.end_session(41);
         assert_eq!(first.close.reason(), Some(CloseReason::SessionEnded));
         assert_eq!(second.close.reason(), None);
+    }
+
+    /// A logout between a socket's session check and its registration: the socket
+    /// registers closed, here and for a logout told by another node, without asking
+    /// the database again.
+    #[tokio::test]
+    async fn a_socket_registering_after_its_session_ended_is_closed() {
+        let hub = hub();
+        hub.end_session(41);
+        hub.apply_remote(&"other".into(), Event::SessionEnded { session: 43 }, Utf8Bytes::from_static(""));
+        let late = hub.connect(&user(1, "alice"), 41, &[7]);
+        let told_by_another_node = hub.connect(&user(1, "alice"), 43, &[7]);
+        let other = hub.connect(&user(1, "alice"), 42, &[7]);
+        assert_eq!(late.close.reason(), Some(CloseReason::SessionEnded));
+        assert_eq!(told_by_another_node.close.reason(), Some(CloseReason::SessionEnded));
+        assert_eq!(other.close.reason(), None);
+    }
+
+    #[test]
+    fn ended_sessions_are_remembered_for_a_while_only() {
+        let mut registry = Registry::default();
+        let start = Instant::now();
+        registry.note_session_ended(41, start);
+        assert!(registry.session_ended_lately(41, start + ENDED_SESSION_MEMORY / 2));
+        registry.note_session_ended(42, start + ENDED_SESSION_MEMORY);
+        assert!(!registry.session_ended_lately(41, start + ENDED_SESSION_MEMORY), "forgotten");
+        assert!(registry.session_ended_lately(42, start + ENDED_SESSION_MEMORY));
+        assert_eq!(registry.sessions_ended_lately(), 1, "the old entry is gone, not kept");
     }
 }

@@ -16,6 +16,7 @@ use std::{
     collections::{BTreeSet, HashMap, HashSet},
     ops::Bound,
     sync::Arc,
+    time::Instant,
 };
 
 use app::protocol::{RoomId, UserId, UserRef};
@@ -89,6 +90,11 @@ pub struct Registry {
     rooms: HashMap<RoomId, RoomEntry>,
     /// Rooms whose online set changed since presence was last announced.
     changed: HashMap<RoomId, PresenceChanges>,
+    /// When each crowded room (told a count, not names) was last told it, so its
+    /// next count waits out [`super::count_window`].
+    counted_at: HashMap<RoomId, Instant>,
+    /// Sessions ended lately, and when (see [`super::ENDED_SESSION_MEMORY`]).
+    ended_sessions: HashMap<i64, Instant>,
     /// Who started or went on typing in each room since typing was last announced.
     typing: HashMap<RoomId, Vec<UserId>>,
     /// People online on other nodes.
@@ -210,9 +216,54 @@ impl Registry {
         }
     }
 
-    /// Takes the presence changes gathered since the last call.
-    pub fn take_presence_changes(&mut self) -> HashMap<RoomId, PresenceChanges> {
-        std::mem::take(&mut self.changed)
+    /// Notes that a session ended at `now`, forgetting those ended too long ago.
+    pub fn note_session_ended(&mut self, session_id: i64, now: Instant) {
+        self.ended_sessions.retain(|_, at| now.saturating_duration_since(*at) < super::ENDED_SESSION_MEMORY);
+        self.ended_sessions.insert(session_id, now);
+    }
+
+    /// Whether the session ended within [`super::ENDED_SESSION_MEMORY`] before `now`.
+    pub fn session_ended_lately(&self, session_id: i64, now: Instant) -> bool {
+        self.ended_sessions
+            .get(&session_id)
+            .is_some_and(|at| now.saturating_duration_since(*at) < super::ENDED_SESSION_MEMORY)
+    }
+
+    /// How many ended sessions are remembered.
+    #[cfg(test)]
+    pub fn sessions_ended_lately(&self) -> usize {
+        self.ended_sessions.len()
+    }
+
+    /// Takes the presence changes of the rooms due a notice at `now`, with each room's
+    /// count online. A room small enough to be told names is due at once; a crowded
+    /// one only once [`super::count_window`] has passed since its last count, its
+    /// changes held until then (a count that moves every 250 ms in a room of
+    /// thousands costs thousands of frames each time and tells nobody anything new).
+    pub fn take_due_presence(&mut self, now: Instant) -> Vec<(RoomId, usize, PresenceChanges)> {
+        let mut due = Vec::new();
+        let mut held = HashMap::new();
+        for (room_id, changes) in std::mem::take(&mut self.changed) {
+            let total = self.online_count(room_id);
+            if total <= super::PRESENCE_DETAIL_LIMIT {
+                self.counted_at.remove(&room_id);
+                due.push((room_id, total, changes));
+                continue;
+            }
+            match self.counted_at.get(&room_id) {
+                Some(at) if now.saturating_duration_since(*at) < super::count_window(total) => {
+                    held.insert(room_id, changes);
+                }
+                _ => {
+                    self.counted_at.insert(room_id, now);
+                    due.push((room_id, total, changes));
+                }
+            }
+        }
+        self.changed = held;
+        // A room quiet for longer than any window starts afresh.
+        self.counted_at.retain(|_, at| now.saturating_duration_since(*at) < super::COUNT_WINDOW_MAX);
+        due
     }
 
     /// Notes that a user is typing in a room (each user once per window).
@@ -426,8 +477,12 @@ mod tests {
     }
 
     fn changes(registry: &mut Registry, room: RoomId) -> Vec<(UserId, bool)> {
-        let mut changed: Vec<(UserId, bool)> =
-            registry.take_presence_changes().remove(&room).unwrap_or_default().into_iter().collect();
+        let mut changed: Vec<(UserId, bool)> = registry
+            .take_due_presence(Instant::now())
+            .into_iter()
+            .filter(|(room_id, ..)| *room_id == room)
+            .flat_map(|(.., changes)| changes)
+            .collect();
         changed.sort();
         changed
     }

@@ -43,7 +43,7 @@ impl TestServer {
     }
 
     async fn launch(config: &Config) -> RunningServer {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = server::bind_listener("127.0.0.1:0".parse().unwrap()).unwrap();
         server::start(config.clone(), listener).await.expect("server starts")
     }
 
