@@ -14,6 +14,9 @@ pub fn database_url(data_dir: &Path) -> String {
     format!("sqlite://{}", data_dir.join("parley.db").display())
 }
 
+/// How long ago seeded sessions were last seen.
+const STALE_SESSION_MS: i64 = 120_000;
+
 /// One account per seat, a member of its seat's room only, with a live session.
 /// Returns the seats with their cookies, and the ids of rooms `0..rooms`.
 pub async fn parley(data_dir: &Path, seat_rooms: &[usize], rooms: usize) -> (Vec<Seat>, Vec<i64>) {
@@ -48,8 +51,10 @@ pub async fn parley(data_dir: &Path, seat_rooms: &[usize], rooms: usize) -> (Vec
         store.join(room_ids[room], &user, 2).await.expect("join");
         let token = format!("{n:064x}");
         let token_hash = hex::encode(Sha256::digest(token.as_bytes()));
+        // Last seen two minutes ago, as after a restart: the server notes each
+        // session's use again when it reconnects, as it would in a real storm.
         store
-            .create_session(user.id, &token_hash, now_millis(), i64::MAX)
+            .create_session(user.id, &token_hash, now_millis() - STALE_SESSION_MS, i64::MAX)
             .await
             .expect("session");
         seats.push(Seat {

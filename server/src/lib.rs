@@ -186,6 +186,7 @@ fn serve_metrics(listener: TcpListener, state: AppState, stopped: CancellationTo
 /// and draining metric samples.
 fn spawn_upkeep(state: &AppState) {
     tokio::spawn(state.hub.clone().run_presence(state.stopped.clone()));
+    tokio::spawn(state.accounts.clone().run_touches(state.stopped.clone()));
     tokio::spawn(health::run_database_probe(state.health.clone(), state.store.clone(), state.stopped.clone()));
     tokio::spawn(metrics::run_upkeep(state.metrics.clone(), state.stopped.clone()));
     // Idle rate-limit buckets are dropped every minute, so memory follows activity.
@@ -233,6 +234,8 @@ async fn stop_when_asked(
     if tokio::time::timeout_at(deadline, state.tasks.wait()).await.is_err() {
         tracing::warn!("some sockets were still open after the shutdown grace period");
     }
+    // Sessions used in the last moments are noted before the process ends.
+    state.accounts.write_touches().await;
     served
 }
 

@@ -612,3 +612,41 @@ async fn logs_never_hold_passwords_tokens_or_message_text() {
         }
     }
 }
+
+/// A reconnect storm after a restart: every session was last used minutes ago, and
+/// noting that they are in use again is one write (one sync) for all of them, not one
+/// each, so the storm does not queue behind the disk.
+#[tokio::test]
+async fn a_reconnect_storm_notes_its_sessions_in_use_together() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let db = TestDb::sqlite().await;
+    let cookies = support::crowd::seed_people_last_seen(&db.url(), 40, Duration::from_secs(120)).await;
+    let server = TestServer::start_with(db, with_metrics_listener()).await;
+    let before = scrape(server.metrics_addr().unwrap()).await;
+    let storm_began = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let _sockets = futures::future::join_all(cookies.iter().map(|cookie| server.connect(cookie))).await;
+
+    let store = server.db.open().await;
+    let hashes: Vec<String> = cookies
+        .iter()
+        .map(|cookie| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(cookie.split_once('=').unwrap().1.as_bytes())))
+        .collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut noted = 0;
+        for hash in &hashes {
+            let session = store.session(hash, storm_began).await.unwrap().expect("live");
+            noted += usize::from(session.last_seen_at >= storm_began);
+        }
+        if noted == hashes.len() {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "only {noted} of {} sessions noted as used", hashes.len());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let after = scrape(server.metrics_addr().unwrap()).await;
+    let writes = total(&after, "parley_db_query_seconds_count", &["operation=\"touch_sessions\""])
+        - total(&before, "parley_db_query_seconds_count", &["operation=\"touch_sessions\""]);
+    assert!((1.0..=2.0).contains(&writes), "{writes} writes for 40 sessions");
+    server.stop().await;
+}

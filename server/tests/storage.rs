@@ -56,14 +56,32 @@ on_both_backends! {
         let live = store.session("hash-a", 500).await.unwrap().expect("live");
         assert_eq!((live.session_id, live.user.id, live.last_seen_at), (id, alice.id, 100));
         assert!(store.session("hash-a", 1_000).await.unwrap().is_none(), "past absolute expiry");
-        store.touch_session(id, 400).await.unwrap();
+        store.touch_sessions(&[id], 400).await.unwrap();
         assert_eq!(store.session("hash-a", 500).await.unwrap().unwrap().last_seen_at, 400);
-        store.touch_session(id, 300).await.unwrap();
+        store.touch_sessions(&[id], 300).await.unwrap();
         assert_eq!(store.session("hash-a", 500).await.unwrap().unwrap().last_seen_at, 400, "never moves back");
+        store.touch_sessions(&[], 450).await.unwrap();
         assert_eq!(store.revoke_session("hash-a", 600).await.unwrap(), Some(id));
         assert!(store.session("hash-a", 601).await.unwrap().is_none());
         assert_eq!(store.revoke_session("hash-a", 700).await.unwrap(), None, "already revoked");
         assert!(store.session("no-such-hash", 1).await.unwrap().is_none());
+    };
+
+    many_sessions_are_touched_at_once => |store: Arc<dyn Store>| async move {
+        let alice = user(&store, "alice").await;
+        // More than one statement's worth, and one the others must not move back.
+        let mut ids = Vec::new();
+        for n in 0..1_203 {
+            ids.push(store.create_session(alice.id, &format!("hash-{n}"), 100, 10_000).await.unwrap());
+        }
+        store.touch_sessions(&[ids[7]], 900).await.unwrap();
+        store.touch_sessions(&ids, 800).await.unwrap();
+        for (n, expected) in [(0, 800), (7, 900), (499, 800), (500, 800), (1_202, 800)] {
+            assert_eq!(store.session(&format!("hash-{n}"), 850).await.unwrap().unwrap().last_seen_at, expected, "session {n}");
+        }
+        let untouched = store.create_session(alice.id, "hash-other", 100, 10_000).await.unwrap();
+        store.touch_sessions(&ids[..3], 950).await.unwrap();
+        assert_eq!(store.session("hash-other", 960).await.unwrap().unwrap().last_seen_at, 100, "not listed: {untouched}");
     };
 
     rooms_have_unique_names_and_track_members => |store: Arc<dyn Store>| async move {

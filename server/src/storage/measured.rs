@@ -73,7 +73,7 @@ measured! {
     fn user(&self, user_id: i64) -> StoreResult<Option<UserRef>>;
     fn create_session(&self, user_id: i64, token_hash: &str, now: i64, expires_at: i64) -> StoreResult<i64>;
     fn session(&self, token_hash: &str, now: i64) -> StoreResult<Option<SessionRecord>>;
-    fn touch_session(&self, session_id: i64, now: i64) -> StoreResult<()>;
+    fn touch_sessions(&self, session_ids: &[i64], now: i64) -> StoreResult<()>;
     fn revoke_session(&self, token_hash: &str, now: i64) -> StoreResult<Option<i64>>;
     fn ensure_public_room(&self, name: &str, now: i64) -> StoreResult<RoomRecord>;
     fn create_room(&self, name: &str, creator: &UserRef, now: i64) -> StoreResult<(RoomRecord, ChatMessage)>;

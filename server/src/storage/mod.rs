@@ -124,7 +124,10 @@ pub trait Store: Send + Sync + 'static {
     /// The session for a token hash if it is neither revoked nor past its absolute expiry.
     /// Idle expiry is the caller's policy, decided from `last_seen_at`.
     async fn session(&self, token_hash: &str, now: i64) -> StoreResult<Option<SessionRecord>>;
-    async fn touch_session(&self, session_id: i64, now: i64) -> StoreResult<()>;
+    /// Notes that these sessions were used at `now` (never moving a session's time
+    /// back), in one transaction: a reconnect storm's sessions are noted together,
+    /// not with a sync each.
+    async fn touch_sessions(&self, session_ids: &[i64], now: i64) -> StoreResult<()>;
     /// Revokes a session; returns its id if it was live.
     async fn revoke_session(&self, token_hash: &str, now: i64) -> StoreResult<Option<i64>>;
 

@@ -328,6 +328,9 @@ const SELECT_ROOM_SUMMARY: &str = "SELECT r.id, r.name, r.kind, r.topic, r.last_
 /// concurrent transaction (another node) stored one of its client ids meanwhile, or
 /// PostgreSQL aborted it to break a deadlock.
 const BATCH_TRIES: usize = 3;
+/// Sessions one `UPDATE` of [`Store::touch_sessions`] names (well under either
+/// database's limit on bound parameters).
+const TOUCHES_PER_STATEMENT: usize = 500;
 
 /// What became of one post of a batch, decided before anything is written.
 enum Plan {
@@ -865,12 +868,23 @@ macro_rules! sql_store {
                 }))
             }
 
-            async fn touch_session(&self, session_id: i64, now: i64) -> StoreResult<()> {
-                sqlx::query("UPDATE sessions SET last_seen_at = $2 WHERE id = $1 AND last_seen_at < $2")
-                    .bind(session_id)
-                    .bind(now)
-                    .execute(&self.pool)
-                    .await?;
+            async fn touch_sessions(&self, session_ids: &[i64], now: i64) -> StoreResult<()> {
+                if session_ids.is_empty() {
+                    return Ok(());
+                }
+                // One transaction (one sync) however many; statements of bounded size.
+                let mut tx = self.pool.begin().await?;
+                for chunk in session_ids.chunks(TOUCHES_PER_STATEMENT) {
+                    let mut query = sqlx::QueryBuilder::<$db>::new("UPDATE sessions SET last_seen_at = ");
+                    query.push_bind(now).push(" WHERE last_seen_at < ").push_bind(now).push(" AND id IN (");
+                    let mut listed = query.separated(", ");
+                    for id in chunk {
+                        listed.push_bind(*id);
+                    }
+                    query.push(")");
+                    query.build().execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
                 Ok(())
             }
 

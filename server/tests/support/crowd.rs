@@ -22,6 +22,11 @@ pub const SOCKETS_PER_ADDRESS: usize = 90;
 /// Creates `count` accounts in the database at `url`, each a member of the default
 /// room `general`, and a live session for each; returns their cookies.
 pub async fn seed_people(url: &str, count: usize) -> Vec<String> {
+    seed_people_last_seen(url, count, Duration::ZERO).await
+}
+
+/// As [`seed_people`], with sessions last used `ago` (as after a restart).
+pub async fn seed_people_last_seen(url: &str, count: usize, ago: Duration) -> Vec<String> {
     let store = storage::open(url, &StoreOptions { max_connections: 4, sqlite_full_sync: false }).await.unwrap();
     let general = store.ensure_public_room("general", 1).await.unwrap();
     let mut cookies = Vec::with_capacity(count);
@@ -30,7 +35,7 @@ pub async fn seed_people(url: &str, count: usize) -> Vec<String> {
         store.join(general.id, &user, 2).await.unwrap();
         let token = format!("{n:064x}");
         let token_hash = hex::encode(Sha256::digest(token.as_bytes()));
-        store.create_session(user.id, &token_hash, now_millis(), i64::MAX).await.unwrap();
+        store.create_session(user.id, &token_hash, now_millis() - ago.as_millis() as i64, i64::MAX).await.unwrap();
         cookies.push(format!("parley_session={token}"));
     }
     cookies
