@@ -62,11 +62,13 @@ pub struct Accounts {
     /// to 1,100. A crash loses at most that second's notes: a session then looks idle a
     /// minute longer than it was, against an idle limit of hours.
     touched: Mutex<HashSet<i64>>,
+    /// Held while writing them, so the last write at shutdown follows one under way.
+    writing_touches: tokio::sync::Mutex<()>,
 }
 
 impl Accounts {
     pub fn new(store: Arc<dyn Store>, hub: Arc<Hub>, chat: Arc<Chat>, policy: SessionPolicy) -> Self {
-        Accounts { store, hub, chat, policy, touched: Mutex::default() }
+        Accounts { store, hub, chat, policy, touched: Mutex::default(), writing_touches: tokio::sync::Mutex::const_new(()) }
     }
 
     /// Writes the sessions used lately every [`TOUCHES_WRITTEN_EVERY`] until `stop`;
@@ -85,14 +87,22 @@ impl Accounts {
     /// Notes in the database, in one transaction, that the sessions used since the last
     /// call were used now. Kept for the next call if the database fails.
     pub async fn write_touches(&self) {
-        let mut session_ids: Vec<i64> = std::mem::take(&mut *self.touches()).into_iter().collect();
+        let _one_at_a_time = self.writing_touches.lock().await;
+        // Copied, not taken: until written, a session stays noted as used (so it is
+        // not mistaken for idle meanwhile), and is written again if this fails.
+        let mut session_ids: Vec<i64> = self.touches().iter().copied().collect();
         if session_ids.is_empty() {
             return;
         }
         session_ids.sort_unstable();
-        if let Err(err) = self.store.touch_sessions(&session_ids, unix_millis()).await {
-            tracing::warn!(error = %err, sessions = session_ids.len(), "cannot note sessions' use; trying again");
-            self.touches().extend(session_ids);
+        match self.store.touch_sessions(&session_ids, unix_millis()).await {
+            Ok(()) => {
+                let mut touched = self.touches();
+                for session_id in &session_ids {
+                    touched.remove(session_id);
+                }
+            }
+            Err(err) => tracing::warn!(error = %err, sessions = session_ids.len(), "cannot note sessions' use; trying again"),
         }
     }
 
@@ -163,7 +173,9 @@ impl Accounts {
         let Some(session) = self.store.session(&hash, now).await? else {
             return Ok(None);
         };
-        if now - session.last_seen_at > self.policy.idle.as_millis() as i64 {
+        // A use noted but not written yet counts: it was within the last second or so.
+        let idle = now - session.last_seen_at > self.policy.idle.as_millis() as i64;
+        if idle && !self.touches().contains(&session.session_id) {
             self.store.revoke_session(&hash, now).await?;
             self.hub.end_session(session.session_id);
             return Ok(None);
@@ -226,6 +238,34 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(token_hash(&a).len(), 64);
         assert_ne!(token_hash(&a), a);
+    }
+
+    /// A session used just inside its idle limit and used again just past it, before
+    /// the first use was written: that use counts, and the session lives on.
+    #[tokio::test]
+    async fn a_use_not_written_yet_keeps_a_session_from_looking_idle() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("parley.db").display());
+        let store = crate::storage::open(&url, &crate::storage::StoreOptions { max_connections: 2, sqlite_full_sync: false })
+            .await
+            .unwrap();
+        let hub = Arc::new(Hub::new(crate::hub::QueueLimits { max_frames: 8, max_bytes: 1 << 16 }));
+        let limits = app::protocol::Limits { max_message_chars: 100, history_page: 10 };
+        let chat = Arc::new(Chat::new(store.clone(), hub.clone(), limits, 10, 1));
+        let idle = Duration::from_secs(100);
+        let accounts = Accounts::new(store.clone(), hub, chat, SessionPolicy { idle, absolute: idle * 10, secure_cookie: false });
+        let alice = store.create_user("alice", "Alice", "not-a-hash", 1).await.unwrap();
+        let token = new_token();
+        // Last seen a moment less than the idle limit ago.
+        let last_seen = unix_millis() - idle.as_millis() as i64 + 300;
+        store.create_session(alice.id, &token_hash(&token), last_seen, i64::MAX).await.unwrap();
+
+        assert!(accounts.authenticate(&token).await.unwrap().is_some(), "within the limit; its use is noted");
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert!(accounts.authenticate(&token).await.unwrap().is_some(), "its noted use counts");
+        accounts.write_touches().await;
+        assert!(store.session(&token_hash(&token), unix_millis()).await.unwrap().unwrap().last_seen_at > last_seen + 300);
+        assert!(accounts.authenticate(&token).await.unwrap().is_some());
     }
 
     #[test]

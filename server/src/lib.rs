@@ -202,6 +202,9 @@ fn spawn_upkeep(state: &AppState) {
     });
 }
 
+/// How long stopping waits to note the sessions used in its last second.
+const LAST_TOUCHES_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Waits for the shutdown token, then stops in order: `/readyz` answers 503 at once
 /// (and for `readiness_delay_secs`, so a load balancer stops sending new clients), the
 /// listener stops accepting, every socket is told to reconnect (1012) once what is
@@ -234,8 +237,11 @@ async fn stop_when_asked(
     if tokio::time::timeout_at(deadline, state.tasks.wait()).await.is_err() {
         tracing::warn!("some sockets were still open after the shutdown grace period");
     }
-    // Sessions used in the last moments are noted before the process ends.
-    state.accounts.write_touches().await;
+    // Sessions used in the last moments are noted before the process ends (after a
+    // write under way), unless the database is gone too.
+    if tokio::time::timeout(LAST_TOUCHES_TIMEOUT, state.accounts.write_touches()).await.is_err() {
+        tracing::warn!("sessions used in the last second were not noted before stopping");
+    }
     served
 }
 

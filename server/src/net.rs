@@ -23,6 +23,11 @@ pub fn bind_listener(addr: SocketAddr) -> io::Result<tokio::net::TcpListener> {
     // As `TcpListener::bind` does: a restarted server can bind at once.
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
+    if let Some(cap) = std::fs::read_to_string("/proc/sys/net/core/somaxconn").ok().and_then(|text| text.trim().parse::<u32>().ok()) {
+        if cap < LISTEN_BACKLOG {
+            tracing::warn!(somaxconn = cap, wanted = LISTEN_BACKLOG, "the kernel caps the listen backlog; raise net.core.somaxconn for reconnect storms");
+        }
+    }
     socket.listen(LISTEN_BACKLOG)
 }
 

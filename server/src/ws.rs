@@ -209,10 +209,10 @@ struct Session {
     record: SessionRecord,
 }
 
-/// Whether the socket's session is still live. Logout on this node closes its sockets
-/// at once, but a session can also end elsewhere (expiry, a logout racing with this
-/// socket's handshake, another node): checking again when the socket registers and at
-/// every heartbeat bounds how long a dead session's socket can go on.
+/// Whether the socket's session is still live. Logout closes its sockets at once (on
+/// another node, through the cluster link; one racing this socket's handshake as it
+/// registers), but a session can also end unseen (idle expiry, an event the link
+/// lost): checking at every heartbeat bounds how long a dead session's socket goes on.
 async fn session_ended(state: &AppState, token: &str) -> bool {
     match state.accounts.authenticate(token).await {
         Ok(live) => live.is_none(),

@@ -647,6 +647,7 @@ async fn a_reconnect_storm_notes_its_sessions_in_use_together() {
     let after = scrape(server.metrics_addr().unwrap()).await;
     let writes = total(&after, "parley_db_query_seconds_count", &["operation=\"touch_sessions\""])
         - total(&before, "parley_db_query_seconds_count", &["operation=\"touch_sessions\""]);
-    assert!((1.0..=2.0).contains(&writes), "{writes} writes for 40 sessions");
+    // One a second: a slow machine may spread the storm over a few.
+    assert!((1.0..=4.0).contains(&writes), "{writes} writes for 40 sessions");
     server.stop().await;
 }

@@ -4,7 +4,8 @@
 //! membership changes, ended sessions, and whose rooms changed on it) to one Redis
 //! channel, and hands what other nodes publish to its own hub. The database stays the
 //! source of truth: Redis pub/sub delivers at most once, so nothing depends on it for
-//! correctness.
+//! correctness. (A logout elsewhere closes this node's sockets through it at once; if
+//! that event is lost, their heartbeat's session check closes them within an interval.)
 //!
 //! - Lost events are found out and made good from the database. A node whose link to
 //!   Redis broke (or whose outgoing queue overflowed) says `CatchUp` once it is back,

@@ -13,7 +13,7 @@
 //! operations, never a recount.
 
 use std::{
-    collections::{BTreeSet, HashMap, HashSet},
+    collections::{BTreeSet, HashMap, HashSet, VecDeque},
     ops::Bound,
     sync::Arc,
     time::Instant,
@@ -93,8 +93,10 @@ pub struct Registry {
     /// When each crowded room (told a count, not names) was last told it, so its
     /// next count waits out [`super::count_window`].
     counted_at: HashMap<RoomId, Instant>,
-    /// Sessions ended lately, and when (see [`super::ENDED_SESSION_MEMORY`]).
+    /// Sessions ended lately, and when (see [`super::ENDED_SESSION_MEMORY`]); the
+    /// same in the order they ended, so the oldest are forgotten from the front.
     ended_sessions: HashMap<i64, Instant>,
+    ended_in_order: VecDeque<(Instant, i64)>,
     /// Who started or went on typing in each room since typing was last announced.
     typing: HashMap<RoomId, Vec<UserId>>,
     /// People online on other nodes.
@@ -218,8 +220,18 @@ impl Registry {
 
     /// Notes that a session ended at `now`, forgetting those ended too long ago.
     pub fn note_session_ended(&mut self, session_id: i64, now: Instant) {
-        self.ended_sessions.retain(|_, at| now.saturating_duration_since(*at) < super::ENDED_SESSION_MEMORY);
+        while let Some(&(at, oldest)) = self.ended_in_order.front() {
+            if now.saturating_duration_since(at) < super::ENDED_SESSION_MEMORY {
+                break;
+            }
+            self.ended_in_order.pop_front();
+            // Unless it ended again since.
+            if self.ended_sessions.get(&oldest) == Some(&at) {
+                self.ended_sessions.remove(&oldest);
+            }
+        }
         self.ended_sessions.insert(session_id, now);
+        self.ended_in_order.push_back((now, session_id));
     }
 
     /// Whether the session ended within [`super::ENDED_SESSION_MEMORY`] before `now`.
@@ -251,7 +263,9 @@ impl Registry {
                 continue;
             }
             match self.counted_at.get(&room_id) {
-                Some(at) if now.saturating_duration_since(*at) < super::count_window(total) => {
+                // Half a window of slack: flushes are a window apart give or take the
+                // wait for the lock, and a room due now must not slip to the next one.
+                Some(at) if now.saturating_duration_since(*at) + super::PRESENCE_WINDOW / 2 < super::count_window(total) => {
                     held.insert(room_id, changes);
                 }
                 _ => {
