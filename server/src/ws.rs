@@ -45,8 +45,11 @@ use crate::{
 };
 
 /// Per-connection buffer sizes. The library defaults (128 KiB write buffer) would cost
-/// far more per idle connection than chat frames ever need.
-const READ_BUFFER_BYTES: usize = 8 * 1024;
+/// far more per idle connection than chat frames ever need. The read buffer is filled
+/// with zeros up to its size before every read, so all of it is resident for every
+/// idle socket: 2 KiB holds a chat message or several, and a longer frame grows it
+/// (read 2 KiB at a time).
+const READ_BUFFER_BYTES: usize = 2 * 1024;
 const WRITE_BUFFER_BYTES: usize = 8 * 1024;
 /// How long the close frame may wait behind unread data. Long enough for a client that
 /// was only paused (a phone waking up) to read its way to the reason; short enough
