@@ -515,16 +515,34 @@ async fn a_client_id_stored_concurrently_after_the_check_is_answered_as_a_reuse(
     db.remove().await;
 }
 
+/// A fresh SQLite database with a room of ana's, for the tests that watch its files.
+async fn sqlite_room(name: &str) -> (TestDb, Arc<dyn Store>, UserRef, i64) {
+    let db = TestDb::sqlite().await;
+    let store = db.open().await;
+    let ana = user(&store, "ana").await;
+    let (room, _) = store.create_room(name, &ana, 1).await.unwrap();
+    (db, store, ana, room.id)
+}
+
+fn sqlite_dir(db: &TestDb) -> &std::path::Path {
+    let TestDb::Sqlite { dir } = db else { unreachable!("an SQLite database") };
+    dir.path()
+}
+
+/// Posts `text` once under each client id, all at once (so they share commits).
+async fn post_all(store: &Arc<dyn Store>, room_id: i64, ana: &UserRef, client_ids: &[String], text: &str) {
+    let posts = client_ids.iter().map(|client_id| store.post(room_id, ana, client_id, text, 2));
+    for posted in futures::future::join_all(posts).await {
+        posted.unwrap();
+    }
+}
+
 /// Under steady writing the log still starts over about every second, instead of
 /// growing with everything written since the writing began.
 #[tokio::test]
 async fn the_sqlite_log_stays_short_under_steady_writing() {
-    let db = TestDb::sqlite().await;
-    let store = db.open().await;
-    let ana = user(&store, "ana").await;
-    let (room, _) = store.create_room("steady", &ana, 1).await.unwrap();
-    let TestDb::Sqlite { dir } = &db else { unreachable!() };
-    let log = dir.path().join("parley.db-wal");
+    let (db, store, ana, room_id) = sqlite_room("steady").await;
+    let log = sqlite_dir(&db).join("parley.db-wal");
     let text = "ação ".repeat(200);
     let started = tokio::time::Instant::now();
     let mut written = 0u64;
@@ -532,10 +550,7 @@ async fn the_sqlite_log_stays_short_under_steady_writing() {
     while started.elapsed() < std::time::Duration::from_secs(5) {
         let client_ids: Vec<String> = (n..n + 20).map(|k| format!("c{k}")).collect();
         n += 20;
-        let posts = client_ids.iter().map(|client_id| store.post(room.id, &ana, client_id, &text, 2));
-        for posted in futures::future::join_all(posts).await {
-            posted.unwrap();
-        }
+        post_all(&store, room_id, &ana, &client_ids, &text).await;
         written += 20 * text.len() as u64;
     }
     let log_bytes = std::fs::metadata(&log).unwrap().len();
@@ -549,18 +564,11 @@ async fn the_sqlite_log_stays_short_under_steady_writing() {
 /// holds them, with nothing else asking for a checkpoint.
 #[tokio::test]
 async fn the_sqlite_log_is_checkpointed_in_the_background() {
-    let db = TestDb::sqlite().await;
-    let store = db.open().await;
-    let ana = user(&store, "ana").await;
-    let (room, _) = store.create_room("log", &ana, 1).await.unwrap();
-    let TestDb::Sqlite { dir } = &db else { unreachable!() };
-    let file = dir.path().join("parley.db");
+    let (db, store, ana, room_id) = sqlite_room("log").await;
+    let file = sqlite_dir(&db).join("parley.db");
     let text = "ação ".repeat(200);
     let client_ids: Vec<String> = (0..600).map(|n| format!("c{n}")).collect();
-    let posts = client_ids.iter().map(|client_id| store.post(room.id, &ana, client_id, &text, 2));
-    for posted in futures::future::join_all(posts).await {
-        posted.unwrap();
-    }
+    post_all(&store, room_id, &ana, &client_ids, &text).await;
     let written = client_ids.len() as u64 * text.len() as u64;
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
     while std::fs::metadata(&file).unwrap().len() < written {
