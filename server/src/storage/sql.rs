@@ -226,14 +226,20 @@ struct ReceiptRow {
     read_seq: i64,
 }
 
+/// One unread position: a message from someone else, or a mention of the reader.
 #[derive(FromRow)]
-struct MentionRow {
+struct UnreadRow {
     room_id: i64,
     seq: i64,
+    /// 1 for a mention, 0 for an unread message.
+    mention: i64,
 }
 
 /// At most this many unread mention positions are reported per room ("99+").
 const MENTIONS_REPORTED: usize = 99;
+/// Rooms whose unread positions one statement gathers: each binds 8 parameters, well
+/// under either database's limit, and a person in more unread rooms than this is rare.
+const UNREAD_ROOMS_PER_STATEMENT: usize = 100;
 
 /// `LIKE` pattern matching strings that start with `prefix` literally.
 fn starts_with_pattern(prefix: &str) -> String {
@@ -758,40 +764,53 @@ macro_rules! sql_store {
 
             /// Fills in each summary's unread positions: messages from people after the
             /// read position (the newest few, as the badge shows "99+" beyond), and
-            /// mentions of this user.
+            /// mentions of this user. One statement for all of the user's unread rooms
+            /// (in chunks of [`UNREAD_ROOMS_PER_STATEMENT`]), however many there are:
+            /// this runs for every greeting, so a reconnect storm makes it once per
+            /// person, and a statement per room would cost a round trip to the
+            /// database each.
             async fn with_unread(&self, user_id: i64, mut rooms: Vec<RoomSummary>) -> StoreResult<Vec<RoomSummary>> {
-                for room in rooms.iter_mut().filter(|room| room.joined && room.last_seq > room.read_seq) {
-                    room.unread_seqs = sqlx::query_scalar(
-                        "SELECT seq FROM messages WHERE room_id = $1 AND seq > $2 AND kind = 'text' AND sender_id <> $3 \
-                         ORDER BY seq DESC LIMIT $4",
-                    )
-                    .bind(room.id)
-                    .bind(room.read_seq)
-                    .bind(user_id)
-                    .bind(UNREAD_REPORTED as i64)
-                    .fetch_all(&self.pool)
-                    .await?;
-                    room.unread_seqs.reverse();
-                }
-                self.with_mentions(user_id, rooms).await
-            }
-
-            /// Fills in each summary's unread mention positions.
-            async fn with_mentions(&self, user_id: i64, mut rooms: Vec<RoomSummary>) -> StoreResult<Vec<RoomSummary>> {
-                if rooms.is_empty() {
-                    return Ok(rooms);
-                }
-                let rows: Vec<MentionRow> = sqlx::query_as(
-                    "SELECT mn.room_id, mn.seq FROM mentions mn \
-                     JOIN memberships m ON m.room_id = mn.room_id AND m.user_id = mn.user_id \
-                     WHERE mn.user_id = $1 AND mn.seq > m.read_seq ORDER BY mn.room_id, mn.seq",
-                )
-                .bind(user_id)
-                .fetch_all(&self.pool)
-                .await?;
-                for room in &mut rooms {
-                    room.mention_seqs =
-                        rows.iter().filter(|row| row.room_id == room.id).map(|row| row.seq).take(MENTIONS_REPORTED).collect();
+                // A room read to its end has neither unread messages nor mentions.
+                let mut unread: Vec<&mut RoomSummary> =
+                    rooms.iter_mut().filter(|room| room.joined && room.last_seq > room.read_seq).collect();
+                for chunk in unread.chunks_mut(UNREAD_ROOMS_PER_STATEMENT) {
+                    let mut query = sqlx::QueryBuilder::<$db>::new("");
+                    for (n, room) in chunk.iter().enumerate() {
+                        if n > 0 {
+                            query.push(" UNION ALL ");
+                        }
+                        // Each part is a subquery so it can have its own order and limit.
+                        query
+                            .push("SELECT * FROM (SELECT room_id, seq, CAST(0 AS BIGINT) AS mention FROM messages WHERE room_id = ")
+                            .push_bind(room.id)
+                            .push(" AND seq > ")
+                            .push_bind(room.read_seq)
+                            .push(" AND kind = 'text' AND sender_id <> ")
+                            .push_bind(user_id)
+                            .push(" ORDER BY seq DESC LIMIT ")
+                            .push_bind(UNREAD_REPORTED as i64)
+                            .push(format!(") AS unread_{n} UNION ALL "))
+                            .push("SELECT * FROM (SELECT room_id, seq, CAST(1 AS BIGINT) AS mention FROM mentions WHERE user_id = ")
+                            .push_bind(user_id)
+                            .push(" AND room_id = ")
+                            .push_bind(room.id)
+                            .push(" AND seq > ")
+                            .push_bind(room.read_seq)
+                            .push(" ORDER BY seq LIMIT ")
+                            .push_bind(MENTIONS_REPORTED as i64)
+                            .push(format!(") AS mentions_{n}"));
+                    }
+                    let rows: Vec<UnreadRow> = query.build_query_as().fetch_all(&self.pool).await?;
+                    let by_id: HashMap<i64, usize> = chunk.iter().enumerate().map(|(n, room)| (room.id, n)).collect();
+                    for row in rows {
+                        let Some(room) = by_id.get(&row.room_id).map(|&n| &mut *chunk[n]) else { continue };
+                        if row.mention == 0 { &mut room.unread_seqs } else { &mut room.mention_seqs }.push(row.seq);
+                    }
+                    // Neither database promises the order of a union's rows.
+                    for room in chunk.iter_mut() {
+                        room.unread_seqs.sort_unstable();
+                        room.mention_seqs.sort_unstable();
+                    }
                 }
                 Ok(rooms)
             }

@@ -1,0 +1,91 @@
+//! What a greeting costs the database, counted in statements. Every socket that
+//! connects is greeted with the person's rooms and their unread positions, so after a
+//! restart this runs once per person in the reconnect storm: a statement per unread
+//! room would make the storm's cost grow with how behind people are.
+//!
+//! Statements are counted from sqlx's own log of each one it runs (target
+//! `sqlx::query`), through a global subscriber: hence a test binary of its own, with
+//! one test, so nothing else runs statements while it counts.
+
+mod support;
+
+use std::sync::{
+    atomic::{AtomicUsize, Ordering},
+    Arc,
+};
+
+use app::protocol::UserRef;
+use server::storage::{Posted, Store};
+use support::databases::TestDb;
+use tracing_subscriber::{layer::SubscriberExt, util::SubscriberInitExt, Layer};
+
+static STATEMENTS: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts the statements sqlx reports running.
+struct CountStatements;
+
+impl<S: tracing::Subscriber> Layer<S> for CountStatements {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        if event.metadata().target() == "sqlx::query" {
+            STATEMENTS.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+const UNREAD_ROOMS: usize = 30;
+
+async fn user(store: &Arc<dyn Store>, name: &str) -> UserRef {
+    store.create_user(name, &format!("{name} display"), "hash", 1).await.unwrap()
+}
+
+/// Bia is in `UNREAD_ROOMS` rooms with unread messages and a mention in each, plus one
+/// room she has read to its end; she is greeted with all of it in two statements (her
+/// rooms, then every unread position), and each room gets its own positions.
+async fn a_person_behind_in_many_rooms_is_greeted_in_two_statements(db: TestDb) {
+    let store = db.open().await;
+    let ana = user(&store, "ana").await;
+    let bia = user(&store, "bia").await;
+    let mut expected = Vec::new();
+    for n in 0..UNREAD_ROOMS {
+        let (room, _) = store.create_room(&format!("sala {n}"), &ana, 1).await.unwrap();
+        store.join(room.id, &bia, 2).await.unwrap();
+        let mut unread = Vec::new();
+        let mut mentions = Vec::new();
+        for m in 0..=n % 3 {
+            let text = if m == 0 { format!("@bia, ação {n} 😀") } else { format!("Ótimo! {m}") };
+            let Posted::New(message) = store.post(room.id, &ana, &format!("c{n}-{m}"), &text, 3).await.unwrap() else {
+                panic!("stored before?")
+            };
+            unread.push(message.seq);
+            if m == 0 {
+                mentions.push(message.seq);
+            }
+        }
+        expected.push((room.id, unread, mentions));
+    }
+    let (read, _) = store.create_room("lida", &ana, 1).await.unwrap();
+    store.join(read.id, &bia, 2).await.unwrap();
+    let Posted::New(seen) = store.post(read.id, &ana, "seen", "@bia já viu", 3).await.unwrap() else { panic!() };
+    store.advance_receipt(read.id, bia.id, Some(seen.seq), Some(seen.seq)).await.unwrap();
+
+    let before = STATEMENTS.load(Ordering::SeqCst);
+    let rooms = store.rooms_of(bia.id).await.unwrap();
+    let statements = STATEMENTS.load(Ordering::SeqCst) - before;
+
+    assert_eq!(rooms.len(), UNREAD_ROOMS + 1);
+    for (room_id, unread, mentions) in expected {
+        let room = rooms.iter().find(|room| room.id == room_id).unwrap();
+        assert_eq!((&room.unread_seqs, &room.mention_seqs), (&unread, &mentions), "room {}", room.name);
+    }
+    let read = rooms.iter().find(|room| room.id == read.id).unwrap();
+    assert!(read.unread_seqs.is_empty() && read.mention_seqs.is_empty(), "read to its end");
+    assert_eq!(statements, 2, "statements for a greeting with {UNREAD_ROOMS} unread rooms");
+    db.remove().await;
+}
+
+#[tokio::test]
+async fn greeting_statements_on_both_databases() {
+    tracing_subscriber::registry().with(CountStatements).init();
+    a_person_behind_in_many_rooms_is_greeted_in_two_statements(TestDb::sqlite().await).await;
+    a_person_behind_in_many_rooms_is_greeted_in_two_statements(TestDb::postgres().await).await;
+}
