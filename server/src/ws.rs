@@ -47,9 +47,9 @@ use crate::{
 /// Per-connection buffer sizes. The library defaults (128 KiB write buffer) would cost
 /// far more per idle connection than chat frames ever need. The read buffer is filled
 /// with zeros up to its size before every read, so all of it is resident for every
-/// idle socket: 2 KiB holds a chat message or several, and a longer frame grows it
-/// (read 2 KiB at a time).
-const READ_BUFFER_BYTES: usize = 2 * 1024;
+/// idle socket: 1 KiB holds a typical chat request, and a longer frame grows it (read
+/// 1 KiB at a time: a 16 KiB message takes 16 reads, rare enough to cost little).
+const READ_BUFFER_BYTES: usize = 1024;
 const WRITE_BUFFER_BYTES: usize = 8 * 1024;
 /// How long the close frame may wait behind unread data. Long enough for a client that
 /// was only paused (a phone waking up) to read its way to the reason; short enough
@@ -111,13 +111,14 @@ pub async fn upgrade(State(state): State<AppState>, request: Request) -> Result<
         tracing::warn!(user = user_id, ip = %peer.ip, "socket refused: too many sockets for this user");
         return Err(AppError::RateLimited(crate::limits::RetryAfter(Duration::from_secs(5))));
     };
-    Ok(ws
+    let ws = ws
         .read_buffer_size(READ_BUFFER_BYTES)
         .write_buffer_size(WRITE_BUFFER_BYTES)
         .max_write_buffer_size(limits.outbound_queue_bytes.max(WRITE_BUFFER_BYTES * 2))
         .max_message_size(limits.max_ws_message_bytes)
-        .max_frame_size(limits.max_ws_message_bytes)
-        .on_upgrade(move |socket| serve(socket, state, session, peer, (user_slot, ip_slot))))
+        .max_frame_size(limits.max_ws_message_bytes);
+    let opened = Box::new(Opened { state, session, peer, _slots: (user_slot, ip_slot) });
+    Ok(ws.on_upgrade(move |socket| serve(Box::new(socket), opened)))
 }
 
 /// Closes a socket that may not be served, with the reason, without reading from it.
@@ -140,27 +141,47 @@ impl Drop for Registered<'_> {
     }
 }
 
-/// `_slots` hold the user's and the address's socket allowance while the socket lives.
-async fn serve(socket: WebSocket, state: AppState, session: Session, peer: Peer, _slots: (Slot<i64>, Slot<IpAddr>)) {
+/// What the handshake found out about a socket, kept for as long as it is open. It
+/// lives in one box that the socket's task points to: an async fn keeps its
+/// arguments in its future beside the locals they are moved to, and the upgrade's
+/// callback keeps what it captured, so passed by value this would be stored three
+/// times over in every open socket's task.
+struct Opened {
+    state: AppState,
+    session: Session,
+    peer: Peer,
+    /// The user's and the address's socket allowance, held while the socket lives.
+    _slots: (Slot<i64>, Slot<IpAddr>),
+}
+
+/// Serves one socket to its end. The socket comes boxed for the reason above; it is
+/// moved out as it is split.
+async fn serve(socket: Box<WebSocket>, opened: Box<Opened>) {
+    let Opened { state, session, peer, .. } = &*opened;
     let _in_flight = state.tasks.token();
-    let user = session.record.user.clone();
-    let (mut sink, stream) = socket.split();
-    let (hello, connection) = match state.chat.connect(&user, session.record.session_id).await {
-        Ok(connected) => connected,
+    // Moved out of its box in a block of its own, so that the box is freed now rather
+    // than when this function ends.
+    let (mut sink, stream) = {
+        let socket = socket;
+        (*socket).split()
+    };
+    // Boxed, as the rarer steps below: what runs once or seldom would otherwise size
+    // this future, which every open socket keeps (test: `an_idle_socket_keeps_small_tasks`).
+    let (hello, connection) = match Box::pin(state.chat.connect(&session.record.user, session.record.session_id)).await {
+        Ok((hello, connection)) => (Message::text(hello.encode()), connection),
         Err(err) => {
-            tracing::error!(user = user.id, error = %err, "cannot greet a new connection");
-            let _ = close(&mut sink, CLOSE_INTERNAL_ERROR, "internal error").await;
+            tracing::error!(user = session.record.user.id, error = %err, "cannot greet a new connection");
+            let _ = Box::pin(close(&mut sink, CLOSE_INTERNAL_ERROR, "internal error")).await;
             return;
         }
     };
     let Connection { id, outbound, close: close_signal } = connection;
     let _registered = Registered { hub: &state.hub, id };
     // Every line logged about this socket carries its id and user.
-    let span = tracing::info_span!("socket", conn = id, user = user.id);
-    let state = &state;
+    let span = tracing::info_span!("socket", conn = id, user = session.record.user.id);
     async move {
         // The greeting goes straight to the socket, ahead of anything already queued.
-        if sink.send(Message::text(hello.encode())).await.is_err() {
+        if sink.send(hello).await.is_err() {
             return;
         }
         metrics::socket_greeted(peer.reconnecting);
@@ -170,27 +191,13 @@ async fn serve(socket: WebSocket, state: AppState, session: Session, peer: Peer,
         let reader_done = CancellationToken::new();
         // Not in the socket's span: the writer logs nothing, and entering a span on
         // every wake-up is a measurable share of a delivery's cost.
-        let writer = tokio::spawn({
-            let (close_signal, reader_done) = (close_signal.clone(), reader_done.clone());
-            async move {
-                write_loop(sink, outbound, close_signal.clone(), reader_done, heartbeat).await;
-                // However writing ended, the connection is over: stop the reader too.
-                close_signal.close(CloseReason::PeerClosed);
-            }
-        });
-        let caller = Caller { conn: id, user };
+        let writer = tokio::spawn(write_loop(sink, outbound, close_signal.clone(), reader_done.clone(), heartbeat));
+        let caller = Caller { conn: id, user: session.record.user.clone() };
         if let Some(reason) = read_loop(stream, state, &caller, &session.token, &close_signal).await {
             close_signal.close(reason);
         }
         if close_signal.reason() == Some(CloseReason::ShuttingDown) {
-            // Posts this socket queued are answered before its queue is drained, so
-            // its sender is told of what was stored (within the time a close may
-            // take; a sender not told retries, and a retry is answered as the same).
-            match tokio::time::timeout(CLOSE_TIMEOUT, state.store.posts_settled()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(err)) => tracing::warn!(error = %err, "posts did not settle before closing"),
-                Err(_) => tracing::warn!("posts did not settle in time before closing"),
-            }
+            Box::pin(settle_posts(state)).await;
         }
         reader_done.cancel();
         let _ = writer.await;
@@ -204,6 +211,18 @@ async fn serve(socket: WebSocket, state: AppState, session: Session, peer: Peer,
     }
     .instrument(span)
     .await
+}
+
+/// Waits, on shutdown, until the posts this socket queued are answered, so that its
+/// queue is drained after their answers and its sender is told of what was stored
+/// (within the time a close may take; a sender not told retries, and a retry is
+/// answered as the same).
+async fn settle_posts(state: &AppState) {
+    match tokio::time::timeout(CLOSE_TIMEOUT, state.store.posts_settled()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => tracing::warn!(error = %err, "posts did not settle before closing"),
+        Err(_) => tracing::warn!("posts did not settle in time before closing"),
+    }
 }
 
 /// The session a socket was opened with, kept to check that it is still live.
@@ -248,7 +267,9 @@ async fn read_loop(
 ) -> Option<CloseReason> {
     let limits_config = &state.config.limits;
     let timeout = Duration::from_secs(limits_config.heartbeat_timeout_secs.max(1));
-    let mut deadline = Instant::now() + timeout;
+    // One timer, pushed back by every frame, rather than a new one per frame.
+    let silence = sleep_until(Instant::now() + timeout);
+    tokio::pin!(silence);
     // The session was checked in the handshake, and a logout since then closed this
     // socket as it registered (the hub remembers sessions ended lately); the next
     // check is a heartbeat away.
@@ -260,15 +281,15 @@ async fn read_loop(
         let frame = tokio::select! {
             frame = stream.next() => frame,
             _ = close_signal.closed() => return None,
-            () = sleep_until(deadline) => return Some(CloseReason::HeartbeatTimeout),
+            () = &mut silence => return Some(CloseReason::HeartbeatTimeout),
             _ = session_check.tick() => {
-                if session_ended(state, token).await {
+                if Box::pin(session_ended(state, token)).await {
                     return Some(CloseReason::SessionEnded);
                 }
                 continue;
             }
         };
-        deadline = Instant::now() + timeout;
+        silence.as_mut().reset(Instant::now() + timeout);
         let decoded = match frame {
             Some(Ok(Message::Text(text))) => ClientMsg::decode(&text).map_err(|err| err.into_reply()),
             Some(Ok(Message::Binary(_))) => Err(ServerMsg::Error {
@@ -303,7 +324,7 @@ async fn read_loop(
                 Some(AppError::RateLimited(retry).into_reply(id))
             }
             Verdict::Allowed => match decoded {
-                Ok(msg) => handle_contained(state, caller, msg).await,
+                Ok(msg) => Box::pin(handle_contained(state, caller, msg)).await,
                 Err(error_reply) => Some(error_reply),
             },
         };
@@ -349,6 +370,8 @@ async fn write_loop(
     reader_done: CancellationToken,
     heartbeat: Duration,
 ) {
+    // However writing ends, the connection is over: the reader stops too.
+    let _stop_reader = CloseOnDrop(close_signal.clone());
     let mut ping = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
     // One wait for the close signal, shared by every select below, rather than a new
     // waiter registered (and dropped) for each frame.
@@ -357,7 +380,7 @@ async fn write_loop(
     loop {
         let next = tokio::select! {
             biased;
-            reason = &mut closed => break finish(&mut sink, &mut outbound, &reader_done, reason).await,
+            reason = &mut closed => break Box::pin(finish(&mut sink, &mut outbound, &reader_done, reason)).await,
             next = outbound.recv() => match next {
                 Some(outgoing) => Some(outgoing),
                 None => return,
@@ -379,7 +402,7 @@ async fn write_loop(
                 reason = &mut closed => {
                     // On shutdown the frame is part of what must go out: let it finish.
                     if reason == CloseReason::ShuttingDown
-                        && !matches!(tokio::time::timeout(CLOSE_TIMEOUT, &mut written).await, Ok(Ok(())))
+                        && !matches!(Box::pin(tokio::time::timeout(CLOSE_TIMEOUT, &mut written)).await, Ok(Ok(())))
                     {
                         return;
                     }
@@ -388,8 +411,18 @@ async fn write_loop(
             }
         };
         if let Some(reason) = interrupted {
-            break finish(&mut sink, &mut outbound, &reader_done, reason).await;
+            break Box::pin(finish(&mut sink, &mut outbound, &reader_done, reason)).await;
         }
+    }
+}
+
+/// Closes the connection (as closed by its peer, unless a reason came first) when
+/// dropped.
+struct CloseOnDrop(CloseSignal);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.close(CloseReason::PeerClosed);
     }
 }
 
@@ -523,5 +556,27 @@ mod tests {
         assert_eq!((sink.frames.len(), sink.flushes), (MAX_FRAMES_PER_WRITE + 10, 2));
         let in_order: Vec<String> = (0..MAX_FRAMES_PER_WRITE + 10).map(|n| format!("frame {n}")).collect();
         assert_eq!(sink.frames, in_order);
+    }
+
+    /// The size of what `function` returns, without calling it: for an async fn, the
+    /// state its task keeps for as long as the socket is open.
+    fn returned_size<A, B, C, D, E, R>(_function: fn(A, B, C, D, E) -> R) -> usize {
+        std::mem::size_of::<R>()
+    }
+
+    fn returned_size_2<A, B, R>(_function: fn(A, B) -> R) -> usize {
+        std::mem::size_of::<R>()
+    }
+
+    /// Every open socket keeps its reader's and its writer's futures, sized for their
+    /// largest moment (a request being handled, the greeting, closing). An idle
+    /// socket should pay for waiting, not for those: they are boxed while they run.
+    #[test]
+    fn an_idle_socket_keeps_small_tasks() {
+        let (reader, writer) = (returned_size_2(serve), returned_size(write_loop));
+        // 1,464 and 912 bytes when this was written (4,024 and 856 before the boxing);
+        // the bounds leave a little room to grow.
+        assert!(reader <= 1_600, "the reading task's future is {reader} bytes");
+        assert!(writer <= 1_024, "the writing task's future is {writer} bytes");
     }
 }

@@ -6,15 +6,13 @@
 //! The bound is in frames *and* bytes so a few huge frames cannot pin memory either.
 
 use std::{
-    sync::{
-        atomic::{AtomicUsize, Ordering},
-        Arc, OnceLock,
-    },
+    collections::VecDeque,
+    sync::{Arc, Mutex, OnceLock},
     time::Instant,
 };
 
 use axum::extract::ws::Utf8Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 /// How much may wait for one connection before it counts as a slow consumer.
@@ -105,31 +103,59 @@ pub struct Outgoing {
 }
 
 /// The fan-out side of a connection's queue.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct OutboundSender {
-    frames: mpsc::Sender<Outgoing>,
-    queued_bytes: Arc<AtomicUsize>,
-    max_bytes: usize,
+    shared: Arc<Shared>,
+    limits: QueueLimits,
 }
 
 /// The socket-writer side of a connection's queue.
 #[derive(Debug)]
 pub struct OutboundReceiver {
-    frames: mpsc::Receiver<Outgoing>,
-    queued_bytes: Arc<AtomicUsize>,
+    shared: Arc<Shared>,
 }
+
+/// A queue that holds no memory while it is empty, rather than tokio's bounded
+/// channel: that one allocates a block of 32 slots and about 500 bytes of padded
+/// counters up front, 2 KiB for every idle socket. Pushes and takes hold the lock
+/// only to move a frame in or out; the writer waits on `ready` when it finds the
+/// queue empty.
+#[derive(Debug, Default)]
+struct Shared {
+    state: Mutex<Queued>,
+    ready: Notify,
+}
+
+#[derive(Debug, Default)]
+struct Queued {
+    frames: VecDeque<Outgoing>,
+    bytes: usize,
+    /// Senders alive; with none left and nothing queued, the writer is done.
+    senders: usize,
+    /// The writer is gone: frames pushed now are dropped.
+    receiver_gone: bool,
+}
+
+/// Room kept for frames once a queue drains: a burst's larger buffer is given back,
+/// the few frames an idle socket hears now and then reuse this.
+const KEPT_CAPACITY: usize = 4;
 
 /// The queue is full: the connection is not keeping up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Overflow;
 
 pub fn queue(limits: QueueLimits) -> (OutboundSender, OutboundReceiver) {
-    let (tx, rx) = mpsc::channel(limits.max_frames.max(1));
-    let queued_bytes = Arc::new(AtomicUsize::new(0));
-    (
-        OutboundSender { frames: tx, queued_bytes: queued_bytes.clone(), max_bytes: limits.max_bytes },
-        OutboundReceiver { frames: rx, queued_bytes },
-    )
+    let shared = Arc::new(Shared::default());
+    shared.lock().senders = 1;
+    (OutboundSender { shared: shared.clone(), limits }, OutboundReceiver { shared })
+}
+
+impl Shared {
+    /// Every critical section is a few field updates with no await inside, so a panic
+    /// cannot leave the queue half-changed: a poisoned lock is still sound to use.
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queued> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 }
 
 impl OutboundSender {
@@ -137,44 +163,109 @@ impl OutboundSender {
     /// accepts silently: it is being torn down and will resume from the database.
     pub fn push(&self, frame: Utf8Bytes, committed_at: Option<Instant>) -> Result<(), Overflow> {
         let len = frame.len();
-        let before = self.queued_bytes.fetch_add(len, Ordering::AcqRel);
-        if before + len > self.max_bytes && before > 0 {
-            self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+        let mut queued = self.shared.lock();
+        if queued.receiver_gone {
+            return Ok(());
+        }
+        // One frame larger than the byte bound still goes through an empty queue.
+        let over_bytes = queued.bytes + len > self.limits.max_bytes && queued.bytes > 0;
+        if queued.frames.len() >= self.limits.max_frames.max(1) || over_bytes {
             return Err(Overflow);
         }
-        match self.frames.try_send(Outgoing { frame, committed_at }) {
-            Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
-                Err(Overflow)
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
-                Ok(())
-            }
+        let was_empty = queued.frames.is_empty();
+        queued.frames.push_back(Outgoing { frame, committed_at });
+        queued.bytes += len;
+        drop(queued);
+        // The writer only waits after finding the queue empty; behind a frame already
+        // waiting, it will take this one too without being woken.
+        if was_empty {
+            self.shared.ready.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Frames and bytes waiting now.
+    pub fn queued(&self) -> (usize, usize) {
+        let queued = self.shared.lock();
+        (queued.frames.len(), queued.bytes)
+    }
+}
+
+impl Clone for OutboundSender {
+    fn clone(&self) -> Self {
+        self.shared.lock().senders += 1;
+        OutboundSender { shared: self.shared.clone(), limits: self.limits }
+    }
+}
+
+impl Drop for OutboundSender {
+    fn drop(&mut self) {
+        let mut queued = self.shared.lock();
+        queued.senders -= 1;
+        let last = queued.senders == 0;
+        drop(queued);
+        if last {
+            self.shared.ready.notify_one();
         }
     }
 }
 
-impl OutboundSender {
-    /// Frames and bytes waiting now.
-    pub fn queued(&self) -> (usize, usize) {
-        (self.frames.max_capacity() - self.frames.capacity(), self.queued_bytes.load(Ordering::Acquire))
-    }
+/// What the writer found in the queue.
+enum Taken {
+    Frame(Outgoing),
+    Empty,
+    /// Empty, and no sender is left to fill it.
+    Closed,
 }
 
 impl OutboundReceiver {
+    /// The next frame, waiting for one; `None` once every sender is gone and the
+    /// queue is empty. Cancel-safe: a frame leaves the queue only when returned.
     pub async fn recv(&mut self) -> Option<Outgoing> {
-        let outgoing = self.frames.recv().await?;
-        self.queued_bytes.fetch_sub(outgoing.frame.len(), Ordering::AcqRel);
-        Some(outgoing)
+        loop {
+            match self.take() {
+                Taken::Frame(outgoing) => return Some(outgoing),
+                Taken::Closed => return None,
+                // A push between this look and the wait below leaves a permit in
+                // `ready`, so the wait ends at once.
+                Taken::Empty => self.shared.ready.notified().await,
+            }
+        }
     }
 
     /// The next frame if one is waiting, without waiting.
     pub fn try_recv(&mut self) -> Option<Outgoing> {
-        let outgoing = self.frames.try_recv().ok()?;
-        self.queued_bytes.fetch_sub(outgoing.frame.len(), Ordering::AcqRel);
-        Some(outgoing)
+        match self.take() {
+            Taken::Frame(outgoing) => Some(outgoing),
+            Taken::Empty | Taken::Closed => None,
+        }
+    }
+
+    fn take(&self) -> Taken {
+        let mut queued = self.shared.lock();
+        match queued.frames.pop_front() {
+            Some(outgoing) => {
+                queued.bytes -= outgoing.frame.len();
+                if queued.frames.is_empty() && queued.frames.capacity() > KEPT_CAPACITY {
+                    queued.frames.shrink_to(KEPT_CAPACITY);
+                }
+                Taken::Frame(outgoing)
+            }
+            None if queued.senders == 0 => Taken::Closed,
+            None => Taken::Empty,
+        }
+    }
+}
+
+impl Drop for OutboundReceiver {
+    fn drop(&mut self) {
+        let mut queued = self.shared.lock();
+        queued.receiver_gone = true;
+        let dropped = std::mem::take(&mut queued.frames);
+        queued.bytes = 0;
+        drop(queued);
+        // Frames are freed outside the lock.
+        drop(dropped);
     }
 }
 
@@ -222,6 +313,49 @@ mod tests {
         let (tx, mut rx) = queue(QueueLimits { max_frames: 4, max_bytes: 4 });
         tx.push(frame("larger than four"), None).unwrap();
         assert_eq!(rx.recv().await.unwrap().frame.as_str(), "larger than four");
+    }
+
+    #[tokio::test]
+    async fn a_waiting_writer_wakes_for_a_frame_and_ends_when_every_sender_is_gone() {
+        let (tx, mut rx) = queue(QueueLimits { max_frames: 4, max_bytes: 1024 });
+        let second = tx.clone();
+        let writer = tokio::spawn(async move {
+            let mut heard = Vec::new();
+            while let Some(outgoing) = rx.recv().await {
+                heard.push(outgoing.frame.to_string());
+            }
+            heard
+        });
+        tokio::task::yield_now().await;
+        tx.push(frame("a"), None).unwrap();
+        second.push(frame("b"), None).unwrap();
+        drop(tx);
+        tokio::task::yield_now().await;
+        second.push(frame("c"), None).unwrap();
+        drop(second);
+        let heard = tokio::time::timeout(std::time::Duration::from_secs(5), writer).await.unwrap().unwrap();
+        assert_eq!(heard, ["a", "b", "c"]);
+    }
+
+    #[tokio::test]
+    async fn a_drained_queue_gives_back_the_room_a_burst_took() {
+        let (tx, mut rx) = queue(QueueLimits { max_frames: 1_000, max_bytes: 1 << 20 });
+        assert_eq!(rx.shared.lock().frames.capacity(), 0, "nothing held before the first frame");
+        for n in 0..500 {
+            tx.push(frame(&n.to_string()), None).unwrap();
+        }
+        while rx.try_recv().is_some() {}
+        assert!(rx.shared.lock().frames.capacity() <= KEPT_CAPACITY);
+        assert_eq!(tx.queued(), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn frames_pushed_after_the_writer_is_gone_are_dropped_quietly() {
+        let (tx, rx) = queue(QueueLimits { max_frames: 1, max_bytes: 1024 });
+        tx.push(frame("queued"), None).unwrap();
+        drop(rx);
+        assert_eq!(tx.push(frame("late"), None), Ok(()), "not an overflow: the socket is closing anyway");
+        assert_eq!(tx.queued(), (0, 0));
     }
 
     #[tokio::test]
