@@ -200,7 +200,11 @@ async fn serve(socket: Box<WebSocket>, opened: Box<Opened>) {
             Box::pin(settle_posts(state)).await;
         }
         reader_done.cancel();
-        let _ = writer.await;
+        if let Err(failed) = writer.await {
+            if failed.is_panic() {
+                tracing::error!("the socket's writer panicked");
+            }
+        }
         let reason = close_signal.reason().unwrap_or(CloseReason::PeerClosed);
         metrics::socket_closed(reason);
         if matches!(reason, CloseReason::PeerClosed | CloseReason::ShuttingDown | CloseReason::SessionEnded) {

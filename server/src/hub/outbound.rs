@@ -115,11 +115,11 @@ pub struct OutboundReceiver {
     shared: Arc<Shared>,
 }
 
-/// A queue that holds no memory while it is empty, rather than tokio's bounded
-/// channel: that one allocates a block of 32 slots and about 500 bytes of padded
-/// counters up front, 2 KiB for every idle socket. Pushes and takes hold the lock
-/// only to move a frame in or out; the writer waits on `ready` when it finds the
-/// queue empty.
+/// A queue that holds nothing until its first frame and room for 4 frames (192 bytes)
+/// once drained, rather than tokio's bounded channel: that one allocates a block of
+/// 32 slots and about 500 bytes of padded counters up front, 2 KiB for every idle
+/// socket. Pushes and takes hold the lock only to move a frame in or out; the writer
+/// waits on `ready` when it finds the queue empty.
 #[derive(Debug, Default)]
 struct Shared {
     state: Mutex<Queued>,
@@ -264,7 +264,8 @@ impl Drop for OutboundReceiver {
         let dropped = std::mem::take(&mut queued.frames);
         queued.bytes = 0;
         drop(queued);
-        // Frames are freed outside the lock.
+        // A full queue can hold `max_bytes` of frames: freeing them need not keep the
+        // lock that the hub's pushes wait on.
         drop(dropped);
     }
 }
@@ -315,26 +316,48 @@ mod tests {
         assert_eq!(rx.recv().await.unwrap().frame.as_str(), "larger than four");
     }
 
+    async fn next(heard: &mut tokio::sync::mpsc::UnboundedReceiver<String>) -> Option<String> {
+        tokio::time::timeout(std::time::Duration::from_secs(5), heard.recv()).await.expect("woken within 5 s")
+    }
+
     #[tokio::test]
-    async fn a_waiting_writer_wakes_for_a_frame_and_ends_when_every_sender_is_gone() {
+    async fn a_waiting_writer_wakes_for_each_frame_and_ends_when_every_sender_is_gone() {
         let (tx, mut rx) = queue(QueueLimits { max_frames: 4, max_bytes: 1024 });
         let second = tx.clone();
+        let (heard_tx, mut heard) = tokio::sync::mpsc::unbounded_channel();
         let writer = tokio::spawn(async move {
-            let mut heard = Vec::new();
             while let Some(outgoing) = rx.recv().await {
-                heard.push(outgoing.frame.to_string());
+                heard_tx.send(outgoing.frame.to_string()).unwrap();
             }
-            heard
         });
+        // While both senders live, only the push can wake the waiting writer.
         tokio::task::yield_now().await;
         tx.push(frame("a"), None).unwrap();
+        assert_eq!(next(&mut heard).await.as_deref(), Some("a"));
         second.push(frame("b"), None).unwrap();
+        assert_eq!(next(&mut heard).await.as_deref(), Some("b"));
         drop(tx);
-        tokio::task::yield_now().await;
         second.push(frame("c"), None).unwrap();
         drop(second);
-        let heard = tokio::time::timeout(std::time::Duration::from_secs(5), writer).await.unwrap().unwrap();
-        assert_eq!(heard, ["a", "b", "c"]);
+        assert_eq!(next(&mut heard).await.as_deref(), Some("c"));
+        tokio::time::timeout(std::time::Duration::from_secs(5), writer).await.unwrap().unwrap();
+        assert_eq!(heard.recv().await, None, "the writer ended");
+    }
+
+    #[tokio::test]
+    async fn a_wait_given_up_in_a_select_loses_no_frame() {
+        let (tx, mut rx) = queue(QueueLimits { max_frames: 4, max_bytes: 1024 });
+        {
+            let waiting = rx.recv();
+            tokio::pin!(waiting);
+            assert!(futures::poll!(waiting.as_mut()).is_pending());
+            tx.push(frame("a"), None).unwrap();
+            // Dropped unpolled after the push woke it, as a `select!` drops a branch.
+        }
+        assert_eq!(rx.try_recv().unwrap().frame.as_str(), "a");
+        tx.push(frame("b"), None).unwrap();
+        let next = tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv()).await.unwrap();
+        assert_eq!(next.unwrap().frame.as_str(), "b");
     }
 
     #[tokio::test]

@@ -237,8 +237,9 @@ struct UnreadRow {
 
 /// At most this many unread mention positions are reported per room ("99+").
 const MENTIONS_REPORTED: usize = 99;
-/// Rooms whose unread positions one statement gathers: each binds 8 parameters, well
-/// under either database's limit, and a person in more unread rooms than this is rare.
+/// Rooms whose unread positions one statement gathers. Each room adds two SELECTs to
+/// the statement's UNION, and SQLite allows 500 in one (`SQLITE_MAX_COMPOUND_SELECT`),
+/// so this must stay at 250 or below; a person in more unread rooms than this is rare.
 const UNREAD_ROOMS_PER_STATEMENT: usize = 100;
 
 /// `LIKE` pattern matching strings that start with `prefix` literally.
@@ -800,7 +801,10 @@ macro_rules! sql_store {
                             .push_bind(MENTIONS_REPORTED as i64)
                             .push(format!(") AS mentions_{n}"));
                     }
-                    let rows: Vec<UnreadRow> = query.build_query_as().fetch_all(&self.pool).await?;
+                    // Not kept prepared: its text differs with the number of rooms, and
+                    // up to 100 variants would crowd the statements that are reused out
+                    // of each connection's cache.
+                    let rows: Vec<UnreadRow> = query.build_query_as().persistent(false).fetch_all(&self.pool).await?;
                     let by_id: HashMap<i64, usize> = chunk.iter().enumerate().map(|(n, room)| (room.id, n)).collect();
                     for row in rows {
                         let Some(room) = by_id.get(&row.room_id).map(|&n| &mut *chunk[n]) else { continue };
