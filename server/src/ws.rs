@@ -1,5 +1,5 @@
-//! The chat socket: checks at the handshake, then one task reading requests and one
-//! writing the connection's outbound queue.
+//! The chat socket: checks at the handshake, then one task that reads requests and
+//! writes the connection's outbound queue.
 //!
 //! The handshake refuses a foreign `Origin` (403) and a user or address over its socket
 //! allowance (429). A missing or dead session is let through the handshake and closed
@@ -15,7 +15,7 @@
 //! reading is found out in one place. The socket pings every `heartbeat_interval` and
 //! closes a peer silent for `heartbeat_timeout`, so dead connections do not linger.
 
-use std::{net::IpAddr, panic::AssertUnwindSafe, time::Duration};
+use std::{future::Future, net::IpAddr, panic::AssertUnwindSafe, pin::Pin, sync::Arc, time::Duration};
 
 use app::protocol::{ClientMsg, ErrorCode, ServerMsg};
 use axum::{
@@ -26,30 +26,31 @@ use axum::{
     http::header::ORIGIN,
     response::Response,
 };
-use futures::{stream::SplitSink, FutureExt, Sink, SinkExt, StreamExt};
-use tokio::time::{sleep_until, Instant};
-
-use tokio_util::sync::CancellationToken;
+use futures::{FutureExt, Sink, SinkExt, StreamExt};
+use tokio::time::{sleep_until, Instant, Sleep};
+use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::{
-    accounts::session_token,
-    chat::Caller,
+    accounts::{session_token, Accounts},
+    chat::{Caller, Chat},
+    config::Config,
     error::AppError,
     hub::{CloseReason, CloseSignal, Connection, Hub, OutboundReceiver, Outgoing},
-    limits::{Slot, Verdict},
+    limits::{ConnectionLimits, Limiters, Slot, Verdict},
     metrics::{self, Limit},
     net,
     state::AppState,
-    storage::SessionRecord,
+    storage::{SessionRecord, Store},
 };
 
 /// Per-connection buffer sizes. The library defaults (128 KiB write buffer) would cost
 /// far more per idle connection than chat frames ever need. The read buffer is filled
 /// with zeros up to its size before every read, so all of it is resident for every
-/// idle socket: 1 KiB holds a typical chat request, and a longer frame grows it (read
-/// 1 KiB at a time: a 16 KiB message takes 16 reads, rare enough to cost little).
-const READ_BUFFER_BYTES: usize = 1024;
+/// idle socket: 512 bytes hold a typical chat request, and a longer frame grows it
+/// (read 512 bytes at a time: a 16 KiB message takes 32 reads, rare enough to cost
+/// little).
+const READ_BUFFER_BYTES: usize = 512;
 const WRITE_BUFFER_BYTES: usize = 8 * 1024;
 /// How long the close frame may wait behind unread data. Long enough for a client that
 /// was only paused (a phone waking up) to read its way to the reason; short enough
@@ -117,15 +118,14 @@ pub async fn upgrade(State(state): State<AppState>, request: Request) -> Result<
         .max_write_buffer_size(limits.outbound_queue_bytes.max(WRITE_BUFFER_BYTES * 2))
         .max_message_size(limits.max_ws_message_bytes)
         .max_frame_size(limits.max_ws_message_bytes);
-    let opened = Box::new(Opened { state, session, peer, _slots: (user_slot, ip_slot) });
+    let opened = Box::new(Opened { services: SocketServices::of(&state), session, peer, _slots: (user_slot, ip_slot) });
     Ok(ws.on_upgrade(move |socket| serve(Box::new(socket), opened)))
 }
 
 /// Closes a socket that may not be served, with the reason, without reading from it.
 /// `_ip_slot` holds the address's allowance until it is closed.
-async fn refuse(socket: WebSocket, reason: CloseReason, _ip_slot: Slot<IpAddr>) {
-    let (mut sink, _stream) = socket.split();
-    let _ = close(&mut sink, reason.code(), reason.text()).await;
+async fn refuse(mut socket: WebSocket, reason: CloseReason, _ip_slot: Slot<IpAddr>) {
+    let _ = close(&mut socket, reason.code(), reason.text()).await;
     metrics::socket_closed(reason);
 }
 
@@ -141,71 +141,76 @@ impl Drop for Registered<'_> {
     }
 }
 
+/// What an open socket uses of the application: seven pointers, where all of
+/// [`AppState`] (272 bytes, most of it for rendering pages) would be kept by every
+/// idle socket.
+struct SocketServices {
+    config: Arc<Config>,
+    hub: Arc<Hub>,
+    accounts: Arc<Accounts>,
+    chat: Arc<Chat>,
+    limiters: Arc<Limiters>,
+    store: Arc<dyn Store>,
+    tasks: TaskTracker,
+}
+
+impl SocketServices {
+    fn of(state: &AppState) -> Self {
+        SocketServices {
+            config: state.config.clone(),
+            hub: state.hub.clone(),
+            accounts: state.accounts.clone(),
+            chat: state.chat.clone(),
+            limiters: state.limiters.clone(),
+            store: state.store.clone(),
+            tasks: state.tasks.clone(),
+        }
+    }
+}
+
 /// What the handshake found out about a socket, kept for as long as it is open. It
 /// lives in one box that the socket's task points to: an async fn keeps its
 /// arguments in its future beside the locals they are moved to, and the upgrade's
 /// callback keeps what it captured, so passed by value this would be stored three
 /// times over in every open socket's task.
 struct Opened {
-    state: AppState,
+    services: SocketServices,
     session: Session,
     peer: Peer,
     /// The user's and the address's socket allowance, held while the socket lives.
     _slots: (Slot<i64>, Slot<IpAddr>),
 }
 
-/// Serves one socket to its end. The socket comes boxed for the reason above; it is
-/// moved out as it is split.
-async fn serve(socket: Box<WebSocket>, opened: Box<Opened>) {
-    let Opened { state, session, peer, .. } = &*opened;
-    let _in_flight = state.tasks.token();
-    // Moved out of its box in a block of its own, so that the box is freed now rather
-    // than when this function ends.
-    let (mut sink, stream) = {
-        let socket = socket;
-        (*socket).split()
-    };
+/// Serves one socket to its end. The socket stays in its box (for the reason above),
+/// and one task both reads and writes it: a second task would cost every idle socket
+/// its own future, tokio's header and a lock around the shared socket.
+async fn serve(mut socket: Box<WebSocket>, opened: Box<Opened>) {
+    let Opened { services, session, peer, .. } = &*opened;
+    let _in_flight = services.tasks.token();
     // Boxed, as the rarer steps below: what runs once or seldom would otherwise size
-    // this future, which every open socket keeps (test: `an_idle_socket_keeps_small_tasks`).
-    let (hello, connection) = match Box::pin(state.chat.connect(&session.record.user, session.record.session_id)).await {
+    // this future, which every open socket keeps (test: `an_idle_socket_keeps_a_small_task`).
+    let (hello, connection) = match Box::pin(services.chat.connect(&session.record.user, session.record.session_id)).await {
         Ok((hello, connection)) => (Message::text(hello.encode()), connection),
         Err(err) => {
             tracing::error!(user = session.record.user.id, error = %err, "cannot greet a new connection");
-            let _ = Box::pin(close(&mut sink, CLOSE_INTERNAL_ERROR, "internal error")).await;
+            let _ = Box::pin(close(&mut socket, CLOSE_INTERNAL_ERROR, "internal error")).await;
             return;
         }
     };
     let Connection { id, outbound, close: close_signal } = connection;
-    let _registered = Registered { hub: &state.hub, id };
+    let _registered = Registered { hub: &services.hub, id };
     // Every line logged about this socket carries its id and user.
     let span = tracing::info_span!("socket", conn = id, user = session.record.user.id);
     async move {
         // The greeting goes straight to the socket, ahead of anything already queued.
-        if sink.send(hello).await.is_err() {
+        if socket.send(hello).await.is_err() {
             return;
         }
         metrics::socket_greeted(peer.reconnecting);
         tracing::info!(ip = %peer.ip, origin = %peer.origin, reconnecting = peer.reconnecting, "socket connected");
-
-        let heartbeat = Duration::from_secs(state.config.limits.heartbeat_interval_secs.max(1));
-        let reader_done = CancellationToken::new();
-        // Not in the socket's span: the writer logs nothing, and entering a span on
-        // every wake-up is a measurable share of a delivery's cost.
-        let writer = tokio::spawn(write_loop(sink, outbound, close_signal.clone(), reader_done.clone(), heartbeat));
         let caller = Caller { conn: id, user: session.record.user.clone() };
-        if let Some(reason) = read_loop(stream, state, &caller, &session.token, &close_signal).await {
-            close_signal.close(reason);
-        }
-        if close_signal.reason() == Some(CloseReason::ShuttingDown) {
-            Box::pin(settle_posts(state)).await;
-        }
-        reader_done.cancel();
-        if let Err(failed) = writer.await {
-            if failed.is_panic() {
-                tracing::error!("the socket's writer panicked");
-            }
-        }
-        let reason = close_signal.reason().unwrap_or(CloseReason::PeerClosed);
+        let talk = Conversation { services, caller: &caller, token: &session.token, close_signal: &close_signal };
+        let reason = talk.run(&mut socket, outbound).await;
         metrics::socket_closed(reason);
         if matches!(reason, CloseReason::PeerClosed | CloseReason::ShuttingDown | CloseReason::SessionEnded) {
             tracing::info!(ip = %peer.ip, ?reason, "socket closed");
@@ -221,8 +226,8 @@ async fn serve(socket: Box<WebSocket>, opened: Box<Opened>) {
 /// queue is drained after their answers and its sender is told of what was stored
 /// (within the time a close may take; a sender not told retries, and a retry is
 /// answered as the same).
-async fn settle_posts(state: &AppState) {
-    match tokio::time::timeout(CLOSE_TIMEOUT, state.store.posts_settled()).await {
+async fn settle_posts(services: &SocketServices) {
+    match tokio::time::timeout(CLOSE_TIMEOUT, services.store.posts_settled()).await {
         Ok(Ok(())) => {}
         Ok(Err(err)) => tracing::warn!(error = %err, "posts did not settle before closing"),
         Err(_) => tracing::warn!("posts did not settle in time before closing"),
@@ -239,8 +244,8 @@ struct Session {
 /// another node, through the cluster link; one racing this socket's handshake as it
 /// registers), but a session can also end unseen (idle expiry, an event the link
 /// lost): checking at every heartbeat bounds how long a dead session's socket goes on.
-async fn session_ended(state: &AppState, token: &str) -> bool {
-    match state.accounts.authenticate(token).await {
+async fn session_ended(services: &SocketServices, token: &str) -> bool {
+    match services.accounts.authenticate(token).await {
         Ok(live) => live.is_none(),
         // A database hiccup is not a reason to drop everyone; the next check decides.
         Err(err) => {
@@ -262,79 +267,200 @@ fn is_too_big(err: &axum::Error) -> bool {
     false
 }
 
-async fn read_loop(
-    mut stream: futures::stream::SplitStream<WebSocket>,
-    state: &AppState,
-    caller: &Caller,
-    token: &str,
-    close_signal: &CloseSignal,
-) -> Option<CloseReason> {
-    let limits_config = &state.config.limits;
-    let timeout = Duration::from_secs(limits_config.heartbeat_timeout_secs.max(1));
-    // One timer, pushed back by every frame, rather than a new one per frame.
-    let silence = sleep_until(Instant::now() + timeout);
-    tokio::pin!(silence);
-    // The session was checked in the handshake, and a logout since then closed this
-    // socket as it registered (the hub remembers sessions ended lately); the next
-    // check is a heartbeat away.
-    let check_every = Duration::from_secs(limits_config.heartbeat_interval_secs.max(1));
-    let mut session_check = tokio::time::interval_at(Instant::now() + check_every, check_every);
-    session_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut limits = state.limiters.connection();
-    loop {
-        let frame = tokio::select! {
-            frame = stream.next() => frame,
-            _ = close_signal.closed() => return None,
-            () = &mut silence => return Some(CloseReason::HeartbeatTimeout),
-            _ = session_check.tick() => {
-                if Box::pin(session_ended(state, token)).await {
-                    return Some(CloseReason::SessionEnded);
-                }
-                continue;
-            }
-        };
-        silence.as_mut().reset(Instant::now() + timeout);
-        let decoded = match frame {
-            Some(Ok(Message::Text(text))) => ClientMsg::decode(&text).map_err(|err| err.into_reply()),
-            Some(Ok(Message::Binary(_))) => Err(ServerMsg::Error {
-                id: None,
-                code: ErrorCode::BadRequest,
-                message: "frames must be JSON text, not binary".into(),
-                retry_after_ms: None,
-            }),
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-            Some(Ok(Message::Close(_))) | None => return Some(CloseReason::PeerClosed),
-            Some(Err(err)) if is_too_big(&err) => return Some(CloseReason::TooBig),
-            Some(Err(err)) => {
-                tracing::info!(conn = caller.conn, error = %err, "socket read failed");
-                return Some(CloseReason::PeerClosed);
-            }
-        };
-        // Requests that write to the database draw on the stricter message bucket.
-        let is_message = matches!(
-            decoded,
-            Ok(ClientMsg::Send { .. }
-                | ClientMsg::CreateRoom { .. }
-                | ClientMsg::JoinRoom { .. }
-                | ClientMsg::LeaveRoom { .. }
-                | ClientMsg::OpenDirect { .. })
+/// A request being answered. Boxed while it runs (see [`serve`]); the socket goes on
+/// writing meanwhile, but reads its next request only after this one is answered.
+type Answering<'a> = Pin<Box<dyn Future<Output = Option<ServerMsg>> + Send + 'a>>;
+
+/// What one frame read from the socket asks for.
+enum Read {
+    /// Nothing to answer (a ping or pong).
+    Nothing,
+    /// An answer known at once: a refusal.
+    Answer(ServerMsg),
+    /// A request to handle.
+    Request(ClientMsg),
+    Close(CloseReason),
+}
+
+/// Who is on the socket, and what serving them needs.
+struct Conversation<'a> {
+    services: &'a SocketServices,
+    caller: &'a Caller,
+    token: &'a str,
+    close_signal: &'a CloseSignal,
+}
+
+/// How writing ended early.
+enum WriteStopped {
+    /// The connection is broken: no close frame can go out.
+    Broken,
+    /// A reason to close came first; the close frame is still due.
+    Closing(CloseReason),
+}
+
+impl<'a> Conversation<'a> {
+    /// Reads and answers requests, writes the connection's queue, pings and rechecks
+    /// the session, until the connection ends; then sends the close frame where one
+    /// is due. Returns why it ended.
+    async fn run(&self, socket: &mut WebSocket, mut outbound: OutboundReceiver) -> CloseReason {
+        let limits_config = &self.services.config.limits;
+        // Every heartbeat pings the peer and rechecks the session. It was checked in
+        // the handshake, and a logout since then closed this socket as it registered
+        // (the hub remembers sessions ended lately).
+        let mut heartbeat = Heartbeat::new(
+            Duration::from_secs(limits_config.heartbeat_interval_secs.max(1)),
+            Duration::from_secs(limits_config.heartbeat_timeout_secs.max(1)),
+            Instant::now(),
         );
-        let reply = match limits.check(is_message) {
-            Verdict::Abusive => return Some(CloseReason::PolicyViolation),
-            Verdict::Refused(retry) => {
-                metrics::rate_limited(Limit::SocketFrames);
-                tracing::debug!("frame refused: rate limited");
-                let id = decoded.as_ref().map(ClientMsg::id).unwrap_or(0);
-                Some(AppError::RateLimited(retry).into_reply(id))
+        let wake = sleep_until(heartbeat.next_wake());
+        tokio::pin!(wake);
+        // One wait for the close signal, shared by every select below, rather than a
+        // new waiter registered (and dropped) for each frame.
+        let closed = self.close_signal.closed();
+        tokio::pin!(closed);
+        let mut limits = self.services.limiters.connection();
+        let mut answering: Option<Answering<'a>> = None;
+        let stopped = loop {
+            let written = tokio::select! {
+                biased;
+                reason = &mut closed => break WriteStopped::Closing(reason),
+                answer = async { answering.as_mut().expect("guarded").await }, if answering.is_some() => {
+                    answering = None;
+                    if let Some(answer) = answer {
+                        self.services.hub.send_to(self.caller.conn, &answer);
+                    }
+                    continue;
+                }
+                // Before the queue: a queue kept busy must not keep requests waiting.
+                frame = socket.next(), if answering.is_none() => {
+                    heartbeat.heard(Instant::now());
+                    match read(frame, &mut limits) {
+                        Read::Nothing => {}
+                        Read::Answer(answer) => self.services.hub.send_to(self.caller.conn, &answer),
+                        Read::Request(msg) => answering = Some(Box::pin(handle_contained(self.services, self.caller, msg))),
+                        Read::Close(reason) => break WriteStopped::Closing(reason),
+                    }
+                    continue;
+                }
+                next = outbound.recv() => match next {
+                    Some(first) => write_before_closing(socket, Some(first), &mut outbound, closed.as_mut(), wake.as_mut(), &heartbeat).await,
+                    // The hub let go of the connection: it was told why first.
+                    None => break WriteStopped::Closing(self.close_signal.reason().unwrap_or(CloseReason::PeerClosed)),
+                },
+                () = &mut wake => {
+                    let due = heartbeat.due(Instant::now());
+                    wake.as_mut().reset(heartbeat.next_wake());
+                    match due {
+                        Due::Silent => break WriteStopped::Closing(CloseReason::HeartbeatTimeout),
+                        Due::Nothing => continue,
+                        Due::Ping => {
+                            let pinged = write_before_closing(socket, None, &mut outbound, closed.as_mut(), wake.as_mut(), &heartbeat).await;
+                            if pinged.is_ok() && Box::pin(session_ended(self.services, self.token)).await {
+                                break WriteStopped::Closing(CloseReason::SessionEnded);
+                            }
+                            pinged
+                        }
+                    }
+                }
+            };
+            if let Err(stopped) = written {
+                break stopped;
             }
-            Verdict::Allowed => match decoded {
-                Ok(msg) => Box::pin(handle_contained(state, caller, msg)).await,
-                Err(error_reply) => Some(error_reply),
-            },
         };
-        if let Some(reply) = reply {
-            state.hub.send_to(caller.conn, &reply);
+        let reason = match stopped {
+            WriteStopped::Broken => CloseReason::PeerClosed,
+            WriteStopped::Closing(reason) => reason,
+        };
+        // The first reason given wins: one the hub gave may have come before ours.
+        self.close_signal.close(reason);
+        let reason = self.close_signal.reason().unwrap_or(reason);
+        let send_close = matches!(stopped, WriteStopped::Closing(_));
+        Box::pin(self.finish(socket, outbound, answering, reason, send_close)).await;
+        reason
+    }
+
+    /// Ends the connection. The request being answered is finished first, whatever
+    /// the reason: it may have stored something, and the rest of what it does (the
+    /// hub's view of rooms, the person's other sockets) must follow. For most reasons
+    /// the close frame goes out meanwhile (a slow consumer could not take the rest of
+    /// its queue anyway). On shutdown nothing queued is dropped: the request's answer
+    /// and those of posts still being committed join the queue, every queued frame is
+    /// written, then the close (1012: come back).
+    async fn finish(
+        &self,
+        socket: &mut WebSocket,
+        mut outbound: OutboundReceiver,
+        answering: Option<Answering<'a>>,
+        reason: CloseReason,
+        send_close: bool,
+    ) {
+        let answered = async {
+            if let Some(answer) = answering {
+                if let Some(answer) = answer.await {
+                    self.services.hub.send_to(self.caller.conn, &answer);
+                }
+            }
+        };
+        if !send_close {
+            return answered.await;
         }
+        if reason != CloseReason::ShuttingDown {
+            let ((), _) = tokio::join!(answered, close(socket, reason.code(), reason.text()));
+            return;
+        }
+        let flushed = async {
+            answered.await;
+            settle_posts(self.services).await;
+            while let Some(outgoing) = outbound.try_recv() {
+                write(socket, Some(outgoing), &mut outbound).await?;
+            }
+            Ok::<(), axum::Error>(())
+        };
+        if matches!(tokio::time::timeout(CLOSE_TIMEOUT, flushed).await, Ok(Ok(()))) {
+            let _ = close(socket, reason.code(), reason.text()).await;
+        }
+    }
+}
+
+/// Decodes a frame and meters it: what it asks for, or why to close.
+fn read(frame: Option<Result<Message, axum::Error>>, limits: &mut ConnectionLimits) -> Read {
+    let decoded = match frame {
+        Some(Ok(Message::Text(text))) => ClientMsg::decode(&text).map_err(|err| err.into_reply()),
+        Some(Ok(Message::Binary(_))) => Err(ServerMsg::Error {
+            id: None,
+            code: ErrorCode::BadRequest,
+            message: "frames must be JSON text, not binary".into(),
+            retry_after_ms: None,
+        }),
+        Some(Ok(Message::Ping(_) | Message::Pong(_))) => return Read::Nothing,
+        Some(Ok(Message::Close(_))) | None => return Read::Close(CloseReason::PeerClosed),
+        Some(Err(err)) if is_too_big(&err) => return Read::Close(CloseReason::TooBig),
+        Some(Err(err)) => {
+            tracing::info!(error = %err, "socket read failed");
+            return Read::Close(CloseReason::PeerClosed);
+        }
+    };
+    // Requests that write to the database draw on the stricter message bucket.
+    let is_message = matches!(
+        decoded,
+        Ok(ClientMsg::Send { .. }
+            | ClientMsg::CreateRoom { .. }
+            | ClientMsg::JoinRoom { .. }
+            | ClientMsg::LeaveRoom { .. }
+            | ClientMsg::OpenDirect { .. })
+    );
+    match limits.check(is_message) {
+        Verdict::Abusive => Read::Close(CloseReason::PolicyViolation),
+        Verdict::Refused(retry) => {
+            metrics::rate_limited(Limit::SocketFrames);
+            tracing::debug!("frame refused: rate limited");
+            let id = decoded.as_ref().map(ClientMsg::id).unwrap_or(0);
+            Read::Answer(AppError::RateLimited(retry).into_reply(id))
+        }
+        Verdict::Allowed => match decoded {
+            Ok(msg) => Read::Request(msg),
+            Err(refusal) => Read::Answer(refusal),
+        },
     }
 }
 
@@ -342,12 +468,12 @@ async fn read_loop(
 /// here: logged with the request's type, answered with an `internal` error, and the
 /// socket reads on. Locks taken inside are async or poison-tolerant and transactions
 /// roll back when dropped, so nothing is left half-done.
-async fn handle_contained(state: &AppState, caller: &Caller, msg: ClientMsg) -> Option<ServerMsg> {
+async fn handle_contained(services: &SocketServices, caller: &Caller, msg: ClientMsg) -> Option<ServerMsg> {
     let (id, kind) = (msg.id(), msg.kind());
     // Lines logged while handling it carry the request's id and type.
     let span = tracing::info_span!("request", id, kind);
     let handled = async {
-        let reply = state.chat.handle(caller, msg).await;
+        let reply = services.chat.handle(caller, msg).await;
         tracing::debug!(refused = matches!(reply, Some(ServerMsg::Error { .. })), "request handled");
         reply
     };
@@ -362,71 +488,101 @@ async fn handle_contained(state: &AppState, caller: &Caller, msg: ClientMsg) -> 
     }
 }
 
-/// Writes the connection's queue to its socket, with pings, until the connection
-/// ends. For most reasons to close, the close frame goes out at once (a slow consumer
-/// could not take the rest anyway). On shutdown nothing queued is dropped: the reader
-/// first finishes the request it is handling (so its reply joins the queue), then
-/// every queued frame is written, then the close (1012: come back).
-async fn write_loop(
-    mut sink: SplitSink<WebSocket, Message>,
-    mut outbound: OutboundReceiver,
-    close_signal: CloseSignal,
-    reader_done: CancellationToken,
-    heartbeat: Duration,
-) {
-    // However writing ends, the connection is over: the reader stops too.
-    let _stop_reader = CloseOnDrop(close_signal.clone());
-    let mut ping = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
-    // One wait for the close signal, shared by every select below, rather than a new
-    // waiter registered (and dropped) for each frame.
-    let closed = close_signal.closed();
-    tokio::pin!(closed);
-    loop {
-        let next = tokio::select! {
+/// Writes `first` (a ping when `None`) and the frames queued behind it. A peer that
+/// stopped reading blocks the write, so a reason to close (slow consumer, shutdown,
+/// the peer's silence) must still get through: the write is raced against them. The
+/// write in flight is never started over: once begun, its frame may already sit in
+/// the socket's buffer. On shutdown it is part of what must go out: it may finish.
+async fn write_before_closing(
+    socket: &mut WebSocket,
+    first: Option<Outgoing>,
+    outbound: &mut OutboundReceiver,
+    mut closed: Pin<&mut impl Future<Output = CloseReason>>,
+    mut wake: Pin<&mut Sleep>,
+    heartbeat: &Heartbeat,
+) -> Result<(), WriteStopped> {
+    let written = write(socket, first, outbound);
+    tokio::pin!(written);
+    let mut ping_put_off = false;
+    let reason = loop {
+        tokio::select! {
             biased;
-            reason = &mut closed => break Box::pin(finish(&mut sink, &mut outbound, &reader_done, reason)).await,
-            next = outbound.recv() => match next {
-                Some(outgoing) => Some(outgoing),
-                None => return,
-            },
-            _ = ping.tick() => None,
-        };
-        // A peer that stopped reading blocks this write (a ping as much as a frame);
-        // the close signal (slow consumer, heartbeat, shutdown) must still get through,
-        // so the write is raced against it. The write in flight is never started over:
-        // once begun, its frame may already sit in the socket's buffer.
-        let interrupted = {
-            let written = write(&mut sink, next, &mut outbound);
-            tokio::pin!(written);
-            tokio::select! {
-                result = &mut written => match result {
-                    Ok(()) => None,
-                    Err(_) => return,
-                },
-                reason = &mut closed => {
-                    // On shutdown the frame is part of what must go out: let it finish.
-                    if reason == CloseReason::ShuttingDown
-                        && !matches!(Box::pin(tokio::time::timeout(CLOSE_TIMEOUT, &mut written)).await, Ok(Ok(())))
-                    {
-                        return;
-                    }
-                    Some(reason)
+            result = &mut written => {
+                if ping_put_off {
+                    wake.as_mut().reset(heartbeat.next_wake());
                 }
+                return result.map_err(|_| WriteStopped::Broken);
             }
-        };
-        if let Some(reason) = interrupted {
-            break Box::pin(finish(&mut sink, &mut outbound, &reader_done, reason)).await;
+            reason = &mut closed => break reason,
+            () = wake.as_mut() => {
+                if Instant::now() >= heartbeat.silent_after() {
+                    break CloseReason::HeartbeatTimeout;
+                }
+                // A ping is due, but the peer is not taking what is already going out:
+                // it goes once this write is done.
+                wake.as_mut().reset(heartbeat.silent_after());
+                ping_put_off = true;
+            }
         }
+    };
+    if reason == CloseReason::ShuttingDown
+        && !matches!(Box::pin(tokio::time::timeout(CLOSE_TIMEOUT, &mut written)).await, Ok(Ok(())))
+    {
+        return Err(WriteStopped::Broken);
     }
+    Err(WriteStopped::Closing(reason))
 }
 
-/// Closes the connection (as closed by its peer, unless a reason came first) when
-/// dropped.
-struct CloseOnDrop(CloseSignal);
+/// When the socket's one timer should wake it: to ping the peer (and recheck the
+/// session) every heartbeat, and to close once the peer has been silent too long. A
+/// frame read only notes the time; the timer moves when it fires. (Two timers, one
+/// pushed back by every frame, cost every idle socket another allocation and every
+/// frame a timer update.)
+#[derive(Debug)]
+struct Heartbeat {
+    every: Duration,
+    timeout: Duration,
+    next_ping: Instant,
+    last_heard: Instant,
+}
 
-impl Drop for CloseOnDrop {
-    fn drop(&mut self) {
-        self.0.close(CloseReason::PeerClosed);
+/// What the heartbeat's timer found due.
+#[derive(Debug, PartialEq, Eq)]
+enum Due {
+    Ping,
+    /// Nothing heard from the peer for the whole timeout.
+    Silent,
+    /// Woken early: the peer was heard since the timer was set.
+    Nothing,
+}
+
+impl Heartbeat {
+    fn new(every: Duration, timeout: Duration, now: Instant) -> Self {
+        Heartbeat { every, timeout, next_ping: now + every, last_heard: now }
+    }
+
+    fn heard(&mut self, now: Instant) {
+        self.last_heard = now;
+    }
+
+    fn silent_after(&self) -> Instant {
+        self.last_heard + self.timeout
+    }
+
+    fn next_wake(&self) -> Instant {
+        self.next_ping.min(self.silent_after())
+    }
+
+    /// What is due at `now`; a ping found due is taken (the next is a heartbeat later).
+    fn due(&mut self, now: Instant) -> Due {
+        if now >= self.silent_after() {
+            Due::Silent
+        } else if now >= self.next_ping {
+            self.next_ping = now + self.every;
+            Due::Ping
+        } else {
+            Due::Nothing
+        }
     }
 }
 
@@ -453,29 +609,10 @@ where
     sink.flush().await
 }
 
-/// Sends the close frame for `reason`; on shutdown, after everything queued.
-async fn finish(
-    sink: &mut SplitSink<WebSocket, Message>,
-    outbound: &mut OutboundReceiver,
-    reader_done: &CancellationToken,
-    reason: CloseReason,
-) {
-    if reason == CloseReason::ShuttingDown {
-        let flushed = async {
-            reader_done.cancelled().await;
-            while let Some(outgoing) = outbound.try_recv() {
-                write(sink, Some(outgoing), outbound).await?;
-            }
-            Ok::<(), axum::Error>(())
-        };
-        if !matches!(tokio::time::timeout(CLOSE_TIMEOUT, flushed).await, Ok(Ok(()))) {
-            return;
-        }
-    }
-    let _ = close(sink, reason.code(), reason.text()).await;
-}
-
-async fn close(sink: &mut SplitSink<WebSocket, Message>, code: u16, reason: &'static str) -> Result<(), ()> {
+async fn close<S>(sink: &mut S, code: u16, reason: &'static str) -> Result<(), ()>
+where
+    S: Sink<Message, Error = axum::Error> + Unpin,
+{
     let frame = Message::Close(Some(CloseFrame { code, reason: reason.into() }));
     match tokio::time::timeout(CLOSE_TIMEOUT, sink.send(frame)).await {
         Ok(Ok(())) => Ok(()),
@@ -562,25 +699,47 @@ mod tests {
         assert_eq!(sink.frames, in_order);
     }
 
+    #[test]
+    fn the_heartbeat_pings_on_time_and_gives_up_on_a_silent_peer() {
+        let (every, timeout) = (Duration::from_secs(25), Duration::from_secs(35));
+        let start = Instant::now();
+        let mut heartbeat = Heartbeat::new(every, timeout, start);
+        assert_eq!(heartbeat.next_wake(), start + every);
+        assert_eq!(heartbeat.due(start + Duration::from_secs(10)), Due::Nothing, "woken early");
+        assert_eq!(heartbeat.due(start + every), Due::Ping);
+        // The next ping would be at 50 s, but the peer goes silent at 35 s.
+        assert_eq!(heartbeat.next_wake(), start + timeout);
+        assert_eq!(heartbeat.due(start + timeout), Due::Silent);
+    }
+
+    #[test]
+    fn hearing_from_the_peer_puts_off_its_silence_but_not_the_ping() {
+        let (every, timeout) = (Duration::from_secs(25), Duration::from_secs(35));
+        let start = Instant::now();
+        let mut heartbeat = Heartbeat::new(every, timeout, start);
+        assert_eq!(heartbeat.due(start + every), Due::Ping);
+        heartbeat.heard(start + Duration::from_secs(30));
+        // Woken at 35 s for a silence that was put off: nothing is due yet.
+        assert_eq!(heartbeat.due(start + timeout), Due::Nothing);
+        assert_eq!(heartbeat.next_wake(), start + every * 2, "the next ping comes first");
+        assert_eq!(heartbeat.due(start + every * 2), Due::Ping);
+        assert_eq!(heartbeat.due(start + Duration::from_secs(65)), Due::Silent, "35 s after the last frame");
+    }
+
     /// The size of what `function` returns, without calling it: for an async fn, the
     /// state its task keeps for as long as the socket is open.
-    fn returned_size<A, B, C, D, E, R>(_function: fn(A, B, C, D, E) -> R) -> usize {
+    fn returned_size<A, B, R>(_function: fn(A, B) -> R) -> usize {
         std::mem::size_of::<R>()
     }
 
-    fn returned_size_2<A, B, R>(_function: fn(A, B) -> R) -> usize {
-        std::mem::size_of::<R>()
-    }
-
-    /// Every open socket keeps its reader's and its writer's futures, sized for their
-    /// largest moment (a request being handled, the greeting, closing). An idle
-    /// socket should pay for waiting, not for those: they are boxed while they run.
+    /// Every open socket keeps its task's future, sized for its largest moment (a
+    /// request being handled, the greeting, closing). An idle socket should pay for
+    /// waiting, not for those: they are boxed while they run.
     #[test]
-    fn an_idle_socket_keeps_small_tasks() {
-        let (reader, writer) = (returned_size_2(serve), returned_size(write_loop));
-        // 1,464 and 912 bytes when this was written (4,024 and 856 before the boxing);
-        // the bounds leave a little room to grow.
-        assert!(reader <= 1_600, "the reading task's future is {reader} bytes");
-        assert!(writer <= 1_024, "the writing task's future is {writer} bytes");
+    fn an_idle_socket_keeps_a_small_task() {
+        let task = returned_size(serve);
+        // 1,848 bytes when this was written (1,464 + 912 in two tasks before, 4,024 + 856
+        // before the boxing); the bound leaves a little room to grow.
+        assert!(task <= 2_048, "the socket's future is {task} bytes");
     }
 }

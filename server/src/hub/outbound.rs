@@ -13,7 +13,6 @@ use std::{
 
 use axum::extract::ws::Utf8Bytes;
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
 
 /// How much may wait for one connection before it counts as a slow consumer.
 #[derive(Debug, Clone, Copy)]
@@ -69,27 +68,43 @@ impl CloseReason {
     }
 }
 
-/// Tells a connection's task to close, once, with the first reason given.
+/// Tells a connection's task to close, once, with the first reason given. One small
+/// allocation per connection (a reason and a wake-up), where a cancellation token and
+/// a separate reason cost every idle socket twice the memory.
 #[derive(Debug, Clone, Default)]
 pub struct CloseSignal {
-    token: CancellationToken,
-    reason: Arc<OnceLock<CloseReason>>,
+    shared: Arc<Closing>,
+}
+
+#[derive(Debug, Default)]
+struct Closing {
+    reason: OnceLock<CloseReason>,
+    woken: Notify,
 }
 
 impl CloseSignal {
     pub fn close(&self, reason: CloseReason) {
-        let _ = self.reason.set(reason);
-        self.token.cancel();
+        let _ = self.shared.reason.set(reason);
+        self.shared.woken.notify_waiters();
     }
 
-    /// Resolves when [`CloseSignal::close`] is called, with the reason.
+    /// Resolves when [`CloseSignal::close`] is called, with the first reason given.
     pub async fn closed(&self) -> CloseReason {
-        self.token.cancelled().await;
-        self.reason.get().copied().unwrap_or(CloseReason::ShuttingDown)
+        loop {
+            // Registered before looking, so a close between the look and the wait
+            // still wakes it.
+            let woken = self.shared.woken.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            if let Some(reason) = self.reason() {
+                return reason;
+            }
+            woken.await;
+        }
     }
 
     pub fn reason(&self) -> Option<CloseReason> {
-        self.reason.get().copied()
+        self.shared.reason.get().copied()
     }
 }
 
@@ -387,5 +402,24 @@ mod tests {
         signal.close(CloseReason::SlowConsumer);
         signal.close(CloseReason::ShuttingDown);
         assert_eq!(signal.closed().await, CloseReason::SlowConsumer);
+    }
+
+    #[tokio::test]
+    async fn every_waiter_wakes_when_closed_once_waiting() {
+        let signal = CloseSignal::default();
+        let waiting: Vec<_> = (0..2).map(|_| tokio::spawn({
+            let signal = signal.clone();
+            async move { signal.closed().await }
+        })).collect();
+        // Both are waiting (registered, nothing set) before the close.
+        tokio::task::yield_now().await;
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        signal.close(CloseReason::HeartbeatTimeout);
+        for waiter in waiting {
+            let reason = tokio::time::timeout(std::time::Duration::from_secs(5), waiter).await;
+            assert_eq!(reason.expect("woken").unwrap(), CloseReason::HeartbeatTimeout);
+        }
     }
 }

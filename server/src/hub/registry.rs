@@ -29,12 +29,74 @@ use crate::cluster::NodeId;
 
 pub type ConnId = u64;
 
+/// A few ids, for what one socket or one person has few of (a socket's rooms, at most
+/// a person's room allowance; a person's sockets, at most their socket allowance).
+/// Every idle socket keeps one of each: a vector is half a hash set's size, and
+/// looking through a handful of ids is as quick as hashing one.
+#[derive(Debug, Clone)]
+pub struct FewIds<T>(Vec<T>);
+
+impl<T> Default for FewIds<T> {
+    fn default() -> Self {
+        FewIds(Vec::new())
+    }
+}
+
+impl<T: Copy + PartialEq> FewIds<T> {
+    /// False if it was there already.
+    pub fn insert(&mut self, id: T) -> bool {
+        if self.contains(&id) {
+            return false;
+        }
+        self.0.push(id);
+        true
+    }
+
+    /// False if it was not there.
+    pub fn remove(&mut self, id: &T) -> bool {
+        match self.0.iter().position(|held| held == id) {
+            Some(index) => {
+                self.0.swap_remove(index);
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn contains(&self, id: &T) -> bool {
+        self.0.contains(id)
+    }
+
+    pub fn iter(&self) -> std::slice::Iter<'_, T> {
+        self.0.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl<T: Copy + PartialEq> FromIterator<T> for FewIds<T> {
+    fn from_iter<I: IntoIterator<Item = T>>(ids: I) -> Self {
+        let mut few = FewIds::default();
+        for id in ids {
+            few.insert(id);
+        }
+        few.0.shrink_to_fit();
+        few
+    }
+}
+
 /// One open socket.
 #[derive(Debug)]
 pub struct ConnEntry {
     pub user_id: UserId,
     pub session_id: i64,
-    pub rooms: HashSet<RoomId>,
+    pub rooms: FewIds<RoomId>,
     pub outbound: OutboundSender,
     pub close: CloseSignal,
 }
@@ -54,7 +116,7 @@ pub fn name_key(user: &UserRef) -> NameKey {
 struct UserEntry {
     user: UserRef,
     key: NameKey,
-    conns: HashSet<ConnId>,
+    conns: FewIds<ConnId>,
 }
 
 /// Someone with sockets on other nodes: per node, which rooms those are in and how
@@ -112,11 +174,11 @@ impl Registry {
     /// Adds a connection subscribed to its entry's rooms.
     pub fn add(&mut self, id: ConnId, user: &UserRef, entry: ConnEntry) {
         let rooms: Vec<RoomId> = entry.rooms.iter().copied().collect();
-        self.conns.insert(id, ConnEntry { rooms: HashSet::new(), ..entry });
+        self.conns.insert(id, ConnEntry { rooms: FewIds::default(), ..entry });
         let user_entry = self
             .users
             .entry(user.id)
-            .or_insert_with(|| UserEntry { user: user.clone(), key: name_key(user), conns: HashSet::new() });
+            .or_insert_with(|| UserEntry { user: user.clone(), key: name_key(user), conns: FewIds::default() });
         user_entry.conns.insert(id);
         self.local_changed.insert(user.id, user.clone());
         for room in rooms {
@@ -365,9 +427,11 @@ impl Registry {
         (user, rooms, sockets)
     }
 
-    /// On a single node nobody needs to hear of them.
+    /// On a single node nobody needs to hear of them. The map is let go of, not
+    /// cleared: after a reconnect storm it has room for everyone who came (64 bytes
+    /// each), and `clear` would keep that room for good.
     pub fn forget_local_changes(&mut self) {
-        self.local_changed.clear();
+        self.local_changed = HashMap::new();
     }
 
     /// Everyone with a socket here, with their rooms: what another node needs to know
@@ -488,6 +552,34 @@ mod tests {
     fn entry(user_id: UserId, session_id: i64, rooms: &[RoomId]) -> ConnEntry {
         let (outbound, _rx) = queue(QueueLimits { max_frames: 8, max_bytes: 1024 });
         ConnEntry { user_id, session_id, rooms: rooms.iter().copied().collect(), outbound, close: CloseSignal::default() }
+    }
+
+    #[test]
+    fn few_ids_hold_each_id_once() {
+        let mut ids: FewIds<u64> = [3, 1, 3, 2].into_iter().collect();
+        assert_eq!(ids.len(), 3, "the repeated 3 is held once");
+        assert!(!ids.insert(1), "already there");
+        assert!(ids.insert(4));
+        assert!(ids.remove(&3));
+        assert!(!ids.remove(&3), "gone already");
+        let mut held: Vec<u64> = ids.iter().copied().collect();
+        held.sort();
+        assert_eq!(held, [1, 2, 4]);
+        assert!(ids.contains(&2) && !ids.contains(&3));
+        for id in [1, 2, 4] {
+            ids.remove(&id);
+        }
+        assert!(ids.is_empty());
+    }
+
+    #[test]
+    fn a_single_node_lets_go_of_the_room_its_changes_took() {
+        let mut registry = Registry::default();
+        for id in 0..1_000 {
+            registry.add(id, &user(id as i64, "Ana"), entry(id as i64, id as i64, &[1]));
+        }
+        registry.forget_local_changes();
+        assert_eq!(registry.local_changed.capacity(), 0, "what a storm needed is freed");
     }
 
     fn changes(registry: &mut Registry, room: RoomId) -> Vec<(UserId, bool)> {
