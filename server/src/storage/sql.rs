@@ -331,10 +331,11 @@ const SELECT_ROOM_SUMMARY: &str = "SELECT r.id, r.name, r.kind, r.topic, r.last_
      LEFT JOIN users pu ON pu.id = CASE WHEN r.kind = 'direct' THEN \
        (SELECT pm.user_id FROM memberships pm WHERE pm.room_id = r.id AND pm.user_id <> $1 LIMIT 1) END";
 
-/// Tries at one batch of posts before it fails: another try is needed only when a
-/// concurrent transaction (another node) stored one of its client ids meanwhile, or
-/// PostgreSQL aborted it to break a deadlock.
-const BATCH_TRIES: usize = 3;
+/// Tries at one batch of posts before it fails. The first try assumes every post is
+/// new and from a member (see `post_to_room`); another is needed when one is not, when
+/// a concurrent transaction (another node) stored one of its client ids meanwhile, or
+/// when PostgreSQL aborted it to break a deadlock.
+const BATCH_TRIES: usize = 4;
 /// Sessions one `UPDATE` of [`Store::touch_sessions`] names (well under either
 /// database's limit on bound parameters).
 const TOUCHES_PER_STATEMENT: usize = 500;
@@ -348,6 +349,29 @@ enum Plan {
     New(ChatMessage),
     /// A second post of the batch with the same client id as the one at this index.
     SameAs(usize),
+}
+
+/// Whose posts an insert takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum InsertFor {
+    /// Senders already checked to be members.
+    Checked,
+    /// Only those senders who are members (a sender unchecked).
+    MembersOnly,
+}
+
+/// What the poster of each planned post is told.
+fn outcomes(room_id: i64, plans: &[Plan]) -> Vec<StoreResult<Posted>> {
+    let outcome = |plan: &Plan| match plan {
+        Plan::NotMember => Err(StoreError::NotMember),
+        Plan::StoredBefore(original) => Posted::duplicate_in(room_id, original.clone()),
+        Plan::New(message) => Ok(Posted::New(message.clone())),
+        Plan::SameAs(first) => match &plans[*first] {
+            Plan::New(message) => Ok(Posted::Duplicate(message.clone())),
+            _ => unreachable!("a repeated post points at a new one"),
+        },
+    };
+    plans.iter().map(outcome).collect()
 }
 
 /// Stamps out the [`Store`] implementation for one backend.
@@ -406,7 +430,9 @@ macro_rules! sql_store {
                 let mut tries = 0;
                 let written = loop {
                     tries += 1;
-                    match Self::try_batch(pool, &in_write_order).await {
+                    // Only a batch that the hopeful first try could not store checks
+                    // each post before writing.
+                    match Self::try_batch(pool, &in_write_order, tries > 1).await {
                         Ok(Some(outcomes)) => break outcomes,
                         Ok(None) if tries < BATCH_TRIES => continue,
                         Err(err) if tries < BATCH_TRIES && is_worth_retrying(&err) => continue,
@@ -423,15 +449,20 @@ macro_rules! sql_store {
             }
 
             /// One try at a batch (in write order): its outcomes once committed, or `None`
-            /// if a client id was taken concurrently (rolled back).
-            async fn try_batch(pool: &sqlx::Pool<$db>, posts: &[&NewPost]) -> StoreResult<Option<Vec<StoreResult<Posted>>>> {
+            /// if it has to be tried again, `careful`ly (rolled back).
+            async fn try_batch(pool: &sqlx::Pool<$db>, posts: &[&NewPost], careful: bool) -> StoreResult<Option<Vec<StoreResult<Posted>>>> {
                 let mut tx = pool.begin().await?;
                 let mut outcomes = Vec::with_capacity(posts.len());
                 // Client ids stored by this batch so far, for a retry queued behind its
                 // original or the same id reused in another room.
                 let mut stored_now = HashMap::new();
                 for room_posts in posts.chunk_by(|a, b| a.room_id == b.room_id) {
-                    match Self::post_to_room(&mut tx, room_posts, &mut stored_now).await? {
+                    let stored = if careful {
+                        Self::post_to_room(&mut tx, room_posts, &mut stored_now).await?
+                    } else {
+                        Self::post_new_to_room(&mut tx, room_posts, &mut stored_now).await?
+                    };
+                    match stored {
                         Some(room_outcomes) => outcomes.extend(room_outcomes),
                         None => {
                             tx.rollback().await?;
@@ -441,6 +472,71 @@ macro_rules! sql_store {
                 }
                 tx.commit().await?;
                 Ok(Some(outcomes))
+            }
+
+            /// Stores one room's posts in three statements, supposing what nearly every
+            /// post is: new, from a member. The room's number is moved past them as it is
+            /// locked, and they are inserted only where the sender is a member (a client
+            /// id already stored is skipped by the insert). `None` when any post was not
+            /// stored so: the caller rolls back and tries again with
+            /// [`Self::post_to_room`], which looks at each post first. (That one takes six
+            /// statements: the lock, members, stored client ids, the insert, the room's
+            /// number, positions; the statements go one by one to SQLite's worker thread,
+            /// so each is a hand-off and back.)
+            async fn post_new_to_room(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                posts: &[&NewPost],
+                stored_now: &mut HashMap<(i64, String), ChatMessage>,
+            ) -> StoreResult<Option<Vec<StoreResult<Posted>>>> {
+                let room_id = posts[0].room_id;
+                let mut plans: Vec<Plan> = Vec::with_capacity(posts.len());
+                let mut new_here: HashMap<(i64, &str), usize> = HashMap::new();
+                let mut count: i64 = 0;
+                for post in posts {
+                    if stored_now.contains_key(&(post.sender.id, post.client_id.clone())) {
+                        // The same client id in another room of this batch: the careful
+                        // try tells it apart.
+                        return Ok(None);
+                    }
+                    let plan = if let Some(&first) = new_here.get(&(post.sender.id, post.client_id.as_str())) {
+                        Plan::SameAs(first)
+                    } else {
+                        count += 1;
+                        new_here.insert((post.sender.id, post.client_id.as_str()), plans.len());
+                        Plan::New(ChatMessage {
+                            id: 0,
+                            room_id,
+                            // Counted from the room's last number once it is locked.
+                            seq: count,
+                            kind: MessageKind::Text,
+                            sender: post.sender.clone(),
+                            client_id: Some(post.client_id.clone()),
+                            text: post.text.clone(),
+                            sent_at: post.now,
+                        })
+                    };
+                    plans.push(plan);
+                }
+                let last_seq: Option<i64> =
+                    sqlx::query_scalar("UPDATE rooms SET last_seq = last_seq + $2 WHERE id = $1 RETURNING last_seq - $2")
+                        .bind(room_id)
+                        .bind(count)
+                        .fetch_optional(&mut **tx)
+                        .await?;
+                let Some(last_seq) = last_seq else {
+                    return Ok(Some(posts.iter().map(|_| Err(StoreError::NotFound)).collect()));
+                };
+                for plan in &mut plans {
+                    if let Plan::New(message) = plan {
+                        message.seq += last_seq;
+                    }
+                }
+                if !Self::insert_texts(tx, &mut plans, InsertFor::MembersOnly).await? {
+                    return Ok(None);
+                }
+                Self::mark_read_by_senders(tx, room_id, &plans).await?;
+                Self::finish_new(tx, &plans, stored_now).await?;
+                Ok(Some(outcomes(room_id, &plans)))
             }
 
             /// Stores one room's posts (all of the same room, in queue order) inside
@@ -487,29 +583,31 @@ macro_rules! sql_store {
                     plans.push(plan);
                 }
                 if seq > last_seq {
-                    if !Self::insert_texts(tx, &mut plans).await? {
+                    if !Self::insert_texts(tx, &mut plans, InsertFor::Checked).await? {
                         return Ok(None);
                     }
                     sqlx::query("UPDATE rooms SET last_seq = $2 WHERE id = $1").bind(room_id).bind(seq).execute(&mut **tx).await?;
                     Self::mark_read_by_senders(tx, room_id, &plans).await?;
-                    for plan in &plans {
-                        if let Plan::New(message) = plan {
-                            Self::record_mentions(tx, message).await?;
-                            let key = (message.sender.id, message.client_id.clone().unwrap_or_default());
-                            stored_now.insert(key, message.clone());
-                        }
+                    Self::finish_new(tx, &plans, stored_now).await?;
+                }
+                Ok(Some(outcomes(room_id, &plans)))
+            }
+
+            /// Records the new messages' mentions, and notes them as stored by this
+            /// batch (for a retry queued behind its original in another room).
+            async fn finish_new(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                plans: &[Plan],
+                stored_now: &mut HashMap<(i64, String), ChatMessage>,
+            ) -> StoreResult<()> {
+                for plan in plans {
+                    if let Plan::New(message) = plan {
+                        Self::record_mentions(tx, message).await?;
+                        let key = (message.sender.id, message.client_id.clone().unwrap_or_default());
+                        stored_now.insert(key, message.clone());
                     }
                 }
-                let outcome = |plan: &Plan| match plan {
-                    Plan::NotMember => Err(StoreError::NotMember),
-                    Plan::StoredBefore(original) => Posted::duplicate_in(room_id, original.clone()),
-                    Plan::New(message) => Ok(Posted::New(message.clone())),
-                    Plan::SameAs(first) => match &plans[*first] {
-                        Plan::New(message) => Ok(Posted::Duplicate(message.clone())),
-                        _ => unreachable!("a repeated post points at a new one"),
-                    },
-                };
-                Ok(Some(plans.iter().map(outcome).collect()))
+                Ok(())
             }
 
             /// Locks a room's row (the first lock of every writer to the room) and
@@ -566,8 +664,10 @@ macro_rules! sql_store {
             }
 
             /// Inserts the planned new messages in one statement and fills in their
-            /// ids. False if one's client id was stored concurrently (nothing to keep).
-            async fn insert_texts(tx: &mut sqlx::Transaction<'_, $db>, plans: &mut [Plan]) -> StoreResult<bool> {
+            /// ids. False if one was not inserted: its client id was stored already
+            /// (concurrently, or unchecked), or, inserting for members only, its sender
+            /// is not one. Nothing is kept then.
+            async fn insert_texts(tx: &mut sqlx::Transaction<'_, $db>, plans: &mut [Plan], insert_for: InsertFor) -> StoreResult<bool> {
                 let mut query = sqlx::QueryBuilder::<$db>::new(
                     "INSERT INTO messages (room_id, seq, sender_id, kind, body, client_id, created_at) ",
                 );
@@ -575,6 +675,9 @@ macro_rules! sql_store {
                     Plan::New(message) => Some(message),
                     _ => None,
                 });
+                if insert_for == InsertFor::MembersOnly {
+                    query.push("SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6, v.column7 FROM (");
+                }
                 query.push_values(new, |mut row, message| {
                     row.push_bind(message.room_id)
                         .push_bind(message.seq)
@@ -584,6 +687,12 @@ macro_rules! sql_store {
                         .push_bind(message.client_id.clone())
                         .push_bind(message.sent_at);
                 });
+                if insert_for == InsertFor::MembersOnly {
+                    // (The `WHERE` also keeps SQLite from reading `ON CONFLICT` as a join's `ON`.)
+                    query.push(
+                        ") AS v WHERE EXISTS (SELECT 1 FROM memberships m WHERE m.room_id = v.column1 AND m.user_id = v.column3)",
+                    );
+                }
                 query.push(" ON CONFLICT (sender_id, client_id) DO NOTHING RETURNING seq, id");
                 let ids: HashMap<i64, i64> = query.build_query_as::<(i64, i64)>().fetch_all(&mut **tx).await?.into_iter().collect();
                 let mut complete = true;
