@@ -267,9 +267,17 @@ fn is_too_big(err: &axum::Error) -> bool {
     false
 }
 
-/// A request being answered. Boxed while it runs (see [`serve`]); the socket goes on
-/// writing meanwhile, but reads its next request only after this one is answered.
-type Answering<'a> = Pin<Box<dyn Future<Output = Option<ServerMsg>> + Send + 'a>>;
+/// A request being answered, or the session being rechecked. Boxed while it runs (see
+/// [`serve`]); the socket goes on writing meanwhile (a blocked write included), but
+/// reads its next request only after this is done.
+type Busy<'a> = Pin<Box<dyn Future<Output = Done> + Send + 'a>>;
+
+/// What the socket's [`Busy`] work came to.
+enum Done {
+    /// A request's answer, if it has one.
+    Answered(Option<ServerMsg>),
+    SessionChecked { ended: bool },
+}
 
 /// What one frame read from the socket asks for.
 enum Read {
@@ -319,34 +327,19 @@ impl<'a> Conversation<'a> {
         let closed = self.close_signal.closed();
         tokio::pin!(closed);
         let mut limits = self.services.limiters.connection();
-        let mut answering: Option<Answering<'a>> = None;
+        let mut busy: Option<Busy<'a>> = None;
+        // A heartbeat found the socket busy: the session is checked once it is not.
+        let mut session_check_owed = false;
         let stopped = loop {
+            if session_check_owed && busy.is_none() {
+                session_check_owed = false;
+                busy = Some(self.check_session());
+            }
             let written = tokio::select! {
                 biased;
                 reason = &mut closed => break WriteStopped::Closing(reason),
-                answer = async { answering.as_mut().expect("guarded").await }, if answering.is_some() => {
-                    answering = None;
-                    if let Some(answer) = answer {
-                        self.services.hub.send_to(self.caller.conn, &answer);
-                    }
-                    continue;
-                }
-                // Before the queue: a queue kept busy must not keep requests waiting.
-                frame = socket.next(), if answering.is_none() => {
-                    heartbeat.heard(Instant::now());
-                    match read(frame, &mut limits) {
-                        Read::Nothing => {}
-                        Read::Answer(answer) => self.services.hub.send_to(self.caller.conn, &answer),
-                        Read::Request(msg) => answering = Some(Box::pin(handle_contained(self.services, self.caller, msg))),
-                        Read::Close(reason) => break WriteStopped::Closing(reason),
-                    }
-                    continue;
-                }
-                next = outbound.recv() => match next {
-                    Some(first) => write_before_closing(socket, Some(first), &mut outbound, closed.as_mut(), wake.as_mut(), &heartbeat).await,
-                    // The hub let go of the connection: it was told why first.
-                    None => break WriteStopped::Closing(self.close_signal.reason().unwrap_or(CloseReason::PeerClosed)),
-                },
+                // Early: a socket kept busy reading or writing still pings, and notices
+                // silence and a session that ended unseen.
                 () = &mut wake => {
                     let due = heartbeat.due(Instant::now());
                     wake.as_mut().reset(heartbeat.next_wake());
@@ -354,14 +347,36 @@ impl<'a> Conversation<'a> {
                         Due::Silent => break WriteStopped::Closing(CloseReason::HeartbeatTimeout),
                         Due::Nothing => continue,
                         Due::Ping => {
-                            let pinged = write_before_closing(socket, None, &mut outbound, closed.as_mut(), wake.as_mut(), &heartbeat).await;
-                            if pinged.is_ok() && Box::pin(session_ended(self.services, self.token)).await {
-                                break WriteStopped::Closing(CloseReason::SessionEnded);
-                            }
-                            pinged
+                            session_check_owed = true;
+                            self.write_before_closing(socket, None, &mut outbound, closed.as_mut(), wake.as_mut(), &mut heartbeat, &mut busy).await
                         }
                     }
                 }
+                done = async { busy.as_mut().expect("guarded").await }, if busy.is_some() => {
+                    busy = None;
+                    if self.take_done(done) {
+                        break WriteStopped::Closing(CloseReason::SessionEnded);
+                    }
+                    continue;
+                }
+                // Before the queue: a queue kept busy must not keep requests waiting.
+                frame = socket.next(), if busy.is_none() => {
+                    heartbeat.heard(Instant::now());
+                    match read(frame, &mut limits) {
+                        Read::Nothing => {}
+                        Read::Answer(answer) => self.services.hub.send_to(self.caller.conn, &answer),
+                        Read::Request(msg) => busy = Some(self.answer(msg)),
+                        Read::Close(reason) => break WriteStopped::Closing(reason),
+                    }
+                    continue;
+                }
+                next = outbound.recv() => match next {
+                    Some(first) => {
+                        self.write_before_closing(socket, Some(first), &mut outbound, closed.as_mut(), wake.as_mut(), &mut heartbeat, &mut busy).await
+                    }
+                    // The hub let go of the connection: it was told why first.
+                    None => break WriteStopped::Closing(self.close_signal.reason().unwrap_or(CloseReason::PeerClosed)),
+                },
             };
             if let Err(stopped) = written {
                 break stopped;
@@ -375,30 +390,44 @@ impl<'a> Conversation<'a> {
         self.close_signal.close(reason);
         let reason = self.close_signal.reason().unwrap_or(reason);
         let send_close = matches!(stopped, WriteStopped::Closing(_));
-        Box::pin(self.finish(socket, outbound, answering, reason, send_close)).await;
+        Box::pin(self.finish(socket, outbound, busy, reason, send_close)).await;
         reason
     }
 
+    fn answer(&self, msg: ClientMsg) -> Busy<'a> {
+        let (services, caller) = (self.services, self.caller);
+        Box::pin(async move { Done::Answered(handle_contained(services, caller, msg).await) })
+    }
+
+    fn check_session(&self) -> Busy<'a> {
+        let (services, token) = (self.services, self.token);
+        Box::pin(async move { Done::SessionChecked { ended: session_ended(services, token).await } })
+    }
+
+    /// Sends a finished request's answer; true if the session was found ended.
+    fn take_done(&self, done: Done) -> bool {
+        match done {
+            Done::Answered(Some(answer)) => {
+                self.services.hub.send_to(self.caller.conn, &answer);
+                false
+            }
+            Done::Answered(None) => false,
+            Done::SessionChecked { ended } => ended,
+        }
+    }
+
     /// Ends the connection. The request being answered is finished first, whatever
-    /// the reason: it may have stored something, and the rest of what it does (the
-    /// hub's view of rooms, the person's other sockets) must follow. For most reasons
-    /// the close frame goes out meanwhile (a slow consumer could not take the rest of
-    /// its queue anyway). On shutdown nothing queued is dropped: the request's answer
-    /// and those of posts still being committed join the queue, every queued frame is
-    /// written, then the close (1012: come back).
-    async fn finish(
-        &self,
-        socket: &mut WebSocket,
-        mut outbound: OutboundReceiver,
-        answering: Option<Answering<'a>>,
-        reason: CloseReason,
-        send_close: bool,
-    ) {
+    /// the reason and however long it takes (as it would be with the socket open):
+    /// it may have stored something, and the rest of what it does (the hub's view of
+    /// rooms, the person's other sockets) must follow. For most reasons the close
+    /// frame goes out meanwhile (a slow consumer could not take the rest of its queue
+    /// anyway). On shutdown nothing queued is dropped: the request's answer and those
+    /// of posts still being committed join the queue, every queued frame is written,
+    /// then the close (1012: come back).
+    async fn finish(&self, socket: &mut WebSocket, mut outbound: OutboundReceiver, busy: Option<Busy<'a>>, reason: CloseReason, send_close: bool) {
         let answered = async {
-            if let Some(answer) = answering {
-                if let Some(answer) = answer.await {
-                    self.services.hub.send_to(self.caller.conn, &answer);
-                }
+            if let Some(busy) = busy {
+                self.take_done(busy.await);
             }
         };
         if !send_close {
@@ -408,8 +437,8 @@ impl<'a> Conversation<'a> {
             let ((), _) = tokio::join!(answered, close(socket, reason.code(), reason.text()));
             return;
         }
+        answered.await;
         let flushed = async {
-            answered.await;
             settle_posts(self.services).await;
             while let Some(outgoing) = outbound.try_recv() {
                 write(socket, Some(outgoing), &mut outbound).await?;
@@ -419,6 +448,66 @@ impl<'a> Conversation<'a> {
         if matches!(tokio::time::timeout(CLOSE_TIMEOUT, flushed).await, Ok(Ok(()))) {
             let _ = close(socket, reason.code(), reason.text()).await;
         }
+    }
+
+    /// Writes `first` (a ping when `None`) and the frames queued behind it. A peer that
+    /// stopped reading blocks the write, so a reason to close (slow consumer, shutdown,
+    /// the peer's silence) must still get through: the write is raced against them,
+    /// and the socket's busy work goes on beside it. The write in flight is never
+    /// started over: once begun, its frame may already sit in the socket's buffer. On
+    /// shutdown it is part of what must go out: it may finish.
+    #[allow(clippy::too_many_arguments)]
+    async fn write_before_closing(
+        &self,
+        socket: &mut WebSocket,
+        first: Option<Outgoing>,
+        outbound: &mut OutboundReceiver,
+        mut closed: Pin<&mut impl Future<Output = CloseReason>>,
+        mut wake: Pin<&mut Sleep>,
+        heartbeat: &mut Heartbeat,
+        busy: &mut Option<Busy<'a>>,
+    ) -> Result<(), WriteStopped> {
+        let written = write(socket, first, outbound);
+        tokio::pin!(written);
+        // Nothing is read while the write is blocked, so what the peer sent meanwhile
+        // is not seen: its silence counts from the write's start at the earliest.
+        let silent_after = heartbeat.silent_after().max(Instant::now() + heartbeat.timeout);
+        let mut ping_put_off = false;
+        let reason = loop {
+            tokio::select! {
+                biased;
+                result = &mut written => {
+                    if ping_put_off {
+                        // A peer that took a write it had held up is reading: alive.
+                        heartbeat.heard(Instant::now());
+                        wake.as_mut().reset(heartbeat.next_wake());
+                    }
+                    return result.map_err(|_| WriteStopped::Broken);
+                }
+                reason = &mut closed => break reason,
+                done = async { busy.as_mut().expect("guarded").await }, if busy.is_some() => {
+                    *busy = None;
+                    if self.take_done(done) {
+                        break CloseReason::SessionEnded;
+                    }
+                }
+                () = wake.as_mut() => {
+                    if Instant::now() >= silent_after {
+                        break CloseReason::HeartbeatTimeout;
+                    }
+                    // A ping is due, but the peer is not taking what is already going
+                    // out: it goes once this write is done.
+                    wake.as_mut().reset(silent_after);
+                    ping_put_off = true;
+                }
+            }
+        };
+        if reason == CloseReason::ShuttingDown
+            && !matches!(Box::pin(tokio::time::timeout(CLOSE_TIMEOUT, &mut written)).await, Ok(Ok(())))
+        {
+            return Err(WriteStopped::Broken);
+        }
+        Err(WriteStopped::Closing(reason))
     }
 }
 
@@ -486,51 +575,6 @@ async fn handle_contained(services: &SocketServices, caller: &Caller, msg: Clien
             Some(AppError::internal(std::io::Error::other("the request panicked")).into_reply(id))
         }
     }
-}
-
-/// Writes `first` (a ping when `None`) and the frames queued behind it. A peer that
-/// stopped reading blocks the write, so a reason to close (slow consumer, shutdown,
-/// the peer's silence) must still get through: the write is raced against them. The
-/// write in flight is never started over: once begun, its frame may already sit in
-/// the socket's buffer. On shutdown it is part of what must go out: it may finish.
-async fn write_before_closing(
-    socket: &mut WebSocket,
-    first: Option<Outgoing>,
-    outbound: &mut OutboundReceiver,
-    mut closed: Pin<&mut impl Future<Output = CloseReason>>,
-    mut wake: Pin<&mut Sleep>,
-    heartbeat: &Heartbeat,
-) -> Result<(), WriteStopped> {
-    let written = write(socket, first, outbound);
-    tokio::pin!(written);
-    let mut ping_put_off = false;
-    let reason = loop {
-        tokio::select! {
-            biased;
-            result = &mut written => {
-                if ping_put_off {
-                    wake.as_mut().reset(heartbeat.next_wake());
-                }
-                return result.map_err(|_| WriteStopped::Broken);
-            }
-            reason = &mut closed => break reason,
-            () = wake.as_mut() => {
-                if Instant::now() >= heartbeat.silent_after() {
-                    break CloseReason::HeartbeatTimeout;
-                }
-                // A ping is due, but the peer is not taking what is already going out:
-                // it goes once this write is done.
-                wake.as_mut().reset(heartbeat.silent_after());
-                ping_put_off = true;
-            }
-        }
-    };
-    if reason == CloseReason::ShuttingDown
-        && !matches!(Box::pin(tokio::time::timeout(CLOSE_TIMEOUT, &mut written)).await, Ok(Ok(())))
-    {
-        return Err(WriteStopped::Broken);
-    }
-    Err(WriteStopped::Closing(reason))
 }
 
 /// When the socket's one timer should wake it: to ping the peer (and recheck the

@@ -29,10 +29,10 @@ use crate::cluster::NodeId;
 
 pub type ConnId = u64;
 
-/// A few ids, for what one socket or one person has few of (a socket's rooms, at most
-/// a person's room allowance; a person's sockets, at most their socket allowance).
-/// Every idle socket keeps one of each: a vector is half a hash set's size, and
-/// looking through a handful of ids is as quick as hashing one.
+/// Ids kept sorted in a vector, for what one socket or one person holds (a socket's
+/// rooms; a person's sockets, at most their socket allowance). Every idle socket
+/// keeps one of each: a vector is half a hash set's size, and a binary search through
+/// even a few thousand rooms (direct conversations have no allowance) is quick.
 #[derive(Debug, Clone)]
 pub struct FewIds<T>(Vec<T>);
 
@@ -42,29 +42,31 @@ impl<T> Default for FewIds<T> {
     }
 }
 
-impl<T: Copy + PartialEq> FewIds<T> {
+impl<T: Copy + Ord> FewIds<T> {
     /// False if it was there already.
     pub fn insert(&mut self, id: T) -> bool {
-        if self.contains(&id) {
-            return false;
+        match self.0.binary_search(&id) {
+            Ok(_) => false,
+            Err(at) => {
+                self.0.insert(at, id);
+                true
+            }
         }
-        self.0.push(id);
-        true
     }
 
     /// False if it was not there.
     pub fn remove(&mut self, id: &T) -> bool {
-        match self.0.iter().position(|held| held == id) {
-            Some(index) => {
-                self.0.swap_remove(index);
+        match self.0.binary_search(id) {
+            Ok(at) => {
+                self.0.remove(at);
                 true
             }
-            None => false,
+            Err(_) => false,
         }
     }
 
     pub fn contains(&self, id: &T) -> bool {
-        self.0.contains(id)
+        self.0.binary_search(id).is_ok()
     }
 
     pub fn iter(&self) -> std::slice::Iter<'_, T> {
@@ -78,16 +80,20 @@ impl<T: Copy + PartialEq> FewIds<T> {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// Gives back the room a run of inserts left spare.
+    pub fn shrink_to_fit(&mut self) {
+        self.0.shrink_to_fit();
+    }
 }
 
-impl<T: Copy + PartialEq> FromIterator<T> for FewIds<T> {
+impl<T: Copy + Ord> FromIterator<T> for FewIds<T> {
     fn from_iter<I: IntoIterator<Item = T>>(ids: I) -> Self {
-        let mut few = FewIds::default();
-        for id in ids {
-            few.insert(id);
-        }
-        few.0.shrink_to_fit();
-        few
+        let mut ids: Vec<T> = ids.into_iter().collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids.shrink_to_fit();
+        FewIds(ids)
     }
 }
 
@@ -183,6 +189,9 @@ impl Registry {
         self.local_changed.insert(user.id, user.clone());
         for room in rooms {
             self.subscribe(id, room);
+        }
+        if let Some(conn) = self.conns.get_mut(&id) {
+            conn.rooms.shrink_to_fit();
         }
     }
 
@@ -562,9 +571,8 @@ mod tests {
         assert!(ids.insert(4));
         assert!(ids.remove(&3));
         assert!(!ids.remove(&3), "gone already");
-        let mut held: Vec<u64> = ids.iter().copied().collect();
-        held.sort();
-        assert_eq!(held, [1, 2, 4]);
+        let held: Vec<u64> = ids.iter().copied().collect();
+        assert_eq!(held, [1, 2, 4], "in order");
         assert!(ids.contains(&2) && !ids.contains(&3));
         for id in [1, 2, 4] {
             ids.remove(&id);
