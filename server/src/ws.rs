@@ -15,7 +15,7 @@
 //! reading is found out in one place. The socket pings every `heartbeat_interval` and
 //! closes a peer silent for `heartbeat_timeout`, so dead connections do not linger.
 
-use std::{future::Future, net::IpAddr, panic::AssertUnwindSafe, pin::Pin, sync::Arc, time::Duration};
+use std::{future::Future, net::IpAddr, panic::AssertUnwindSafe, pin::Pin, sync::Arc, task::Poll, time::Duration};
 
 use app::protocol::{ClientMsg, ErrorCode, ServerMsg};
 use axum::{
@@ -56,6 +56,9 @@ const WRITE_BUFFER_BYTES: usize = 8 * 1024;
 /// was only paused (a phone waking up) to read its way to the reason; short enough
 /// that a dead peer does not keep its buffers.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a socket closed by a limit waits for its peer's close frame (see
+/// `close_and_linger`): a peer that is reading answers within a round trip.
+const LINGER_TIMEOUT: Duration = Duration::from_secs(2);
 /// Frames gathered into one write at most, so a long backlog still lets the writer
 /// notice a close signal between writes.
 const MAX_FRAMES_PER_WRITE: usize = 64;
@@ -199,27 +202,27 @@ async fn serve(mut socket: Box<WebSocket>, opened: Box<Opened>) {
     };
     let Connection { id, outbound, close: close_signal } = connection;
     let _registered = Registered { hub: &services.hub, id };
-    // Every line logged about this socket carries its id and user.
+    // Every line logged about this socket carries its id and user. The span is entered
+    // only where something may be logged (a request, a frame read, closing), not on
+    // every wake-up to write: that is a measurable share of a delivery's cost.
     let span = tracing::info_span!("socket", conn = id, user = session.record.user.id);
-    async move {
-        // The greeting goes straight to the socket, ahead of anything already queued.
-        if socket.send(hello).await.is_err() {
-            return;
-        }
-        metrics::socket_greeted(peer.reconnecting);
-        tracing::info!(ip = %peer.ip, origin = %peer.origin, reconnecting = peer.reconnecting, "socket connected");
-        let caller = Caller { conn: id, user: session.record.user.clone() };
-        let talk = Conversation { services, caller: &caller, token: &session.token, close_signal: &close_signal };
-        let reason = talk.run(&mut socket, outbound).await;
-        metrics::socket_closed(reason);
+    // The greeting goes straight to the socket, ahead of anything already queued.
+    if socket.send(hello).await.is_err() {
+        return;
+    }
+    metrics::socket_greeted(peer.reconnecting);
+    span.in_scope(|| tracing::info!(ip = %peer.ip, origin = %peer.origin, reconnecting = peer.reconnecting, "socket connected"));
+    let caller = Caller { conn: id, user: session.record.user.clone() };
+    let talk = Conversation { services, caller: &caller, token: &session.token, close_signal: &close_signal, span: &span };
+    let reason = talk.run(&mut socket, outbound).await;
+    metrics::socket_closed(reason);
+    span.in_scope(|| {
         if matches!(reason, CloseReason::PeerClosed | CloseReason::ShuttingDown | CloseReason::SessionEnded) {
             tracing::info!(ip = %peer.ip, ?reason, "socket closed");
         } else {
             tracing::warn!(ip = %peer.ip, ?reason, "socket closed by a limit");
         }
-    }
-    .instrument(span)
-    .await
+    });
 }
 
 /// Waits, on shutdown, until the posts this socket queued are answered, so that its
@@ -268,8 +271,7 @@ fn is_too_big(err: &axum::Error) -> bool {
 }
 
 /// A request being answered, or the session being rechecked. Boxed while it runs (see
-/// [`serve`]); the socket goes on writing meanwhile (a blocked write included), but
-/// reads its next request only after this is done.
+/// [`serve`]); the socket goes on writing meanwhile (a blocked write included).
 type Busy<'a> = Pin<Box<dyn Future<Output = Done> + Send + 'a>>;
 
 /// What the socket's [`Busy`] work came to.
@@ -277,6 +279,50 @@ enum Done {
     /// A request's answer, if it has one.
     Answered(Option<ServerMsg>),
     SessionChecked { ended: bool },
+}
+
+/// The socket's work besides reading and writing: the request being answered (the
+/// next is read once it is done) and the session being rechecked (reading goes on).
+#[derive(Default)]
+struct Work<'a> {
+    answering: Option<Busy<'a>>,
+    checking: Option<Busy<'a>>,
+}
+
+impl<'a> Work<'a> {
+    fn is_some(&self) -> bool {
+        self.answering.is_some() || self.checking.is_some()
+    }
+
+    /// The next piece of work to finish. Cancel-safe: unfinished work stays.
+    async fn next_done(&mut self) -> Done {
+        std::future::poll_fn(|cx| {
+            for slot in [&mut self.answering, &mut self.checking] {
+                if let Some(work) = slot {
+                    if let Poll::Ready(done) = work.as_mut().poll(cx) {
+                        *slot = None;
+                        return Poll::Ready(done);
+                    }
+                }
+            }
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Finishes what is under way, whatever it comes to.
+    async fn finish(self) -> Option<ServerMsg> {
+        if let Some(checking) = self.checking {
+            checking.await;
+        }
+        match self.answering {
+            Some(answering) => match answering.await {
+                Done::Answered(answer) => answer,
+                Done::SessionChecked { .. } => None,
+            },
+            None => None,
+        }
+    }
 }
 
 /// What one frame read from the socket asks for.
@@ -296,6 +342,7 @@ struct Conversation<'a> {
     caller: &'a Caller,
     token: &'a str,
     close_signal: &'a CloseSignal,
+    span: &'a tracing::Span,
 }
 
 /// How writing ended early.
@@ -327,52 +374,58 @@ impl<'a> Conversation<'a> {
         let closed = self.close_signal.closed();
         tokio::pin!(closed);
         let mut limits = self.services.limiters.connection();
-        let mut busy: Option<Busy<'a>> = None;
-        // A heartbeat found the socket busy: the session is checked once it is not.
-        let mut session_check_owed = false;
+        let mut work = Work::default();
         let stopped = loop {
-            if session_check_owed && busy.is_none() {
-                session_check_owed = false;
-                busy = Some(self.check_session());
-            }
             let written = tokio::select! {
                 biased;
                 reason = &mut closed => break WriteStopped::Closing(reason),
                 // Early: a socket kept busy reading or writing still pings, and notices
                 // silence and a session that ended unseen.
                 () = &mut wake => {
-                    let due = heartbeat.due(Instant::now());
+                    let now = Instant::now();
+                    // Frames are not read while a request is answered: silence then
+                    // is not the peer's.
+                    if work.answering.is_some() {
+                        heartbeat.heard(now);
+                    }
+                    let due = heartbeat.due(now);
                     wake.as_mut().reset(heartbeat.next_wake());
                     match due {
                         Due::Silent => break WriteStopped::Closing(CloseReason::HeartbeatTimeout),
                         Due::Nothing => continue,
                         Due::Ping => {
-                            session_check_owed = true;
-                            self.write_before_closing(socket, None, &mut outbound, closed.as_mut(), wake.as_mut(), &mut heartbeat, &mut busy).await
+                            if work.checking.is_none() {
+                                work.checking = Some(self.check_session());
+                            }
+                            self.write_before_closing(socket, None, &mut outbound, closed.as_mut(), wake.as_mut(), &mut heartbeat, &mut work).await
                         }
                     }
                 }
-                done = async { busy.as_mut().expect("guarded").await }, if busy.is_some() => {
-                    busy = None;
+                done = work.next_done(), if work.is_some() => {
+                    if matches!(done, Done::Answered(_)) {
+                        // Reading starts again: what the peer sent meanwhile is still
+                        // to be read.
+                        heartbeat.heard(Instant::now());
+                    }
                     if self.take_done(done) {
                         break WriteStopped::Closing(CloseReason::SessionEnded);
                     }
                     continue;
                 }
                 // Before the queue: a queue kept busy must not keep requests waiting.
-                frame = socket.next(), if busy.is_none() => {
+                frame = socket.next(), if work.answering.is_none() => {
                     heartbeat.heard(Instant::now());
-                    match read(frame, &mut limits) {
+                    match self.span.in_scope(|| read(frame, &mut limits)) {
                         Read::Nothing => {}
                         Read::Answer(answer) => self.services.hub.send_to(self.caller.conn, &answer),
-                        Read::Request(msg) => busy = Some(self.answer(msg)),
+                        Read::Request(msg) => work.answering = Some(self.answer(msg)),
                         Read::Close(reason) => break WriteStopped::Closing(reason),
                     }
                     continue;
                 }
                 next = outbound.recv() => match next {
                     Some(first) => {
-                        self.write_before_closing(socket, Some(first), &mut outbound, closed.as_mut(), wake.as_mut(), &mut heartbeat, &mut busy).await
+                        self.write_before_closing(socket, Some(first), &mut outbound, closed.as_mut(), wake.as_mut(), &mut heartbeat, &mut work).await
                     }
                     // The hub let go of the connection: it was told why first.
                     None => break WriteStopped::Closing(self.close_signal.reason().unwrap_or(CloseReason::PeerClosed)),
@@ -390,18 +443,18 @@ impl<'a> Conversation<'a> {
         self.close_signal.close(reason);
         let reason = self.close_signal.reason().unwrap_or(reason);
         let send_close = matches!(stopped, WriteStopped::Closing(_));
-        Box::pin(self.finish(socket, outbound, busy, reason, send_close)).await;
+        Box::pin(self.finish(socket, outbound, work, reason, send_close).instrument(self.span.clone())).await;
         reason
     }
 
     fn answer(&self, msg: ClientMsg) -> Busy<'a> {
         let (services, caller) = (self.services, self.caller);
-        Box::pin(async move { Done::Answered(handle_contained(services, caller, msg).await) })
+        Box::pin(async move { Done::Answered(handle_contained(services, caller, msg).await) }.instrument(self.span.clone()))
     }
 
     fn check_session(&self) -> Busy<'a> {
         let (services, token) = (self.services, self.token);
-        Box::pin(async move { Done::SessionChecked { ended: session_ended(services, token).await } })
+        Box::pin(async move { Done::SessionChecked { ended: session_ended(services, token).await } }.instrument(self.span.clone()))
     }
 
     /// Sends a finished request's answer; true if the session was found ended.
@@ -424,17 +477,17 @@ impl<'a> Conversation<'a> {
     /// anyway). On shutdown nothing queued is dropped: the request's answer and those
     /// of posts still being committed join the queue, every queued frame is written,
     /// then the close (1012: come back).
-    async fn finish(&self, socket: &mut WebSocket, mut outbound: OutboundReceiver, busy: Option<Busy<'a>>, reason: CloseReason, send_close: bool) {
+    async fn finish(&self, socket: &mut WebSocket, mut outbound: OutboundReceiver, work: Work<'a>, reason: CloseReason, send_close: bool) {
         let answered = async {
-            if let Some(busy) = busy {
-                self.take_done(busy.await);
+            if let Some(answer) = work.finish().await {
+                self.services.hub.send_to(self.caller.conn, &answer);
             }
         };
         if !send_close {
             return answered.await;
         }
         if reason != CloseReason::ShuttingDown {
-            let ((), _) = tokio::join!(answered, close(socket, reason.code(), reason.text()));
+            tokio::join!(answered, close_and_linger(socket, reason));
             return;
         }
         answered.await;
@@ -446,6 +499,7 @@ impl<'a> Conversation<'a> {
             Ok::<(), axum::Error>(())
         };
         if matches!(tokio::time::timeout(CLOSE_TIMEOUT, flushed).await, Ok(Ok(()))) {
+            // Not lingering: the server is going, and its peers will come back anyway.
             let _ = close(socket, reason.code(), reason.text()).await;
         }
     }
@@ -465,7 +519,7 @@ impl<'a> Conversation<'a> {
         mut closed: Pin<&mut impl Future<Output = CloseReason>>,
         mut wake: Pin<&mut Sleep>,
         heartbeat: &mut Heartbeat,
-        busy: &mut Option<Busy<'a>>,
+        work: &mut Work<'a>,
     ) -> Result<(), WriteStopped> {
         let written = write(socket, first, outbound);
         tokio::pin!(written);
@@ -485,8 +539,7 @@ impl<'a> Conversation<'a> {
                     return result.map_err(|_| WriteStopped::Broken);
                 }
                 reason = &mut closed => break reason,
-                done = async { busy.as_mut().expect("guarded").await }, if busy.is_some() => {
-                    *busy = None;
+                done = work.next_done(), if work.is_some() => {
                     if self.take_done(done) {
                         break CloseReason::SessionEnded;
                     }
@@ -502,12 +555,28 @@ impl<'a> Conversation<'a> {
                 }
             }
         };
-        if reason == CloseReason::ShuttingDown
-            && !matches!(Box::pin(tokio::time::timeout(CLOSE_TIMEOUT, &mut written)).await, Ok(Ok(())))
-        {
+        if reason == CloseReason::ShuttingDown && !Box::pin(self.finish_write(written, work)).await {
             return Err(WriteStopped::Broken);
         }
         Err(WriteStopped::Closing(reason))
+    }
+
+    /// Lets a write finish on shutdown, within the time a close may take, with the
+    /// socket's work going on beside it. True if it was written.
+    async fn finish_write(&self, mut written: Pin<&mut impl Future<Output = Result<(), axum::Error>>>, work: &mut Work<'a>) -> bool {
+        let give_up = tokio::time::sleep(CLOSE_TIMEOUT);
+        tokio::pin!(give_up);
+        loop {
+            tokio::select! {
+                biased;
+                result = &mut written => return result.is_ok(),
+                done = work.next_done(), if work.is_some() => {
+                    // Closing already: a session found ended changes nothing.
+                    self.take_done(done);
+                }
+                () = &mut give_up => return false,
+            }
+        }
     }
 }
 
@@ -521,7 +590,14 @@ fn read(frame: Option<Result<Message, axum::Error>>, limits: &mut ConnectionLimi
             message: "frames must be JSON text, not binary".into(),
             retry_after_ms: None,
         }),
-        Some(Ok(Message::Ping(_) | Message::Pong(_))) => return Read::Nothing,
+        // Not answered, but not free either: a flood of them is metered like any frame
+        // (it would otherwise keep the socket reading instead of writing).
+        Some(Ok(Message::Ping(_) | Message::Pong(_))) => {
+            return match limits.check(false) {
+                Verdict::Abusive => Read::Close(CloseReason::PolicyViolation),
+                Verdict::Allowed | Verdict::Refused(_) => Read::Nothing,
+            };
+        }
         Some(Ok(Message::Close(_))) | None => return Read::Close(CloseReason::PeerClosed),
         Some(Err(err)) if is_too_big(&err) => return Read::Close(CloseReason::TooBig),
         Some(Err(err)) => {
@@ -651,6 +727,24 @@ where
         next = if fed < MAX_FRAMES_PER_WRITE { outbound.try_recv() } else { None };
     }
     sink.flush().await
+}
+
+/// Sends the close frame for `reason`, then reads (and drops) what the peer still
+/// sends until its own close frame: closing a connection with data unread makes the
+/// kernel reset it, and a reset can cost the peer the close frame and its reason (a
+/// client flooding the socket would see no 1008).
+async fn close_and_linger(socket: &mut WebSocket, reason: CloseReason) {
+    if close(socket, reason.code(), reason.text()).await.is_err() {
+        return;
+    }
+    let peer_closed = async {
+        while let Some(Ok(message)) = socket.next().await {
+            if matches!(message, Message::Close(_)) {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER_TIMEOUT, peer_closed).await;
 }
 
 async fn close<S>(sink: &mut S, code: u16, reason: &'static str) -> Result<(), ()>

@@ -153,6 +153,26 @@ async fn a_client_that_ignores_refusals_is_closed_with_1008() {
     server.stop().await;
 }
 
+/// WebSocket pings are not requests, but a flood of them is metered all the same: it
+/// would keep the socket reading instead of writing, and cost work for nothing.
+#[tokio::test]
+async fn a_flood_of_websocket_pings_is_closed_with_1008() {
+    let server = server_with(|c| {
+        c.limits.frames_burst = 20;
+        c.limits.frames_per_second = 1.0;
+        c.limits.abuse_close_after = 30;
+    })
+    .await;
+    let mut socket = server.connect(&server.register("alice").await).await;
+    for _ in 0..200 {
+        if socket.try_send_raw(Message::Ping(Default::default())).await.is_err() {
+            break;
+        }
+    }
+    assert_eq!(socket.closed().await, Some(1008));
+    server.stop().await;
+}
+
 async fn socket_send_ignoring_close(socket: &mut WsClient, id: u64) -> Result<(), ()> {
     socket.try_send(&ClientMsg::Ping { id }).await
 }

@@ -207,6 +207,11 @@ impl WsClient {
         self.socket.send(frame).await.unwrap();
     }
 
+    /// As [`WsClient::send_raw`], reporting a socket the server has closed.
+    pub async fn try_send_raw(&mut self, frame: Message) -> Result<(), ()> {
+        self.socket.send(frame).await.map_err(|_| ())
+    }
+
     pub async fn send(&mut self, msg: &ClientMsg) {
         self.send_raw(Message::text(serde_json::to_string(msg).unwrap())).await;
     }
