@@ -135,14 +135,20 @@ async fn room_changes_draw_on_the_message_allowance() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn a_client_that_ignores_refusals_is_closed_with_1008() {
-    let server = server_with(|c| {
+/// A server that allows 20 frames at once, then one a second, and closes a socket
+/// refused 30 times in a row.
+async fn strict_about_frames() -> TestServer {
+    server_with(|c| {
         c.limits.frames_burst = 20;
         c.limits.frames_per_second = 1.0;
         c.limits.abuse_close_after = 30;
     })
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn a_client_that_ignores_refusals_is_closed_with_1008() {
+    let server = strict_about_frames().await;
     let mut socket = server.connect(&server.register("alice").await).await;
     for id in 0..200 {
         if socket_send_ignoring_close(&mut socket, id).await.is_err() {
@@ -157,12 +163,7 @@ async fn a_client_that_ignores_refusals_is_closed_with_1008() {
 /// would keep the socket reading instead of writing, and cost work for nothing.
 #[tokio::test]
 async fn a_flood_of_websocket_pings_is_closed_with_1008() {
-    let server = server_with(|c| {
-        c.limits.frames_burst = 20;
-        c.limits.frames_per_second = 1.0;
-        c.limits.abuse_close_after = 30;
-    })
-    .await;
+    let server = strict_about_frames().await;
     let mut socket = server.connect(&server.register("alice").await).await;
     for _ in 0..200 {
         if socket.try_send_raw(Message::Ping(Default::default())).await.is_err() {

@@ -360,6 +360,20 @@ enum InsertFor {
     MembersOnly,
 }
 
+/// The message a post becomes at `seq` (its id is filled in once inserted).
+fn new_text(post: &NewPost, seq: i64) -> ChatMessage {
+    ChatMessage {
+        id: 0,
+        room_id: post.room_id,
+        seq,
+        kind: MessageKind::Text,
+        sender: post.sender.clone(),
+        client_id: Some(post.client_id.clone()),
+        text: post.text.clone(),
+        sent_at: post.now,
+    }
+}
+
 /// What the poster of each planned post is told.
 fn outcomes(room_id: i64, plans: &[Plan]) -> Vec<StoreResult<Posted>> {
     let outcome = |plan: &Plan| match plan {
@@ -503,17 +517,8 @@ macro_rules! sql_store {
                     } else {
                         count += 1;
                         new_here.insert((post.sender.id, post.client_id.as_str()), plans.len());
-                        Plan::New(ChatMessage {
-                            id: 0,
-                            room_id,
-                            // Counted from the room's last number once it is locked.
-                            seq: count,
-                            kind: MessageKind::Text,
-                            sender: post.sender.clone(),
-                            client_id: Some(post.client_id.clone()),
-                            text: post.text.clone(),
-                            sent_at: post.now,
-                        })
+                        // Counted from the room's last number once it is locked.
+                        Plan::New(new_text(post, count))
                     };
                     plans.push(plan);
                 }
@@ -569,16 +574,7 @@ macro_rules! sql_store {
                     } else {
                         seq += 1;
                         new_here.insert((post.sender.id, post.client_id.as_str()), plans.len());
-                        Plan::New(ChatMessage {
-                            id: 0,
-                            room_id,
-                            seq,
-                            kind: MessageKind::Text,
-                            sender: post.sender.clone(),
-                            client_id: Some(post.client_id.clone()),
-                            text: post.text.clone(),
-                            sent_at: post.now,
-                        })
+                        Plan::New(new_text(post, seq))
                     };
                     plans.push(plan);
                 }
