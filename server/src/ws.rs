@@ -523,15 +523,14 @@ impl<'a> Conversation<'a> {
     ) -> Result<(), WriteStopped> {
         let written = write(socket, first, outbound);
         tokio::pin!(written);
-        // Nothing is read while the write is blocked, so what the peer sent meanwhile
-        // is not seen: its silence counts from the write's start at the earliest.
-        let silent_after = heartbeat.silent_after().max(Instant::now() + heartbeat.timeout);
-        let mut ping_put_off = false;
+        // Set once the timer finds the write held up (the clock is not read for a
+        // write that goes straight through): when the peer counts as silent.
+        let mut held_up_until: Option<Instant> = None;
         let reason = loop {
             tokio::select! {
                 biased;
                 result = &mut written => {
-                    if ping_put_off {
+                    if held_up_until.is_some() {
                         // A peer that took a write it had held up is reading: alive.
                         heartbeat.heard(Instant::now());
                         wake.as_mut().reset(heartbeat.next_wake());
@@ -545,13 +544,16 @@ impl<'a> Conversation<'a> {
                     }
                 }
                 () = wake.as_mut() => {
-                    if Instant::now() >= silent_after {
+                    let now = Instant::now();
+                    // Nothing is read while the write is held up, so what the peer sent
+                    // meanwhile is not seen: its silence counts from here at the earliest.
+                    let silent_after =
+                        *held_up_until.get_or_insert_with(|| heartbeat.silent_after().max(now + heartbeat.timeout));
+                    if now >= silent_after {
                         break CloseReason::HeartbeatTimeout;
                     }
-                    // A ping is due, but the peer is not taking what is already going
-                    // out: it goes once this write is done.
+                    // A ping due waits too: it goes once this write is done.
                     wake.as_mut().reset(silent_after);
-                    ping_put_off = true;
                 }
             }
         };
