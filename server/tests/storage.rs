@@ -515,6 +515,41 @@ async fn a_client_id_stored_concurrently_after_the_check_is_answered_as_a_reuse(
     db.remove().await;
 }
 
+/// The database drops every connection of the node, the one that writes posts
+/// included (as when PostgreSQL restarts): the next post is still stored, on a new
+/// connection, and answered once.
+#[tokio::test]
+async fn posts_are_stored_after_the_database_drops_the_connections() {
+    let db = TestDb::postgres().await;
+    let store = db.open().await;
+    let ana = user(&store, "ana").await;
+    let (room, _) = store.create_room("restarts", &ana, 1).await.unwrap();
+    assert!(matches!(store.post(room.id, &ana, "before", "antes da queda", 2).await, Ok(Posted::New(_))));
+
+    let TestDb::Postgres { schema } = &db else { unreachable!("a PostgreSQL database") };
+    let admin = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(&support::databases::postgres_url()).await.unwrap();
+    let dropped: Vec<bool> = sqlx::query_scalar("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1")
+        .bind(schema)
+        .fetch_all(&admin)
+        .await
+        .unwrap();
+    assert!(!dropped.is_empty() && dropped.iter().all(|&ok| ok), "the node's connections were dropped");
+    admin.close().await;
+
+    let after = store.post(room.id, &ana, "after", "depois da queda ✅", 3).await;
+    assert!(matches!(after, Ok(Posted::New(_))), "{after:?}");
+    let texts: Vec<String> = store
+        .history_after(room.id, 0, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|m| m.kind == MessageKind::Text)
+        .map(|m| m.text)
+        .collect();
+    assert_eq!(texts, ["antes da queda", "depois da queda ✅"]);
+    db.remove().await;
+}
+
 /// A fresh SQLite database with a room of ana's, for the tests that watch its files.
 async fn sqlite_room(name: &str) -> (TestDb, Arc<dyn Store>, UserRef, i64) {
     let db = TestDb::sqlite().await;

@@ -55,7 +55,8 @@ impl TestDb {
             TestDb::Sqlite { .. } => storage::open(&self.url(), &options()).await.unwrap(),
             TestDb::Postgres { schema } => {
                 let connect: PgConnectOptions = postgres_url().parse().unwrap();
-                let connect = connect.options([("search_path", schema.as_str())]);
+                // Named after the schema, so a test can find its own connections.
+                let connect = connect.options([("search_path", schema.as_str())]).application_name(schema);
                 let pool = PgPoolOptions::new().max_connections(8).connect_with(connect).await.unwrap();
                 Arc::new(PostgresStore::from_pool(pool).await.unwrap())
             }
