@@ -34,3 +34,64 @@ pub fn loopback_write_floor_us(bytes: usize, writes: usize) -> f64 {
     reader.join().expect("reader thread");
     per_write
 }
+
+/// The floor in the fan-out's own shape: CPU µs per `write` when bursts of writes go
+/// to `sockets` loopback sockets, one room's share of them per burst (the sockets
+/// whose number is the burst's room modulo `rooms`), `bursts_per_second` bursts for
+/// `seconds`, the writer asleep between bursts and the readers on the generator's core
+/// asleep between frames, as a server's and its clients' are. Each write then also
+/// wakes a reader on the other core, which the tight loop of
+/// [`loopback_write_floor_us`] almost never does.
+pub fn spread_write_floor_us(bytes: usize, sockets: usize, rooms: usize, bursts_per_second: f64, seconds: f64) -> f64 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    let addr = listener.local_addr().unwrap();
+    let readers = std::thread::spawn(move || {
+        pin_current_thread(server_and_generator_cores().map(|(_, generator)| generator));
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async move {
+            listener.set_nonblocking(true).unwrap();
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            let mut draining = Vec::with_capacity(sockets);
+            for _ in 0..sockets {
+                let (mut stream, _) = listener.accept().await.expect("accept");
+                draining.push(tokio::spawn(async move {
+                    use tokio::io::AsyncReadExt;
+                    let mut buffer = vec![0u8; 4096];
+                    while stream.read(&mut buffer).await.is_ok_and(|n| n > 0) {}
+                }));
+            }
+            for reader in draining {
+                let _ = reader.await;
+            }
+        });
+    });
+    let writer = std::thread::spawn(move || {
+        pin_current_thread(server_and_generator_cores().map(|(server, _)| server));
+        let mut streams: Vec<TcpStream> = (0..sockets)
+            .map(|_| {
+                let stream = TcpStream::connect(addr).expect("connect loopback");
+                stream.set_nodelay(true).unwrap();
+                stream
+            })
+            .collect();
+        let frame = vec![b'x'; bytes];
+        let every = std::time::Duration::from_secs_f64(1.0 / bursts_per_second);
+        let bursts = (bursts_per_second * seconds) as usize;
+        let start = std::time::Instant::now();
+        let before = thread_cpu_seconds();
+        let mut writes = 0;
+        for burst in 0..bursts {
+            if let Some(wait) = (start + every * burst as u32).checked_duration_since(std::time::Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            for stream in streams.iter_mut().skip(burst % rooms).step_by(rooms) {
+                stream.write_all(&frame).expect("write");
+                writes += 1;
+            }
+        }
+        (thread_cpu_seconds() - before) * 1e6 / writes as f64
+    });
+    let per_write = writer.join().expect("writer thread");
+    readers.join().expect("reader threads");
+    per_write
+}

@@ -101,7 +101,8 @@ impl Args {
             Shape::Ingest => (4, 1, 2_000.0, 5.0, 4),
             Shape::Idle => (10_000, 1, 0.0, 0.0, 0),
             Shape::History => (1, 1, 0.0, 0.0, 0),
-            Shape::Floor => (0, 0, 0.0, 0.0, 0),
+            // The spread floor is measured in the fan-out's shape.
+            Shape::Floor => (1_000, 10, 500.0, 4.0, 0),
             Shape::Smoke => (200, 4, 200.0, 2.0, 2),
         };
         Sizes {
@@ -140,18 +141,22 @@ async fn run(args: Args) -> bool {
     );
     match args.shape {
         Shape::Floor => {
+            let [tight, spread] = write_floors(&args, sizes);
             println!(
-                "loopback write floor: {:.2} µs per {}-byte write",
-                floor::loopback_write_floor_us(args.text_bytes + 150, 200_000),
-                args.text_bytes + 150
+                "loopback write floor: {tight:.2} µs per {}-byte write to one socket, {spread:.2} µs spread over {} sockets in bursts",
+                args.text_bytes + 150,
+                sizes.sockets
             );
             true
         }
         Shape::Idle => idle(&args, &programs, sizes).await,
         Shape::History => history(&args, &programs).await,
         Shape::Fanout | Shape::HotRoom | Shape::Smoke => {
-            let floor_us = floor::loopback_write_floor_us(args.text_bytes + 150, 200_000);
-            println!("loopback write floor: {floor_us:.2} µs per write");
+            let floors = write_floors(&args, sizes);
+            println!(
+                "loopback write floor: {:.2} µs per write to one socket, {:.2} µs spread over {} sockets in bursts",
+                floors[0], floors[1], sizes.sockets
+            );
             let mut results = Vec::new();
             for &kind in &args.targets {
                 let (_data, server, mut crowd) = open_crowd(kind, &programs, sizes).await;
@@ -167,7 +172,7 @@ async fn run(args: Args) -> bool {
                 print_phase(kind, &outcome);
                 results.push((kind, outcome));
             }
-            print_ratios(&results, floor_us);
+            print_ratios(&results, floors);
             results.iter().all(|(_, outcome)| outcome.clean())
         }
         Shape::Capacity | Shape::Ingest => step_up(&args, &programs, sizes).await,
@@ -422,8 +427,18 @@ fn print_phase(kind: Kind, outcome: &PhaseOutcome) {
     );
 }
 
+/// The two write floors for this shape: one socket written in a tight loop, and the
+/// shape's own sockets, rooms and rate (for at most 4 s).
+fn write_floors(args: &Args, sizes: Sizes) -> [f64; 2] {
+    let bytes = args.text_bytes + 150;
+    [
+        floor::loopback_write_floor_us(bytes, 200_000),
+        floor::spread_write_floor_us(bytes, sizes.sockets, sizes.rooms, sizes.rate, sizes.seconds.min(4.0)),
+    ]
+}
+
 /// The table row per server, with Parley's CPU per delivery as a ratio to the others.
-fn print_ratios(results: &[(Kind, PhaseOutcome)], floor_us: f64) {
+fn print_ratios(results: &[(Kind, PhaseOutcome)], [tight_floor, spread_floor]: [f64; 2]) {
     let cpu = |kind: Kind| {
         results
             .iter()
@@ -434,10 +449,12 @@ fn print_ratios(results: &[(Kind, PhaseOutcome)], floor_us: f64) {
         "| server | µs CPU/delivery | Parley ÷ this | p50 ms | p99 ms | p99.9 ms | max ms | lost/dup/reordered |"
     );
     println!("|---|---|---|---|---|---|---|---|");
-    println!(
-        "| loopback write floor | {floor_us:.2} | {} | | | | | |",
-        cpu(Kind::Parley).map_or("".into(), |p| format!("{:.2}", p / floor_us))
-    );
+    for (label, floor_us) in [("loopback write floor, one socket", tight_floor), ("loopback write floor, spread", spread_floor)] {
+        println!(
+            "| {label} | {floor_us:.2} | {} | | | | | |",
+            cpu(Kind::Parley).map_or("".into(), |p| format!("{:.2}", p / floor_us))
+        );
+    }
     for (kind, outcome) in results {
         let ratio = cpu(Kind::Parley).map_or(String::new(), |p| {
             format!("{:.2}", p / outcome.cpu_us_per_delivery())
