@@ -35,14 +35,20 @@ pub fn loopback_write_floor_us(bytes: usize, writes: usize) -> f64 {
     per_write
 }
 
-/// The floor in the fan-out's own shape: CPU µs per `write` when bursts of writes go
+/// A reference in the fan-out's own shape: CPU µs per `write` when bursts of writes go
 /// to `sockets` loopback sockets, one room's share of them per burst (the sockets
 /// whose number is the burst's room modulo `rooms`), `bursts_per_second` bursts for
-/// `seconds`, the writer asleep between bursts and the readers on the generator's core
-/// asleep between frames, as a server's and its clients' are. Each write then also
-/// wakes a reader on the other core, which the tight loop of
-/// [`loopback_write_floor_us`] almost never does.
+/// `seconds`, the writer asleep between bursts. The readers, one thread on the
+/// generator's core, sleep whenever nothing is waiting, so a write often has to wake
+/// that thread on the other core, which the tight loop of [`loopback_write_floor_us`]
+/// almost never does. Not a strict lower bound: the real generator, busier, sleeps
+/// less often, so fewer of a server's writes pay for a wake-up.
 pub fn spread_write_floor_us(bytes: usize, sockets: usize, rooms: usize, bursts_per_second: f64, seconds: f64) -> f64 {
+    let (sockets, rooms) = (sockets.max(1), rooms.clamp(1, sockets.max(1)));
+    let bursts_per_second = bursts_per_second.max(1.0);
+    // At least one burst per room, so every socket is written to.
+    let bursts = ((bursts_per_second * seconds) as usize).max(rooms);
+    let (ready, readers_ready) = std::sync::mpsc::channel();
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
     let addr = listener.local_addr().unwrap();
     let readers = std::thread::spawn(move || {
@@ -60,6 +66,7 @@ pub fn spread_write_floor_us(bytes: usize, sockets: usize, rooms: usize, bursts_
                     while stream.read(&mut buffer).await.is_ok_and(|n| n > 0) {}
                 }));
             }
+            let _ = ready.send(());
             for reader in draining {
                 let _ = reader.await;
             }
@@ -74,9 +81,10 @@ pub fn spread_write_floor_us(bytes: usize, sockets: usize, rooms: usize, bursts_
                 stream
             })
             .collect();
+        // Every reader is waiting before the clock starts.
+        readers_ready.recv().expect("the readers accepted every socket");
         let frame = vec![b'x'; bytes];
         let every = std::time::Duration::from_secs_f64(1.0 / bursts_per_second);
-        let bursts = (bursts_per_second * seconds) as usize;
         let start = std::time::Instant::now();
         let before = thread_cpu_seconds();
         let mut writes = 0;

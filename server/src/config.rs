@@ -74,7 +74,8 @@ pub struct ChatConfig {
     pub data_dir: PathBuf,
     /// `sqlite://…` or `postgres://…`; empty means `sqlite://<data_dir>/parley.db`.
     pub database_url: String,
-    /// Most database connections the server opens.
+    /// Most database connections the server opens for requests; one more is kept for
+    /// writing posts (count both when sizing PostgreSQL's `max_connections`).
     pub db_max_connections: u32,
     /// SQLite: wait for the disk on every commit (survives power loss, not only crashes).
     pub sqlite_full_sync: bool,

@@ -227,7 +227,7 @@ fn describe() {
     describe_counter!(AUTH, "Logins, registrations and logouts, by outcome.");
     describe_histogram!(DB_QUERY, Unit::Seconds, "Database operations, by operation.");
     describe_counter!(DB_ERRORS, "Database operations that failed, by operation.");
-    describe_gauge!(DB_POOL, "Database connections, by state (idle, in_use), when scraped.");
+    describe_gauge!(DB_POOL, "Database connections, by state (idle, in_use; in_use counts the one kept for writing posts), when scraped.");
     describe_counter!(HTTP_REQUESTS, "HTTP requests, by route, method and status.");
     describe_histogram!(HTTP_DURATION, Unit::Seconds, "HTTP request handling time, by route, method and status.");
     describe_counter!(REQUEST_PANICS, "Socket requests that panicked (answered with an internal error).");

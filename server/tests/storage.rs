@@ -528,7 +528,7 @@ async fn posts_are_stored_after_the_database_drops_the_connections() {
 
     let TestDb::Postgres { schema } = &db else { unreachable!("a PostgreSQL database") };
     let admin = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(&support::databases::postgres_url()).await.unwrap();
-    let dropped: Vec<bool> = sqlx::query_scalar("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1")
+    let dropped: Vec<bool> = sqlx::query_scalar("SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE application_name = $1")
         .bind(schema)
         .fetch_all(&admin)
         .await

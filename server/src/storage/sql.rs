@@ -132,7 +132,8 @@ impl PostgresStore {
         Ok(PostgresStore::with_pool(pool))
     }
 
-    /// Opens a store on an existing pool (tests point it at a private schema).
+    /// Opens a store on an existing pool (tests point it at a private schema). The
+    /// committing task keeps one of its connections, so it needs at least two.
     pub async fn from_pool(pool: PgPool) -> StoreResult<Self> {
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
         Ok(PostgresStore::with_pool(pool))
@@ -352,8 +353,8 @@ const SELECT_ROOM_SUMMARY: &str = "SELECT r.id, r.name, r.kind, r.topic, r.last_
 
 /// Tries at one batch of posts before it fails. The first try assumes every post is
 /// new and from a member (see `post_to_room`); another is needed when one is not, when
-/// a concurrent transaction (another node) stored one of its client ids meanwhile, or
-/// when PostgreSQL aborted it to break a deadlock.
+/// a concurrent transaction (another node) stored one of its client ids meanwhile,
+/// when PostgreSQL aborted it to break a deadlock, or when the connection was lost.
 const BATCH_TRIES: usize = 4;
 /// Sessions one `UPDATE` of [`Store::touch_sessions`] names (well under either
 /// database's limit on bound parameters).
@@ -426,6 +427,7 @@ macro_rules! sql_store {
             /// them out in turn) finds its page cache stale after the writes made on
             /// the others and reads the pages again, and its worker thread is a cold
             /// one: the fan-out benchmark spent about 1 µs more per delivery (10 %).
+            /// (Being kept, it is not closed for age or idleness as pooled ones are.)
             async fn commit_posts(pool: sqlx::Pool<$db>, mut queue: tokio::sync::mpsc::Receiver<group_commit::Queued>) {
                 let mut writer: Option<PoolConnection<$db>> = None;
                 while let Some(batch) = group_commit::next_batch(&mut queue).await {
@@ -469,7 +471,10 @@ macro_rules! sql_store {
             /// A connection that failed goes back to the pool (which checks it before
             /// handing it out again), and one that was lost (the database restarted)
             /// is replaced for another try: that try checks each post first, so a
-            /// batch whose commit did land before the loss is not stored twice.
+            /// batch whose commit did land before the loss is not stored twice. (Its
+            /// posts are then answered as stored before, as a client's own retry of
+            /// them would be after any lost answer: their senders see them sent and
+            /// everyone sees them in the history, but the room is not sent them live.)
             async fn post_batch(
                 pool: &sqlx::Pool<$db>,
                 writer: &mut Option<PoolConnection<$db>>,
