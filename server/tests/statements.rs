@@ -24,8 +24,9 @@ static STATEMENTS: AtomicUsize = AtomicUsize::new(0);
 
 /// Counts the statements sqlx reports running, but for those that are the same for
 /// any transaction (begin, commit, rollback: sqlx logs SQLite's commit from its worker
-/// thread, sometimes after the caller has gone on) and SQLite's checkpoints (a task of
-/// their own runs them every second and between batches of posts).
+/// thread, sometimes after the caller has gone on) and SQLite's pragmas: checkpoints (a
+/// task of their own runs them every second and between batches of posts) and the
+/// settings of a connection the pool opens, whenever it happens to need one.
 struct CountStatements;
 
 impl<S: tracing::Subscriber> Layer<S> for CountStatements {
@@ -48,7 +49,7 @@ impl tracing::field::Visit for NotCounted {
         if field.name() == "summary" {
             let summary = format!("{value:?}");
             let statement = summary.trim_matches('"');
-            self.0 = statement.contains("wal_checkpoint") || ["BEGIN", "COMMIT", "ROLLBACK"].contains(&statement);
+            self.0 = statement.starts_with("PRAGMA") || ["BEGIN", "COMMIT", "ROLLBACK"].contains(&statement);
         }
     }
 }
