@@ -367,8 +367,18 @@ enum Plan {
     StoredBefore(ChatMessage),
     /// Stored now (its id is filled in once inserted).
     New(ChatMessage),
+    /// Stored by an earlier try of this batch whose commit landed though its answer
+    /// was lost with the connection: new to everyone but the database, so answered as
+    /// new (and sent to the room).
+    Landed(ChatMessage),
     /// A second post of the batch with the same client id as the one at this index.
     SameAs(usize),
+}
+
+/// Whether `stored` is `post` exactly as a try of its batch wrote it. A client's own
+/// retry of a post is a later request, with a later time.
+fn is_stored_as(post: &NewPost, stored: &ChatMessage) -> bool {
+    stored.kind == MessageKind::Text && stored.room_id == post.room_id && stored.sent_at == post.now && stored.text == post.text
 }
 
 /// Whose posts an insert takes.
@@ -399,9 +409,9 @@ fn outcomes(room_id: i64, plans: &[Plan]) -> Vec<StoreResult<Posted>> {
     let outcome = |plan: &Plan| match plan {
         Plan::NotMember => Err(StoreError::NotMember),
         Plan::StoredBefore(original) => Posted::duplicate_in(room_id, original.clone()),
-        Plan::New(message) => Ok(Posted::New(message.clone())),
+        Plan::New(message) | Plan::Landed(message) => Ok(Posted::New(message.clone())),
         Plan::SameAs(first) => match &plans[*first] {
-            Plan::New(message) => Ok(Posted::Duplicate(message.clone())),
+            Plan::New(message) | Plan::Landed(message) => Ok(Posted::Duplicate(message.clone())),
             _ => unreachable!("a repeated post points at a new one"),
         },
     };
@@ -471,10 +481,9 @@ macro_rules! sql_store {
             /// A connection that failed goes back to the pool (which checks it before
             /// handing it out again), and one that was lost (the database restarted)
             /// is replaced for another try: that try checks each post first, so a
-            /// batch whose commit did land before the loss is not stored twice. (Its
-            /// posts are then answered as stored before, as a client's own retry of
-            /// them would be after any lost answer: their senders see them sent and
-            /// everyone sees them in the history, but the room is not sent them live.)
+            /// batch whose commit did land before the loss is not stored twice, and a
+            /// post found stored exactly as this batch wrote it is answered as new (see
+            /// [`Plan::Landed`]), so the room is still sent it.
             async fn post_batch(
                 pool: &sqlx::Pool<$db>,
                 writer: &mut Option<PoolConnection<$db>>,
@@ -483,13 +492,19 @@ macro_rules! sql_store {
                 let order = group_commit::write_order(batch);
                 let in_write_order: Vec<&NewPost> = order.iter().map(|&index| &batch[index]).collect();
                 let mut tries = 0;
+                // Whether a try's commit went out and its answer was lost with the
+                // connection: its posts may be stored.
+                let mut may_have_landed = false;
                 let written = loop {
                     tries += 1;
                     // Only a batch that the hopeful first try could not store checks
                     // each post before writing.
-                    let tried = Self::try_batch(pool, writer, &in_write_order, tries > 1).await;
-                    if tried.is_err() {
+                    let careful = tries > 1;
+                    let mut committing = false;
+                    let tried = Self::try_batch(pool, writer, &in_write_order, careful, may_have_landed, &mut committing).await;
+                    if let Err(err) = &tried {
                         *writer = None;
+                        may_have_landed |= committing && is_connection_lost(err);
                     }
                     match tried {
                         Ok(Some(outcomes)) => break outcomes,
@@ -508,12 +523,15 @@ macro_rules! sql_store {
             }
 
             /// One try at a batch (in write order): its outcomes once committed, or `None`
-            /// if it has to be tried again, `careful`ly (rolled back).
+            /// if it has to be tried again, `careful`ly (rolled back). `committing` is
+            /// set once the commit is sent.
             async fn try_batch(
                 pool: &sqlx::Pool<$db>,
                 writer: &mut Option<PoolConnection<$db>>,
                 posts: &[&NewPost],
                 careful: bool,
+                may_have_landed: bool,
+                committing: &mut bool,
             ) -> StoreResult<Option<Vec<StoreResult<Posted>>>> {
                 let conn = match writer {
                     Some(conn) => conn,
@@ -526,7 +544,7 @@ macro_rules! sql_store {
                 let mut stored_now = HashMap::new();
                 for room_posts in posts.chunk_by(|a, b| a.room_id == b.room_id) {
                     let stored = if careful {
-                        Self::post_to_room(&mut tx, room_posts, &mut stored_now).await?
+                        Self::post_to_room(&mut tx, room_posts, &mut stored_now, may_have_landed).await?
                     } else {
                         Self::post_new_to_room(&mut tx, room_posts, &mut stored_now).await?
                     };
@@ -538,7 +556,10 @@ macro_rules! sql_store {
                         }
                     }
                 }
+                *committing = true;
                 tx.commit().await?;
+                #[cfg(test)]
+                tests::lose_the_answer_to(posts)?;
                 Ok(Some(outcomes))
             }
 
@@ -601,10 +622,12 @@ macro_rules! sql_store {
             /// Stores one room's posts (all of the same room, in queue order) inside
             /// `tx`. `None` if a client id was stored by a concurrent transaction since
             /// it was checked: the caller rolls back and tries again.
+            /// `may_have_landed`: an earlier try's commit may have stored these posts.
             async fn post_to_room(
                 tx: &mut sqlx::Transaction<'_, $db>,
                 posts: &[&NewPost],
                 stored_now: &mut HashMap<(i64, String), ChatMessage>,
+                may_have_landed: bool,
             ) -> StoreResult<Option<Vec<StoreResult<Posted>>>> {
                 let room_id = posts[0].room_id;
                 // The room's row is the first lock, as for every writer to the room; it
@@ -621,10 +644,13 @@ macro_rules! sql_store {
                     let key = (post.sender.id, post.client_id.clone());
                     let plan = if !members.contains(&post.sender.id) {
                         Plan::NotMember
-                    } else if let Some(original) = stored_before.get(&key).or_else(|| stored_now.get(&key)) {
-                        Plan::StoredBefore(original.clone())
                     } else if let Some(&first) = new_here.get(&(post.sender.id, post.client_id.as_str())) {
                         Plan::SameAs(first)
+                    } else if let Some(original) = stored_before.get(&key).filter(|original| may_have_landed && is_stored_as(post, original)) {
+                        new_here.insert((post.sender.id, post.client_id.as_str()), plans.len());
+                        Plan::Landed(original.clone())
+                    } else if let Some(original) = stored_before.get(&key).or_else(|| stored_now.get(&key)) {
+                        Plan::StoredBefore(original.clone())
                     } else {
                         seq += 1;
                         new_here.insert((post.sender.id, post.client_id.as_str()), plans.len());
@@ -1337,9 +1363,51 @@ sql_store!(PostgresStore, sqlx::Postgres);
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
+
     use proptest::prelude::*;
 
-    use super::starts_with_pattern;
+    use super::*;
+
+    /// A client id whose batch's commit goes through but whose answer is then lost, as
+    /// when the connection drops after the database committed. Keyed by client id so
+    /// that other tests' posts, on other stores, go through untouched.
+    static LOSE_THE_ANSWER_FOR: Mutex<Option<String>> = Mutex::new(None);
+
+    pub(super) fn lose_the_answer_to(posts: &[&NewPost]) -> StoreResult<()> {
+        let mut marked = LOSE_THE_ANSWER_FOR.lock().unwrap();
+        if posts.iter().any(|post| marked.as_deref() == Some(post.client_id.as_str())) {
+            *marked = None;
+            return Err(StoreError::Database(sqlx::Error::Io(std::io::ErrorKind::ConnectionReset.into())));
+        }
+        Ok(())
+    }
+
+    /// The commit landed and only its answer was lost: the retry finds the post stored
+    /// as written and answers it as new, so the room is sent it, and it is stored once.
+    #[tokio::test]
+    async fn a_post_whose_commit_landed_before_the_connection_was_lost_is_answered_as_new() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("parley.db").display());
+        let store = SqliteStore::open(&url, &StoreOptions { max_connections: 2, sqlite_full_sync: false }).await.unwrap();
+        let ana = store.create_user("ana", "Ana", "hash", 1).await.unwrap();
+        let (room, _) = store.create_room("sala", &ana, 1).await.unwrap();
+        *LOSE_THE_ANSWER_FOR.lock().unwrap() = Some("lost-answer".into());
+        let posted = store.post(room.id, &ana, "lost-answer", "Ótimo! ação 😀", 2).await.unwrap();
+        assert!(LOSE_THE_ANSWER_FOR.lock().unwrap().is_none(), "the answer was lost once");
+        let Posted::New(message) = posted else { panic!("answered as {posted:?}") };
+        let texts: Vec<(i64, String)> = store
+            .history_after(room.id, 0, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|m| m.kind == MessageKind::Text)
+            .map(|m| (m.id, m.text))
+            .collect();
+        assert_eq!(texts, [(message.id, "Ótimo! ação 😀".to_string())], "stored once");
+        // A client's own retry, later, is still a repeat.
+        assert!(matches!(store.post(room.id, &ana, "lost-answer", "Ótimo! ação 😀", 3).await, Ok(Posted::Duplicate(_))));
+    }
 
     #[test]
     fn wildcards_in_a_search_are_literal() {
