@@ -141,22 +141,13 @@ async fn run(args: Args) -> bool {
     );
     match args.shape {
         Shape::Floor => {
-            let [tight, spread] = write_floors(&args, sizes);
-            println!(
-                "loopback write floor: {tight:.2} µs per {}-byte write to one socket, {spread:.2} µs spread over {} sockets in bursts",
-                args.text_bytes + 150,
-                sizes.sockets
-            );
+            write_floors(&args, sizes);
             true
         }
         Shape::Idle => idle(&args, &programs, sizes).await,
         Shape::History => history(&args, &programs).await,
         Shape::Fanout | Shape::HotRoom | Shape::Smoke => {
             let floors = write_floors(&args, sizes);
-            println!(
-                "loopback write floor: {:.2} µs per write to one socket, {:.2} µs spread over {} sockets in bursts",
-                floors[0], floors[1], sizes.sockets
-            );
             let mut results = Vec::new();
             for &kind in &args.targets {
                 let (_data, server, mut crowd) = open_crowd(kind, &programs, sizes).await;
@@ -427,14 +418,17 @@ fn print_phase(kind: Kind, outcome: &PhaseOutcome) {
     );
 }
 
-/// The two write floors for this shape: one socket written in a tight loop, and the
-/// shape's own sockets, rooms and rate (for at most 4 s).
+/// Measures and prints the two write floors for this shape: one socket written in a
+/// tight loop, and the shape's own sockets, rooms and rate (for at most 4 s).
 fn write_floors(args: &Args, sizes: Sizes) -> [f64; 2] {
     let bytes = args.text_bytes + 150;
-    [
-        floor::loopback_write_floor_us(bytes, 200_000),
-        floor::spread_write_floor_us(bytes, sizes.sockets, sizes.rooms, sizes.rate, sizes.seconds.min(4.0)),
-    ]
+    let tight = floor::loopback_write_floor_us(bytes, 200_000);
+    let spread = floor::spread_write_floor_us(bytes, sizes.sockets, sizes.rooms, sizes.rate, sizes.seconds.min(4.0));
+    println!(
+        "loopback write floor: {tight:.2} µs per {bytes}-byte write to one socket, {spread:.2} µs spread over {} sockets in bursts",
+        sizes.sockets
+    );
+    [tight, spread]
 }
 
 /// The table row per server, with Parley's CPU per delivery as a ratio to the others.
