@@ -71,6 +71,11 @@ pub mod backend {
     }
 }
 
+/// `redirect`'s `permanent` flag: where a form sends you depends on the request, so
+/// a browser must never remember it.
+#[cfg(feature = "ssr")]
+const TEMPORARY: bool = false;
+
 #[server(prefix = "/api", endpoint = "register")]
 pub async fn register(
     username: String,
@@ -84,7 +89,7 @@ pub async fn register(
         .await
         .map_err(backend::refuse)?;
     backend::set_cookie(&cookie);
-    leptos_axum::redirect(&crate::validation::safe_return_path(next.as_deref()));
+    leptos_axum::redirect(&crate::validation::safe_return_path(next.as_deref()), TEMPORARY);
     Ok(())
 }
 
@@ -93,7 +98,7 @@ pub async fn login(username: String, password: String, next: Option<String>) -> 
     let (backend, request) = backend::context()?;
     let cookie = backend.login(&request, username.trim().to_string(), password).await.map_err(backend::refuse)?;
     backend::set_cookie(&cookie);
-    leptos_axum::redirect(&crate::validation::safe_return_path(next.as_deref()));
+    leptos_axum::redirect(&crate::validation::safe_return_path(next.as_deref()), TEMPORARY);
     Ok(())
 }
 
@@ -102,7 +107,7 @@ pub async fn logout() -> Result<(), ServerFnError> {
     let (backend, request) = backend::context()?;
     let cookie = backend.logout(&request).await;
     backend::set_cookie(&cookie);
-    leptos_axum::redirect("/login");
+    leptos_axum::redirect("/login", TEMPORARY);
     Ok(())
 }
 

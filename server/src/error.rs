@@ -21,6 +21,9 @@ pub enum AppError {
     Forbidden(&'static str),
     #[error("{0}")]
     NotFound(&'static str),
+    /// The request itself is malformed (not its content: see `Invalid`).
+    #[error("{0}")]
+    BadRequest(&'static str),
     /// Input breaks a rule; the text says which.
     #[error("{0}")]
     Invalid(String),
@@ -43,11 +46,13 @@ impl AppError {
         AppError::Internal(Box::new(err))
     }
 
-    fn status(&self) -> StatusCode {
+    /// The HTTP status for this kind of error.
+    pub fn status(&self) -> StatusCode {
         match self {
             AppError::Unauthorized => StatusCode::UNAUTHORIZED,
             AppError::Forbidden(_) => StatusCode::FORBIDDEN,
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
+            AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
             AppError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             AppError::Conflict(_) => StatusCode::CONFLICT,
             AppError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
@@ -59,6 +64,7 @@ impl AppError {
         match self {
             AppError::Unauthorized | AppError::Forbidden(_) => ErrorCode::Forbidden,
             AppError::NotFound(_) => ErrorCode::NotFound,
+            AppError::BadRequest(_) => ErrorCode::BadRequest,
             AppError::Invalid(_) => ErrorCode::Invalid,
             AppError::Conflict(_) => ErrorCode::Conflict,
             AppError::RateLimited(_) => ErrorCode::RateLimited,

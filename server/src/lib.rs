@@ -17,6 +17,7 @@ pub mod metrics;
 mod net;
 pub use net::bind_listener;
 mod observe;
+mod page_address;
 pub mod hub;
 mod password;
 mod recent_authors;

@@ -23,7 +23,7 @@ use tower_http::{
     trace::TraceLayer,
 };
 
-use crate::{api, cross_site, headers, headers::CspNonce, health, observe, state::AppState, web_auth, ws};
+use crate::{api, cross_site, headers, headers::CspNonce, health, observe, page_address, state::AppState, web_auth, ws};
 
 pub fn router(state: AppState) -> Router {
     let routes = generate_route_list(App);
@@ -48,6 +48,7 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), cross_site::refuse_cross_site_writes))
         .layer(RequestBodyLimitLayer::new(limits.http_body_bytes))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, Duration::from_secs(limits.request_timeout_secs.max(1))))
+        .layer(middleware::from_fn(page_address::refuse_unreadable_addresses))
         .layer(middleware::from_fn_with_state(state.clone(), headers::rate_limit))
         .layer(middleware::from_fn_with_state(state.clone(), headers::security_headers))
         // A bug reached by one request is a 500 for that request, not a dropped connection.

@@ -30,18 +30,10 @@ fn failure(err: AppError) -> AuthFailure {
         AppError::RateLimited(retry) => Some(retry.header_secs()),
         _ => None,
     };
-    let status = match &err {
-        AppError::Unauthorized => 401,
-        AppError::Invalid(_) => 422,
-        AppError::Conflict(_) => 409,
-        AppError::Forbidden(_) => 403,
-        AppError::NotFound(_) => 404,
-        AppError::RateLimited(_) => 429,
-        AppError::Internal(cause) => {
-            tracing::error!(error = %cause, "auth request failed");
-            500
-        }
-    };
+    if let AppError::Internal(cause) = &err {
+        tracing::error!(error = %cause, "auth request failed");
+    }
+    let status = err.status().as_u16();
     let message = match err {
         AppError::Unauthorized => "Wrong username or password.".to_string(),
         other => other.to_string(),

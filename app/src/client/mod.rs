@@ -8,7 +8,7 @@
 
 mod events;
 mod outbox;
-mod platform;
+pub(crate) mod platform;
 mod presence;
 mod receipts;
 pub mod timeline;

@@ -7,6 +7,7 @@ use super::ChatClient;
 #[cfg(feature = "hydrate")]
 mod browser {
     use leptos::prelude::*;
+    use wasm_bindgen::{closure::Closure, JsCast};
 
     use super::ChatClient;
 
@@ -14,8 +15,24 @@ mod browser {
         js_sys::Date::now()
     }
 
+    /// Runs `run` once, `ms` from now, whatever happens meanwhile to the reactive scope
+    /// that asked. Leptos's own `set_timeout` cancels its timer when the scope it was
+    /// set in is cleaned up (for example when the effect that set it runs again), and a
+    /// batch of receipts or a reconnect must not be dropped that way.
     pub fn after(ms: u32, run: impl FnOnce() + 'static) {
-        set_timeout(run, std::time::Duration::from_millis(u64::from(ms)));
+        let callback = Closure::once_into_js(run);
+        let delay = i32::try_from(ms).unwrap_or(i32::MAX);
+        // The browser refuses a timer only for a page being torn down, which has
+        // nothing left to run.
+        let _ = window().set_timeout_with_callback_and_timeout_and_arguments_0(callback.unchecked_ref(), delay);
+    }
+
+    /// Runs `run` once at the start of the next frame, before it is painted, and like
+    /// [`after`] not cancelled with the scope that asked: a scroll position to restore
+    /// must be restored even if the effect that measured it runs again first.
+    pub fn before_next_paint(run: impl FnOnce() + 'static) {
+        let callback = Closure::once_into_js(run);
+        let _ = window().request_animation_frame(callback.unchecked_ref());
     }
 
     /// 128 random bits, hex: two messages never share an id.
@@ -82,7 +99,7 @@ mod browser {
 }
 
 #[cfg(feature = "hydrate")]
-pub use browser::{after, ask_notification_permission, new_client_id, notify, now_ms, watch_attention};
+pub use browser::{after, ask_notification_permission, before_next_paint, new_client_id, notify, now_ms, watch_attention};
 
 #[cfg(not(feature = "hydrate"))]
 mod server {
@@ -92,6 +109,7 @@ mod server {
         0.0
     }
     pub fn after(_ms: u32, _run: impl FnOnce() + 'static) {}
+    pub fn before_next_paint(_run: impl FnOnce() + 'static) {}
     pub fn new_client_id() -> String {
         String::new()
     }
@@ -101,4 +119,4 @@ mod server {
 }
 
 #[cfg(not(feature = "hydrate"))]
-pub use server::{after, ask_notification_permission, new_client_id, notify, now_ms, watch_attention};
+pub use server::{after, ask_notification_permission, before_next_paint, new_client_id, notify, now_ms, watch_attention};

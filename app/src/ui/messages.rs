@@ -9,7 +9,7 @@ use super::{
     Avatar,
 };
 use crate::{
-    client::{ChatClient, Outgoing, Progress},
+    client::{platform, ChatClient, Outgoing, Progress},
     protocol::{ChatMessage, MessageKind, RoomId, RoomKind, Seq, UserRef},
     text::{segments, Segment},
 };
@@ -91,13 +91,13 @@ pub fn MessageList(room_id: RoomId) -> impl IntoView {
         // Measure and scroll once the new rows are laid out, before they are painted.
         if let Some(from_bottom) = anchor.get_value().filter(|_| first != old_first) {
             anchor.set_value(None);
-            request_animation_frame(move || el.set_scroll_top(el.scroll_height() - from_bottom));
+            platform::before_next_paint(move || el.set_scroll_top(el.scroll_height() - from_bottom));
             return;
         }
         let grew = last != old_last;
         let sent_here = pending_count > old_pending;
         if sent_here || (grew && (at_bottom.get_untracked() || old_last.is_none())) {
-            request_animation_frame(move || el.set_scroll_top(el.scroll_height()));
+            platform::before_next_paint(move || el.set_scroll_top(el.scroll_height()));
         } else if grew && old_last.is_some() {
             unseen.set(true);
         }

@@ -25,15 +25,16 @@ pub fn Sidebar(open: RwSignal<bool>, current: Signal<Option<RoomId>>, menu_butto
     Effect::new(move |was_open: Option<bool>| {
         let is_open = open.get();
         // After the frame's styles apply: a button that is still `visibility: hidden`
-        // cannot take focus.
+        // cannot take focus. Leptos cancels the callback if this effect runs again or
+        // the sidebar goes first, which is right: focus follows only the latest state.
         if is_open {
-            request_animation_frame(move || {
+            _ = request_animation_frame(move || {
                 if let Some(button) = close_button.get_untracked() {
                     let _ = button.focus();
                 }
             });
         } else if was_open == Some(true) {
-            request_animation_frame(move || {
+            _ = request_animation_frame(move || {
                 if let Some(button) = menu_button.get_untracked() {
                     let _ = button.focus();
                 }
