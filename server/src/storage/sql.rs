@@ -356,6 +356,39 @@ const SELECT_ROOM_SUMMARY: &str = "SELECT r.id, r.name, r.kind, r.topic, r.last_
 /// a concurrent transaction (another node) stored one of its client ids meanwhile,
 /// when PostgreSQL aborted it to break a deadlock, or when the connection was lost.
 const BATCH_TRIES: usize = 4;
+
+/// How one try writes a batch of posts.
+#[derive(Debug, Clone, Copy)]
+enum Attempt {
+    /// The first try: supposes every post is new and from a member, which nearly every
+    /// post is, and stores each room's posts in three statements.
+    Hopeful,
+    /// A try after one that could not store the batch: checks each post against what
+    /// is stored before writing. `may_have_landed`: an earlier try sent its commit and
+    /// lost the answer with the connection, so its posts may be stored already.
+    Careful { may_have_landed: bool },
+}
+
+/// A try at a batch that failed, and whether its commit had been sent (a commit whose
+/// answer is lost may still have landed).
+struct FailedTry {
+    error: StoreError,
+    commit_sent: bool,
+}
+
+/// Failures before the commit, so that `?` can be used up to it.
+impl From<StoreError> for FailedTry {
+    fn from(error: StoreError) -> Self {
+        FailedTry { error, commit_sent: false }
+    }
+}
+
+impl From<sqlx::Error> for FailedTry {
+    fn from(error: sqlx::Error) -> Self {
+        StoreError::from(error).into()
+    }
+}
+
 /// Sessions one `UPDATE` of [`Store::touch_sessions`] names (well under either
 /// database's limit on bound parameters).
 const TOUCHES_PER_STATEMENT: usize = 500;
@@ -492,27 +525,26 @@ macro_rules! sql_store {
                 let order = group_commit::write_order(batch);
                 let in_write_order: Vec<&NewPost> = order.iter().map(|&index| &batch[index]).collect();
                 let mut tries = 0;
-                // Whether a try's commit went out and its answer was lost with the
-                // connection: its posts may be stored.
-                let mut may_have_landed = false;
+                let mut attempt = Attempt::Hopeful;
                 let written = loop {
                     tries += 1;
-                    // Only a batch that the hopeful first try could not store checks
-                    // each post before writing.
-                    let careful = tries > 1;
-                    let mut committing = false;
-                    let tried = Self::try_batch(pool, writer, &in_write_order, careful, may_have_landed, &mut committing).await;
-                    if let Err(err) = &tried {
-                        *writer = None;
-                        may_have_landed |= committing && is_connection_lost(err);
-                    }
-                    match tried {
+                    let failed = match Self::try_batch(pool, writer, &in_write_order, attempt).await {
                         Ok(Some(outcomes)) => break outcomes,
-                        Ok(None) if tries < BATCH_TRIES => continue,
-                        Err(err) if tries < BATCH_TRIES && (is_worth_retrying(&err) || is_connection_lost(&err)) => continue,
-                        Ok(None) => return Err(StoreError::Database(sqlx::Error::Protocol("client ids kept being stored concurrently".into()))),
-                        Err(err) => return Err(err),
+                        Ok(None) => None,
+                        Err(failed) => {
+                            *writer = None;
+                            Some(failed)
+                        }
+                    };
+                    let landed_before = matches!(attempt, Attempt::Careful { may_have_landed: true });
+                    let landed_now = failed.as_ref().is_some_and(|f| f.commit_sent && is_connection_lost(&f.error));
+                    match failed {
+                        None if tries < BATCH_TRIES => {}
+                        Some(f) if tries < BATCH_TRIES && (is_worth_retrying(&f.error) || is_connection_lost(&f.error)) => {}
+                        None => return Err(StoreError::Database(sqlx::Error::Protocol("client ids kept being stored concurrently".into()))),
+                        Some(f) => return Err(f.error),
                     }
+                    attempt = Attempt::Careful { may_have_landed: landed_before || landed_now };
                 };
                 crate::metrics::posts_committed(written.iter().filter(|outcome| matches!(outcome, Ok(Posted::New(_)))).count());
                 let mut outcomes: Vec<Option<StoreResult<Posted>>> = batch.iter().map(|_| None).collect();
@@ -523,16 +555,13 @@ macro_rules! sql_store {
             }
 
             /// One try at a batch (in write order): its outcomes once committed, or `None`
-            /// if it has to be tried again, `careful`ly (rolled back). `committing` is
-            /// set once the commit is sent.
+            /// if it has to be tried again, carefully (rolled back).
             async fn try_batch(
                 pool: &sqlx::Pool<$db>,
                 writer: &mut Option<PoolConnection<$db>>,
                 posts: &[&NewPost],
-                careful: bool,
-                may_have_landed: bool,
-                committing: &mut bool,
-            ) -> StoreResult<Option<Vec<StoreResult<Posted>>>> {
+                attempt: Attempt,
+            ) -> Result<Option<Vec<StoreResult<Posted>>>, FailedTry> {
                 let conn = match writer {
                     Some(conn) => conn,
                     None => writer.insert(pool.acquire().await?),
@@ -543,10 +572,11 @@ macro_rules! sql_store {
                 // original or the same id reused in another room.
                 let mut stored_now = HashMap::new();
                 for room_posts in posts.chunk_by(|a, b| a.room_id == b.room_id) {
-                    let stored = if careful {
-                        Self::post_to_room(&mut tx, room_posts, &mut stored_now, may_have_landed).await?
-                    } else {
-                        Self::post_new_to_room(&mut tx, room_posts, &mut stored_now).await?
+                    let stored = match attempt {
+                        Attempt::Careful { may_have_landed } => {
+                            Self::post_to_room(&mut tx, room_posts, &mut stored_now, may_have_landed).await?
+                        }
+                        Attempt::Hopeful => Self::post_new_to_room(&mut tx, room_posts, &mut stored_now).await?,
                     };
                     match stored {
                         Some(room_outcomes) => outcomes.extend(room_outcomes),
@@ -556,10 +586,10 @@ macro_rules! sql_store {
                         }
                     }
                 }
-                *committing = true;
-                tx.commit().await?;
+                let after_commit = |error: StoreError| FailedTry { error, commit_sent: true };
+                tx.commit().await.map_err(|err| after_commit(err.into()))?;
                 #[cfg(test)]
-                tests::lose_the_answer_to(posts)?;
+                tests::lose_the_answer_to(posts).map_err(after_commit)?;
                 Ok(Some(outcomes))
             }
 
