@@ -1,14 +1,15 @@
-//! Refuses requests whose address the page renderer could not read.
+//! Refuses requests whose address the page renderer would misread.
 //!
 //! Leptos renders each page for the address `<scheme>://<Host><path>`, taking the
-//! scheme from `X-Forwarded-Proto` and the host from the `Host` header, and it panics
-//! when that address does not parse (`Host: a b`, or a host name that is not valid
-//! IDNA). The panic would only cost that one request a 500, but a malformed header is
-//! the client's mistake: it gets a 400 that says so, and nothing is logged as a bug.
+//! scheme from `X-Forwarded-Proto` and the host from the `Host` header. It panics when
+//! that address does not parse (`Host: a b`, or a host name that is not valid IDNA),
+//! and a host holding `/` or `?` (`Host: x/r/1?`) would move the path it renders away
+//! from the one that was routed and checked for a session. Both are the client's
+//! mistake: they get a 400 that says which header is wrong, and nothing is rendered.
 
 use axum::{
     extract::Request,
-    http::{header, HeaderMap, Uri},
+    http::{header, uri::Authority, HeaderMap, HeaderName, Uri},
     middleware::Next,
     response::{IntoResponse, Response},
 };
@@ -16,26 +17,35 @@ use leptos_router::location::RequestUrl;
 
 use crate::error::AppError;
 
-/// Sends a 400 instead of rendering when the request's address cannot be read.
+const FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+
+/// Sends a 400 instead of rendering when the request's address cannot be read as
+/// the address that was routed.
 pub async fn refuse_unreadable_addresses(request: Request, next: Next) -> Response {
-    if page_address_is_readable(request.uri(), request.headers()) {
-        next.run(request).await
-    } else {
-        AppError::BadRequest("The Host header is not a valid host name.").into_response()
+    match unreadable_header(request.uri(), request.headers()) {
+        None => next.run(request).await,
+        Some(refusal) => AppError::BadRequest(refusal).into_response(),
     }
 }
 
-/// Whether the address Leptos builds for this request parses, with the same choice of
-/// scheme and host as `leptos_axum` makes (a `Host` that is not text is left out by it,
-/// and so is fine here).
-fn page_address_is_readable(uri: &Uri, headers: &HeaderMap) -> bool {
+/// What is wrong with the address Leptos builds for this request, if anything. The
+/// scheme and host are chosen as `leptos_axum` chooses them (a header that is not
+/// text is left out by it, and so is fine here).
+fn unreadable_header(uri: &Uri, headers: &HeaderMap) -> Option<&'static str> {
     let text_header = |name| headers.get(name).and_then(|value| value.to_str().ok());
-    let Some(host) = uri.authority().map(|authority| authority.as_str()).or_else(|| text_header(header::HOST)) else {
-        return true;
-    };
-    let scheme = uri.scheme_str().or_else(|| text_header(header::HeaderName::from_static("x-forwarded-proto"))).unwrap_or("http");
+    let host = uri.authority().map(Authority::as_str).or_else(|| text_header(header::HOST))?;
+    let scheme = uri.scheme_str().or_else(|| text_header(FORWARDED_PROTO)).unwrap_or("http");
+    if scheme != "http" && scheme != "https" {
+        return Some("X-Forwarded-Proto must be http or https.");
+    }
+    // A host and port only: no path, query or fragment in it to take over the
+    // request's, and no user name.
+    let is_host_and_port = host.parse::<Authority>().is_ok() && !host.contains('@');
     let path = uri.path_and_query().map_or("/", |path| path.as_str());
-    RequestUrl::new(&format!("{scheme}://{host}{path}")).parse().is_ok()
+    if !is_host_and_port || RequestUrl::new(&format!("{scheme}://{host}{path}")).parse().is_err() {
+        return Some("The Host header is not a valid host name.");
+    }
+    None
 }
 
 #[cfg(test)]
@@ -45,42 +55,45 @@ mod tests {
 
     use super::*;
 
-    fn with_host(host: &str) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        headers.insert(header::HOST, HeaderValue::from_str(host).unwrap());
-        headers
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        pairs.iter().map(|(name, value)| (HeaderName::from_static(name), HeaderValue::from_str(value).unwrap())).collect()
     }
 
     #[test]
-    fn ordinary_hosts_are_readable_and_broken_ones_are_not() {
+    fn ordinary_addresses_pass_and_misleading_ones_are_refused() {
         let uri: Uri = "/login?next=%2Fr%2F1".parse().unwrap();
         for host in ["chat.example.org", "127.0.0.1:3000", "[::1]:8443", "xn--bcher-kva.example"] {
-            assert!(page_address_is_readable(&uri, &with_host(host)), "{host}");
+            assert_eq!(unreadable_header(&uri, &headers(&[("host", host)])), None, "{host}");
+            let proxied = headers(&[("host", host), ("x-forwarded-proto", "https")]);
+            assert_eq!(unreadable_header(&uri, &proxied), None, "{host} behind a proxy");
         }
-        for host in ["a b", "exa mple.org", "xn--.example", "host:port"] {
-            assert!(!page_address_is_readable(&uri, &with_host(host)), "{host}");
+        for host in ["a b", "exa mple.org", "xn--.example", "host:port", "", "x/r/1?", "x?", "x#top", "x\\r", "user@chat.example.org"] {
+            assert_eq!(unreadable_header(&uri, &headers(&[("host", host)])), Some("The Host header is not a valid host name."), "{host:?}");
         }
-        assert!(page_address_is_readable(&uri, &HeaderMap::new()), "no Host at all");
+        for proto in ["file", "http/r/1?", "ftp", ""] {
+            let odd = headers(&[("host", "chat.example.org"), ("x-forwarded-proto", proto)]);
+            assert_eq!(unreadable_header(&uri, &odd), Some("X-Forwarded-Proto must be http or https."), "{proto:?}");
+        }
+        assert_eq!(unreadable_header(&uri, &HeaderMap::new()), None, "no Host at all");
     }
 
     proptest! {
-        /// Whatever the Host header holds, the check answers (never panics), and what
-        /// it accepts the renderer can read.
+        /// Whatever the headers hold, the check answers (never panics), and an address
+        /// it lets through parses, with the request's own path.
         #[test]
-        fn any_host_is_either_refused_or_readable(host in app::test_text::any_text(), proto in app::test_text::any_text()) {
+        fn any_host_is_refused_or_keeps_the_routed_path(host in "[ -~]{0,24}", text in app::test_text::any_text()) {
             let uri: Uri = "/r/1".parse().unwrap();
-            let mut headers = HeaderMap::new();
-            if let Ok(value) = HeaderValue::from_str(&host) {
-                headers.insert(header::HOST, value);
-            }
-            if let Ok(value) = HeaderValue::from_str(&proto) {
-                headers.insert("x-forwarded-proto", value);
-            }
-            let readable = page_address_is_readable(&uri, &headers);
-            let scheme = headers.get("x-forwarded-proto").and_then(|v| v.to_str().ok()).unwrap_or("http");
-            if let (true, Some(host)) = (readable, headers.get(header::HOST).and_then(|v| v.to_str().ok())) {
-                let address = format!("{scheme}://{host}/r/1");
-                prop_assert!(RequestUrl::new(&address).parse().is_ok(), "{}", address);
+            for host in [host.as_str(), text.as_str()] {
+                let mut headers = HeaderMap::new();
+                if let Ok(value) = HeaderValue::from_str(host) {
+                    headers.insert(header::HOST, value);
+                }
+                let readable_host = headers.get(header::HOST).and_then(|value| value.to_str().ok());
+                if let (None, Some(host)) = (unreadable_header(&uri, &headers), readable_host) {
+                    let address = format!("http://{host}/r/1");
+                    let parsed = RequestUrl::new(&address).parse();
+                    prop_assert!(parsed.as_ref().is_ok_and(|url| url.path() == "/r/1"), "{} read as {:?}", address, parsed);
+                }
             }
         }
     }
