@@ -1,9 +1,9 @@
 //! Register, log in and log out, as Leptos server functions.
 //!
-//! The forms post to these whether or not the WASM has loaded (they are plain HTML
-//! forms enhanced by `ActionForm`). The work itself is done by the server through the
-//! [`backend::AuthBackend`] it provides as context, which keeps password hashing and
-//! sessions out of the UI crate.
+//! The forms post to these whether or not the WASM has loaded (plain HTML forms, which
+//! the page posts itself once it can: `ui::form_post`). The work itself is done by the
+//! server through the [`backend::AuthBackend`] it provides as context, which keeps
+//! password hashing and sessions out of the UI crate.
 
 use leptos::prelude::*;
 

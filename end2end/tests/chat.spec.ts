@@ -76,6 +76,29 @@ test("Enter sends, Shift+Enter adds a line", async ({ browser }) => {
   await frank.context.close();
 });
 
+test("a taken username is refused in place, keeping what was typed", async ({ browser }) => {
+  const ana = await newUser(browser, "ana");
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  await page.goto("/register");
+  await hydrated(page);
+  await page.getByLabel("Username").fill(ana.username);
+  await page.getByLabel("Display name").fill("Ótimo ação 😀");
+  await page.getByLabel("Password", { exact: true }).fill(PASSWORD);
+  await page.getByRole("button", { name: "Create account" }).click();
+  await expect(page.getByRole("alert")).toHaveText("That username is taken.");
+  await expect(page).toHaveURL(/\/register$/);
+  await expect(page.getByLabel("Display name")).toHaveValue("Ótimo ação 😀");
+  await expect(page.getByRole("button", { name: "Create account" })).toBeEnabled();
+  // The same form, another name: it goes through.
+  await page.getByLabel("Username").fill(uniqueName("ana"));
+  await page.getByRole("button", { name: "Create account" }).click();
+  await expect(page.getByTestId("connection-state")).toHaveAttribute("data-state", "online");
+  await expect(page.getByTestId("me")).toHaveText("Ótimo ação 😀");
+  await ana.context.close();
+  await context.close();
+});
+
 test("chat pages ask for a login and then return to where you were going", async ({ browser }) => {
   const context = await browser.newContext();
   const page = await context.newPage();
@@ -97,6 +120,9 @@ test("chat pages ask for a login and then return to where you were going", async
   await page.getByLabel("Password", { exact: true }).fill("wrong password");
   await page.getByRole("button", { name: "Log in" }).click();
   await expect(page.getByRole("alert")).toHaveText("Wrong username or password.");
+  // Said in place: the page did not reload, so what was typed is still there.
+  await expect(page).toHaveURL(/\/login\?next=%2Fr%2Fgeneral$/);
+  await expect(page.getByLabel("Username")).toHaveValue(username);
   await page.getByLabel("Password", { exact: true }).fill(PASSWORD);
   await page.getByRole("button", { name: "Log in" }).click();
   await expect(page).toHaveURL(/\/r\/general$/);

@@ -1,12 +1,14 @@
 //! The login and register pages: plain HTML forms that work before (or without) the
-//! WASM, enhanced by `ActionForm` to show errors in place once it has loaded.
+//! WASM, posted from the page once it has loaded so that errors show in place
+//! ([`super::form_post`]).
 
-use leptos::prelude::*;
+use leptos::{prelude::*, server_fn::ServerFn};
 use leptos_meta::Title;
 use leptos_router::{components::A, hooks::use_query_map};
 
+use super::form_post::FormPost;
 use crate::{
-    auth::{failure_text, Login, Register},
+    auth::{Login, Register},
     validation::{PASSWORD_MIN, USERNAME_MAX, USERNAME_MIN},
 };
 
@@ -70,7 +72,7 @@ fn PasswordField(#[prop(into)] autocomplete: String, minlength: Option<usize>) -
 }
 
 #[component]
-fn FormError(message: Signal<Option<String>>) -> impl IntoView {
+fn FormError(message: RwSignal<Option<String>>) -> impl IntoView {
     view! {
         <p role="alert" class="min-h-6 text-sm text-rose-600 dark:text-rose-400">
             {move || message.get().unwrap_or_default()}
@@ -80,13 +82,12 @@ fn FormError(message: Signal<Option<String>>) -> impl IntoView {
 
 #[component]
 pub fn LoginPage() -> impl IntoView {
-    let login = ServerAction::<Login>::new();
+    let post = FormPost::new();
     let next = next_param();
-    let error = Signal::derive(move || login.value().get().and_then(|r| r.err()).map(|e| failure_text(&e)));
     let register_href = move || format!("/register?next={}", urlencode(&next.get()));
     view! {
         <AuthCard title="Log in">
-            <ActionForm action=login>
+            <form method="post" action=Login::url() on:submit=post.on_submit()>
                 <div class="mt-6 space-y-4">
                     <input type="hidden" name="next" value=next />
                     <div>
@@ -94,12 +95,12 @@ pub fn LoginPage() -> impl IntoView {
                         <input id="username" name="username" required autocomplete="username" autocapitalize="none" spellcheck="false" class=INPUT />
                     </div>
                     <PasswordField autocomplete="current-password" minlength=None />
-                    <FormError message=error />
-                    <button type="submit" class=BUTTON disabled=move || login.pending().get()>
-                        {move || if login.pending().get() { "Logging in…" } else { "Log in" }}
+                    <FormError message=post.error />
+                    <button type="submit" class=BUTTON disabled=move || post.pending.get()>
+                        {move || if post.pending.get() { "Logging in…" } else { "Log in" }}
                     </button>
                 </div>
-            </ActionForm>
+            </form>
             <p class="mt-6 text-center text-sm text-slate-600 dark:text-slate-400">
                 "New here? "
                 <A href=register_href attr:class="font-semibold text-indigo-600 underline-offset-2 hover:underline dark:text-indigo-400">
@@ -113,13 +114,12 @@ pub fn LoginPage() -> impl IntoView {
 
 #[component]
 pub fn RegisterPage() -> impl IntoView {
-    let register = ServerAction::<Register>::new();
+    let post = FormPost::new();
     let next = next_param();
-    let error = Signal::derive(move || register.value().get().and_then(|r| r.err()).map(|e| failure_text(&e)));
     let login_href = move || format!("/login?next={}", urlencode(&next.get()));
     view! {
         <AuthCard title="Create an account">
-            <ActionForm action=register>
+            <form method="post" action=Register::url() on:submit=post.on_submit()>
                 <div class="mt-6 space-y-4">
                     <input type="hidden" name="next" value=next />
                     <div>
@@ -146,12 +146,12 @@ pub fn RegisterPage() -> impl IntoView {
                         <input id="display_name" name="display_name" maxlength="64" autocomplete="name" class=INPUT />
                     </div>
                     <PasswordField autocomplete="new-password" minlength=Some(PASSWORD_MIN) />
-                    <FormError message=error />
-                    <button type="submit" class=BUTTON disabled=move || register.pending().get()>
-                        {move || if register.pending().get() { "Creating account…" } else { "Create account" }}
+                    <FormError message=post.error />
+                    <button type="submit" class=BUTTON disabled=move || post.pending.get()>
+                        {move || if post.pending.get() { "Creating account…" } else { "Create account" }}
                     </button>
                 </div>
-            </ActionForm>
+            </form>
             <p class="mt-6 text-center text-sm text-slate-600 dark:text-slate-400">
                 "Already have an account? "
                 <A href=login_href attr:class="font-semibold text-indigo-600 underline-offset-2 hover:underline dark:text-indigo-400">

@@ -3,6 +3,7 @@
 mod auth_pages;
 mod chat_page;
 mod composer;
+mod form_post;
 mod messages;
 mod rows;
 mod sidebar;

@@ -1,10 +1,10 @@
 //! Rooms the user is in, creating and browsing rooms, and the account menu.
 //! Side by side with the messages on wide screens; a drawer on phones.
 
-use leptos::prelude::*;
+use leptos::{prelude::*, server_fn::ServerFn};
 use leptos_router::components::A;
 
-use super::Avatar;
+use super::{form_post::FormPost, Avatar};
 use crate::{
     auth::Logout,
     client::{room_path, sidebar_name, ChatClient},
@@ -347,7 +347,7 @@ fn RoomDirectory() -> impl IntoView {
 #[component]
 fn AccountFooter() -> impl IntoView {
     let chat = expect_context::<ChatClient>();
-    let logout = ServerAction::<Logout>::new();
+    let logout = FormPost::new();
     view! {
         <div class="flex items-center gap-2 border-t border-slate-200 px-3 py-3 dark:border-slate-800">
             {move || {
@@ -374,11 +374,11 @@ fn AccountFooter() -> impl IntoView {
                         "Notify me"
                     </button>
                 </Show>
-                <ActionForm action=logout>
+                <form method="post" action=Logout::url() on:submit=logout.on_submit()>
                     <button type="submit" class=format!("{SMALL_BUTTON} text-slate-700 hover:bg-slate-200 dark:text-slate-200 dark:hover:bg-slate-800")>
                         "Log out"
                     </button>
-                </ActionForm>
+                </form>
             </div>
         </div>
     }
