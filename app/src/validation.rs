@@ -94,6 +94,18 @@ fn is_local_path(path: &str) -> bool {
         && path.chars().all(|c| c.is_ascii_graphic() && c != '\\')
 }
 
+/// Percent-encodes a query value (the same on server and browser, so hydration matches).
+pub fn urlencode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,4 +213,38 @@ mod tests {
         }
     }
 
+}
+
+#[cfg(test)]
+mod urlencode_tests {
+    use proptest::prelude::*;
+
+    use super::urlencode;
+    use crate::test_text::any_text;
+
+    /// Reverses `urlencode`, refusing anything it would not have written.
+    fn decode(encoded: &str) -> Option<String> {
+        let mut bytes = Vec::new();
+        let mut rest = encoded.as_bytes();
+        while let Some((&first, tail)) = rest.split_first() {
+            if first == b'%' {
+                let hex = std::str::from_utf8(tail.get(..2)?).ok()?;
+                bytes.push(u8::from_str_radix(hex, 16).ok()?);
+                rest = &tail[2..];
+            } else {
+                bytes.push(first);
+                rest = tail;
+            }
+        }
+        String::from_utf8(bytes).ok()
+    }
+
+    proptest! {
+        #[test]
+        fn any_next_address_survives_the_round_trip(text in any_text()) {
+            let encoded = urlencode(&text);
+            prop_assert!(encoded.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.~%".contains(&b)));
+            prop_assert_eq!(decode(&encoded), Some(text));
+        }
+    }
 }

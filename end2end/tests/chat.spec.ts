@@ -123,10 +123,13 @@ test("chat pages ask for a login and then return to where you were going", async
   // Said in place: the page did not reload, so what was typed is still there.
   await expect(page).toHaveURL(/\/login\?next=%2Fr%2Fgeneral$/);
   await expect(page.getByLabel("Username")).toHaveValue(username);
+  // Marks this document: a full page load would lose the mark, the router keeps it.
+  await page.evaluate(() => ((window as unknown as { sameDocument: boolean }).sameDocument = true));
   await page.getByLabel("Password", { exact: true }).fill(PASSWORD);
   await page.getByRole("button", { name: "Log in" }).click();
   await expect(page).toHaveURL(/\/r\/general$/);
   await expect(page.getByTestId("connection-state")).toHaveAttribute("data-state", "online");
+  expect(await page.evaluate(() => (window as unknown as { sameDocument?: boolean }).sameDocument)).toBe(true);
 
   // Logging out ends the session: the chat is out of reach again.
   await openRooms(page);

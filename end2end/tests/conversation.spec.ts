@@ -117,7 +117,7 @@ test("read while the connection was down stays read after it comes back", async 
   await bia.context.close();
 });
 
-test("a login sent before the page's script runs still goes where the visitor was going", async ({ browser }) => {
+test("a login sent before the page's script runs says why it was refused, then goes where the visitor was going", async ({ browser }) => {
   const ana = await newUser(browser, "ana");
   await ana.context.close();
   const context = await browser.newContext({ javaScriptEnabled: false });
@@ -125,6 +125,12 @@ test("a login sent before the page's script runs still goes where the visitor wa
   await page.goto("/r/general");
   await expect(page).toHaveURL(/\/login\?next=%2Fr%2Fgeneral$/);
   await expect(page.locator('input[name="next"]')).toHaveAttribute("value", "/r/general");
+  // Refused, the form comes back saying why (not the server's raw answer).
+  await page.getByLabel("Username").fill(ana.username);
+  await page.locator("#password").fill("wrong password");
+  await page.getByRole("button", { name: "Log in" }).click();
+  await expect(page).toHaveURL(/\/login\?next=%2Fr%2Fgeneral&error=wrong_login$/);
+  await expect(page.getByRole("alert")).toHaveText("Wrong username or password.");
   await page.getByLabel("Username").fill(ana.username);
   await page.locator("#password").fill(PASSWORD);
   await page.getByRole("button", { name: "Log in" }).click();

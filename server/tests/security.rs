@@ -630,6 +630,43 @@ async fn login_redirects_never_leave_the_site() {
     server.stop().await;
 }
 
+/// A form posted before the page's script has loaded asks for HTML; refused, it goes
+/// back to the form with a code the page turns into a sentence, where it used to land
+/// on the server function's raw answer (`ServerError|Wrong username or password.`).
+/// The page's own post asks for something else and gets the status and the sentence.
+#[tokio::test]
+async fn a_refused_plain_form_post_goes_back_to_the_form_with_a_code() {
+    let server = TestServer::start().await;
+    server.register("alice").await;
+    let post = |path: &'static str, accept: &'static str, form: Vec<(&'static str, &'static str)>| {
+        TestServer::http_client()
+            .post(server.url(path))
+            .header("accept", accept)
+            .header("referer", server.url("/login?next=%2Fr%2Fgeneral"))
+            .form(&form)
+            .send()
+    };
+    const BROWSER: &str = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8";
+    let wrong = vec![("username", "alice"), ("password", "wrong password"), ("next", "/r/general")];
+    let response = post("/api/login", BROWSER, wrong.clone()).await.unwrap();
+    assert_eq!(response.status(), 302);
+    assert_eq!(response.headers()["location"], "/login?next=%2Fr%2Fgeneral&error=wrong_login");
+    let taken = vec![("username", "alice"), ("display_name", "Ótimo"), ("password", PASSWORD), ("next", "")];
+    let response = post("/api/register", BROWSER, taken).await.unwrap();
+    assert_eq!(response.status(), 302);
+    assert_eq!(response.headers()["location"], "/register?error=taken");
+
+    let page = server.get("/login?next=%2Fr%2Fgeneral&error=wrong_login", None).await.text().await.unwrap();
+    assert!(page.contains("Wrong username or password."), "the form says why");
+    let page = server.get("/login?error=Your+account+is+locked", None).await.text().await.unwrap();
+    assert!(!page.contains("Your account is locked"), "only known codes are shown");
+
+    let response = post("/api/login", "application/json", wrong).await.unwrap();
+    assert_eq!(response.status(), 401);
+    assert!(response.text().await.unwrap().contains("Wrong username or password."));
+    server.stop().await;
+}
+
 fn percent_decoded(value: &str) -> String {
     form_urlencoded::parse(format!("v={value}").as_bytes()).next().map(|(_, v)| v.into_owned()).unwrap_or_default()
 }

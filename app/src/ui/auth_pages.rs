@@ -8,8 +8,8 @@ use leptos_router::{components::A, hooks::use_query_map};
 
 use super::form_post::FormPost;
 use crate::{
-    auth::{Login, Register},
-    validation::{PASSWORD_MIN, USERNAME_MAX, USERNAME_MIN},
+    auth::{FormRefusal, Login, Register},
+    validation::{urlencode, PASSWORD_MIN, USERNAME_MAX, USERNAME_MIN},
 };
 
 const INPUT: &str = "mt-1 block w-full rounded-lg border border-slate-300 bg-white px-3 py-2 text-base text-slate-900 \
@@ -18,6 +18,16 @@ const INPUT: &str = "mt-1 block w-full rounded-lg border border-slate-300 bg-whi
 const LABEL: &str = "block text-sm font-medium text-slate-700 dark:text-slate-200";
 const BUTTON: &str = "w-full rounded-lg bg-indigo-600 px-4 py-2.5 font-semibold text-white shadow \
     hover:bg-indigo-700 focus:outline-none focus-visible:ring-4 focus-visible:ring-indigo-400/60 disabled:opacity-60";
+
+/// A form's post, showing from the start what went wrong with the post that led here:
+/// one sent as a plain HTML form (before the script loaded) comes back with a code
+/// for it in the address.
+fn form_post() -> FormPost {
+    let post = FormPost::new();
+    let refused = use_query_map().with_untracked(|query| query.get("error")).and_then(|code| FormRefusal::from_code(&code));
+    post.error.set(refused.map(|refusal| refusal.text().to_string()));
+    post
+}
 
 /// The `next` query parameter, carried through the form so the user lands where they
 /// were going.
@@ -82,7 +92,7 @@ fn FormError(message: RwSignal<Option<String>>) -> impl IntoView {
 
 #[component]
 pub fn LoginPage() -> impl IntoView {
-    let post = FormPost::new();
+    let post = form_post();
     let next = next_param();
     let register_href = move || format!("/register?next={}", urlencode(&next.get()));
     view! {
@@ -114,7 +124,7 @@ pub fn LoginPage() -> impl IntoView {
 
 #[component]
 pub fn RegisterPage() -> impl IntoView {
-    let post = FormPost::new();
+    let post = form_post();
     let next = next_param();
     let login_href = move || format!("/login?next={}", urlencode(&next.get()));
     view! {
@@ -161,49 +171,4 @@ pub fn RegisterPage() -> impl IntoView {
         </AuthCard>
     }
     .into_any()
-}
-
-/// Percent-encodes a query value (the same on server and browser, so hydration matches).
-fn urlencode(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use proptest::prelude::*;
-
-    use super::urlencode;
-    use crate::test_text::any_text;
-
-    /// Reverses `urlencode`, refusing anything it would not have written.
-    fn decode(encoded: &str) -> Option<String> {
-        let mut bytes = Vec::new();
-        let mut rest = encoded.as_bytes();
-        while let Some((&first, tail)) = rest.split_first() {
-            if first == b'%' {
-                let hex = std::str::from_utf8(tail.get(..2)?).ok()?;
-                bytes.push(u8::from_str_radix(hex, 16).ok()?);
-                rest = &tail[2..];
-            } else {
-                bytes.push(first);
-                rest = tail;
-            }
-        }
-        String::from_utf8(bytes).ok()
-    }
-
-    proptest! {
-        #[test]
-        fn any_next_address_survives_the_round_trip(text in any_text()) {
-            let encoded = urlencode(&text);
-            prop_assert!(encoded.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.~%".contains(&b)));
-            prop_assert_eq!(decode(&encoded), Some(text));
-        }
-    }
 }

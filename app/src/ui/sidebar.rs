@@ -375,12 +375,17 @@ fn AccountFooter() -> impl IntoView {
                     </button>
                 </Show>
                 <form method="post" action=Logout::url() on:submit=logout.on_submit()>
-                    <button type="submit" class=format!("{SMALL_BUTTON} text-slate-700 hover:bg-slate-200 dark:text-slate-200 dark:hover:bg-slate-800")>
+                    <button
+                        type="submit"
+                        class=format!("{SMALL_BUTTON} text-slate-700 hover:bg-slate-200 dark:text-slate-200 dark:hover:bg-slate-800")
+                        disabled=move || logout.pending.get()
+                    >
                         "Log out"
                     </button>
                 </form>
             </div>
         </div>
+        {move || logout.error.get().map(|message| view! { <p role="alert" class="px-3 pb-3 text-xs text-rose-600 dark:text-rose-400">{message}</p> })}
     }
     .into_any()
 }
