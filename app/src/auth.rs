@@ -63,12 +63,13 @@ pub mod backend {
     /// script has loaded, or without it), which would show the answer's body as the
     /// page, the browser is sent back to the form with a code for what went wrong.
     pub(super) fn refuse_form(failure: AuthFailure, form: &'static str, next: Option<&str>) -> ServerFnError {
+        // Decided as leptos_axum decides whether `redirect` answers with a 302.
         let plain_form = use_context::<http::request::Parts>().is_some_and(|request| {
             request
                 .headers
                 .get(http::header::ACCEPT)
                 .and_then(|accept| accept.to_str().ok())
-                .is_some_and(|accept| accept.contains("text/html"))
+                .is_some_and(leptos_integration_utils::accept_header_includes_html)
         });
         if !plain_form {
             return refuse(failure);
@@ -188,7 +189,7 @@ impl FormRefusal {
         match self {
             FormRefusal::WrongLogin => "Wrong username or password.",
             FormRefusal::Taken => "That username is taken.",
-            FormRefusal::TooMany => "Too many attempts. Try again in a minute.",
+            FormRefusal::TooMany => "Too many attempts. Try again later.",
             FormRefusal::Invalid => "Check what you typed and try again.",
             FormRefusal::Failed => "Something went wrong on the server. Try again in a moment.",
         }

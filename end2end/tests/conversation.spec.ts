@@ -131,11 +131,25 @@ test("a login sent before the page's script runs says why it was refused, then g
   await page.getByRole("button", { name: "Log in" }).click();
   await expect(page).toHaveURL(/\/login\?next=%2Fr%2Fgeneral&error=wrong_login$/);
   await expect(page.getByRole("alert")).toHaveText("Wrong username or password.");
+  const refusedAt = page.url();
   await page.getByLabel("Username").fill(ana.username);
   await page.locator("#password").fill(PASSWORD);
   await page.getByRole("button", { name: "Log in" }).click();
   await expect(page).toHaveURL(/\/r\/general$/);
   await context.close();
+
+  // With the script, the page says it once: the code leaves the address, so neither a
+  // reload nor coming back to the page says it again.
+  const live = await browser.newContext();
+  const livePage = await live.newPage();
+  await livePage.goto(refusedAt);
+  await hydrated(livePage);
+  await expect(livePage).toHaveURL(/\/login\?next=%2Fr%2Fgeneral$/);
+  await expect(livePage.getByRole("alert")).toHaveText("Wrong username or password.");
+  await livePage.reload();
+  await hydrated(livePage);
+  await expect(livePage.getByRole("alert")).toHaveText("");
+  await live.close();
 });
 
 test("on a phone the rooms drawer takes focus, closes on Escape and gives focus back", async ({ browser }, testInfo) => {

@@ -658,8 +658,12 @@ async fn a_refused_plain_form_post_goes_back_to_the_form_with_a_code() {
 
     let page = server.get("/login?next=%2Fr%2Fgeneral&error=wrong_login", None).await.text().await.unwrap();
     assert!(page.contains("Wrong username or password."), "the form says why");
-    let page = server.get("/login?error=Your+account+is+locked", None).await.text().await.unwrap();
-    assert!(!page.contains("Your account is locked"), "only known codes are shown");
+    for crafted in ["Your+account+is+locked", "wrong_login%20", "WRONG_LOGIN"] {
+        let page = server.get(&format!("/login?error={crafted}"), None).await.text().await.unwrap();
+        for said in ["locked", "Wrong username", "taken", "Too many", "Check what", "went wrong"] {
+            assert!(!page.contains(said), "only known codes are shown: {crafted} showed {said:?}");
+        }
+    }
 
     let response = post("/api/login", "application/json", wrong).await.unwrap();
     assert_eq!(response.status(), 401);

@@ -4,7 +4,11 @@
 
 use leptos::{prelude::*, server_fn::ServerFn};
 use leptos_meta::Title;
-use leptos_router::{components::A, hooks::use_query_map};
+use leptos_router::{
+    components::A,
+    hooks::{use_location, use_navigate, use_query_map},
+    NavigateOptions,
+};
 
 use super::form_post::FormPost;
 use crate::{
@@ -24,8 +28,21 @@ const BUTTON: &str = "w-full rounded-lg bg-indigo-600 px-4 py-2.5 font-semibold 
 /// for it in the address.
 fn form_post() -> FormPost {
     let post = FormPost::new();
-    let refused = use_query_map().with_untracked(|query| query.get("error")).and_then(|code| FormRefusal::from_code(&code));
+    let query = use_query_map();
+    let refused = query.with_untracked(|query| query.get("error")).and_then(|code| FormRefusal::from_code(&code));
     post.error.set(refused.map(|refusal| refusal.text().to_string()));
+    if refused.is_some() {
+        // Said once: a reload, or coming back here after logging in, must not say it
+        // again. (Effects run only in the browser, once the page is live.)
+        let navigate = use_navigate();
+        let location = use_location();
+        Effect::new(move || {
+            let mut kept = query.get_untracked();
+            kept.remove("error");
+            let address = format!("{}{}", location.pathname.get_untracked(), kept.to_query_string());
+            navigate(&address, NavigateOptions { replace: true, scroll: false, ..Default::default() });
+        });
+    }
     post
 }
 

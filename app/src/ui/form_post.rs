@@ -6,7 +6,7 @@
 //!
 //! Leptos's `ActionForm` does the same, but it brings the server-function client, its
 //! form decoding (`serde_qs`) and actions into the bundle: 32 KB of the compressed
-//! WASM, a tenth of it, for three forms, of which this handler takes 4 KB back
+//! WASM, a tenth of it, for three forms, of which this handler and its refusals take 5 KB back
 //! (docs/benchmarks.md, "Page weight"). The
 //! server's side stays Leptos's server functions (`crate::auth`); this is only the
 //! browser's way of calling them, with the same form body they read.
@@ -17,7 +17,8 @@ use leptos::{ev::SubmitEvent, prelude::*};
 #[derive(Clone, Copy)]
 pub struct FormPost {
     pub pending: RwSignal<bool>,
-    /// What the server (or the network) said went wrong with the last post.
+    /// What the server (or the network) said went wrong with the last post, or with
+    /// the plain post that led to this page (`auth_pages`).
     pub error: RwSignal<Option<String>>,
 }
 
@@ -84,7 +85,9 @@ mod browser {
 
     /// Posts `form` to its `action` as the browser would (URL-encoded fields), but
     /// asking for the server function's own answer rather than a page: `Location`
-    /// without a redirect on success, the error with its status otherwise.
+    /// without a redirect on success, the error with its status otherwise. A redirect
+    /// that fetch followed gives where it led; an error that is not the server
+    /// function's (refused before it ran) is told by its status.
     pub async fn post(form: &web_sys::HtmlFormElement) -> Result<Option<String>, ServerFnError> {
         // Only "could not reach the server" is shown for these; the cause is the
         // browser's to tell (in its console).
