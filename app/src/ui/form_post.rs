@@ -6,10 +6,10 @@
 //!
 //! Leptos's `ActionForm` does the same, but it brings the server-function client, its
 //! form decoding (`serde_qs`) and actions into the bundle: 32 KB of the compressed
-//! WASM, a tenth of it, for three forms, of which this handler and its refusals take 5 KB back
-//! (docs/benchmarks.md, "Page weight"). The
-//! server's side stays Leptos's server functions (`crate::auth`); this is only the
-//! browser's way of calling them, with the same form body they read.
+//! WASM, a tenth of it, for three forms, of which this handler and its refusals take
+//! 5 KB back (docs/benchmarks.md, "Page weight"). The server's side stays Leptos's
+//! server functions (`crate::auth`); this is only the browser's way of calling them,
+//! with the same form body they read.
 
 use leptos::{ev::SubmitEvent, prelude::*};
 
