@@ -99,6 +99,24 @@ test("a taken username is refused in place, keeping what was typed", async ({ br
   await context.close();
 });
 
+test("a refusal before the server function runs says what happened, and log out shows it too", async ({ browser }) => {
+  const ana = await newUser(browser, "ana");
+  const page = ana.page;
+  // What the per-address request limit answers: not a server function's error.
+  await page.route("**/api/logout", (route) =>
+    route.fulfill({ status: 429, headers: { "retry-after": "7", "content-type": "application/json" }, body: '{"error":"slow down"}' }),
+  );
+  await openRooms(page);
+  await page.getByRole("button", { name: "Log out" }).click();
+  await expect(page.getByRole("alert").filter({ hasText: "Too many" })).toHaveText("Too many requests. Try again in 7 s.");
+  await expect(page.getByRole("button", { name: "Log out" })).toBeEnabled();
+  await expect(page.getByTestId("connection-state")).toHaveAttribute("data-state", "online");
+  await page.unroute("**/api/logout");
+  await page.getByRole("button", { name: "Log out" }).click();
+  await expect(page).toHaveURL(/\/login/);
+  await ana.context.close();
+});
+
 test("chat pages ask for a login and then return to where you were going", async ({ browser }) => {
   const context = await browser.newContext();
   const page = await context.newPage();
