@@ -105,7 +105,6 @@ pub fn urlencode(value: &str) -> String {
         .collect()
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,41 +209,30 @@ mod tests {
                 let path = safe_return_path(Some(&prefixed));
                 prop_assert!(path == "/" || path == prefixed);
             }
-        }
-    }
 
-}
-
-#[cfg(test)]
-mod urlencode_tests {
-    use proptest::prelude::*;
-
-    use super::urlencode;
-    use crate::test_text::any_text;
-
-    /// Reverses `urlencode`, refusing anything it would not have written.
-    fn decode(encoded: &str) -> Option<String> {
-        let mut bytes = Vec::new();
-        let mut rest = encoded.as_bytes();
-        while let Some((&first, tail)) = rest.split_first() {
-            if first == b'%' {
-                let hex = std::str::from_utf8(tail.get(..2)?).ok()?;
-                bytes.push(u8::from_str_radix(hex, 16).ok()?);
-                rest = &tail[2..];
-            } else {
-                bytes.push(first);
-                rest = tail;
+            #[test]
+            fn any_next_address_survives_the_round_trip(text in any_text()) {
+                let encoded = urlencode(&text);
+                prop_assert!(encoded.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.~%".contains(&b)));
+                prop_assert_eq!(decode(&encoded), Some(text));
             }
         }
-        String::from_utf8(bytes).ok()
-    }
 
-    proptest! {
-        #[test]
-        fn any_next_address_survives_the_round_trip(text in any_text()) {
-            let encoded = urlencode(&text);
-            prop_assert!(encoded.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.~%".contains(&b)));
-            prop_assert_eq!(decode(&encoded), Some(text));
+        /// Reverses `urlencode`, refusing anything it would not have written.
+        fn decode(encoded: &str) -> Option<String> {
+            let mut bytes = Vec::new();
+            let mut rest = encoded.as_bytes();
+            while let Some((&first, tail)) = rest.split_first() {
+                if first == b'%' {
+                    let hex = std::str::from_utf8(tail.get(..2)?).ok()?;
+                    bytes.push(u8::from_str_radix(hex, 16).ok()?);
+                    rest = &tail[2..];
+                } else {
+                    bytes.push(first);
+                    rest = tail;
+                }
+            }
+            String::from_utf8(bytes).ok()
         }
     }
 }

@@ -11,7 +11,7 @@ use std::{
     time::Duration,
 };
 
-use app::{protocol::UserRef, validation};
+use app::{auth::FormRefusal, protocol::UserRef, validation};
 use argon2::password_hash::rand_core::{OsRng, RngCore};
 use axum::http::HeaderMap;
 use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
@@ -119,7 +119,8 @@ impl Accounts {
         let now = unix_millis();
         let user = match self.store.create_user(username, &display_name, &password_hash, now).await {
             Ok(user) => user,
-            Err(StoreError::Conflict) => return Err(AppError::Conflict("That username is taken.")),
+            // Said as the form says it when it comes back without its script.
+            Err(StoreError::Conflict) => return Err(AppError::Conflict(FormRefusal::Taken.text())),
             Err(err) => return Err(err.into()),
         };
         self.chat.add_member(&user, self.chat.default_room(), None).await?;

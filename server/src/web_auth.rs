@@ -1,7 +1,10 @@
 //! Sessions on the HTTP side: the backend of the login/register/logout server
 //! functions, and the guard that sends visitors without a session to the login page.
 
-use app::auth::backend::{AuthBackend, AuthFailure};
+use app::auth::{
+    backend::{AuthBackend, AuthFailure},
+    FormRefusal,
+};
 use axum::{
     extract::{Request, State},
     http::request::Parts,
@@ -35,7 +38,7 @@ fn failure(err: AppError) -> AuthFailure {
     }
     let status = err.status().as_u16();
     let message = match err {
-        AppError::Unauthorized => "Wrong username or password.".to_string(),
+        AppError::Unauthorized => FormRefusal::WrongLogin.text().to_string(),
         other => other.to_string(),
     };
     AuthFailure { status, message, retry_after_secs }
