@@ -38,8 +38,6 @@ pub mod backend {
         async fn login(&self, request: &http::request::Parts, username: String, password: String) -> Result<String, AuthFailure>;
         /// Ends the request's session, if any; returns the cookie-clearing `Set-Cookie`.
         async fn logout(&self, request: &http::request::Parts) -> String;
-        /// The user of the request's session, if it is live.
-        async fn current_user(&self, request: &http::request::Parts) -> Result<Option<crate::protocol::UserRef>, AuthFailure>;
     }
 
     pub type SharedAuthBackend = Arc<dyn AuthBackend>;
@@ -79,7 +77,7 @@ pub mod backend {
         ServerFnError::new(failure.message)
     }
 
-    pub(super) fn refuse(failure: AuthFailure) -> ServerFnError {
+    fn refuse(failure: AuthFailure) -> ServerFnError {
         if let (Some(response), Ok(status)) =
             (use_context::<leptos_axum::ResponseOptions>(), http::StatusCode::from_u16(failure.status))
         {
@@ -133,14 +131,6 @@ pub async fn logout() -> Result<(), ServerFnError> {
     backend::set_cookie(&cookie);
     leptos_axum::redirect("/login", TEMPORARY);
     Ok(())
-}
-
-/// Who is logged in, if anyone: lets the browser tell "logged out" from "server
-/// unreachable" when its socket cannot connect.
-#[server(prefix = "/api", endpoint = "session")]
-pub async fn session_user() -> Result<Option<crate::protocol::UserRef>, ServerFnError> {
-    let (backend, request) = backend::context()?;
-    backend.current_user(&request).await.map_err(backend::refuse)
 }
 
 /// What went wrong with an account form posted as plain HTML, carried back to the form

@@ -1,13 +1,38 @@
 //! The wire protocol between the browser and the server.
 //!
 //! Both sides compile this one module, so a message cannot be spelled one way by the
-//! client and another by the server. Frames are JSON text; every enum is internally
-//! tagged by `type` so a frame reads like `{"type":"ping","id":7}`.
+//! client and another by the server. Frames are JSON text. What the browser sends is
+//! tagged inside by `type`, `{"type":"ping","id":7}`, which lets the server name the
+//! request of a frame it refuses. What the server sends is tagged outside,
+//! `{"pong":{"id":7}}`: serde can decode an enum tagged inside only by buffering each
+//! frame first, and that buffering costs the browser's WASM about 4 KB compressed.
+//!
+//! A page names the protocol it speaks when it opens its socket ([`socket_path`]); one
+//! left open across a deploy that changed the protocol is told it is out of date
+//! ([`close_code::OUTDATED`]) and offers a reload, rather than misreading frames.
 
 use serde::{Deserialize, Serialize};
 
-/// Bumped whenever a change would confuse an older client; sent in [`ServerMsg::Hello`].
-pub const PROTOCOL_VERSION: u32 = 2;
+/// Bumped whenever a change would confuse an older client: a page speaking another
+/// version is closed with [`close_code::OUTDATED`]. Also sent in [`ServerMsg::Hello`].
+pub const PROTOCOL_VERSION: u32 = 3;
+
+/// The chat socket's path and query: the protocol this page speaks, and `resume=1` when
+/// the page had a socket before (the server counts reconnects apart from opens).
+pub fn socket_path(resuming: bool) -> String {
+    let resume = if resuming { "&resume=1" } else { "" };
+    format!("/ws?protocol={PROTOCOL_VERSION}{resume}")
+}
+
+/// Close codes with which the server tells a page what to do next (4000–4999 are for
+/// applications in RFC 6455), where reconnecting would not help.
+pub mod close_code {
+    /// The session was logged out, expired, or never valid: log in again.
+    pub const SESSION_ENDED: u16 = 4001;
+    /// The page speaks another protocol version than the server (it was loaded before a
+    /// deploy): reload it.
+    pub const OUTDATED: u16 = 4009;
+}
 
 /// Chosen by the client for each request; every reply to that request carries it back
 /// so the client can match answers to questions even when events interleave.
@@ -28,9 +53,10 @@ pub struct UserRef {
 impl UserRef {
     /// Where this person sorts in lists of people: by display name ignoring letter
     /// case, then by id. The server pages online lists in this order and the browser
-    /// keeps them in it, so both must use this one definition.
+    /// keeps them in it, so both use this one definition (its case folding is the
+    /// browser's own in the WASM, the same mapping: see [`crate::text::lowercase`]).
     pub fn sort_key(&self) -> (String, UserId) {
-        (self.display_name.to_lowercase(), self.id)
+        (crate::text::lowercase(&self.display_name), self.id)
     }
 }
 
@@ -172,7 +198,7 @@ pub enum ClientMsg {
 
 /// Everything the server may say to a browser.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum ServerMsg {
     /// First frame on every connection: who you are and where you are a member.
     Hello {
@@ -387,6 +413,19 @@ mod tests {
         let text = serde_json::to_string(&ping).unwrap();
         assert_eq!(text, r#"{"type":"ping","id":7}"#);
         assert_eq!(ClientMsg::decode(&text).unwrap(), ping);
+    }
+
+    #[test]
+    fn server_messages_are_tagged_outside() {
+        assert_eq!(ServerMsg::Pong { id: 7 }.encode(), r#"{"pong":{"id":7}}"#);
+        let typing = ServerMsg::Typing { room_id: 2, users: Vec::new() };
+        assert_eq!(typing.encode(), r#"{"typing":{"room_id":2,"users":[]}}"#);
+    }
+
+    #[test]
+    fn the_socket_path_names_this_protocol() {
+        assert_eq!(socket_path(false), format!("/ws?protocol={PROTOCOL_VERSION}"));
+        assert_eq!(socket_path(true), format!("/ws?protocol={PROTOCOL_VERSION}&resume=1"));
     }
 
     #[test]

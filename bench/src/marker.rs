@@ -76,7 +76,7 @@ mod tests {
         };
         let text = marker.text("Ótimo! ação 🎉");
         for frame in [
-            format!(r#"{{"type":"message","message":{{"text":"{text}"}}}}"#),
+            format!(r#"{{"message":{{"message":{{"text":"{text}"}}}}}}"#),
             format!(r#"42["chat",{{"room":"r1","text":"{text}"}}]"#),
             text.clone(),
         ] {
@@ -94,7 +94,7 @@ mod tests {
             "#Bx.2.3#",
             "#B1.2.3.4#",
             "Ó#B",
-            "{\"type\":\"pong\"}",
+            "{\"pong\":{\"id\":1}}",
         ] {
             assert_eq!(Marker::find(frame), None, "{frame}");
         }

@@ -49,7 +49,7 @@ impl Dialect {
             .map_err(|e| format!("connect: {e}"))?;
         stream.set_nodelay(true).map_err(|e| e.to_string())?;
         let url = match self.kind {
-            Kind::Parley => format!("ws://{server}/ws"),
+            Kind::Parley => format!("ws://{server}{}", app::protocol::socket_path(false)),
             Kind::Socketio => format!("ws://{server}/socket.io/?EIO=4&transport=websocket"),
             Kind::Bare => format!("ws://{server}/ws?room=r{}", seat.room),
         };
@@ -65,7 +65,7 @@ impl Dialect {
             .map_err(|e| format!("handshake: {e}"))?;
         match self.kind {
             Kind::Parley => {
-                next_text_starting(&mut socket, r#"{"type":"hello""#).await?;
+                next_text_starting(&mut socket, r#"{"hello":"#).await?;
             }
             Kind::Socketio => {
                 next_text_starting(&mut socket, "0").await?;

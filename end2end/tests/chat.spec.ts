@@ -30,6 +30,28 @@ test("two people join a new room, see each other's names, notices and messages",
   await bob.context.close();
 });
 
+test("the online list keeps names in order whatever their letter case, as people arrive", async ({ browser }) => {
+  const watcher = await newUser(browser, "mia", "Mia");
+  const room = uniqueName("cases").replace(/_/g, "-");
+  await createRoom(watcher.page, room);
+  const presence = watcher.page.getByTestId("presence");
+  await presence.locator("summary").click();
+  const names = presence.getByTestId("online-name");
+  await expect(names).toHaveText(["Mia"]);
+
+  // Each arrival is placed by this page itself (the server only says who came), so
+  // the page must fold case as the server does: "Zé" after "ana", "éden" before "Élia".
+  const arrivals = [];
+  for (const name of ["Zé", "ana", "Élia", "éden"]) {
+    const person = await newUser(browser, "case", name);
+    await joinRoom(person.page, room);
+    arrivals.push(person);
+  }
+  await expect(names).toHaveText(["ana", "Mia", "Zé", "éden", "Élia"]);
+  await expect(presence.locator("summary")).toContainText("5 online");
+  for (const person of [watcher, ...arrivals]) await person.context.close();
+});
+
 test("a reload keeps the session and the history", async ({ browser }) => {
   const carol = await newUser(browser, "carol");
   const room = uniqueName("keep").replace(/_/g, "-");
@@ -157,4 +179,22 @@ test("chat pages ask for a login and then return to where you were going", async
   await expect(page).toHaveURL(/\/login\?next=/);
   await context.close();
   await other.close();
+});
+
+test("a log in turned into a redirect on its way goes where the redirect led", async ({ browser }) => {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  // Stands in for something in front of the server (a proxy's maintenance or sign-on
+  // page) answering the post with a redirect: fetch follows it, and so must the page.
+  await page.route("**/api/login", (route) => route.fulfill({ status: 303, headers: { location: "/register?from=proxy" } }));
+  await page.goto("/login");
+  await hydrated(page);
+  await page.evaluate(() => ((window as unknown as { sameDocument: boolean }).sameDocument = true));
+  await page.getByLabel("Username").fill(uniqueName("rui"));
+  await page.getByLabel("Password", { exact: true }).fill(PASSWORD);
+  await page.getByRole("button", { name: "Log in" }).click();
+  await expect(page).toHaveURL(/\/register\?from=proxy$/);
+  await expect(page.getByRole("button", { name: "Create account" })).toBeVisible();
+  expect(await page.evaluate(() => (window as unknown as { sameDocument?: boolean }).sameDocument)).toBe(true);
+  await context.close();
 });

@@ -1,6 +1,9 @@
 import { expect, type Browser, type Page } from "@playwright/test";
 
 export const PASSWORD = "correct horse battery staple";
+/** The chat socket's path for this build (`app::protocol::socket_path`): a socket that
+ *  names another protocol version is closed as out of date. */
+export const SOCKET_PATH = "/ws?protocol=3";
 
 /** A username no other test (or project) in this run will pick. */
 export function uniqueName(prefix: string): string {

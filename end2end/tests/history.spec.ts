@@ -1,30 +1,33 @@
 import { expect, test, type Page } from "@playwright/test";
-import { createRoom, newUser, uniqueName } from "./helpers";
+import { SOCKET_PATH, createRoom, newUser, uniqueName } from "./helpers";
 
 /** Posts `count` messages into a room over a second socket of the same session. */
 async function seed(page: Page, roomName: string, count: number, label: string) {
   await page.evaluate(
-    async ({ roomName, count, label }) => {
-      const ws = new WebSocket(`${location.origin.replace(/^http/, "ws")}/ws`);
+    async ({ roomName, count, label, socketPath }) => {
+      const ws = new WebSocket(`${location.origin.replace(/^http/, "ws")}${socketPath}`);
       const frames: any[] = [];
+      let closed = "";
       let wake: () => void = () => {};
       ws.onmessage = (e) => { frames.push(JSON.parse(e.data)); wake(); };
+      ws.onclose = (e) => { closed = `socket closed with ${e.code} ${e.reason}`; wake(); };
       const next = async (pred: (f: any) => boolean) => {
         for (;;) {
           const i = frames.findIndex(pred);
           if (i >= 0) return frames.splice(i, 1)[0];
+          if (closed) throw new Error(closed);
           await new Promise<void>((r) => (wake = r));
         }
       };
-      const hello = await next((f) => f.type === "hello");
+      const { hello } = await next((f) => "hello" in f);
       const room = hello.rooms.find((r: any) => r.name === roomName);
       for (let n = 0; n < count; n++) {
         ws.send(JSON.stringify({ type: "send", id: n + 1, room_id: room.id, client_id: `${label}-${n}`, text: `${label} ${n}` }));
       }
-      for (let n = 0; n < count; n++) await next((f) => f.type === "sent" && f.id === n + 1);
+      for (let n = 0; n < count; n++) await next((f) => f.sent?.id === n + 1);
       ws.close();
     },
-    { roomName, count, label },
+    { roomName, count, label, socketPath: SOCKET_PATH },
   );
 }
 

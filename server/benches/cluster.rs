@@ -108,7 +108,7 @@ async fn main() {
 
 /// Opens a greeted socket; returns it with `#general`'s id.
 async fn connect(addr: SocketAddr, cookie: &str) -> (Socket, i64) {
-    let mut request = format!("ws://{addr}/ws").into_client_request().unwrap();
+    let mut request = format!("ws://{addr}{}", app::protocol::socket_path(false)).into_client_request().unwrap();
     request.headers_mut().insert("cookie", HeaderValue::from_str(cookie).unwrap());
     let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
     loop {

@@ -248,7 +248,7 @@ async fn connect(addr: SocketAddr, cookie: &str, receive_buffer: Option<u32>) ->
     }
     let stream = tcp.connect(addr).await.unwrap();
     stream.set_nodelay(true).unwrap();
-    let mut request = format!("ws://{addr}/ws").into_client_request().unwrap();
+    let mut request = format!("ws://{addr}{}", app::protocol::socket_path(false)).into_client_request().unwrap();
     request.headers_mut().insert("cookie", HeaderValue::from_str(cookie).unwrap());
     let (mut socket, _) = tokio_tungstenite::client_async(request, stream).await.expect("handshake");
     loop {

@@ -162,7 +162,7 @@ impl AuthEvent {
     }
 }
 
-const CLOSE_REASONS: [CloseReason; 7] = [
+const CLOSE_REASONS: [CloseReason; 8] = [
     CloseReason::PeerClosed,
     CloseReason::ShuttingDown,
     CloseReason::SlowConsumer,
@@ -170,6 +170,7 @@ const CLOSE_REASONS: [CloseReason; 7] = [
     CloseReason::HeartbeatTimeout,
     CloseReason::TooBig,
     CloseReason::PolicyViolation,
+    CloseReason::Outdated,
 ];
 
 fn close_label(reason: CloseReason) -> &'static str {
@@ -181,6 +182,7 @@ fn close_label(reason: CloseReason) -> &'static str {
         CloseReason::HeartbeatTimeout => "heartbeat",
         CloseReason::TooBig => "too_big",
         CloseReason::PolicyViolation => "rate_limit",
+        CloseReason::Outdated => "outdated",
     }
 }
 

@@ -116,12 +116,6 @@ impl AuthBackend for AccountsBackend {
         }
         accounts.clearing_cookie()
     }
-
-    async fn current_user(&self, request: &Parts) -> Result<Option<app::protocol::UserRef>, AuthFailure> {
-        let Some(token) = session_token(&request.headers) else { return Ok(None) };
-        let session = self.0.accounts.authenticate(&token).await.map_err(failure)?;
-        Ok(session.map(|session| session.user))
-    }
 }
 
 /// Pages that only make sense with a session.

@@ -2,9 +2,10 @@
 //! writes the connection's outbound queue.
 //!
 //! The handshake refuses a foreign `Origin` (403) and a user or address over its socket
-//! allowance (429). A missing or dead session is let through the handshake and closed
-//! at once with 4001: a browser cannot read the status of a refused handshake, and
-//! without a close code it could not tell "log in again" from "server down". After
+//! allowance (429). A page speaking another protocol version is let through the
+//! handshake and closed at once with 4009, and a missing or dead session with 4001: a
+//! browser cannot read the status of a refused handshake, and without a close code it
+//! could not tell "reload" or "log in again" from "server down". After
 //! the handshake every frame is metered (token buckets), oversized frames close the
 //! socket with 1009, and a client that keeps pushing after being refused is closed
 //! with 1008. A request that panics is answered with an `internal` error and the
@@ -17,7 +18,7 @@
 
 use std::{future::Future, net::IpAddr, panic::AssertUnwindSafe, pin::Pin, sync::Arc, task::Poll, time::Duration};
 
-use app::protocol::{ClientMsg, ErrorCode, ServerMsg};
+use app::protocol::{ClientMsg, ErrorCode, ServerMsg, PROTOCOL_VERSION};
 use axum::{
     extract::{
         ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade},
@@ -70,8 +71,13 @@ const CLOSE_INTERNAL_ERROR: u16 = 1011;
 struct Peer {
     ip: IpAddr,
     origin: String,
-    /// The page had a socket before this one (`/ws?resume=1`).
+    /// The page had a socket before this one (`&resume=1`).
     reconnecting: bool,
+}
+
+/// The value of `key` in a request's query, if present.
+fn query_value<'q>(query: Option<&'q str>, key: &str) -> Option<&'q str> {
+    query?.split('&').find_map(|pair| pair.strip_prefix(key)?.strip_prefix('='))
 }
 
 pub async fn upgrade(State(state): State<AppState>, request: Request) -> Result<Response, AppError> {
@@ -80,8 +86,10 @@ pub async fn upgrade(State(state): State<AppState>, request: Request) -> Result<
     let peer = Peer {
         ip: net::client_ip(&parts.extensions, headers, state.config.security.trust_forwarded_for),
         origin: headers.get(ORIGIN).and_then(|o| o.to_str().ok()).unwrap_or("-").to_string(),
-        reconnecting: parts.uri.query().is_some_and(|query| query.split('&').any(|pair| pair == "resume=1")),
+        reconnecting: query_value(parts.uri.query(), "resume") == Some("1"),
     };
+    // The version the page speaks (`/ws?protocol=N`, see `app::protocol::socket_path`).
+    let spoken: Option<u32> = query_value(parts.uri.query(), "protocol").and_then(|version| version.parse().ok());
     let tls = net::over_tls(headers, state.config.tls.enabled(), state.config.security.trust_forwarded_for);
     if !net::origin_allowed(headers, tls, &state.config.security.allowed_origins) {
         tracing::warn!(ip = %peer.ip, origin = %peer.origin, "socket refused: origin not allowed");
@@ -91,13 +99,17 @@ pub async fn upgrade(State(state): State<AppState>, request: Request) -> Result<
         tracing::info!(ip = %peer.ip, "not a WebSocket handshake: {rejection}");
         AppError::Invalid("Expected a WebSocket handshake.".into())
     })?;
-    // The address's allowance first: sockets turned away for want of a session count
-    // against it too while they are being closed.
+    // The address's allowance first: sockets turned away (another protocol, no
+    // session) count against it too while they are being closed.
     let Some(ip_slot) = state.limiters.socket_slot(peer.ip) else {
         metrics::rate_limited(Limit::SocketsPerAddress);
         tracing::warn!(ip = %peer.ip, "socket refused: too many sockets from this address");
         return Err(AppError::RateLimited(crate::limits::RetryAfter(Duration::from_secs(5))));
     };
+    if spoken != Some(PROTOCOL_VERSION) {
+        tracing::info!(ip = %peer.ip, ?spoken, "socket refused: the page speaks another protocol version");
+        return Ok(ws.on_upgrade(move |socket| refuse(socket, CloseReason::Outdated, ip_slot)));
+    }
     let session = match session_token(&parts.headers) {
         Some(token) => state.accounts.authenticate(&token).await?.map(|record| Session { token, record }),
         None => None,
@@ -881,5 +893,25 @@ mod tests {
         // 1,848 bytes when this was written (1,464 + 912 in two tasks before, 4,024 + 856
         // before the boxing); the bound leaves a little room to grow.
         assert!(task <= 2_048, "the socket's future is {task} bytes");
+    }
+
+    #[test]
+    fn query_values_are_found_by_their_whole_key() {
+        let query = Some("protocol=3&resume=1");
+        assert_eq!(query_value(query, "protocol"), Some("3"));
+        assert_eq!(query_value(query, "resume"), Some("1"));
+        assert_eq!(query_value(Some("xprotocol=3&protocolx=4"), "protocol"), None);
+        assert_eq!(query_value(Some("resume"), "resume"), None, "a key without a value");
+        assert_eq!(query_value(None, "protocol"), None);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_query_is_read_without_panicking(query in ".*", key in ".*") {
+            if let Some(value) = query_value(Some(&query), &key) {
+                let pair = format!("{key}={value}");
+                proptest::prop_assert!(query.contains(&pair));
+            }
+        }
     }
 }

@@ -2,9 +2,10 @@
 
 mod support;
 
+use app::protocol::{close_code, ServerMsg, PROTOCOL_VERSION};
 use support::{
     databases::TestDb,
-    server::{relaxed, session_cookie, TestServer, PASSWORD},
+    server::{relaxed, session_cookie, TestServer, WsClient, PASSWORD},
 };
 
 #[tokio::test]
@@ -50,6 +51,23 @@ async fn login_needs_the_right_password_and_ignores_username_case() {
     }
     let cookie = server.login("ALICE").await;
     server.connect(&cookie).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_page_speaking_another_protocol_is_told_to_reload() {
+    // A tab loaded before a deploy that changed the protocol is closed at once with
+    // 4009, session or not, so that it offers a reload instead of misreading frames.
+    let server = TestServer::start().await;
+    let cookie = server.register("alice").await;
+    let older = format!("/ws?protocol={}", PROTOCOL_VERSION - 1);
+    for path in ["/ws", "/ws?resume=1", &older, "/ws?protocol=x&resume=1", "/ws?resume=1&protocol=99"] {
+        assert_eq!(server.refusal_at(path, Some(&cookie)).await, close_code::OUTDATED, "{path}");
+        assert_eq!(server.refusal_at(path, None).await, close_code::OUTDATED, "{path}, no session");
+    }
+    let current = format!("/ws?resume=1&protocol={PROTOCOL_VERSION}");
+    let mut socket = WsClient::open_at(server.addr(), &current, Some(&cookie)).await.unwrap();
+    assert!(matches!(socket.next().await, ServerMsg::Hello { .. }), "the query's order does not matter");
     server.stop().await;
 }
 

@@ -567,7 +567,7 @@ impl Nginx {
     async fn socket(&self, cookie: &str) -> Result<WsClient, String> {
         use tokio_tungstenite::tungstenite::{client::IntoClientRequest, http::HeaderValue};
         let port = self.https_port;
-        let mut request = format!("wss://localhost:{port}/ws").into_client_request().unwrap();
+        let mut request = format!("wss://localhost:{port}{}", app::protocol::socket_path(false)).into_client_request().unwrap();
         request.headers_mut().insert("cookie", HeaderValue::from_str(cookie).unwrap());
         request.headers_mut().insert("origin", HeaderValue::from_str(&format!("https://localhost:{port}")).unwrap());
         let mut roots = rustls::RootCertStore::empty();

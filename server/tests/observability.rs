@@ -476,7 +476,7 @@ async fn sigterm_loses_no_acknowledged_message_and_clients_come_back() {
         let socket = tokio::net::TcpSocket::new_v4().unwrap();
         socket.set_recv_buffer_size(4096).unwrap();
         let tcp = socket.connect(server.addr).await.unwrap();
-        let mut request = format!("ws://{}/ws", server.addr).into_client_request().unwrap();
+        let mut request = format!("ws://{}{}", server.addr, app::protocol::socket_path(false)).into_client_request().unwrap();
         request.headers_mut().insert("cookie", HeaderValue::from_str(&server.register("stalled", PASSWORD).await).unwrap());
         tokio_tungstenite::client_async(request, tcp).await.unwrap().0
     };

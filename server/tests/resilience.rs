@@ -216,7 +216,7 @@ async fn a_retry_after_a_lost_acknowledgement_does_not_duplicate(db: TestDb) {
 }
 
 async fn socket(addr: std::net::SocketAddr, cookie: &str) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
-    let mut request = format!("ws://{addr}/ws").into_client_request().unwrap();
+    let mut request = format!("ws://{addr}{}", app::protocol::socket_path(false)).into_client_request().unwrap();
     request.headers_mut().insert("cookie", HeaderValue::from_str(cookie).unwrap());
     tokio_tungstenite::connect_async(request).await.unwrap().0
 }

@@ -23,7 +23,7 @@ async fn server_with(tweak: impl FnOnce(&mut Config)) -> TestServer {
 }
 
 async fn handshake_status(server: &TestServer, headers: &[(&str, &str)]) -> u16 {
-    let mut request = format!("ws://{}/ws", server.addr()).into_client_request().unwrap();
+    let mut request = format!("ws://{}{}", server.addr(), app::protocol::socket_path(false)).into_client_request().unwrap();
     for (name, value) in headers {
         let name = tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(name.as_bytes()).unwrap();
         request.headers_mut().insert(name, HeaderValue::from_str(value).unwrap());
@@ -51,7 +51,7 @@ async fn a_foreign_origin_cannot_open_a_socket() {
 async fn compression_is_never_negotiated() {
     let server = TestServer::start().await;
     let cookie = server.register("alice").await;
-    let mut request = format!("ws://{}/ws", server.addr()).into_client_request().unwrap();
+    let mut request = format!("ws://{}{}", server.addr(), app::protocol::socket_path(false)).into_client_request().unwrap();
     request.headers_mut().insert("cookie", HeaderValue::from_str(&cookie).unwrap());
     request.headers_mut().insert("sec-websocket-extensions", HeaderValue::from_static("permessage-deflate; client_max_window_bits"));
     let (_, response) = tokio_tungstenite::connect_async(request).await.unwrap();
@@ -320,8 +320,9 @@ async fn a_silent_peer_is_closed_after_the_heartbeat_timeout() {
     // (and fail writing to the closed socket before reaching the close frame).
     let mut peer = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
     let handshake = format!(
-        "GET /ws HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+        "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nCookie: {cookie}\r\n\r\n",
+        app::protocol::socket_path(false),
         server.addr()
     );
     peer.write_all(handshake.as_bytes()).await.unwrap();
@@ -464,14 +465,14 @@ async fn a_reader_that_never_reads_is_dropped_and_memory_stays_bounded() {
         socket.set_recv_buffer_size(4096).unwrap();
         socket.connect(server.addr).await.unwrap()
     };
-    let mut request = format!("ws://{}/ws", server.addr).into_client_request().unwrap();
+    let mut request = format!("ws://{}{}", server.addr, app::protocol::socket_path(false)).into_client_request().unwrap();
     request.headers_mut().insert("cookie", HeaderValue::from_str(&stalled_cookie).unwrap());
     let (stalled, _) = tokio_tungstenite::client_async(request, stalled_tcp).await.unwrap();
 
     let connect = |cookie: String| {
         let addr = server.addr;
         async move {
-            let mut request = format!("ws://{addr}/ws").into_client_request().unwrap();
+            let mut request = format!("ws://{addr}{}", app::protocol::socket_path(false)).into_client_request().unwrap();
             request.headers_mut().insert("cookie", HeaderValue::from_str(&cookie).unwrap());
             tokio_tungstenite::connect_async(request).await.unwrap().0
         }

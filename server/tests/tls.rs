@@ -114,7 +114,7 @@ async fn the_chat_socket_works_over_wss_with_tls_1_2_and_1_3() {
         .unwrap();
     let cookie = session_cookie(&registered).unwrap();
     for versions in [&[&rustls::version::TLS13][..], &[&rustls::version::TLS12][..]] {
-        let mut request = format!("wss://localhost:{port}/ws").into_client_request().unwrap();
+        let mut request = format!("wss://localhost:{port}{}", app::protocol::socket_path(false)).into_client_request().unwrap();
         request.headers_mut().insert("cookie", HeaderValue::from_str(&cookie).unwrap());
         request.headers_mut().insert("origin", HeaderValue::from_str(&format!("https://localhost:{port}")).unwrap());
         let tcp = tokio::net::TcpStream::connect(server.addr()).await.unwrap();

@@ -1,5 +1,6 @@
 //! The socket loop in the browser: connect, greet, read, and on any failure try again
-//! after a growing, jittered pause until the server says the session is over.
+//! after a growing, jittered pause until the server says the session is over or the
+//! page is out of date.
 //!
 //! The pause doubles from [`FIRST_CEILING_MS`] up to [`MAX_CEILING_MS`], half of it
 //! fixed and half random: one tab never retries faster than the schedule (a server
@@ -19,7 +20,7 @@ use gloo_net::websocket::{futures::WebSocket, Message, WebSocketError};
 use leptos::{prelude::*, task::spawn_local};
 
 use super::{platform, ChatClient, ConnState};
-use crate::protocol::ServerMsg;
+use crate::protocol::{close_code, socket_path, ServerMsg};
 
 /// Ceiling of the first pause; each failure doubles it.
 const FIRST_CEILING_MS: f64 = 1_000.0;
@@ -27,9 +28,6 @@ const MAX_CEILING_MS: f64 = 30_000.0;
 /// A connection that lasted this long was healthy: the next failure starts the
 /// schedule over.
 const STABLE_MS: f64 = 10_000.0;
-/// Close code the server uses when the session was logged out, expired, or was never
-/// valid (it lets the handshake through just to say so).
-const CLOSE_SESSION_ENDED: u16 = 4001;
 /// Close codes a server uses when it is going away or restarting (RFC 6455 1001, 1012).
 const CLOSE_RESTARTING: [u16; 2] = [1001, 1012];
 /// After a restart notice, each tab waits a random time up to this before its first
@@ -42,6 +40,8 @@ enum Ended {
     Dropped { greeted_for_ms: Option<f64>, server_restarting: bool },
     /// The server said the session is over.
     SessionEnded,
+    /// The server speaks another protocol version: only a reload can help.
+    Outdated,
     /// The browser went offline.
     Offline,
 }
@@ -61,6 +61,12 @@ pub(super) fn run(chat: ChatClient) {
             match ended {
                 Ended::SessionEnded => {
                     signed_out(chat);
+                    return;
+                }
+                // Left started: the chat page opening again must not start another
+                // loop, since only a reload can help.
+                Ended::Outdated => {
+                    chat.conn.try_set(ConnState::Outdated);
                     return;
                 }
                 // Reconnect as soon as the browser is back online (top of the loop).
@@ -185,12 +191,23 @@ async fn connect_once(chat: ChatClient, network: &mut mpsc::UnboundedReceiver<bo
                     }
                     chat.apply(msg);
                 }
+                // A greeting this page cannot read comes from a server of another
+                // version that does not check the page's (one not yet updated, during
+                // a deploy): try again later, perhaps reaching an updated one.
+                Err(err) if greeted_at.is_none() => {
+                    leptos::logging::warn!("dropping a socket whose greeting this page cannot read: {err}");
+                    break None;
+                }
                 Err(err) => leptos::logging::warn!("ignoring a frame this client does not understand: {err}"),
             },
             Some(Ok(Message::Bytes(_))) => {}
             Some(Err(WebSocketError::ConnectionClose(close))) => {
                 server_restarting = CLOSE_RESTARTING.contains(&close.code);
-                break (close.code == CLOSE_SESSION_ENDED).then_some(Ended::SessionEnded);
+                break match close.code {
+                    close_code::SESSION_ENDED => Some(Ended::SessionEnded),
+                    close_code::OUTDATED => Some(Ended::Outdated),
+                    _ => None,
+                };
             }
             // An `error` event is followed by the `close` event that says why.
             Some(Err(WebSocketError::ConnectionError)) => continue,
@@ -204,14 +221,12 @@ async fn connect_once(chat: ChatClient, network: &mut mpsc::UnboundedReceiver<bo
     ended.unwrap_or(Ended::Dropped { greeted_for_ms, server_restarting })
 }
 
-/// The socket's address; `resume=1` tells the server (and its metrics) that this page
-/// is reconnecting rather than opening.
+/// The socket's address, on this page's host.
 fn socket_url(resuming: bool) -> String {
     let location = window().location();
     let scheme = match location.protocol().as_deref() {
         Ok("https:") => "wss:",
         _ => "ws:",
     };
-    let resume = if resuming { "?resume=1" } else { "" };
-    format!("{scheme}//{}/ws{resume}", location.host().unwrap_or_default())
+    format!("{scheme}//{}{}", location.host().unwrap_or_default(), socket_path(resuming))
 }

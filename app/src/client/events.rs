@@ -192,7 +192,7 @@ impl ChatClient {
         self.rooms.update(|rooms| {
             rooms.retain(|r| r.id != room.id);
             rooms.push(room);
-            rooms.sort_by_key(|r| (r.kind == RoomKind::Direct, sidebar_name(r).to_lowercase()));
+            rooms.sort_by_cached_key(|r| (r.kind == RoomKind::Direct, crate::text::lowercase(&sidebar_name(r))));
         });
     }
 

@@ -35,6 +35,9 @@ pub enum ConnState {
     Reconnecting,
     /// The session ended (logout elsewhere, expiry): no reconnecting until login.
     SignedOut,
+    /// The server was updated to a protocol this page does not speak: no reconnecting
+    /// until the page is reloaded.
+    Outdated,
 }
 
 /// How far one of your messages has got, as the sender of a direct message sees it.
@@ -213,7 +216,7 @@ impl ChatClient {
                         .filter(|m| m.user.id != sender && m.read_seq >= seq)
                         .map(|m| m.user.clone())
                         .collect();
-                    readers.sort_by_key(|u| u.display_name.to_lowercase());
+                    readers.sort_by_cached_key(|u| crate::text::lowercase(&u.display_name));
                     readers
                 })
                 .unwrap_or_default()

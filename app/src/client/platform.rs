@@ -1,6 +1,6 @@
 //! The few browser facilities the chat model needs: clock, timers, random ids, page
-//! attention and notifications. On the server (which never runs effects) these are
-//! inert stand-ins so the model compiles for both.
+//! attention, notifications and reloading the page. On the server (which never runs
+//! effects) these are inert stand-ins so the model compiles for both.
 
 use super::ChatClient;
 
@@ -96,10 +96,18 @@ mod browser {
         options.set_tag("parley");
         let _ = web_sys::Notification::new_with_options(title, &options);
     }
+
+    /// Loads the page again from the server. Only for a page that is out of date: the
+    /// router's navigation would keep running the code this page loaded with.
+    pub fn reload_page() {
+        let _ = window().location().reload();
+    }
 }
 
 #[cfg(feature = "hydrate")]
-pub use browser::{after, ask_notification_permission, before_next_paint, new_client_id, notify, now_ms, watch_attention};
+pub use browser::{
+    after, ask_notification_permission, before_next_paint, new_client_id, notify, now_ms, reload_page, watch_attention,
+};
 
 #[cfg(not(feature = "hydrate"))]
 mod server {
@@ -116,7 +124,10 @@ mod server {
     pub fn watch_attention(_chat: ChatClient) {}
     pub fn ask_notification_permission(_chat: ChatClient) {}
     pub fn notify(_title: &str, _body: &str) {}
+    pub fn reload_page() {}
 }
 
 #[cfg(not(feature = "hydrate"))]
-pub use server::{after, ask_notification_permission, before_next_paint, new_client_id, notify, now_ms, watch_attention};
+pub use server::{
+    after, ask_notification_permission, before_next_paint, new_client_id, notify, now_ms, reload_page, watch_attention,
+};

@@ -6,7 +6,7 @@ use leptos_router::hooks::{use_navigate, use_params_map};
 
 use super::{composer::Composer, messages::MessageList, sidebar::Sidebar, Avatar};
 use crate::{
-    client::{sidebar_name, ChatClient, ConnState},
+    client::{platform, sidebar_name, ChatClient, ConnState},
     protocol::{RoomId, RoomKind, RoomSummary},
 };
 
@@ -95,6 +95,7 @@ pub fn ChatPage() -> impl IntoView {
             <main class="relative flex min-w-0 flex-1 flex-col" inert=move || drawer_open.get()>
                 <RoomHeader room=current drawer_open=drawer_open menu_button=menu_button />
                 <AlertBar />
+                <OutdatedBar />
                 {move || match current_id.get() {
                     Some(room_id) => view! {
                         <MessageList room_id=room_id />
@@ -188,7 +189,7 @@ fn OnlineList(room_id: RoomId) -> impl IntoView {
                     <For each=move || here.get().listed key=|user| user.id let:user>
                         <li class="flex items-center gap-2 rounded-lg px-2 py-1 text-sm">
                             <Avatar name=user.display_name.clone() user_id=user.id small=true />
-                            <span class="truncate">{user.display_name.clone()}</span>
+                            <span class="truncate" data-testid="online-name">{user.display_name.clone()}</span>
                         </li>
                     </For>
                 </ul>
@@ -214,6 +215,7 @@ fn ConnectionBadge() -> impl IntoView {
         ConnState::Online => ("online", "Online", "bg-emerald-500"),
         ConnState::Reconnecting => ("reconnecting", "Reconnecting…", "bg-amber-500 animate-pulse"),
         ConnState::SignedOut => ("signed-out", "Signed out", "bg-slate-400"),
+        ConnState::Outdated => ("outdated", "Out of date", "bg-slate-400"),
     };
     view! {
         <span
@@ -249,6 +251,37 @@ fn AlertBar() -> impl IntoView {
                     })
             }}
         </div>
+    }
+}
+
+/// Shown once the server has said this page speaks an older protocol (a deploy
+/// happened while it was open): the socket stays closed until the page is reloaded.
+#[component]
+fn OutdatedBar() -> impl IntoView {
+    let chat = expect_context::<ChatClient>();
+    view! {
+        <Show when=move || chat.conn.get() == ConnState::Outdated>
+            <div
+                role="alert"
+                class="flex items-center gap-3 bg-amber-50 px-4 py-2 text-sm text-amber-900 dark:bg-amber-950 dark:text-amber-100"
+            >
+                <span class="flex-1">
+                    "Parley was updated while this page was open. Reload to keep chatting."
+                    {move || match chat.outbox.with(Vec::len) {
+                        0 => String::new(),
+                        1 => " The message not sent yet would be lost: copy it first.".to_string(),
+                        unsent => format!(" The {unsent} messages not sent yet would be lost: copy them first."),
+                    }}
+                </span>
+                <button
+                    type="button"
+                    class="rounded-lg bg-indigo-600 px-3 py-1 font-semibold text-white hover:bg-indigo-700 focus:outline-none focus-visible:ring-4 focus-visible:ring-indigo-400/60"
+                    on:click=|_| platform::reload_page()
+                >
+                    "Reload"
+                </button>
+            </div>
+        </Show>
     }
 }
 

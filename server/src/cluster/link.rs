@@ -47,8 +47,12 @@ use crate::{
     storage::Store,
 };
 
-/// The channel every node publishes to and listens on.
-const CHANNEL: &str = "parley:events";
+/// The channel every node publishes to and listens on. Named by the browser protocol's
+/// version, because events carry frames encoded for pages: during a deploy that changes
+/// it, nodes of the two versions do not hand each other frames their pages cannot read
+/// (their pages meet again in the database, and a gap in a room's numbers makes a page
+/// catch up).
+static CHANNEL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| format!("parley:events:v{}", app::protocol::PROTOCOL_VERSION));
 /// Sorted set of nodes, scored by their last heartbeat (Unix milliseconds).
 const NODES: &str = "parley:nodes";
 /// Events waiting to be published, at most. Past this the hub is not held up: the
@@ -202,7 +206,7 @@ pub async fn start(settings: Settings, hub: Arc<Hub>, store: Arc<dyn Store>, sto
     let mut subscriber = ConnectionManager::new_with_config(client, config.set_push_sender(push_sender).set_automatic_resubscription())
         .await
         .map_err(failed)?;
-    subscriber.subscribe(CHANNEL).await.map_err(failed)?;
+    subscriber.subscribe(CHANNEL.as_str()).await.map_err(failed)?;
 
     let health = Arc::new(ClusterHealth::default());
     let (outbox, queued) = mpsc::channel(OUTBOX_EVENTS);
@@ -227,7 +231,7 @@ pub async fn start(settings: Settings, hub: Arc<Hub>, store: Arc<dyn Store>, sto
     let _: () = redis::pipe()
         .del(presence_key(&shared.node))
         .ignore()
-        .publish(CHANNEL, wire::encode(&shared.node, &Event::NodeUp, ""))
+        .publish(CHANNEL.as_str(), wire::encode(&shared.node, &Event::NodeUp, ""))
         .ignore()
         .query_async(&mut commands)
         .await
@@ -330,7 +334,7 @@ impl Shared {
                         }
                     }
                     let frame = frame.as_ref().map_or("", |frame| frame.as_str());
-                    pipe.publish(CHANNEL, wire::encode(&self.node, event, frame)).ignore();
+                    pipe.publish(CHANNEL.as_str(), wire::encode(&self.node, event, frame)).ignore();
                 }
                 Outgoing::Presence(people) => {
                     pipe.del(&key).ignore();
@@ -338,13 +342,13 @@ impl Shared {
                         pipe.hset(&key, user.id, presence_entry(user, rooms, *sockets)).ignore();
                     }
                     pipe.pexpire(&key, self.ttl.as_millis() as i64).ignore();
-                    pipe.publish(CHANNEL, wire::encode(&self.node, &Event::NodeUp, "")).ignore();
+                    pipe.publish(CHANNEL.as_str(), wire::encode(&self.node, &Event::NodeUp, "")).ignore();
                 }
             }
         }
         let lost = self.lost.swap(false, Ordering::AcqRel);
         if lost {
-            pipe.publish(CHANNEL, wire::encode(&self.node, &Event::CatchUp, "")).ignore();
+            pipe.publish(CHANNEL.as_str(), wire::encode(&self.node, &Event::CatchUp, "")).ignore();
         }
         let mut commands = self.commands.clone();
         let written = match tokio::time::timeout(ROUND_TRIP, pipe.exec_async(&mut commands)).await {

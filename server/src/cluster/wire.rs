@@ -160,7 +160,7 @@ mod tests {
             Event::NodeUp,
             Event::CatchUp,
         ];
-        let frame = "{\"type\":\"message\",\"text\":\"Ótimo!\\n\"}\n";
+        let frame = "{\"message\":{\"text\":\"Ótimo!\\n\"}}\n";
         for event in events {
             let received = decode(&encode("node-ç", &event, frame)).unwrap();
             assert_eq!(received, Received { node: "node-ç".into(), event, frame: frame.into() });

@@ -40,6 +40,9 @@ pub enum CloseReason {
     TooBig,
     /// The client kept sending after being told to slow down (RFC 6455 1008).
     PolicyViolation,
+    /// The page speaks another protocol version (it was loaded before a deploy);
+    /// reloading it gets the current one.
+    Outdated,
 }
 
 impl CloseReason {
@@ -50,7 +53,8 @@ impl CloseReason {
             CloseReason::HeartbeatTimeout => 4000,
             CloseReason::TooBig => 1009,
             CloseReason::PolicyViolation => 1008,
-            CloseReason::SessionEnded => 4001,
+            CloseReason::SessionEnded => app::protocol::close_code::SESSION_ENDED,
+            CloseReason::Outdated => app::protocol::close_code::OUTDATED,
             CloseReason::SlowConsumer => 4008,
         }
     }
@@ -64,6 +68,7 @@ impl CloseReason {
             CloseReason::HeartbeatTimeout => "heartbeat timeout",
             CloseReason::TooBig => "message too big",
             CloseReason::PolicyViolation => "too many requests",
+            CloseReason::Outdated => "page out of date",
         }
     }
 }

@@ -91,7 +91,7 @@ pub async fn join_crowd(server: SocketAddr, from: IpAddr, cookie: &str) -> Resul
     let socket = TcpSocket::new_v4().map_err(|e| e.to_string())?;
     socket.bind(SocketAddr::new(from, 0)).map_err(|e| e.to_string())?;
     let stream = socket.connect(server).await.map_err(|e| e.to_string())?;
-    let mut request = format!("ws://{server}/ws").into_client_request().unwrap();
+    let mut request = format!("ws://{server}{}", app::protocol::socket_path(false)).into_client_request().unwrap();
     request.headers_mut().insert("cookie", HeaderValue::from_str(cookie).unwrap());
     let (ws, _) = tokio_tungstenite::client_async(request, stream).await.map_err(|e| e.to_string())?;
     let (mut sink, mut ws) = ws.split();

@@ -140,7 +140,12 @@ impl TestServer {
     /// close code a socket gets at once (4001 when the session is not live). Panics if
     /// the socket is greeted instead.
     pub async fn refusal(&self, cookie: Option<&str>) -> u16 {
-        match self.try_connect(cookie).await {
+        self.refusal_at(&app::protocol::socket_path(false), cookie).await
+    }
+
+    /// [`TestServer::refusal`] for a socket opened at `path` (with its query).
+    pub async fn refusal_at(&self, path: &str, cookie: Option<&str>) -> u16 {
+        match WsClient::open_at(self.addr(), path, cookie).await {
             Err(status) => status,
             Ok(mut socket) => match socket.read().await {
                 Frame::Closed(close) => close.map_or(1006, |frame| u16::from(frame.code)),
@@ -158,7 +163,12 @@ impl TestServer {
 impl WsClient {
     /// Opens a socket to the server at `addr`; the handshake's HTTP status if refused.
     pub async fn open(addr: std::net::SocketAddr, cookie: Option<&str>) -> Result<WsClient, u16> {
-        let mut request = format!("ws://{addr}/ws").into_client_request().unwrap();
+        WsClient::open_at(addr, &app::protocol::socket_path(false), cookie).await
+    }
+
+    /// [`WsClient::open`] at `path` (with its query).
+    pub async fn open_at(addr: std::net::SocketAddr, path: &str, cookie: Option<&str>) -> Result<WsClient, u16> {
+        let mut request = format!("ws://{addr}{path}").into_client_request().unwrap();
         if let Some(cookie) = cookie {
             request.headers_mut().insert("cookie", HeaderValue::from_str(cookie).unwrap());
         }
