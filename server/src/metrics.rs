@@ -54,6 +54,7 @@ pub const BUILD_INFO: &str = "parley_build_info";
 pub const CLUSTER_EVENTS: &str = "parley_cluster_events_total";
 pub const CLUSTER_CATCHUPS: &str = "parley_cluster_catchups_total";
 pub const REDIS_UP: &str = "parley_redis_up";
+pub const MEMORY_TRIMS: &str = "parley_memory_trims_total";
 
 /// Which way cluster events went: out to Redis, in from it, or dropped (the node
 /// could not publish them; the others catch up from the database).
@@ -224,6 +225,7 @@ fn describe() {
     describe_gauge!(QUEUE_BYTES, Unit::Bytes, "Bytes waiting in all sockets' outbound queues, when scraped.");
     describe_counter!(SOCKETS_CLOSED, "Sockets closed, by reason.");
     describe_counter!(SOCKET_CONNECTS, "Sockets greeted, by whether the client was reconnecting.");
+    describe_counter!(MEMORY_TRIMS, "Times memory freed after a crowd of sockets came or went was given back to the system.");
     describe_counter!(RATE_LIMITED, "Requests, frames and sockets refused by a limit, by limit.");
     describe_counter!(CATCHUP_MESSAGES, "Messages sent to reconnecting clients catching up.");
     describe_counter!(AUTH, "Logins, registrations and logouts, by outcome.");
@@ -358,6 +360,11 @@ pub fn auth(event: AuthEvent, success: bool) {
 /// A socket request panicked (and was answered with `internal`).
 pub fn request_panicked() {
     counter!(REQUEST_PANICS).increment(1);
+}
+
+/// Memory freed after a crowd of sockets was given back to the system.
+pub fn memory_trimmed() {
+    counter!(MEMORY_TRIMS).increment(1);
 }
 
 /// A database operation took `took`; `failed` when the database itself failed.

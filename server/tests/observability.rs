@@ -651,3 +651,24 @@ async fn a_reconnect_storm_notes_its_sessions_in_use_together() {
     assert!((1.0..=4.0).contains(&writes), "{writes} writes for 40 sessions");
     server.stop().await;
 }
+
+/// After a crowd of sockets has come and gone, the memory their handshakes and queues
+/// freed is given back to the system once things quieten (how much: docs/benchmarks.md).
+#[tokio::test]
+async fn memory_is_given_back_after_a_crowd_comes_and_goes() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let db = TestDb::sqlite().await;
+    let cookies = support::crowd::seed_people(&db.url(), 600).await;
+    let server = TestServer::start_with(db, with_metrics_listener()).await;
+    let trims = |samples: &BTreeMap<String, f64>| total(samples, "parley_memory_trims_total", &[]);
+    let before = trims(&scrape(server.metrics_addr().unwrap()).await);
+
+    let (members, _) = support::crowd::storm(server.addr(), &cookies, Duration::from_secs(60)).await;
+    drop(members);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while trims(&scrape(server.metrics_addr().unwrap()).await) == before {
+        assert!(tokio::time::Instant::now() < deadline, "600 sockets opened and closed, and no trim followed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    server.stop().await;
+}

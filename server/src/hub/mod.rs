@@ -500,6 +500,14 @@ impl Hub {
         self.lock().connection_count()
     }
 
+    /// Sockets registered plus sockets gone since the hub started: how much coming and
+    /// going there has been (`crate::memory` trims after a crowd of it).
+    pub fn sockets_come_and_gone(&self) -> u64 {
+        let opened = self.next_conn.load(Ordering::Relaxed) - 1;
+        let open = self.connection_count() as u64;
+        opened + opened.saturating_sub(open)
+    }
+
     /// Sockets, people and queues now (a pass over every connection: for scrapes, not
     /// for hot paths).
     pub fn stats(&self) -> HubStats {
