@@ -185,13 +185,14 @@ fn serve_metrics(listener: TcpListener, state: AppState, stopped: CancellationTo
 
 /// Background chores, each going on while sockets drain and ending once the server has
 /// stopped: presence notices, the readiness probe, forgetting idle rate-limit buckets,
-/// draining metric samples, and giving back memory after a crowd of sockets.
+/// draining metric samples, and giving back memory after a crowd of sockets (this one
+/// ends as stopping begins).
 fn spawn_upkeep(state: &AppState) {
     tokio::spawn(state.hub.clone().run_presence(state.stopped.clone()));
     tokio::spawn(state.accounts.clone().run_touches(state.stopped.clone()));
     tokio::spawn(health::run_database_probe(state.health.clone(), state.store.clone(), state.stopped.clone()));
     tokio::spawn(metrics::run_upkeep(state.metrics.clone(), state.stopped.clone()));
-    tokio::spawn(memory::run_trims(state.hub.clone(), state.stopped.clone()));
+    tokio::spawn(memory::run_trims(state.hub.clone(), state.shutdown.clone()));
     // Idle rate-limit buckets are dropped every minute, so memory follows activity.
     let (limiters, stop) = (state.limiters.clone(), state.stopped.clone());
     tokio::spawn(async move {

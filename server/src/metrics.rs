@@ -225,7 +225,7 @@ fn describe() {
     describe_gauge!(QUEUE_BYTES, Unit::Bytes, "Bytes waiting in all sockets' outbound queues, when scraped.");
     describe_counter!(SOCKETS_CLOSED, "Sockets closed, by reason.");
     describe_counter!(SOCKET_CONNECTS, "Sockets greeted, by whether the client was reconnecting.");
-    describe_counter!(MEMORY_TRIMS, "Times memory freed after a crowd of sockets came or went was given back to the system.");
+    describe_counter!(MEMORY_TRIMS, "Times the allocator was asked to give back memory freed by a crowd of sockets, by whether it had pages to give.");
     describe_counter!(RATE_LIMITED, "Requests, frames and sockets refused by a limit, by limit.");
     describe_counter!(CATCHUP_MESSAGES, "Messages sent to reconnecting clients catching up.");
     describe_counter!(AUTH, "Logins, registrations and logouts, by outcome.");
@@ -362,9 +362,10 @@ pub fn request_panicked() {
     counter!(REQUEST_PANICS).increment(1);
 }
 
-/// Memory freed after a crowd of sockets was given back to the system.
-pub fn memory_trimmed() {
-    counter!(MEMORY_TRIMS).increment(1);
+/// The allocator was asked to give back the memory a crowd of sockets freed;
+/// `released` when it had whole pages to give.
+pub fn memory_trimmed(released: bool) {
+    counter!(MEMORY_TRIMS, "released" => if released { "yes" } else { "no" }).increment(1);
 }
 
 /// A database operation took `took`; `failed` when the database itself failed.

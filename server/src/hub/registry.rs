@@ -174,6 +174,9 @@ pub struct Registry {
     /// How far each room's sockets here have been sent its messages: where to catch
     /// them up from if events from other nodes may have been lost.
     heard: HashMap<RoomId, Heard>,
+    /// Connections removed since the start: with the ids handed out, how much coming
+    /// and going there has been.
+    removed: u64,
 }
 
 impl Registry {
@@ -202,6 +205,7 @@ impl Registry {
             self.unsubscribe(id, room);
         }
         let entry = self.conns.remove(&id)?;
+        self.removed += 1;
         if let Some(user) = self.users.get_mut(&entry.user_id) {
             self.local_changed.insert(entry.user_id, user.user.clone());
             user.conns.remove(&id);
@@ -541,6 +545,12 @@ impl Registry {
 
     pub fn connection_count(&self) -> usize {
         self.conns.len()
+    }
+
+    /// Connections removed since the start (each counted once, whether its task ended
+    /// or the hub closed it).
+    pub fn connections_removed(&self) -> u64 {
+        self.removed
     }
 
     /// People with at least one connection here.
