@@ -13,8 +13,9 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Bumped whenever a change would confuse an older client: a page speaking another
-/// version is closed with [`close_code::OUTDATED`]. Also sent in [`ServerMsg::Hello`].
+/// Bumped whenever a change would confuse an older client: a page speaking an older
+/// version is closed with [`close_code::OUTDATED`] (a newer one, which reached a node
+/// not updated yet, with 1013: try again). Also sent in [`ServerMsg::Hello`].
 pub const PROTOCOL_VERSION: u32 = 3;
 
 /// The chat socket's path and query: the protocol this page speaks, and `resume=1` when
@@ -29,8 +30,8 @@ pub fn socket_path(resuming: bool) -> String {
 pub mod close_code {
     /// The session was logged out, expired, or never valid: log in again.
     pub const SESSION_ENDED: u16 = 4001;
-    /// The page speaks another protocol version than the server (it was loaded before a
-    /// deploy): reload it.
+    /// The page speaks an older protocol version than the server (it was loaded before
+    /// a deploy): reload it.
     pub const OUTDATED: u16 = 4009;
 }
 

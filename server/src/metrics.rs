@@ -163,7 +163,7 @@ impl AuthEvent {
     }
 }
 
-const CLOSE_REASONS: [CloseReason; 8] = [
+const CLOSE_REASONS: [CloseReason; 9] = [
     CloseReason::PeerClosed,
     CloseReason::ShuttingDown,
     CloseReason::SlowConsumer,
@@ -172,6 +172,7 @@ const CLOSE_REASONS: [CloseReason; 8] = [
     CloseReason::TooBig,
     CloseReason::PolicyViolation,
     CloseReason::Outdated,
+    CloseReason::PageNewer,
 ];
 
 fn close_label(reason: CloseReason) -> &'static str {
@@ -184,6 +185,7 @@ fn close_label(reason: CloseReason) -> &'static str {
         CloseReason::TooBig => "too_big",
         CloseReason::PolicyViolation => "rate_limit",
         CloseReason::Outdated => "outdated",
+        CloseReason::PageNewer => "page_newer",
     }
 }
 

@@ -2,13 +2,13 @@
 //! writes the connection's outbound queue.
 //!
 //! The handshake refuses a foreign `Origin` (403) and a user or address over its socket
-//! allowance (429). A page speaking another protocol version is let through the
-//! handshake and closed at once with 4009, and a missing or dead session with 4001: a
-//! browser cannot read the status of a refused handshake, and without a close code it
-//! could not tell "reload" or "log in again" from "server down". After
-//! the handshake every frame is metered (token buckets), oversized frames close the
-//! socket with 1009, and a client that keeps pushing after being refused is closed
-//! with 1008. A request that panics is answered with an `internal` error and the
+//! allowance (429). A page speaking an older protocol version is let through the
+//! handshake and closed at once with 4009 (a newer one with 1013), and a missing or
+//! dead session with 4001: a browser cannot read the status of a refused handshake, and
+//! without a close code it could not tell "reload" or "log in again" from "server
+//! down". After the handshake every frame is metered (token buckets), oversized frames
+//! close the socket with 1009, and a client that keeps pushing after being refused is
+//! closed with 1008. A request that panics is answered with an `internal` error and the
 //! socket goes on.
 //!
 //! Everything sent to a client (replies and events alike) goes through its bounded
@@ -106,9 +106,16 @@ pub async fn upgrade(State(state): State<AppState>, request: Request) -> Result<
         tracing::warn!(ip = %peer.ip, "socket refused: too many sockets from this address");
         return Err(AppError::RateLimited(crate::limits::RetryAfter(Duration::from_secs(5))));
     };
-    if spoken != Some(PROTOCOL_VERSION) {
+    // An older page is told to reload; a newer one (a deploy is rolling and this
+    // node is not updated yet) to come back, most likely to an updated node.
+    let refused = match spoken {
+        Some(version) if version == PROTOCOL_VERSION => None,
+        Some(version) if version > PROTOCOL_VERSION => Some(CloseReason::PageNewer),
+        _ => Some(CloseReason::Outdated),
+    };
+    if let Some(reason) = refused {
         tracing::info!(ip = %peer.ip, ?spoken, "socket refused: the page speaks another protocol version");
-        return Ok(ws.on_upgrade(move |socket| refuse(socket, CloseReason::Outdated, ip_slot)));
+        return Ok(ws.on_upgrade(move |socket| refuse(socket, reason, ip_slot)));
     }
     let session = match session_token(&parts.headers) {
         Some(token) => state.accounts.authenticate(&token).await?.map(|record| Session { token, record }),

@@ -55,16 +55,22 @@ async fn login_needs_the_right_password_and_ignores_username_case() {
 }
 
 #[tokio::test]
-async fn a_page_speaking_another_protocol_is_told_to_reload() {
+async fn a_page_speaking_an_older_protocol_is_told_to_reload() {
     // A tab loaded before a deploy that changed the protocol is closed at once with
     // 4009, session or not, so that it offers a reload instead of misreading frames.
     let server = TestServer::start().await;
     let cookie = server.register("alice").await;
     let older = format!("/ws?protocol={}", PROTOCOL_VERSION - 1);
-    for path in ["/ws", "/ws?resume=1", &older, "/ws?protocol=x&resume=1", "/ws?resume=1&protocol=99"] {
+    for path in ["/ws", "/ws?resume=1", &older, "/ws?protocol=x&resume=1", "/ws?resume=1&protocol=-1"] {
         assert_eq!(server.refusal_at(path, Some(&cookie)).await, close_code::OUTDATED, "{path}");
         assert_eq!(server.refusal_at(path, None).await, close_code::OUTDATED, "{path}, no session");
     }
+    // A page newer than this node (it was loaded from an updated node while a deploy
+    // rolls) is not out of date: it is told to try again later (1013), and will most
+    // likely reach an updated node; a reload could fetch this node's older page.
+    let newer = format!("/ws?resume=1&protocol={}", PROTOCOL_VERSION + 1);
+    assert_eq!(server.refusal_at(&newer, Some(&cookie)).await, 1013);
+    assert_eq!(server.refusal_at(&newer, None).await, 1013, "no session");
     let current = format!("/ws?resume=1&protocol={PROTOCOL_VERSION}");
     let mut socket = WsClient::open_at(server.addr(), &current, Some(&cookie)).await.unwrap();
     assert!(matches!(socket.next().await, ServerMsg::Hello { .. }), "the query's order does not matter");

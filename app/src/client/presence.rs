@@ -36,6 +36,21 @@ impl RoomPresence {
             }
         }
     }
+
+    /// Takes a page of the list from the server: the first replaces what was listed,
+    /// a later one follows it. Someone already listed is not listed twice: a notice
+    /// can have placed them before the page came, where this browser's case folding
+    /// and the server's disagree (on letters newer than one side's Unicode tables).
+    fn take_page(&mut self, more: bool, users: Vec<UserRef>, total: u32, has_more: bool) {
+        if !more {
+            self.listed.clear();
+        }
+        let listed: std::collections::HashSet<UserId> = self.listed.iter().map(|user| user.id).collect();
+        self.listed.extend(users.into_iter().filter(|user| !listed.contains(&user.id)));
+        self.total = total;
+        self.has_more = has_more;
+        self.current = true;
+    }
 }
 
 impl ChatClient {
@@ -55,16 +70,7 @@ impl ChatClient {
 
     /// A page of the online list arrived.
     pub(super) fn online_page(&self, room_id: RoomId, more: bool, users: Vec<UserRef>, total: u32, has_more: bool) {
-        self.presence.update(|presence| {
-            let room = presence.entry(room_id).or_default();
-            if !more {
-                room.listed.clear();
-            }
-            room.listed.extend(users);
-            room.total = total;
-            room.has_more = has_more;
-            room.current = true;
-        });
+        self.presence.update(|presence| presence.entry(room_id).or_default().take_page(more, users, total, has_more));
     }
 
     /// A presence notice arrived: the count, and who came and went if it names them.
@@ -100,6 +106,19 @@ mod tests {
         assert_eq!(names(&room), ["bruno", "carla", "Zé"]);
         room.apply(vec![user(2, "bruno")], &[]);
         assert_eq!(names(&room), ["bruno", "carla", "Zé"], "someone already listed is not added twice");
+    }
+
+    #[test]
+    fn a_later_page_never_lists_someone_twice() {
+        let mut room = RoomPresence::default();
+        room.take_page(false, vec![user(1, "a"), user(2, "b")], 4, true);
+        // A notice placed "ab" within the first page, by this browser's folding;
+        // the server's put them on the next page.
+        room.apply(vec![user(3, "ab")], &[]);
+        room.take_page(true, vec![user(3, "ab"), user(4, "d")], 4, false);
+        assert_eq!(names(&room), ["a", "ab", "b", "d"]);
+        room.take_page(false, vec![user(2, "b")], 1, false);
+        assert_eq!(names(&room), ["b"], "a first page starts the list over");
     }
 
     #[test]

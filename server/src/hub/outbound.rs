@@ -40,9 +40,14 @@ pub enum CloseReason {
     TooBig,
     /// The client kept sending after being told to slow down (RFC 6455 1008).
     PolicyViolation,
-    /// The page speaks another protocol version (it was loaded before a deploy);
+    /// The page speaks an older protocol version (it was loaded before a deploy);
     /// reloading it gets the current one.
     Outdated,
+    /// The page speaks a newer protocol version than this node: a deploy is rolling
+    /// and this node is not updated yet (RFC 6455 1013, try again later). Reloading
+    /// could even fetch the older page from this node, so the page only reconnects,
+    /// most likely to an updated node.
+    PageNewer,
 }
 
 impl CloseReason {
@@ -55,6 +60,7 @@ impl CloseReason {
             CloseReason::PolicyViolation => 1008,
             CloseReason::SessionEnded => app::protocol::close_code::SESSION_ENDED,
             CloseReason::Outdated => app::protocol::close_code::OUTDATED,
+            CloseReason::PageNewer => 1013,
             CloseReason::SlowConsumer => 4008,
         }
     }
@@ -69,6 +75,7 @@ impl CloseReason {
             CloseReason::TooBig => "message too big",
             CloseReason::PolicyViolation => "too many requests",
             CloseReason::Outdated => "page out of date",
+            CloseReason::PageNewer => "server not updated yet",
         }
     }
 }
