@@ -262,6 +262,84 @@ async fn a_node_that_stalls_past_the_expiry_brings_its_people_back_when_it_wakes
     db.remove().await;
 }
 
+/// Lists `name` alive among the nodes, on Redis's clock as a heartbeat does, and keeps
+/// it listed until the task is aborted, without a word on this protocol's channel: a
+/// node of another protocol version, as while a deploy that changes it rolls.
+async fn listed_silently(redis: &RedisServer, name: &'static str) -> tokio::task::JoinHandle<()> {
+    const LIST: &str = "local t = redis.call('TIME') \
+        redis.call('ZADD', KEYS[1], tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), ARGV[1])";
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let script = redis::Script::new(LIST);
+    let _: () = script.key("parley:nodes").arg(name).invoke_async(&mut connection).await.unwrap();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let _: Result<(), _> = script.key("parley:nodes").arg(name).invoke_async(&mut connection).await;
+        }
+    })
+}
+
+/// A message stored by a node this test does not run (the other half of a deploy): in
+/// the database only.
+async fn posted_elsewhere(db: &TestDb, room: RoomId, client_id: &str) {
+    let store = db.open().await;
+    let sender = store.find_users("person00001", 1).await.unwrap().remove(0);
+    store.post(room, &sender, client_id, "Ótimo! Da outra metade 🚀", 1).await.unwrap();
+}
+
+/// While a deploy that changes the protocol rolls, a node of the old version is listed
+/// alive but never heard here (its events go out on its version's channel). Once it
+/// has left, what its pages posted reaches the pages here from the database.
+#[tokio::test]
+async fn what_a_node_of_another_protocol_posted_arrives_once_it_has_left() {
+    let db = TestDb::postgres().await;
+    let cookies = seed_people(&db.url(), 2).await;
+    let redis = RedisServer::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let other_half = listed_silently(&redis, "node-old").await;
+    let here = node(data.path(), "node-1", &db.url(), &redis).await;
+    let (mut reader, _, general) = person(here.addr, &cookies[0]).await;
+
+    posted_elsewhere(&db, general, "from-the-other-half").await;
+    let from_the_other_half = |m: &ServerMsg| is_message(m, "from-the-other-half");
+    let early = tokio::time::timeout(Duration::from_millis(1500), reader.wait_for(from_the_other_half)).await;
+    assert!(early.is_err(), "nothing brings it while the other half's node is up");
+    other_half.abort();
+    let within = Duration::from_secs(PRESENCE_TTL_SECS * 3);
+    let arrived = tokio::time::timeout(within, reader.wait_for(from_the_other_half)).await;
+    assert!(arrived.is_ok(), "caught up once the node of the other version left");
+    here.kill_hard();
+    db.remove().await;
+}
+
+/// The same when the other half's node restarts under its name speaking this version
+/// (it never leaves the list): its first word on this channel says it came over.
+#[tokio::test]
+async fn what_a_node_of_another_protocol_posted_arrives_once_it_restarts_speaking_this_one() {
+    let db = TestDb::postgres().await;
+    let cookies = seed_people(&db.url(), 2).await;
+    let redis = RedisServer::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let other_half = listed_silently(&redis, "node-2").await;
+    let here = node(data.path(), "node-1", &db.url(), &redis).await;
+    let (mut reader, _, general) = person(here.addr, &cookies[0]).await;
+
+    posted_elsewhere(&db, general, "before-the-update").await;
+    let before_the_update = |m: &ServerMsg| is_message(m, "before-the-update");
+    let early = tokio::time::timeout(Duration::from_millis(1500), reader.wait_for(before_the_update)).await;
+    assert!(early.is_err(), "nothing brings it while node-2 speaks the other version");
+    // Its updated self beats before the old one stops: it never leaves the list.
+    let updated = node(data.path(), "node-2", &db.url(), &redis).await;
+    other_half.abort();
+    let within = Duration::from_secs(PRESENCE_TTL_SECS * 3);
+    let arrived = tokio::time::timeout(within, reader.wait_for(before_the_update)).await;
+    assert!(arrived.is_ok(), "caught up once node-2 spoke this version");
+    here.kill_hard();
+    updated.kill_hard();
+    db.remove().await;
+}
+
 /// A node's readiness: its status code and body.
 async fn readiness(node: SocketAddr) -> (u16, serde_json::Value) {
     let response = reqwest::get(format!("http://{node}/readyz")).await.unwrap();

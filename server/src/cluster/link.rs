@@ -38,6 +38,7 @@ use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
 use super::{
+    unheard::Unheard,
     wire::{self, Event, NodeId},
     Cluster, ClusterHealth,
 };
@@ -125,6 +126,8 @@ struct Shared {
     ttl: Duration,
     /// Set when this node's sockets must be brought up to date from the database.
     catch_up_wanted: Notify,
+    /// Which listed nodes were never heard on this protocol's channel.
+    unheard: std::sync::Mutex<Unheard>,
 }
 
 /// Queues the hub's events for the sender task, never waiting.
@@ -222,6 +225,7 @@ pub async fn start(settings: Settings, hub: Arc<Hub>, store: Arc<dyn Store>, sto
         reannounce: reannounce.clone(),
         ttl: settings.presence_ttl,
         catch_up_wanted: Notify::new(),
+        unheard: std::sync::Mutex::new(Unheard::default()),
     });
     // Listed as alive, with an empty presence hash, before anyone can hear of its
     // people; a node restarted under the same name says so, and the others forget
@@ -291,7 +295,17 @@ impl Shared {
                 self.hub.forget_remote_node(&node);
             }
         }
+        let others = alive.into_iter().filter(|node| **node != *self.node).collect();
+        if self.unheard().listed_now(others) {
+            tracing::info!("a node never heard on this protocol's channel left (a deploy's other half): catching up");
+            self.catch_up_wanted.notify_one();
+        }
         Ok(added == 1)
+    }
+
+    fn unheard(&self) -> std::sync::MutexGuard<'_, Unheard> {
+        // Two sets changed in whole steps: still sound after a panic elsewhere.
+        self.unheard.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Reads every listed node's presence hash whole (one that stopped beating has no
@@ -563,6 +577,10 @@ async fn receive(shared: &Arc<Shared>, payload: &[u8]) {
         return;
     }
     metrics::cluster_events(ClusterFlow::Received, 1);
+    if shared.unheard().heard(&received.node, matches!(received.event, Event::NodeUp)) {
+        tracing::info!(node = %received.node, "a node never heard on this protocol's channel restarted speaking it: catching up");
+        shared.catch_up_wanted.notify_one();
+    }
     let node = NodeId::from(received.node);
     match received.event {
         // Read in line: events after it are applied after the hash they follow.

@@ -22,10 +22,12 @@
 //!   registrations are counted in Redis ([`SharedLimits`]), sockets per person from
 //!   the presence each node reports.
 //!
-//! [`link`] owns the Redis connections and tasks; [`wire`] the payload layout.
+//! [`link`] owns the Redis connections and tasks; [`wire`] the payload layout;
+//! [`unheard`] when a deploy's other half has left and the database has the rest.
 
 mod limits;
 mod link;
+mod unheard;
 pub mod wire;
 
 use std::sync::{
