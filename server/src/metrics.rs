@@ -239,7 +239,7 @@ fn describe() {
     describe_counter!(REQUEST_PANICS, "Socket requests that panicked (answered with an internal error).");
     describe_gauge!(BUILD_INFO, "Always 1; the labels say which build is running.");
     describe_counter!(CLUSTER_EVENTS, "Events between nodes through Redis, by flow (published, received, dropped).");
-    describe_counter!(CLUSTER_CATCHUPS, "Times this node caught its sockets up from the database after events were lost.");
+    describe_counter!(CLUSTER_CATCHUPS, "Times this node caught its sockets up from the database: events were lost, or a deploy's other half (nodes of another protocol version) left or came over.");
     describe_gauge!(REDIS_UP, "1 while the link to the other nodes through Redis works, else 0 (only with a cluster).");
     for flow in ClusterFlow::ALL {
         counter!(CLUSTER_EVENTS, "flow" => flow.label()).absolute(0);

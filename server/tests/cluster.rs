@@ -12,7 +12,7 @@ use std::{
     time::Duration,
 };
 
-use app::protocol::{ChatMessage, ClientMsg, RoomId, ServerMsg, UserId};
+use app::protocol::{ChatMessage, ClientMsg, RoomId, ServerMsg, UserId, PROTOCOL_VERSION};
 use support::{
     cluster::{self, RedisServer},
     crowd::seed_people,
@@ -262,14 +262,17 @@ async fn a_node_that_stalls_past_the_expiry_brings_its_people_back_when_it_wakes
     db.remove().await;
 }
 
-/// Lists `name` alive among the nodes, on Redis's clock as a heartbeat does, and keeps
-/// it listed until the task is aborted, without a word on this protocol's channel: a
-/// node of another protocol version, as while a deploy that changes it rolls.
-async fn listed_silently(redis: &RedisServer, name: &'static str) -> tokio::task::JoinHandle<()> {
+/// Lists `name` alive among the nodes speaking protocol `version`, on Redis's clock as
+/// a heartbeat does, and keeps it listed until the task is aborted, without a word on
+/// this protocol's channel: a node of another protocol version, as while a deploy that
+/// changes it rolls.
+async fn listed_silently(redis: &RedisServer, name: &'static str, version: u32) -> tokio::task::JoinHandle<()> {
     const LIST: &str = "local t = redis.call('TIME') \
         redis.call('ZADD', KEYS[1], tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), ARGV[1])";
     let client = redis::Client::open(redis.url()).unwrap();
     let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    // Said once: a node restarted under this name, updated, overwrites it.
+    let _: () = redis::cmd("SET").arg(format!("parley:protocol:{name}")).arg(version).query_async(&mut connection).await.unwrap();
     let script = redis::Script::new(LIST);
     let _: () = script.key("parley:nodes").arg(name).invoke_async(&mut connection).await.unwrap();
     tokio::spawn(async move {
@@ -297,7 +300,7 @@ async fn what_a_node_of_another_protocol_posted_arrives_once_it_has_left() {
     let cookies = seed_people(&db.url(), 2).await;
     let redis = RedisServer::start().await;
     let data = tempfile::tempdir().unwrap();
-    let other_half = listed_silently(&redis, "node-old").await;
+    let other_half = listed_silently(&redis, "node-old", PROTOCOL_VERSION - 1).await;
     let here = node(data.path(), "node-1", &db.url(), &redis).await;
     let (mut reader, _, general) = person(here.addr, &cookies[0]).await;
 
@@ -314,14 +317,14 @@ async fn what_a_node_of_another_protocol_posted_arrives_once_it_has_left() {
 }
 
 /// The same when the other half's node restarts under its name speaking this version
-/// (it never leaves the list): its first word on this channel says it came over.
+/// (it never leaves the list): its heartbeat says which version it speaks now.
 #[tokio::test]
 async fn what_a_node_of_another_protocol_posted_arrives_once_it_restarts_speaking_this_one() {
     let db = TestDb::postgres().await;
     let cookies = seed_people(&db.url(), 2).await;
     let redis = RedisServer::start().await;
     let data = tempfile::tempdir().unwrap();
-    let other_half = listed_silently(&redis, "node-2").await;
+    let other_half = listed_silently(&redis, "node-2", PROTOCOL_VERSION - 1).await;
     let here = node(data.path(), "node-1", &db.url(), &redis).await;
     let (mut reader, _, general) = person(here.addr, &cookies[0]).await;
 
@@ -329,7 +332,8 @@ async fn what_a_node_of_another_protocol_posted_arrives_once_it_restarts_speakin
     let before_the_update = |m: &ServerMsg| is_message(m, "before-the-update");
     let early = tokio::time::timeout(Duration::from_millis(1500), reader.wait_for(before_the_update)).await;
     assert!(early.is_err(), "nothing brings it while node-2 speaks the other version");
-    // Its updated self beats before the old one stops: it never leaves the list.
+    // Its updated self beats before the old one's listing expires: it never leaves
+    // the list.
     let updated = node(data.path(), "node-2", &db.url(), &redis).await;
     other_half.abort();
     let within = Duration::from_secs(PRESENCE_TTL_SECS * 3);
@@ -361,12 +365,30 @@ async fn redis_reported(node: SocketAddr, state: &str) {
     }
 }
 
-/// The node's `parley_redis_up` as it exports it (with the metrics token `scrape`).
-async fn redis_up_metric(node: SocketAddr) -> String {
+/// A metric's value as the node exports it (with the metrics token `scrape`).
+async fn metric(node: SocketAddr, name: &str) -> String {
     let response = reqwest::Client::new().get(format!("http://{node}/metrics")).bearer_auth("scrape").send().await.unwrap();
     let text = response.text().await.unwrap();
-    let line = text.lines().find(|line| line.starts_with("parley_redis_up")).unwrap_or_else(|| panic!("no parley_redis_up in {text}"));
+    let line = text.lines().find(|line| line.starts_with(name)).unwrap_or_else(|| panic!("no {name} in {text}"));
     line.rsplit(' ').next().unwrap().to_string()
+}
+
+/// A node of this version that was up before this one and never said a word here is
+/// not the other half of a deploy: its leaving costs no catch-up of every room.
+#[tokio::test]
+async fn a_quiet_node_of_this_version_leaving_makes_no_catch_up() {
+    let db = TestDb::postgres().await;
+    let redis = RedisServer::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let quiet = node(data.path(), "node-2", &db.url(), &redis).await;
+    let here = node_with(data.path(), "node-1", &db.url(), &redis, &[("PARLEY_METRICS_TOKEN", "scrape")]).await;
+    tokio::time::sleep(Duration::from_secs(PRESENCE_TTL_SECS)).await;
+    let before = metric(here.addr, "parley_cluster_catchups_total").await;
+    quiet.kill_hard();
+    tokio::time::sleep(Duration::from_secs(PRESENCE_TTL_SECS * 2)).await;
+    assert_eq!(metric(here.addr, "parley_cluster_catchups_total").await, before);
+    here.kill_hard();
+    db.remove().await;
 }
 
 /// While Redis is down, a person leaves a room, joins another and reads a direct
@@ -400,7 +422,7 @@ async fn changes_made_while_redis_was_down_reach_the_other_nodes_once_it_is_back
     redis.kill();
     redis_reported(first.addr, "down").await;
     redis_reported(second.addr, "down").await;
-    assert_eq!(redis_up_metric(first.addr).await, "0", "what the alert on a lost link reads");
+    assert_eq!(metric(first.addr, "parley_redis_up").await, "0", "what the alert on a lost link reads");
     assert!(matches!(bob_here.request(|id| ClientMsg::LeaveRoom { id, room_id: general }).await, ServerMsg::RoomLeft { .. }));
     assert!(matches!(bob_here.request(|id| ClientMsg::JoinRoom { id, room_id: side.id }).await, ServerMsg::RoomJoined { .. }));
     bob_here.send(&ClientMsg::Receipt { id: 903, room_id: direct.id, delivered_seq: Some(private.seq), read_seq: Some(private.seq) }).await;
@@ -411,7 +433,7 @@ async fn changes_made_while_redis_was_down_reach_the_other_nodes_once_it_is_back
     redis.start_again().await;
     redis_reported(first.addr, "ok").await;
     redis_reported(second.addr, "ok").await;
-    assert_eq!(redis_up_metric(first.addr).await, "1");
+    assert_eq!(metric(first.addr, "parley_redis_up").await, "1");
     let (mut left, mut joined) = (false, false);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     while !(left && joined) {

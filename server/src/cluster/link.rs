@@ -19,7 +19,7 @@
 //! served as before, and everyone catches up once Redis is back.
 
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
@@ -27,7 +27,7 @@ use std::{
     time::Duration,
 };
 
-use app::protocol::{MemberReceipt, RoomId, RoomKind, Seq, ServerMsg, UserRef};
+use app::protocol::{MemberReceipt, RoomId, RoomKind, Seq, ServerMsg, UserRef, PROTOCOL_VERSION};
 use axum::extract::ws::Utf8Bytes;
 use redis::{
     aio::{ConnectionManager, ConnectionManagerConfig},
@@ -38,7 +38,7 @@ use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    unheard::Unheard,
+    other_half::OtherHalf,
     wire::{self, Event, NodeId},
     Cluster, ClusterHealth,
 };
@@ -53,7 +53,7 @@ use crate::{
 /// it, nodes of the two versions do not hand each other frames their pages cannot read
 /// (their pages meet again in the database, and a gap in a room's numbers makes a page
 /// catch up).
-static CHANNEL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| format!("parley:events:v{}", app::protocol::PROTOCOL_VERSION));
+static CHANNEL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| format!("parley:events:v{PROTOCOL_VERSION}"));
 /// Sorted set of nodes, scored by their last heartbeat (Unix milliseconds).
 const NODES: &str = "parley:nodes";
 /// Events waiting to be published, at most. Past this the hub is not held up: the
@@ -126,8 +126,8 @@ struct Shared {
     ttl: Duration,
     /// Set when this node's sockets must be brought up to date from the database.
     catch_up_wanted: Notify,
-    /// Which listed nodes were never heard on this protocol's channel.
-    unheard: std::sync::Mutex<Unheard>,
+    /// The other nodes listed at the last heartbeat and the protocol each speaks.
+    other_half: std::sync::Mutex<OtherHalf>,
 }
 
 /// Queues the hub's events for the sender task, never waiting.
@@ -225,7 +225,7 @@ pub async fn start(settings: Settings, hub: Arc<Hub>, store: Arc<dyn Store>, sto
         reannounce: reannounce.clone(),
         ttl: settings.presence_ttl,
         catch_up_wanted: Notify::new(),
-        unheard: std::sync::Mutex::new(Unheard::default()),
+        other_half: std::sync::Mutex::new(OtherHalf::default()),
     });
     // Listed as alive, with an empty presence hash, before anyone can hear of its
     // people; a node restarted under the same name says so, and the others forget
@@ -252,24 +252,36 @@ pub async fn start(settings: Settings, hub: Arc<Hub>, store: Arc<dyn Store>, sto
 }
 
 /// One heartbeat, as one atomic step on Redis's own clock (the nodes' clocks may
-/// disagree): list this node as alive, keep its presence hash, drop the nodes that
-/// stopped beating (and their hashes), and answer whether this node had itself been
-/// dropped (it stalled for longer than the expiry) and which nodes are alive.
+/// disagree): list this node as alive, keep its presence hash and the protocol version
+/// it speaks from expiring, drop the nodes that stopped beating (and their hashes and
+/// versions), and answer whether this node had itself been dropped (it stalled for
+/// longer than the expiry) and which nodes are alive, each with its version ('' if
+/// none is recorded: a build from before versions were, or one that stopped saying).
 const BEAT: &str = r"
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 local ttl = tonumber(ARGV[2])
 local added = redis.call('ZADD', KEYS[1], now, ARGV[1])
 redis.call('PEXPIRE', KEYS[2], ttl)
+redis.call('SET', KEYS[3], ARGV[4], 'PX', ttl)
 for _, node in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - ttl)) do
   redis.call('ZREM', KEYS[1], node)
-  redis.call('DEL', ARGV[3] .. node)
+  redis.call('DEL', ARGV[3] .. node, ARGV[5] .. node)
 end
-return {added, redis.call('ZRANGE', KEYS[1], 0, -1)}
+local listed = {}
+for _, node in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  listed[#listed + 1] = node
+  listed[#listed + 1] = redis.call('GET', ARGV[5] .. node) or ''
+end
+return {added, listed}
 ";
 
 /// Prefix of every node's presence hash key, for the heartbeat script.
 const PRESENCE_PREFIX: &str = "parley:presence:";
+/// Prefix of the key holding the browser protocol version a node speaks. A key per
+/// node that expires with its heartbeat, so that a build which does not write it
+/// (an older one, after a rollback under the same name) is soon read as saying none.
+const PROTOCOL_PREFIX: &str = "parley:protocol:";
 
 /// [`BEAT`], hashed once (it is sent by hash, and whole only when Redis lacks it).
 static BEAT_SCRIPT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| redis::Script::new(BEAT));
@@ -280,32 +292,39 @@ impl Shared {
     /// gone: the others forgot its people, who must be announced again.
     async fn beat(&self) -> redis::RedisResult<bool> {
         let mut commands = self.commands.clone();
-        let (added, alive): (i64, Vec<String>) = BEAT_SCRIPT
+        let (added, listed): (i64, Vec<String>) = BEAT_SCRIPT
             .key(NODES)
             .key(presence_key(&self.node))
+            .key(format!("{PROTOCOL_PREFIX}{}", &*self.node))
             .arg(&*self.node)
             .arg(self.ttl.as_millis() as i64)
             .arg(PRESENCE_PREFIX)
+            .arg(PROTOCOL_VERSION)
+            .arg(PROTOCOL_PREFIX)
             .invoke_async(&mut commands)
             .await?;
+        let others: HashMap<String, Option<u32>> = listed
+            .chunks_exact(2)
+            .filter(|pair| *pair[0] != *self.node)
+            .map(|pair| (pair[0].clone(), pair[1].parse().ok()))
+            .collect();
         // Any node this one still counts people on but that is listed no more.
         for node in self.hub.remote_nodes() {
-            if !alive.iter().any(|alive| **alive == *node) {
+            if !others.contains_key(&*node) {
                 tracing::warn!(%node, "a node stopped beating: its people go offline");
                 self.hub.forget_remote_node(&node);
             }
         }
-        let others = alive.into_iter().filter(|node| **node != *self.node).collect();
-        if self.unheard().listed_now(others) {
-            tracing::info!("a node never heard on this protocol's channel left (a deploy's other half): catching up");
+        if self.other_half().listed_now(others, PROTOCOL_VERSION) {
+            tracing::info!("a node of another protocol version left or came over to this one (a deploy's other half): catching up");
             self.catch_up_wanted.notify_one();
         }
         Ok(added == 1)
     }
 
-    fn unheard(&self) -> std::sync::MutexGuard<'_, Unheard> {
-        // Two sets changed in whole steps: still sound after a panic elsewhere.
-        self.unheard.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn other_half(&self) -> std::sync::MutexGuard<'_, OtherHalf> {
+        // A map replaced in one step: still sound after a panic elsewhere.
+        self.other_half.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Reads every listed node's presence hash whole (one that stopped beating has no
@@ -322,7 +341,7 @@ impl Shared {
     /// Reads one node's presence hash whole, replacing what this node knew of it.
     async fn read_node(&self, node: &NodeId) -> redis::RedisResult<()> {
         let mut commands = self.commands.clone();
-        let entries: std::collections::HashMap<String, String> = commands.hgetall(presence_key(node)).await?;
+        let entries: HashMap<String, String> = commands.hgetall(presence_key(node)).await?;
         let people: Vec<NodePresence> = entries
             .into_iter()
             .filter_map(|(_, entry)| serde_json::from_str::<PresenceEntry>(&entry).ok())
@@ -577,10 +596,6 @@ async fn receive(shared: &Arc<Shared>, payload: &[u8]) {
         return;
     }
     metrics::cluster_events(ClusterFlow::Received, 1);
-    if shared.unheard().heard(&received.node, matches!(received.event, Event::NodeUp)) {
-        tracing::info!(node = %received.node, "a node never heard on this protocol's channel restarted speaking it: catching up");
-        shared.catch_up_wanted.notify_one();
-    }
     let node = NodeId::from(received.node);
     match received.event {
         // Read in line: events after it are applied after the hash they follow.

@@ -23,11 +23,11 @@
 //!   the presence each node reports.
 //!
 //! [`link`] owns the Redis connections and tasks; [`wire`] the payload layout;
-//! [`unheard`] when a deploy's other half has left and the database has the rest.
+//! [`other_half`] when a deploy's other half has left and the database has the rest.
 
 mod limits;
 mod link;
-mod unheard;
+mod other_half;
 pub mod wire;
 
 use std::sync::{
