@@ -369,7 +369,8 @@ async fn redis_reported(node: SocketAddr, state: &str) {
 async fn metric(node: SocketAddr, name: &str) -> String {
     let response = reqwest::Client::new().get(format!("http://{node}/metrics")).bearer_auth("scrape").send().await.unwrap();
     let text = response.text().await.unwrap();
-    let line = text.lines().find(|line| line.starts_with(name)).unwrap_or_else(|| panic!("no {name} in {text}"));
+    // The whole name, not a longer one it begins (`parley_redis_up_…`).
+    let line = text.lines().find(|line| line.split([' ', '{']).next() == Some(name)).unwrap_or_else(|| panic!("no {name} in {text}"));
     line.rsplit(' ').next().unwrap().to_string()
 }
 
