@@ -252,7 +252,7 @@ mod tests {
             .unwrap();
         let hub = Arc::new(Hub::new(crate::hub::QueueLimits { max_frames: 8, max_bytes: 1 << 16 }));
         let limits = app::protocol::Limits { max_message_chars: 100, history_page: 10 };
-        let chat = Arc::new(Chat::new(store.clone(), hub.clone(), limits, 10, 1));
+        let chat = Arc::new(Chat::new(store.clone(), hub.clone(), limits, 1 << 14, 10, 1));
         let idle = Duration::from_secs(100);
         let accounts = Accounts::new(store.clone(), hub, chat, SessionPolicy { idle, absolute: idle * 10, secure_cookie: false });
         let alice = store.create_user("alice", "Alice", "not-a-hash", 1).await.unwrap();

@@ -51,6 +51,11 @@ impl Stripes {
 
 /// A catch-up page is this many history pages long.
 const CATCHUP_PAGES: u32 = 4;
+/// Most rooms "Browse rooms" lists: the ones most people are in. Rooms are never
+/// deleted, and one account can make and leave them one after another: listing every
+/// one would grow the reply past what a socket may hold, closing the socket of each
+/// person who browses. Any room can still be opened by its address.
+pub const DIRECTORY_ROOMS: u32 = 500;
 /// Most users one search returns.
 const USER_SEARCH_LIMIT: u32 = 20;
 /// People per page of a room's online list.
@@ -59,6 +64,11 @@ const ONLINE_PAGE: usize = 50;
 /// the ones a "seen by" on recent messages names; in a room of thousands the rest
 /// would be bytes nobody looks at.
 const RECEIPTS_SENT: u32 = 500;
+/// What a message's fields other than its texts take in JSON, at most: five numbers,
+/// the kind's name, the field names and their punctuation.
+const MESSAGE_FIELDS_BOUND: usize = 256;
+/// JSON writes one byte of text as at most six (`\u001f`).
+const JSON_ESCAPE_BOUND: usize = 6;
 
 /// With the `test-hooks` feature (integration tests only), sending this text makes
 /// the request panic, to show that a panic costs one error reply and nothing more.
@@ -87,6 +97,11 @@ pub struct Chat {
     /// hearing a room it left or deaf to one it joined. Taken after a room lock.
     user_locks: Stripes,
     limits: Limits,
+    /// Most bytes of messages one page of history or catch-up carries, as
+    /// [`encoded_bound`] counts them. Fifty of the longest texts escape to more than a
+    /// socket may hold for its reader, and a reply too large to write dropped the
+    /// socket of everyone who opened that room, again on each return.
+    page_bytes: usize,
     /// Most public rooms one user may be in.
     rooms_per_user: u32,
     /// The room every account starts in.
@@ -94,13 +109,14 @@ pub struct Chat {
 }
 
 impl Chat {
-    pub fn new(store: Arc<dyn Store>, hub: Arc<Hub>, limits: Limits, rooms_per_user: u32, default_room: RoomId) -> Self {
+    pub fn new(store: Arc<dyn Store>, hub: Arc<Hub>, limits: Limits, page_bytes: usize, rooms_per_user: u32, default_room: RoomId) -> Self {
         Chat {
             store,
             hub,
             room_locks: Stripes::new(),
             user_locks: Stripes::new(),
             limits,
+            page_bytes,
             rooms_per_user,
             default_room,
         }
@@ -129,7 +145,20 @@ impl Chat {
         let room_ids: Vec<RoomId> = rooms.iter().map(|room| room.id).collect();
         // What the greeting shows is where catching up after a lost event starts.
         let greeted: Vec<(RoomId, i64)> = rooms.iter().map(|room| (room.id, room.last_seq)).collect();
-        let connection = self.hub.connect_greeted(user, session_id, &greeted);
+        let (connection, missed) = self.hub.connect_greeted(user, session_id, &greeted);
+        // A message announced after the rooms were read reached neither the greeting
+        // nor this socket. Read now, anything later reaches the socket.
+        let rooms = if missed {
+            match self.store.rooms_of(user.id).await {
+                Ok(rooms) => rooms,
+                Err(err) => {
+                    self.hub.disconnect(connection.id);
+                    return Err(err.into());
+                }
+            }
+        } else {
+            rooms
+        };
         let hello = ServerMsg::Hello {
             protocol: PROTOCOL_VERSION,
             server_time: unix_millis(),
@@ -159,7 +188,7 @@ impl Chat {
         }
         let reply = match msg {
             ClientMsg::Ping { id } => ServerMsg::Pong { id },
-            ClientMsg::ListRooms { id } => ServerMsg::Rooms { id, rooms: self.store.public_rooms(caller.user.id).await? },
+            ClientMsg::ListRooms { id } => ServerMsg::Rooms { id, rooms: self.store.public_rooms(caller.user.id, DIRECTORY_ROOMS).await? },
             ClientMsg::CreateRoom { id, name } => self.create_room(caller, id, name.trim()).await?,
             ClientMsg::JoinRoom { id, room_id } => self.join_room(caller, id, room_id).await?,
             ClientMsg::LeaveRoom { id, room_id } => self.leave_room(caller, id, room_id).await?,
@@ -302,9 +331,14 @@ impl Chat {
         self.require_member_id(user.id, room_id).await?;
         let page = self.limits.history_page;
         let mut messages = self.store.history_before(room_id, before_seq, page + 1).await?;
-        let has_more = messages.len() > page as usize;
+        let mut has_more = messages.len() > page as usize;
         if has_more {
             messages.remove(0);
+        }
+        let fitting = how_many_fit(messages.iter().rev(), self.page_bytes);
+        if fitting < messages.len() {
+            messages.drain(..messages.len() - fitting);
+            has_more = true;
         }
         Ok((messages, has_more))
     }
@@ -315,8 +349,13 @@ impl Chat {
         self.require_member(caller, room_id).await?;
         let page = self.limits.history_page * CATCHUP_PAGES;
         let mut messages = self.store.history_after(room_id, after_seq, page + 1).await?;
-        let has_more = messages.len() > page as usize;
+        let mut has_more = messages.len() > page as usize;
         messages.truncate(page as usize);
+        let fitting = how_many_fit(messages.iter(), self.page_bytes);
+        if fitting < messages.len() {
+            messages.truncate(fitting);
+            has_more = true;
+        }
         // Positions that moved while the client was away come with the last page.
         let receipts = if has_more { Vec::new() } else { self.store.receipts(room_id, RECEIPTS_SENT).await? };
         metrics::caught_up(messages.len());
@@ -440,6 +479,29 @@ fn check_client_id(client_id: &str) -> Result<(), AppError> {
     Ok(())
 }
 
+/// At least the size of a message in JSON, whatever its texts hold, so a page
+/// counted with it can never outgrow its budget. Cheaper than encoding the page
+/// twice.
+fn encoded_bound(message: &ChatMessage) -> usize {
+    let sender = &message.sender;
+    let texts = message.text.len() + sender.username.len() + sender.display_name.len() + message.client_id.as_ref().map_or(0, String::len);
+    MESSAGE_FIELDS_BOUND + JSON_ESCAPE_BOUND * texts
+}
+
+/// How many of `messages`, taken in the order given, fit in `budget` bytes; at least
+/// one when there is one, so a page always moves the reader on.
+fn how_many_fit<'a>(messages: impl ExactSizeIterator<Item = &'a ChatMessage>, budget: usize) -> usize {
+    let available = messages.len();
+    let mut used = 0;
+    let fitting = messages
+        .take_while(|message| {
+            used += encoded_bound(message);
+            used <= budget
+        })
+        .count();
+    fitting.max(available.min(1))
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -452,5 +514,48 @@ mod tests {
             let allowed = !id.is_empty() && id.len() <= MAX_CLIENT_ID_LEN && !id.chars().any(char::is_control);
             prop_assert_eq!(check_client_id(&id).is_ok(), allowed);
         }
+
+        #[test]
+        fn no_message_encodes_larger_than_its_bound(
+            text in app::test_text::any_text(),
+            name in app::test_text::any_text(),
+            client_id in proptest::option::of(app::test_text::any_text()),
+        ) {
+            let message = message_of(text, name, client_id);
+            let encoded = serde_json::to_vec(&message).unwrap().len();
+            prop_assert!(encoded <= encoded_bound(&message), "{encoded} > {}", encoded_bound(&message));
+        }
+    }
+
+    fn message_of(text: String, name: String, client_id: Option<String>) -> ChatMessage {
+        ChatMessage {
+            id: i64::MIN,
+            room_id: i64::MIN,
+            seq: i64::MIN,
+            kind: app::protocol::MessageKind::Joined,
+            sender: UserRef { id: i64::MIN, username: name.clone(), display_name: name },
+            client_id,
+            text,
+            sent_at: i64::MIN,
+        }
+    }
+
+    #[test]
+    fn the_longest_texts_escape_to_their_bound() {
+        let message = message_of("\u{1}".repeat(4000), "\u{1f}".repeat(64), Some("\"".repeat(64)));
+        let encoded = serde_json::to_vec(&message).unwrap().len();
+        assert!(encoded <= encoded_bound(&message));
+        assert!(encoded * 10 >= encoded_bound(&message) * 9, "the bound is not far above ({encoded})");
+    }
+
+    #[test]
+    fn a_page_keeps_what_fits_and_always_one() {
+        let short = message_of("a".into(), "ana".into(), None);
+        let each = encoded_bound(&short);
+        let page = vec![short.clone(), short.clone(), short];
+        assert_eq!(how_many_fit(page.iter(), each * 3), 3);
+        assert_eq!(how_many_fit(page.iter(), each * 3 - 1), 2);
+        assert_eq!(how_many_fit(page.iter(), each - 1), 1, "one even when it alone is over");
+        assert_eq!(how_many_fit(page[..0].iter(), 0), 0);
     }
 }

@@ -75,7 +75,10 @@ impl AppState {
             max_message_chars: config.chat.max_message_chars,
             history_page: config.chat.history_page_size.max(1),
         };
-        let chat = Arc::new(Chat::new(store.clone(), hub.clone(), limits, config.limits.rooms_per_user, default_room.id));
+        // A quarter of what may wait for one socket: a page still fits behind frames
+        // already waiting, and the writer takes it whole.
+        let page_bytes = config.limits.outbound_queue_bytes / 4;
+        let chat = Arc::new(Chat::new(store.clone(), hub.clone(), limits, page_bytes, config.limits.rooms_per_user, default_room.id));
         let accounts = Arc::new(Accounts::new(store.clone(), hub.clone(), chat.clone(), policy));
         let limiters = Arc::new(Limiters::new(&config.limits));
         let stopped = CancellationToken::new();

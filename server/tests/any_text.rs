@@ -89,6 +89,62 @@ async fn any_text_is_stored_and_shown_byte_for_byte(db: TestDb) {
     server.stop().await;
 }
 
+/// The longest texts escape to the most JSON: 4,000 control characters are 24,000
+/// bytes in a frame. A page of fifty of them outgrew what a socket may hold for one
+/// reader, so every reader of that room lost its socket on asking for history, came
+/// back and asked again. Pages carry fewer such messages instead, and paging through
+/// history and catch-up still hands over each message once, in order.
+async fn a_room_of_the_longest_texts_still_pages_through(db: TestDb) {
+    let server = TestServer::start_with(db, support::server::relaxed()).await;
+    let mut ana = server.connect(&server.register("ana").await).await;
+    let room_id = general(&hello_rooms(&mut ana).await);
+    let longest = "\u{1}".repeat(4000);
+    let mut sent = Vec::new();
+    for n in 0..60 {
+        match ana.request(|id| ClientMsg::Send { id, room_id, client_id: format!("long{n}"), text: longest.clone() }).await {
+            ServerMsg::Sent { message, .. } => sent.push(message.seq),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    let mut reader = server.connect(&server.register("bob").await).await;
+    let mut heard_back = Vec::new();
+    let mut before_seq = None;
+    loop {
+        let (messages, has_more) = match reader.request(|id| ClientMsg::History { id, room_id, before_seq }).await {
+            ServerMsg::History { messages, has_more, .. } => (messages, has_more),
+            other => panic!("{other:?}"),
+        };
+        assert!(!messages.is_empty(), "a page holds at least one message");
+        before_seq = Some(messages[0].seq);
+        heard_back.splice(0..0, messages.iter().filter(|m| m.text == longest).map(|m| m.seq));
+        if !has_more {
+            break;
+        }
+    }
+    assert_eq!(heard_back, sent, "history pages, newest first, hand over each message once");
+
+    let mut caught_up = Vec::new();
+    let mut after_seq = 0;
+    loop {
+        let (messages, has_more) = match reader.request(|id| ClientMsg::Catchup { id, room_id, after_seq }).await {
+            ServerMsg::Catchup { messages, has_more, .. } => (messages, has_more),
+            other => panic!("{other:?}"),
+        };
+        assert!(!messages.is_empty() || !has_more, "a page that promises more holds something");
+        if let Some(last) = messages.last() {
+            after_seq = last.seq;
+        }
+        caught_up.extend(messages.iter().filter(|m| m.text == longest).map(|m| m.seq));
+        if !has_more {
+            break;
+        }
+    }
+    assert_eq!(caught_up, sent, "catch-up pages hand over each message once, in order");
+    assert!(matches!(reader.request(|id| ClientMsg::Ping { id }).await, ServerMsg::Pong { .. }), "the socket goes on");
+    server.stop().await;
+}
+
 /// A request that panics inside the server (a bug reached by some input) gets an
 /// `internal` error; the socket and the server go on.
 #[tokio::test]
@@ -116,4 +172,4 @@ async fn a_panicking_request_costs_one_error_reply_and_nothing_more() {
     server.stop().await;
 }
 
-on_both_databases!(any_text_is_stored_and_shown_byte_for_byte);
+on_both_databases!(any_text_is_stored_and_shown_byte_for_byte, a_room_of_the_longest_texts_still_pages_through);

@@ -5,7 +5,7 @@ mod support;
 
 use std::sync::Arc;
 
-use app::protocol::{MessageKind, UserRef};
+use app::protocol::{MessageKind, RoomSummary, UserRef};
 use server::storage::{Posted, Store, StoreError};
 use support::databases::TestDb;
 
@@ -48,6 +48,21 @@ on_both_backends! {
         assert_eq!((found.user.id, found.password_hash.as_str()), (alice.id, "h1"));
         assert!(store.credentials("bob").await.unwrap().is_none());
         assert_eq!(store.user(alice.id).await.unwrap(), Some(alice));
+    };
+
+    the_directory_lists_the_rooms_most_people_are_in_by_name => |store: Arc<dyn Store>| async move {
+        let people = [user(&store, "ana").await, user(&store, "bia").await, user(&store, "caio").await];
+        let mut rooms = Vec::new();
+        for (name, members) in [("zeta", 3), ("alpha", 1), ("mid", 2)] {
+            let (room, _) = store.create_room(name, &people[0], 1).await.unwrap();
+            for person in &people[1..members] {
+                store.join(room.id, person, 2).await.unwrap();
+            }
+            rooms.push(room);
+        }
+        let names = |listed: Vec<RoomSummary>| listed.into_iter().map(|r| (r.name, r.member_count)).collect::<Vec<_>>();
+        assert_eq!(names(store.public_rooms(people[2].id, 2).await.unwrap()), vec![("mid".into(), 2), ("zeta".into(), 3)]);
+        assert_eq!(names(store.public_rooms(people[2].id, 100).await.unwrap()).len(), 3, "all of them");
     };
 
     sessions_expire_and_are_revoked => |store: Arc<dyn Store>| async move {
@@ -103,7 +118,7 @@ on_both_backends! {
         let members: Vec<i64> = store.members(rust.id).await.unwrap().iter().map(|u| u.id).collect();
         assert_eq!(members, vec![alice.id, bob.id]);
 
-        let listed = store.public_rooms(bob.id).await.unwrap();
+        let listed = store.public_rooms(bob.id, 100).await.unwrap();
         let names: Vec<(&str, bool, i64)> = listed.iter().map(|r| (r.name.as_str(), r.joined, r.member_count)).collect();
         assert_eq!(names, vec![("general", false, 0), ("Rust", true, 2)]);
         let mine: Vec<&str> = store.rooms_of(bob.id).await.unwrap().iter().map(|r| r.name.clone().leak() as &str).collect();
@@ -226,7 +241,7 @@ on_both_backends! {
         let dm = bobs.iter().find(|r| r.id == room.id).unwrap();
         assert_eq!(dm.peer.as_ref().map(|p| p.id), Some(alice.id));
         assert_eq!(dm.member_count, 2);
-        assert!(store.public_rooms(bob.id).await.unwrap().iter().all(|r| r.id != room.id), "not listed publicly");
+        assert!(store.public_rooms(bob.id, 100).await.unwrap().iter().all(|r| r.id != room.id), "not listed publicly");
     };
 
     mentions_of_members_are_counted_until_read => |store: Arc<dyn Store>| async move {
@@ -305,10 +320,10 @@ on_both_backends! {
         assert_eq!(count(store.rooms_of(ana.id).await.unwrap(), room.id), 1);
         store.join(room.id, &bob, 2).await.unwrap();
         store.join(room.id, &bob, 3).await.unwrap();
-        assert_eq!(count(store.public_rooms(ana.id).await.unwrap(), room.id), 2, "joining twice counts once");
+        assert_eq!(count(store.public_rooms(ana.id, 100).await.unwrap(), room.id), 2, "joining twice counts once");
         store.leave(room.id, &bob, 4).await.unwrap();
         store.leave(room.id, &bob, 5).await.unwrap();
-        assert_eq!(count(store.public_rooms(ana.id).await.unwrap(), room.id), 1, "leaving twice counts once");
+        assert_eq!(count(store.public_rooms(ana.id, 100).await.unwrap(), room.id), 1, "leaving twice counts once");
         let (dm, _) = store.open_direct(&ana, &bob, 6).await.unwrap();
         store.open_direct(&bob, &ana, 7).await.unwrap();
         assert_eq!(count(store.rooms_of(bob.id).await.unwrap(), dm.id), 2);

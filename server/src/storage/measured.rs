@@ -79,7 +79,7 @@ measured! {
     fn create_room(&self, name: &str, creator: &UserRef, now: i64) -> StoreResult<(RoomRecord, ChatMessage)>;
     fn room(&self, room_id: i64) -> StoreResult<Option<RoomRecord>>;
     fn room_summary(&self, room_id: i64, user_id: i64) -> StoreResult<Option<RoomSummary>>;
-    fn public_rooms(&self, user_id: i64) -> StoreResult<Vec<RoomSummary>>;
+    fn public_rooms(&self, user_id: i64, most: u32) -> StoreResult<Vec<RoomSummary>>;
     fn rooms_of(&self, user_id: i64) -> StoreResult<Vec<RoomSummary>>;
     fn is_member(&self, room_id: i64, user_id: i64) -> StoreResult<bool>;
     fn members(&self, room_id: i64) -> StoreResult<Vec<UserRef>>;

@@ -139,8 +139,9 @@ pub trait Store: Send + Sync + 'static {
     async fn room(&self, room_id: i64) -> StoreResult<Option<RoomRecord>>;
     /// One room as `user_id` sees it.
     async fn room_summary(&self, room_id: i64, user_id: i64) -> StoreResult<Option<RoomSummary>>;
-    /// Every public room, with whether `user_id` is a member.
-    async fn public_rooms(&self, user_id: i64) -> StoreResult<Vec<RoomSummary>>;
+    /// The `most` public rooms with the most members, by name, with whether `user_id`
+    /// is a member.
+    async fn public_rooms(&self, user_id: i64, most: u32) -> StoreResult<Vec<RoomSummary>>;
     /// The rooms `user_id` is a member of.
     async fn rooms_of(&self, user_id: i64) -> StoreResult<Vec<RoomSummary>>;
     async fn is_member(&self, room_id: i64, user_id: i64) -> StoreResult<bool>;

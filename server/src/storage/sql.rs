@@ -1200,9 +1200,14 @@ macro_rules! sql_store {
                 Ok(rooms.into_iter().next())
             }
 
-            async fn public_rooms(&self, user_id: i64) -> StoreResult<Vec<RoomSummary>> {
-                let sql = format!("{SELECT_ROOM_SUMMARY} WHERE r.kind = 'public' ORDER BY r.name_key");
-                let rows: Vec<RoomSummaryRow> = sqlx::query_as(&sql).bind(user_id).fetch_all(&self.pool).await?;
+            async fn public_rooms(&self, user_id: i64, most: u32) -> StoreResult<Vec<RoomSummary>> {
+                let sql = format!(
+                    "{SELECT_ROOM_SUMMARY} WHERE r.kind = 'public' AND r.id IN \
+                     (SELECT id FROM rooms WHERE kind = 'public' ORDER BY member_count DESC, name_key LIMIT $2) \
+                     ORDER BY r.name_key"
+                );
+                let rows: Vec<RoomSummaryRow> =
+                    sqlx::query_as(&sql).bind(user_id).bind(i64::from(most)).fetch_all(&self.pool).await?;
                 Ok(rows.into_iter().map(Into::into).collect())
             }
 
