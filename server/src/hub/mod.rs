@@ -150,15 +150,17 @@ impl Hub {
     /// For the hub's own tests: a socket in `rooms`, greeted with empty ones.
     #[cfg(test)]
     pub fn connect(&self, user: &UserRef, session_id: i64, rooms: &[RoomId]) -> Connection {
-        self.connect_greeted(user, session_id, &rooms.iter().map(|room| (*room, 0)).collect::<Vec<_>>())
+        self.connect_greeted(user, session_id, &rooms.iter().map(|room| (*room, 0)).collect::<Vec<_>>()).0
     }
 
     /// Registers a socket for `user`, subscribed to the rooms they are a member of,
     /// each given with the newest message its greeting shows: where catching that
     /// room's sockets up starts if nothing was sent there before (noted in the same
     /// step, so no message slips in between). Rooms where they were not online yet
-    /// hear of it with the next presence notice.
-    pub fn connect_greeted(&self, user: &UserRef, session_id: i64, rooms: &[(RoomId, Seq)]) -> Connection {
+    /// hear of it with the next presence notice. Also says whether a message newer
+    /// than a greeting's was announced before the socket was here to hear it: the
+    /// greeting, read too early, needs reading again.
+    pub fn connect_greeted(&self, user: &UserRef, session_id: i64, rooms: &[(RoomId, Seq)]) -> (Connection, bool) {
         let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
         let (sender, receiver) = outbound::queue(self.limits);
         let close = CloseSignal::default();
@@ -171,6 +173,7 @@ impl Hub {
         };
         let mut registry = self.lock();
         registry.add(id, user, entry);
+        let missed = rooms.iter().any(|&(room_id, through)| registry.announced_after(room_id, through));
         for &(room_id, through) in rooms {
             registry.heard_through(room_id, through);
         }
@@ -180,7 +183,7 @@ impl Hub {
             close.close(CloseReason::SessionEnded);
         }
         drop(registry);
-        Connection { id, outbound: receiver, close }
+        (Connection { id, outbound: receiver, close }, missed)
     }
 
     /// Forgets a socket (its task is ending).
@@ -694,12 +697,25 @@ mod tests {
             .collect()
     }
 
+    /// The greeting is read from the database before the socket registers: a message
+    /// announced in between reached neither, and the greeting must be read again.
+    #[tokio::test]
+    async fn a_greeting_read_before_a_message_announced_to_nobody_is_told_it_missed_it() {
+        let hub = hub();
+        hub.publish(7, &ServerMsg::Message { message: chat_message(7, 11) }, None);
+        let (_early, missed) = hub.connect_greeted(&user(1, "alice"), 1, &[(8, 0), (7, 10)]);
+        assert!(missed, "read at 10, announced 11 before registering");
+        let (_late, missed) = hub.connect_greeted(&user(2, "bob"), 2, &[(7, 11)]);
+        assert!(!missed, "read after 11 was stored");
+        assert!(hub.rooms_heard().contains(&(7, 11)), "11 was announced to nobody here: nothing to send again");
+    }
+
     /// A message from another node lost on the way, then a later one arriving, leaves
     /// a hole: catching up starts below it and sends only what was missed.
     #[tokio::test]
     async fn catching_up_fills_holes_left_by_lost_events_and_sends_nothing_twice() {
         let hub = hub();
-        let mut alice = hub.connect_greeted(&user(1, "alice"), 1, &[(7, 4)]);
+        let (mut alice, _) = hub.connect_greeted(&user(1, "alice"), 1, &[(7, 4)]);
         hub.flush_presence();
         drain(&mut alice);
         let node: NodeId = "other".into();

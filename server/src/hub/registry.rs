@@ -174,6 +174,10 @@ pub struct Registry {
     /// How far each room's sockets here have been sent its messages: where to catch
     /// them up from if events from other nodes may have been lost.
     heard: HashMap<RoomId, Heard>,
+    /// The newest message announced here in each room, whether or not it had sockets
+    /// to hear it: a socket greeted from the database before an announcement and
+    /// registered after it has missed that message.
+    announced: HashMap<RoomId, i64>,
     /// Connections removed since the start: with the ids handed out, how much coming
     /// and going there has been.
     removed: u64,
@@ -467,6 +471,8 @@ impl Registry {
 
     /// Notes that the room's sockets were sent message `seq`.
     pub fn heard(&mut self, room_id: RoomId, seq: i64) {
+        let newest = self.announced.entry(room_id).or_insert(seq);
+        *newest = (*newest).max(seq);
         if self.has_sockets(room_id) {
             self.heard.entry(room_id).or_insert_with(|| Heard::starting_at(seq - 1)).note(seq);
         }
@@ -476,9 +482,16 @@ impl Registry {
     /// greeting or a join), unless the room is followed already: its sockets may be
     /// missing messages before that which this one was given.
     pub fn heard_through(&mut self, room_id: RoomId, through: i64) {
+        // What was announced to nobody needs sending to no socket here.
+        let through = through.max(self.announced.get(&room_id).copied().unwrap_or(through));
         if self.has_sockets(room_id) {
             self.heard.entry(room_id).or_insert_with(|| Heard::starting_at(through));
         }
+    }
+
+    /// Whether a message newer than `seq` was announced here in the room.
+    pub fn announced_after(&self, room_id: RoomId, seq: i64) -> bool {
+        self.announced.get(&room_id).is_some_and(|newest| *newest > seq)
     }
 
     /// Counts every message up to `seq` as sent to the room's sockets (a catch-up left
