@@ -1,5 +1,5 @@
-import { expect, test } from "@playwright/test";
-import { createRoom, hydrated, newUser, openRooms, PASSWORD, sendMessage, uniqueName, joinRoom } from "./helpers";
+import { expect, test, type WebSocketRoute } from "@playwright/test";
+import { createRoom, hydrated, newUser, openRooms, PASSWORD, register, sendMessage, uniqueName, joinRoom } from "./helpers";
 
 test("two people join a new room, see each other's names, notices and messages", async ({ browser }) => {
   const alice = await newUser(browser, "alice", "Alice Liddell");
@@ -179,6 +179,63 @@ test("chat pages ask for a login and then return to where you were going", async
   await expect(page).toHaveURL(/\/login\?next=/);
   await context.close();
   await other.close();
+});
+
+test("logging out and in as someone else on the same page shows only that person's chat", async ({ browser }) => {
+  const bob = await newUser(browser, "bob", "Bob Segundo");
+  await bob.context.close();
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  let greet = true;
+  let held: WebSocketRoute | undefined;
+  let closeReachedPage = () => {};
+  const closedForAna = new Promise<void>((resolve) => (closeReachedPage = resolve));
+  await page.routeWebSocket(/\/ws(\?.*)?$/, (ws) => {
+    if (!greet) {
+      // Never greeted, as on a slow network: whatever shows meanwhile is the page's own.
+      held = ws;
+      return;
+    }
+    const server = ws.connectToServer();
+    // The server's close for the logout reaches the page after the page has moved on
+    // to the login form, as when the socket is on another node.
+    server.onClose((code, reason) =>
+      setTimeout(() => {
+        ws.close({ code, reason });
+        closeReachedPage();
+      }, 1_000),
+    );
+  });
+  await register(page, uniqueName("ana"), "Ana Ótima");
+  const room = uniqueName("ana").replace(/_/g, "-");
+  await createRoom(page, room);
+  const secret = `segredo da Ana 🤫 ${uniqueName("s")}`;
+  await sendMessage(page, secret);
+
+  greet = false;
+  await openRooms(page);
+  await page.getByRole("button", { name: "Log out" }).click();
+  await expect(page).toHaveURL(/\/login$/);
+  await closedForAna;
+  await page.getByLabel("Username").fill(bob.username);
+  await page.getByLabel("Password", { exact: true }).fill(PASSWORD);
+  await page.getByRole("button", { name: "Log in" }).click();
+  await expect.poll(() => held !== undefined).toBe(true);
+  // Still at the chat, not sent back to the login form, and nothing of Ana's shows.
+  await expect(page).toHaveURL(/\/$/);
+  await expect(page.getByTestId("connection-state")).toHaveAttribute("data-state", "connecting");
+  await expect(page.getByTestId("me")).toHaveCount(0);
+  await expect(page.getByRole("link", { name: `#${room}` })).toHaveCount(0);
+  await expect(page.getByText(secret)).toHaveCount(0);
+
+  greet = true;
+  held!.close({ code: 1011, reason: "internal error" });
+  await expect(page.getByTestId("connection-state")).toHaveAttribute("data-state", "online", { timeout: 15_000 });
+  await expect(page.getByTestId("me")).toHaveText("Bob Segundo");
+  await expect(page).toHaveURL(/\/$/);
+  await expect(page.getByRole("link", { name: `#${room}` })).toHaveCount(0);
+  await expect(page.getByText(secret)).toHaveCount(0);
+  await context.close();
 });
 
 test("a log in turned into a redirect on its way goes where the redirect led", async ({ browser }) => {

@@ -1,5 +1,5 @@
 import { expect, test } from "@playwright/test";
-import { PASSWORD, createRoom, hydrated, newUser, openRooms, sendMessage, uniqueName, joinRoom } from "./helpers";
+import { PASSWORD, createRoom, hydrated, newUser, openRooms, register, sendMessage, uniqueName, joinRoom } from "./helpers";
 
 test("messages sit under a day heading and show their full date on hover or tap", async ({ browser }) => {
   const ana = await newUser(browser, "ana");
@@ -166,4 +166,22 @@ test("on a phone the rooms drawer takes focus, closes on Escape and gives focus 
   await expect(menu).toBeFocused();
   await expect(page.locator("main")).not.toHaveAttribute("inert");
   await ana.context.close();
+});
+
+test("a page left open overnight says Yesterday over what was today", async ({ browser }) => {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  // Time runs as usual; the test can move it on.
+  await page.clock.install();
+  await register(page, uniqueName("noite"));
+  const text = `boa noite 🌙 ${uniqueName("n")}`;
+  await sendMessage(page, text);
+  const separator = page.getByTestId("day").last();
+  await expect(separator).toHaveText("Today");
+  await page.clock.fastForward("24:00:00");
+  // The next morning the person comes back to the page.
+  await page.evaluate(() => window.dispatchEvent(new Event("focus")));
+  await expect(separator).toHaveText("Yesterday");
+  await expect(page.getByTestId("message").filter({ hasText: text })).toHaveCount(1);
+  await context.close();
 });

@@ -1,5 +1,5 @@
 import { expect, test, type Page } from "@playwright/test";
-import { newUser, openRooms, register, sendMessage, uniqueName, joinRoom } from "./helpers";
+import { hydrated, newUser, openRooms, PASSWORD, register, sendMessage, uniqueName, joinRoom } from "./helpers";
 
 /** Finds a person by name in the sidebar and opens the conversation with them. */
 async function messagePerson(page: Page, username: string) {
@@ -8,6 +8,30 @@ async function messagePerson(page: Page, username: string) {
   await page.getByRole("button", { name: `Message ${username}` }).click();
   await expect(page).toHaveURL(new RegExp(`/dm/${username}$`));
   await expect(page.getByTestId("room-title")).toHaveText(username);
+}
+
+/** Records notifications and permission requests instead of showing them, and lets
+ *  the test hide the page (`__hidden`). Runs in the page, before its scripts. */
+function recordNotifications(initialPermission: string) {
+  const w = window as any;
+  w.__shown = [];
+  w.__asked = 0;
+  w.__hidden = false;
+  let permission = initialPermission;
+  class FakeNotification {
+    static get permission() { return permission; }
+    static requestPermission() { w.__asked += 1; permission = "granted"; return Promise.resolve(permission); }
+    constructor(title: string, options: any) { w.__shown.push({ title, body: options?.body }); }
+  }
+  w.Notification = FakeNotification;
+  Object.defineProperty(document, "visibilityState", { get: () => (w.__hidden ? "hidden" : "visible") });
+}
+
+async function setHidden(page: Page, hidden: boolean) {
+  await page.evaluate((hidden) => {
+    (window as any).__hidden = hidden;
+    document.dispatchEvent(new Event("visibilitychange", { bubbles: true }));
+  }, hidden);
 }
 
 function directEntry(page: Page, name: string) {
@@ -165,21 +189,7 @@ test("in a room the sender sees who has seen their message", async ({ browser })
 test("a hidden tab notifies of a direct message, with permission asked only from a click", async ({ browser }) => {
   const alice = await newUser(browser, "alice");
   const context = await browser.newContext();
-  // Record notifications and permission requests, and let the test hide the page.
-  await context.addInitScript(() => {
-    const w = window as any;
-    w.__shown = [];
-    w.__asked = 0;
-    w.__hidden = false;
-    let permission = "default";
-    class FakeNotification {
-      static get permission() { return permission; }
-      static requestPermission() { w.__asked += 1; permission = "granted"; return Promise.resolve(permission); }
-      constructor(title: string, options: any) { w.__shown.push({ title, body: options?.body }); }
-    }
-    w.Notification = FakeNotification;
-    Object.defineProperty(document, "visibilityState", { get: () => (w.__hidden ? "hidden" : "visible") });
-  });
+  await context.addInitScript(recordNotifications, "default");
   const page = await context.newPage();
   const bobName = uniqueName("bob");
   await register(page, bobName);
@@ -190,10 +200,52 @@ test("a hidden tab notifies of a direct message, with permission asked only from
   await expect(page.getByRole("button", { name: "Notify me" })).toHaveCount(0);
   expect(await page.evaluate(() => (window as any).__asked)).toBe(1);
 
-  await page.evaluate(() => { (window as any).__hidden = true; document.dispatchEvent(new Event("visibilitychange", { bubbles: true })); });
+  await setHidden(page, true);
   await messagePerson(alice.page, bobName);
   await sendMessage(alice.page, "are you there?");
   await expect.poll(() => page.evaluate(() => (window as any).__shown)).toEqual([{ title: alice.username, body: "are you there?" }]);
   await alice.context.close();
   await context.close();
+});
+
+test("what was read on another device does not notify when this one catches up", async ({ browser }) => {
+  const alice = await newUser(browser, "alice");
+  const laptop = await browser.newContext();
+  await laptop.addInitScript(recordNotifications, "granted");
+  const page = await laptop.newPage();
+  const bobName = uniqueName("bob");
+  await register(page, bobName);
+  await messagePerson(alice.page, bobName);
+  await sendMessage(alice.page, "first");
+  await openRooms(page);
+  await directEntry(page, alice.username).click();
+  await expect(page.getByTestId("message").filter({ hasText: "first" })).toHaveCount(1);
+
+  // The laptop is put away; Bob reads what comes next on his phone.
+  await setHidden(page, true);
+  await laptop.setOffline(true);
+  await expect(page.getByTestId("connection-state")).toHaveAttribute("data-state", "reconnecting");
+  await sendMessage(alice.page, "read on the phone");
+  const phone = await browser.newContext();
+  const phonePage = await phone.newPage();
+  await phonePage.goto(`/login?next=${encodeURIComponent(`/dm/${alice.username}`)}`);
+  await hydrated(phonePage);
+  await phonePage.getByLabel("Username").fill(bobName);
+  await phonePage.getByLabel("Password", { exact: true }).fill(PASSWORD);
+  await phonePage.getByRole("button", { name: "Log in" }).click();
+  await expect(phonePage.getByTestId("message").filter({ hasText: "read on the phone" })).toBeVisible();
+  const sent = alice.page.getByTestId("message").filter({ hasText: "read on the phone" });
+  await expect(sent.getByTestId("receipt")).toHaveAttribute("data-receipt", "read");
+  await phone.close();
+
+  // Back on the laptop, still hidden: it catches up without a notification for it…
+  await laptop.setOffline(false);
+  await expect(page.getByTestId("connection-state")).toHaveAttribute("data-state", "online");
+  await expect(page.getByTestId("message").filter({ hasText: "read on the phone" })).toHaveCount(1);
+  expect(await page.evaluate(() => (window as any).__shown)).toEqual([]);
+  // …but what nobody has read yet does notify.
+  await sendMessage(alice.page, "and now?");
+  await expect.poll(() => page.evaluate(() => (window as any).__shown)).toEqual([{ title: alice.username, body: "and now?" }]);
+  await alice.context.close();
+  await laptop.close();
 });

@@ -30,6 +30,17 @@ test("on a phone the rooms are a drawer; switching rooms and sending works", asy
   const box = await page.getByRole("textbox", { name: `Message #${room}` }).boundingBox();
   const viewport = page.viewportSize()!;
   expect(box!.y + box!.height).toBeGreaterThan(viewport.height - 80);
+
+  // A room joined from the directory shows, not the drawer it was joined from.
+  await page.getByRole("button", { name: "Leave" }).click();
+  await openRooms(page);
+  await page.getByRole("link", { name: "#general" }).click();
+  await expect(page.getByTestId("room-title")).toHaveText("#general");
+  await openRooms(page);
+  await page.getByRole("button", { name: "Browse rooms" }).click();
+  await page.getByRole("button", { name: `Join #${room}` }).click();
+  await expect(page.getByTestId("room-title")).toHaveText(`#${room}`);
+  await expect(sidebar).toHaveAttribute("data-open", "false");
   await user.context.close();
 });
 

@@ -55,3 +55,23 @@ test("web addresses in messages are links that open apart from the chat", async 
   await expect(ana.page.getByTestId("message").locator("b")).toHaveCount(0);
   await ana.context.close();
 });
+
+test("an Enter that picks an input method's word does not send", async ({ browser }) => {
+  const user = await newUser(browser, "kenji");
+  const composer = user.page.getByRole("textbox", { name: /^Message / });
+  const text = `にほんご ${uniqueName("ime")}`;
+  await composer.fill(text);
+  // Safari's Enter that ends a composition: not composing by its flag, 229 by its key code.
+  const sent = await composer.evaluate((element) => {
+    const enter = new KeyboardEvent("keydown", { key: "Enter", bubbles: true, cancelable: true });
+    Object.defineProperty(enter, "keyCode", { get: () => 229 });
+    return element.dispatchEvent(enter);
+  });
+  expect(sent, "the Enter is left to the input method").toBe(true);
+  await expect(composer).toHaveValue(text);
+  await expect(user.page.getByTestId("pending")).toHaveCount(0);
+  await composer.press("Enter");
+  await expect(user.page.getByTestId("message").filter({ hasText: text })).toHaveCount(1);
+  await expect(composer).toHaveValue("");
+  await user.context.close();
+});

@@ -47,8 +47,11 @@ enum Ended {
 }
 
 pub(super) fn run(chat: ChatClient) {
-    let mut network = network_events();
+    let (mut network, listening) = network_events();
     spawn_local(async move {
+        // Listened to for as long as this loop runs: a loop ended by signing out and
+        // started again by the next login must not leave its listeners behind.
+        let _listening = listening;
         let mut failures: u32 = 0;
         let mut resuming = false;
         loop {
@@ -96,18 +99,27 @@ fn online() -> bool {
     window().navigator().on_line()
 }
 
-/// `true` for each `online` event, `false` for each `offline` event. The listeners stay
-/// for the life of the page, as the chat model does.
-fn network_events() -> mpsc::UnboundedReceiver<bool> {
+/// `true` for each `online` event, `false` for each `offline` event, until the
+/// returned listeners are dropped.
+fn network_events() -> (mpsc::UnboundedReceiver<bool>, Listening) {
     let (tx, rx) = mpsc::unbounded();
     let on_online = tx.clone();
-    let _ = window_event_listener(leptos::ev::online, move |_| {
+    let online = window_event_listener(leptos::ev::online, move |_| {
         let _ = on_online.unbounded_send(true);
     });
-    let _ = window_event_listener(leptos::ev::offline, move |_| {
+    let offline = window_event_listener(leptos::ev::offline, move |_| {
         let _ = tx.unbounded_send(false);
     });
-    rx
+    (rx, Listening(vec![online, offline]))
+}
+
+/// Window listeners removed when this is dropped.
+struct Listening(Vec<WindowListenerHandle>);
+
+impl Drop for Listening {
+    fn drop(&mut self) {
+        self.0.drain(..).for_each(WindowListenerHandle::remove);
+    }
 }
 
 async fn wait_until_online(network: &mut mpsc::UnboundedReceiver<bool>) {
@@ -137,15 +149,25 @@ async fn pause_unless_back_online(ms: f64, network: &mut mpsc::UnboundedReceiver
     }
 }
 
-/// Sends the page to the login form, which brings the user back here afterwards.
+/// Forgets the person's chat and sends a chat page to the login form, which brings the
+/// user back here afterwards. A page already at an account form (its own
+/// logout got there before the socket heard of it) stays: sending it on would leave the
+/// login form as the place to return to, and only a chat page follows `goto`.
 fn signed_out(chat: ChatClient) {
     chat.conn.try_set(ConnState::SignedOut);
     chat.stopped();
+    chat.reset();
     let here = window().location();
-    let path = here.pathname().unwrap_or_default() + &here.search().unwrap_or_default();
-    let next: String = js_sys::encode_uri_component(&path).into();
+    let path = here.pathname().unwrap_or_default();
+    if ACCOUNT_PAGES.contains(&path.as_str()) {
+        return;
+    }
+    let next: String = js_sys::encode_uri_component(&(path + &here.search().unwrap_or_default())).into();
     chat.goto.try_set(Some(format!("/login?next={next}")));
 }
+
+/// Pages that are not the chat: the router's other routes.
+const ACCOUNT_PAGES: [&str; 2] = ["/login", "/register"];
 
 /// The pause before attempt `failures + 1`: between half and all of a ceiling that
 /// doubles with each failure, capped.

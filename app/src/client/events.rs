@@ -223,6 +223,7 @@ impl ChatClient {
         let mentions_me = !from_me && message.kind == MessageKind::Text && mentions(&message.text, &my_name);
         let is_text = message.kind == MessageKind::Text;
         let mut kind = None;
+        let mut unread = false;
         self.rooms.update(|rooms| {
             if let Some(room) = rooms.iter_mut().find(|r| r.id == room_id) {
                 room.last_seq = room.last_seq.max(seq);
@@ -230,7 +231,8 @@ impl ChatClient {
                     room.read_seq = room.read_seq.max(seq);
                 }
                 // Only what people write counts as unread, never join or leave notices.
-                if is_text && !from_me && seq > room.read_seq {
+                unread = is_text && !from_me && seq > room.read_seq;
+                if unread {
                     if let Err(at) = room.unread_seqs.binary_search(&seq) {
                         room.unread_seqs.insert(at, seq);
                     }
@@ -273,7 +275,9 @@ impl ChatClient {
                 if is_text && room_kind == RoomKind::Direct {
                     self.queue_receipt(room_id, Some(seq), None);
                 }
-                if is_text && (room_kind == RoomKind::Direct || mentions_me) {
+                // Not for what was read already on another device, as when this one
+                // catches up after a while away.
+                if unread && (room_kind == RoomKind::Direct || mentions_me) {
                     let title = match room_kind {
                         RoomKind::Direct => message.sender.display_name.clone(),
                         RoomKind::Public => format!("{} in #{room_name}", message.sender.display_name),
@@ -351,8 +355,10 @@ impl ChatClient {
         }
     }
 
-    /// Forgets everything about the previous user.
-    fn reset(&self) {
+    /// Forgets everything about the previous user: at a greeting for someone else, and
+    /// as a session ends, so that nothing of this person (their rooms, their messages,
+    /// what they had not sent yet) shows to whoever logs in next on this page.
+    pub(super) fn reset(&self) {
         self.me.set(None);
         self.rooms.set(Vec::new());
         self.directory.set(None);

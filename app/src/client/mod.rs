@@ -163,6 +163,8 @@ impl ChatClient {
             return;
         }
         self.started.set_value(true);
+        // After a sign-out, the next login's page connects anew.
+        self.conn.set(ConnState::Connecting);
         platform::watch_attention(*self);
         #[cfg(feature = "hydrate")]
         connection::run(*self);

@@ -11,6 +11,11 @@ mod browser {
 
     use super::ChatClient;
 
+    thread_local! {
+        /// Whether the page's attention is watched already.
+        static WATCHING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+
     pub fn now_ms() -> f64 {
         js_sys::Date::now()
     }
@@ -57,6 +62,10 @@ mod browser {
     pub fn watch_attention(chat: ChatClient) {
         chat.attentive.set(attention());
         chat.notification_permission.set(notification_permission());
+        // Once per page: the chat starts again after each login on it.
+        if WATCHING.replace(true) {
+            return;
+        }
         // `visibilitychange` fires at the document and bubbles up to the window.
         for event in ["focus", "blur", "visibilitychange"] {
             let _ = window_event_listener_untyped(event, move |_| {

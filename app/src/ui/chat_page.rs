@@ -58,15 +58,17 @@ pub fn ChatPage() -> impl IntoView {
             chat.watch_presence(room_id);
         }
     });
+    let drawer_open = RwSignal::new(false);
     let navigate = use_navigate();
     Effect::new(move |_| {
         if let Some(path) = chat.goto.get() {
             chat.goto.set(None);
+            // What was joined, created or found shows, not the drawer (on a phone) it
+            // was asked for from.
+            drawer_open.set(false);
             navigate(&path, Default::default());
         }
     });
-
-    let drawer_open = RwSignal::new(false);
     let menu_button = NodeRef::<leptos::html::Button>::new();
     let title = move || {
         // The server renders the head after the body, when this page's reactive

@@ -10,6 +10,9 @@ use crate::{
     validation::check_message_text,
 };
 
+/// The key code browsers give a key press that an input method is handling.
+const IME_PROCESSING: u32 = 229;
+
 #[component]
 pub fn Composer(room_id: RoomId) -> impl IntoView {
     let chat = expect_context::<ChatClient>();
@@ -82,7 +85,11 @@ pub fn Composer(room_id: RoomId) -> impl IntoView {
                         text.set(value);
                     }
                     on:keydown=move |ev: leptos::ev::KeyboardEvent| {
-                        if ev.key() == "Enter" && !ev.shift_key() && !ev.is_composing() {
+                        // Safari ends an input method's composition (Japanese, Chinese)
+                        // with an Enter that says it is not composing; only its key code,
+                        // 229, tells that this Enter picks a word rather than sends.
+                        let composing = ev.is_composing() || ev.key_code() == IME_PROCESSING;
+                        if ev.key() == "Enter" && !ev.shift_key() && !composing {
                             ev.prevent_default();
                             send();
                         }

@@ -27,7 +27,14 @@ pub fn MessageList(room_id: RoomId) -> impl IntoView {
             t.get(&room_id).filter(|t| t.loaded).map(|t| t.messages().cloned().collect::<Vec<_>>()).unwrap_or_default()
         })
     });
-    let shown_rows = Memo::new(move |_| messages.with(|m| rows(m, |message| Clock::from_millis(message.sent_at).local_day())));
+    let shown_rows = Memo::new(move |_| {
+        // Laid out again as messages come and as the person comes back to the page, each
+        // time with the day it is now: on a page left open overnight, what said "Today"
+        // says "Yesterday" by the time anyone looks or anything new arrives.
+        chat.attentive.track();
+        let today = Clock::now().local_day();
+        messages.with(|m| rows(m, |message| Clock::from_millis(message.sent_at).local_day(), today))
+    });
     let pending = Memo::new(move |_| chat.outbox.with(|o| o.iter().filter(|o| o.room_id == room_id).cloned().collect::<Vec<_>>()));
     let paging = Memo::new(move |_| {
         chat.timelines.with(|t| t.get(&room_id).map(|t| (t.loaded, t.has_more_before, t.loading_older)).unwrap_or_default())
@@ -151,7 +158,7 @@ pub fn MessageList(room_id: RoomId) -> impl IntoView {
                     <div role="log" aria-live="polite" aria-relevant="additions" aria-label="Messages" class="flex flex-col gap-2">
                         <For each=move || shown_rows.get() key=Row::key let:row>
                             {match row {
-                                Row::Day { day } => view! { <DaySeparator day=day /> }.into_any(),
+                                Row::Day { day, today } => view! { <DaySeparator day=day today=today /> }.into_any(),
                                 Row::Message(message) => view! { <MessageRow message=message context=context /> }.into_any(),
                                 Row::Notices(notices) => view! { <NoticesRow notices=notices /> }.into_any(),
                             }}
@@ -260,8 +267,8 @@ fn NoticesRow(notices: Vec<ChatMessage>) -> impl IntoView {
 
 /// "Today", "Yesterday" or the date, above a day's first message.
 #[component]
-fn DaySeparator(day: i64) -> impl IntoView {
-    let label = Clock::day_label(day, Clock::now().local_day());
+fn DaySeparator(day: i64, today: i64) -> impl IntoView {
+    let label = Clock::day_label(day, today);
     view! {
         <div role="separator" data-testid="day" class="my-2 flex items-center gap-3 text-xs font-medium text-slate-500 dark:text-slate-400">
             <span class="h-px flex-1 bg-slate-200 dark:bg-slate-700" aria-hidden="true"></span>

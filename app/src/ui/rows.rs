@@ -7,8 +7,9 @@ use crate::protocol::{ChatMessage, MessageKind};
 /// One line of the message list.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Row {
-    /// The first message of a day follows; `day` counts days since 1970 locally.
-    Day { day: i64 },
+    /// The first message of a day follows; `day` counts days since 1970 locally, and
+    /// `today` is the day it was laid out on ("Today" becomes "Yesterday" overnight).
+    Day { day: i64, today: i64 },
     Message(ChatMessage),
     /// Consecutive join and leave notices.
     Notices(Vec<ChatMessage>),
@@ -18,7 +19,7 @@ impl Row {
     /// A key that stays the same while the row means the same thing, for keyed lists.
     pub fn key(&self) -> (u8, i64, i64) {
         match self {
-            Row::Day { day } => (0, *day, 0),
+            Row::Day { day, today } => (0, *day, *today),
             Row::Message(message) => (1, message.seq, 0),
             Row::Notices(notices) => {
                 let first = notices.first().map_or(0, |n| n.seq);
@@ -30,15 +31,15 @@ impl Row {
 }
 
 /// Lays out messages (in sequence order) as rows, with `day_of` giving each message's
-/// local day.
-pub fn rows<'a>(messages: impl IntoIterator<Item = &'a ChatMessage>, day_of: impl Fn(&ChatMessage) -> i64) -> Vec<Row> {
+/// local day, on the local day `today`.
+pub fn rows<'a>(messages: impl IntoIterator<Item = &'a ChatMessage>, day_of: impl Fn(&ChatMessage) -> i64, today: i64) -> Vec<Row> {
     let mut rows = Vec::new();
     let mut current_day = None;
     for message in messages {
         let day = day_of(message);
         if current_day != Some(day) {
             current_day = Some(day);
-            rows.push(Row::Day { day });
+            rows.push(Row::Day { day, today });
         }
         let is_notice = message.kind != MessageKind::Text;
         match rows.last_mut() {
@@ -122,9 +123,11 @@ mod tests {
             message(5, Joined, "carla", 1),
             message(6, Joined, "davi", 1),
         ];
-        let laid_out = rows(&messages, day_of);
+        let laid_out = rows(&messages, day_of, 1);
         let keys: Vec<(u8, i64, i64)> = laid_out.iter().map(Row::key).collect();
-        assert_eq!(keys, [(0, 0, 0), (2, 1, 2), (1, 3, 0), (2, 4, 4), (0, 1, 0), (2, 5, 6)]);
+        assert_eq!(keys, [(0, 0, 1), (2, 1, 2), (1, 3, 0), (2, 4, 4), (0, 1, 1), (2, 5, 6)]);
+        let next_day: Vec<(u8, i64, i64)> = rows(&messages, day_of, 2).iter().map(Row::key).collect();
+        assert_eq!(next_day[0], (0, 0, 2), "a day's line is laid out again when the day turns");
     }
 
     proptest::proptest! {
