@@ -173,9 +173,13 @@ impl Hub {
         };
         let mut registry = self.lock();
         registry.add(id, user, entry);
-        let missed = rooms.iter().any(|&(room_id, through)| registry.announced_after(room_id, through));
+        let mut missed = false;
         for &(room_id, through) in rooms {
-            registry.heard_through(room_id, through);
+            let announced = registry.announced(room_id).unwrap_or(through);
+            missed |= announced > through;
+            // The greeting is read again when it missed an announcement, and a room
+            // that had no sockets here then needs nothing sent again.
+            registry.heard_through(room_id, through.max(announced));
         }
         if self.closing.load(Ordering::Relaxed) {
             close.close(CloseReason::ShuttingDown);

@@ -176,7 +176,8 @@ pub struct Registry {
     heard: HashMap<RoomId, Heard>,
     /// The newest message announced here in each room, whether or not it had sockets
     /// to hear it: a socket greeted from the database before an announcement and
-    /// registered after it has missed that message.
+    /// registered after it has missed that message. One number per room that has
+    /// spoken since the start; rooms are never deleted, so neither is this.
     announced: HashMap<RoomId, i64>,
     /// Connections removed since the start: with the ids handed out, how much coming
     /// and going there has been.
@@ -272,7 +273,8 @@ impl Registry {
         if let Some(room) = self.rooms.get_mut(&room_id) {
             room.conns.remove(&id);
             if room.conns.is_empty() {
-                // Sockets that come later start from their own greeting.
+                // Sockets that come later start from their own greeting (read again
+                // if it missed an announcement, see `announced`).
                 self.heard.remove(&room_id);
             }
         }
@@ -482,16 +484,14 @@ impl Registry {
     /// greeting or a join), unless the room is followed already: its sockets may be
     /// missing messages before that which this one was given.
     pub fn heard_through(&mut self, room_id: RoomId, through: i64) {
-        // What was announced to nobody needs sending to no socket here.
-        let through = through.max(self.announced.get(&room_id).copied().unwrap_or(through));
         if self.has_sockets(room_id) {
             self.heard.entry(room_id).or_insert_with(|| Heard::starting_at(through));
         }
     }
 
-    /// Whether a message newer than `seq` was announced here in the room.
-    pub fn announced_after(&self, room_id: RoomId, seq: i64) -> bool {
-        self.announced.get(&room_id).is_some_and(|newest| *newest > seq)
+    /// The newest message announced here in the room, if any.
+    pub fn announced(&self, room_id: RoomId) -> Option<i64> {
+        self.announced.get(&room_id).copied()
     }
 
     /// Counts every message up to `seq` as sent to the room's sockets (a catch-up left
