@@ -180,3 +180,46 @@ test("a greeting the page cannot read, from a server not yet updated, is given u
   expect(olderServers).toBe(0);
   await context.close();
 });
+
+test("a connection that went silent without closing is noticed, and what was written meanwhile goes out once", async ({ browser }) => {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  // Time runs as usual; the test can move it on.
+  await page.clock.install();
+  // Stands in for a phone that moved to another network: nothing more gets through
+  // the connections open then, either way, and nothing says they are gone.
+  const open: { cut: boolean }[] = [];
+  await page.routeWebSocket(/\/ws(\?.*)?$/, (ws) => {
+    const connection = { cut: false };
+    open.push(connection);
+    const server = ws.connectToServer();
+    ws.onMessage((message) => {
+      if (!connection.cut) server.send(message);
+    });
+    server.onMessage((message) => {
+      if (!connection.cut) ws.send(message);
+    });
+  });
+  await register(page, uniqueName("tunel"));
+  open.forEach((connection) => (connection.cut = true));
+  const text = `escrito no túnel 🚇 ${uniqueName("t")}`;
+  const composer = page.getByRole("textbox", { name: /^Message / });
+  await composer.fill(text);
+  await composer.press("Enter");
+  await expect(page.getByTestId("pending").filter({ hasText: text })).toContainText("Sending…");
+
+  // Twenty silent seconds make the page ask; twenty more without an answer, it gives up
+  // on the connection and makes a new one.
+  await page.clock.fastForward("00:21");
+  await expect(page.getByTestId("connection-state")).toHaveAttribute("data-state", "online");
+  expect(open.length).toBe(1);
+  await page.clock.fastForward("00:21");
+  await expect.poll(() => open.length, { message: "a new connection made" }).toBe(2);
+  await expect(page.getByTestId("connection-state")).toHaveAttribute("data-state", "online", { timeout: 15_000 });
+  await expect(page.getByTestId("pending")).toHaveCount(0);
+  await expect(page.getByTestId("message").filter({ hasText: text })).toHaveCount(1);
+  await page.reload();
+  await hydrated(page);
+  await expect(page.getByTestId("message").filter({ hasText: text })).toHaveCount(1);
+  await context.close();
+});

@@ -13,14 +13,17 @@
 //!
 //! The browser's own network events matter only when it really was offline: going
 //! offline drops the socket at once (instead of waiting for TCP to notice), and coming
-//! back online after that reconnects without waiting out the pause.
+//! back online after that reconnects without waiting out the pause. A connection that
+//! dies without a word (no event, no close) is found by its silence: after
+//! [`SILENCE_MS`] the page pings, and after as long again with no answer it connects
+//! anew.
 
 use futures::{channel::mpsc, FutureExt, SinkExt, StreamExt};
 use gloo_net::websocket::{futures::WebSocket, Message, WebSocketError};
 use leptos::{prelude::*, task::spawn_local};
 
 use super::{platform, ChatClient, ConnState};
-use crate::protocol::{close_code, socket_path, ServerMsg};
+use crate::protocol::{close_code, socket_path, ClientMsg, ServerMsg};
 
 /// Ceiling of the first pause; each failure doubles it.
 const FIRST_CEILING_MS: f64 = 1_000.0;
@@ -33,6 +36,9 @@ const CLOSE_RESTARTING: [u16; 2] = [1001, 1012];
 /// After a restart notice, each tab waits a random time up to this before its first
 /// attempt, so thousands of tabs do not all return in the same instant.
 const RESTART_SPREAD_MS: f64 = 5_000.0;
+/// A connection that says nothing this long is asked whether it is alive; one that
+/// stays silent as long again is dropped and made anew.
+const SILENCE_MS: u32 = 20_000;
 
 enum Ended {
     /// The connection closed or failed: how long it was up after the greeting (if it
@@ -196,6 +202,7 @@ async fn connect_once(chat: ChatClient, network: &mut mpsc::UnboundedReceiver<bo
 
     let mut greeted_at = None;
     let mut server_restarting = false;
+    let mut probing = false;
     let ended = loop {
         let frame = futures::select! {
             frame = stream.next().fuse() => frame,
@@ -203,7 +210,20 @@ async fn connect_once(chat: ChatClient, network: &mut mpsc::UnboundedReceiver<bo
                 Some(false) => break Some(Ended::Offline),
                 _ => continue,
             },
+            // The server's own pings never reach the page, so a connection that died
+            // without a word (a phone moving between networks) would look open for as
+            // long as TCP takes to notice, minutes with messages stuck at "Sending…".
+            // Silence is asked about once, then taken for a dead connection.
+            () = gloo_timers::future::TimeoutFuture::new(SILENCE_MS).fuse() => {
+                if probing {
+                    break None;
+                }
+                probing = true;
+                let _ = tx.unbounded_send(ClientMsg::Ping { id: 0 });
+                continue;
+            },
         };
+        probing = false;
         match frame {
             Some(Ok(Message::Text(text))) => match serde_json::from_str::<ServerMsg>(&text) {
                 Ok(msg) => {
