@@ -10,8 +10,9 @@ async function messagePerson(page: Page, username: string) {
   await expect(page.getByTestId("room-title")).toHaveText(username);
 }
 
-/** Records notifications and permission requests instead of showing them, and lets
- *  the test hide the page (`__hidden`). Runs in the page, before its scripts. */
+/** Records notifications and permission requests instead of showing them, with the
+ *  way each was shown (through the service worker, as phones need, or by the page),
+ *  and lets the test hide the page (`__hidden`). Runs in the page, before its scripts. */
 function recordNotifications(initialPermission: string) {
   const w = window as any;
   w.__shown = [];
@@ -21,9 +22,13 @@ function recordNotifications(initialPermission: string) {
   class FakeNotification {
     static get permission() { return permission; }
     static requestPermission() { w.__asked += 1; permission = "granted"; return Promise.resolve(permission); }
-    constructor(title: string, options: any) { w.__shown.push({ title, body: options?.body }); }
+    constructor(title: string, options: any) { w.__shown.push({ title, body: options?.body, via: "page" }); }
   }
   w.Notification = FakeNotification;
+  w.ServiceWorkerRegistration.prototype.showNotification = function (title: string, options: any) {
+    w.__shown.push({ title, body: options?.body, via: "worker" });
+    return Promise.resolve();
+  };
   Object.defineProperty(document, "visibilityState", { get: () => (w.__hidden ? "hidden" : "visible") });
 }
 
@@ -203,7 +208,10 @@ test("a hidden tab notifies of a direct message, with permission asked only from
   await setHidden(page, true);
   await messagePerson(alice.page, bobName);
   await sendMessage(alice.page, "are you there?");
-  await expect.poll(() => page.evaluate(() => (window as any).__shown)).toEqual([{ title: alice.username, body: "are you there?" }]);
+  await expect.poll(() => page.evaluate(() => (window as any).__shown)).toEqual([{ title: alice.username, body: "are you there?", via: "worker" }]);
+  // The worker that phones need is the site's own, served beside the page.
+  const worker = await page.evaluate(() => navigator.serviceWorker.ready.then((ready) => new URL(ready.active!.scriptURL).pathname));
+  expect(worker).toBe("/sw.js");
   await alice.context.close();
   await context.close();
 });
@@ -245,7 +253,7 @@ test("what was read on another device does not notify when this one catches up",
   expect(await page.evaluate(() => (window as any).__shown)).toEqual([]);
   // …but what nobody has read yet does notify.
   await sendMessage(alice.page, "and now?");
-  await expect.poll(() => page.evaluate(() => (window as any).__shown)).toEqual([{ title: alice.username, body: "and now?" }]);
+  await expect.poll(() => page.evaluate(() => (window as any).__shown)).toEqual([{ title: alice.username, body: "and now?", via: "worker" }]);
   await alice.context.close();
   await laptop.close();
 });

@@ -236,11 +236,11 @@ async fn connect_once(chat: ChatClient, network: &mut mpsc::UnboundedReceiver<bo
                 // A greeting this page cannot read comes from a server of another
                 // version that does not check the page's (one not yet updated, during
                 // a deploy): try again later, perhaps reaching an updated one.
-                Err(err) if greeted_at.is_none() => {
-                    leptos::logging::warn!("dropping a socket whose greeting this page cannot read: {err}");
+                Err(_) if greeted_at.is_none() => {
+                    leptos::logging::warn!("dropping a socket whose greeting this page cannot read: {text}");
                     break None;
                 }
-                Err(err) => leptos::logging::warn!("ignoring a frame this client does not understand: {err}"),
+                Err(_) => leptos::logging::warn!("ignoring a frame this client does not understand: {text}"),
             },
             Some(Ok(Message::Bytes(_))) => {}
             Some(Err(WebSocketError::ConnectionClose(close))) => {

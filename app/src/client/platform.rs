@@ -72,6 +72,16 @@ mod browser {
                 chat.attentive.try_set(attention());
             });
         }
+        if let Some(worker) = service_worker() {
+            let _ = worker.register("/sw.js");
+        }
+    }
+
+    /// Where the browser has service workers (on https and on this machine's own
+    /// addresses).
+    fn service_worker() -> Option<web_sys::ServiceWorkerContainer> {
+        let navigator = window().navigator();
+        js_sys::Reflect::has(&navigator, &"serviceWorker".into()).unwrap_or(false).then(|| navigator.service_worker())
     }
 
     fn notification_permission() -> Option<String> {
@@ -103,7 +113,18 @@ mod browser {
         let options = web_sys::NotificationOptions::new();
         options.set_body(body);
         options.set_tag("parley");
-        let _ = web_sys::Notification::new_with_options(title, &options);
+        // Through the service worker, ready once registered at the start: phones'
+        // browsers show notifications no other way (`new Notification` throws there),
+        // and every browser that grants notifications has service workers, since both
+        // need a secure page.
+        let Some(ready) = service_worker().and_then(|worker| worker.ready().ok()) else { return };
+        let title = title.to_owned();
+        leptos::task::spawn_local(async move {
+            if let Ok(registration) = wasm_bindgen_futures::JsFuture::from(ready).await {
+                let registration: web_sys::ServiceWorkerRegistration = registration.unchecked_into();
+                let _ = registration.show_notification_with_options(&title, &options);
+            }
+        });
     }
 
     /// Loads the page again from the server. Only for a page that is out of date: the
