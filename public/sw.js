@@ -7,12 +7,18 @@
 self.addEventListener("install", () => self.skipWaiting());
 self.addEventListener("activate", (event) => event.waitUntil(self.clients.claim()));
 
+// The site's pages that are not the chat.
+const ACCOUNT_PAGES = ["/login", "/register"];
+
 // A tap on the notification brings the chat to the front, opening it if it was closed.
 self.addEventListener("notificationclick", (event) => {
   event.notification.close();
   event.waitUntil(
     self.clients.matchAll({ type: "window", includeUncontrolled: true }).then((windows) => {
-      const chat = windows.find((window) => new URL(window.url).origin === self.location.origin);
+      const chat = windows.find((window) => {
+        const url = new URL(window.url);
+        return url.origin === self.location.origin && !ACCOUNT_PAGES.includes(url.pathname);
+      });
       return chat ? chat.focus() : self.clients.openWindow("/");
     }),
   );

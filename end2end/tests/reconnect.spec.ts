@@ -189,6 +189,7 @@ test("a connection that went silent without closing is noticed, and what was wri
   // Stands in for a phone that moved to another network: nothing more gets through
   // the connections open then, either way, and nothing says they are gone.
   const open: { cut: boolean }[] = [];
+  let pongs = 0;
   await page.routeWebSocket(/\/ws(\?.*)?$/, (ws) => {
     const connection = { cut: false };
     open.push(connection);
@@ -197,10 +198,21 @@ test("a connection that went silent without closing is noticed, and what was wri
       if (!connection.cut) server.send(message);
     });
     server.onMessage((message) => {
-      if (!connection.cut) ws.send(message);
+      if (connection.cut) return;
+      if (typeof message === "string" && message.startsWith('{"pong"')) pongs++;
+      ws.send(message);
     });
   });
   await register(page, uniqueName("tunel"));
+
+  // A quiet connection that is alive answers the page's question and stays.
+  for (const asked of [1, 2]) {
+    await page.clock.fastForward("00:31");
+    await expect.poll(() => pongs).toBe(asked);
+  }
+  expect(open.length).toBe(1);
+  await expect(page.getByTestId("connection-state")).toHaveAttribute("data-state", "online");
+
   open.forEach((connection) => (connection.cut = true));
   const text = `escrito no túnel 🚇 ${uniqueName("t")}`;
   const composer = page.getByRole("textbox", { name: /^Message / });
@@ -208,12 +220,12 @@ test("a connection that went silent without closing is noticed, and what was wri
   await composer.press("Enter");
   await expect(page.getByTestId("pending").filter({ hasText: text })).toContainText("Sending…");
 
-  // Twenty silent seconds make the page ask; twenty more without an answer, it gives up
-  // on the connection and makes a new one.
-  await page.clock.fastForward("00:21");
+  // Twenty to thirty silent seconds make the page ask; as long again without an
+  // answer, it gives up on the connection and makes a new one.
+  await page.clock.fastForward("00:31");
   await expect(page.getByTestId("connection-state")).toHaveAttribute("data-state", "online");
   expect(open.length).toBe(1);
-  await page.clock.fastForward("00:21");
+  await page.clock.fastForward("00:31");
   await expect.poll(() => open.length, { message: "a new connection made" }).toBe(2);
   await expect(page.getByTestId("connection-state")).toHaveAttribute("data-state", "online", { timeout: 15_000 });
   await expect(page.getByTestId("pending")).toHaveCount(0);

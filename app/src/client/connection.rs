@@ -14,9 +14,8 @@
 //! The browser's own network events matter only when it really was offline: going
 //! offline drops the socket at once (instead of waiting for TCP to notice), and coming
 //! back online after that reconnects without waiting out the pause. A connection that
-//! dies without a word (no event, no close) is found by its silence: after
-//! [`SILENCE_MS`] the page pings, and after as long again with no answer it connects
-//! anew.
+//! dies without a word (no event, no close) is found by its silence: after 20–30 s
+//! the page pings, and after as long again with no answer it connects anew.
 
 use futures::{channel::mpsc, FutureExt, SinkExt, StreamExt};
 use gloo_net::websocket::{futures::WebSocket, Message, WebSocketError};
@@ -36,9 +35,12 @@ const CLOSE_RESTARTING: [u16; 2] = [1001, 1012];
 /// After a restart notice, each tab waits a random time up to this before its first
 /// attempt, so thousands of tabs do not all return in the same instant.
 const RESTART_SPREAD_MS: f64 = 5_000.0;
-/// A connection that says nothing this long is asked whether it is alive; one that
-/// stays silent as long again is dropped and made anew.
-const SILENCE_MS: u32 = 20_000;
+/// A connection that says nothing for 20–30 s is asked whether it is alive; one that
+/// stays silent as long again is dropped and made anew. Random within the range:
+/// the last frame a room's pages heard came to all of them at once, and their pings
+/// must not all come back at once too.
+const SILENCE_MS: f64 = 20_000.0;
+const SILENCE_SPREAD_MS: f64 = 10_000.0;
 
 enum Ended {
     /// The connection closed or failed: how long it was up after the greeting (if it
@@ -175,6 +177,10 @@ fn signed_out(chat: ChatClient) {
 /// Pages that are not the chat: the router's other routes.
 const ACCOUNT_PAGES: [&str; 2] = ["/login", "/register"];
 
+fn silence_ms() -> u32 {
+    (SILENCE_MS + js_sys::Math::random() * SILENCE_SPREAD_MS) as u32
+}
+
 /// The pause before attempt `failures + 1`: between half and all of a ceiling that
 /// doubles with each failure, capped.
 fn backoff_ms(failures: u32) -> f64 {
@@ -214,7 +220,7 @@ async fn connect_once(chat: ChatClient, network: &mut mpsc::UnboundedReceiver<bo
             // without a word (a phone moving between networks) would look open for as
             // long as TCP takes to notice, minutes with messages stuck at "Sending…".
             // Silence is asked about once, then taken for a dead connection.
-            () = gloo_timers::future::TimeoutFuture::new(SILENCE_MS).fuse() => {
+            () = gloo_timers::future::TimeoutFuture::new(silence_ms()).fuse() => {
                 if probing {
                     break None;
                 }
