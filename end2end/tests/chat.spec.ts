@@ -1,5 +1,5 @@
 import { expect, test, type WebSocketRoute } from "@playwright/test";
-import { createRoom, hydrated, newUser, openRooms, PASSWORD, register, sendMessage, uniqueName, joinRoom } from "./helpers";
+import { createRoom, hydrated, logIn, newUser, openRooms, PASSWORD, register, sendMessage, uniqueName, joinRoom } from "./helpers";
 
 test("two people join a new room, see each other's names, notices and messages", async ({ browser }) => {
   const alice = await newUser(browser, "alice", "Alice Liddell");
@@ -217,9 +217,7 @@ test("logging out and in as someone else on the same page shows only that person
   await page.getByRole("button", { name: "Log out" }).click();
   await expect(page).toHaveURL(/\/login$/);
   await closedForAna;
-  await page.getByLabel("Username").fill(bob.username);
-  await page.getByLabel("Password", { exact: true }).fill(PASSWORD);
-  await page.getByRole("button", { name: "Log in" }).click();
+  await logIn(page, bob.username);
   await expect.poll(() => held !== undefined).toBe(true);
   // Still at the chat, not sent back to the login form, and nothing of Ana's shows.
   await expect(page).toHaveURL(/\/$/);

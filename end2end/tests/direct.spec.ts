@@ -1,5 +1,5 @@
-import { expect, test, type Page } from "@playwright/test";
-import { hydrated, newUser, openRooms, PASSWORD, register, sendMessage, uniqueName, joinRoom } from "./helpers";
+import { expect, test, type Browser, type Page } from "@playwright/test";
+import { hydrated, logIn, newUser, openRooms, register, sendMessage, uniqueName, joinRoom } from "./helpers";
 
 /** Finds a person by name in the sidebar and opens the conversation with them. */
 async function messagePerson(page: Page, username: string) {
@@ -30,6 +30,16 @@ function recordNotifications(initialPermission: string) {
     return Promise.resolve();
   };
   Object.defineProperty(document, "visibilityState", { get: () => (w.__hidden ? "hidden" : "visible") });
+}
+
+/** A registered user in a context of their own whose notifications are recorded. */
+async function userRecordingNotifications(browser: Browser, permission: string) {
+  const context = await browser.newContext();
+  await context.addInitScript(recordNotifications, permission);
+  const page = await context.newPage();
+  const username = uniqueName("bob");
+  await register(page, username);
+  return { context, page, username };
 }
 
 async function setHidden(page: Page, hidden: boolean) {
@@ -193,11 +203,7 @@ test("in a room the sender sees who has seen their message", async ({ browser })
 
 test("a hidden tab notifies of a direct message, with permission asked only from a click", async ({ browser }) => {
   const alice = await newUser(browser, "alice");
-  const context = await browser.newContext();
-  await context.addInitScript(recordNotifications, "default");
-  const page = await context.newPage();
-  const bobName = uniqueName("bob");
-  await register(page, bobName);
+  const { context, page, username: bobName } = await userRecordingNotifications(browser, "default");
   expect(await page.evaluate(() => (window as any).__asked)).toBe(0);
 
   await openRooms(page);
@@ -218,11 +224,7 @@ test("a hidden tab notifies of a direct message, with permission asked only from
 
 test("what was read on another device does not notify when this one catches up", async ({ browser }) => {
   const alice = await newUser(browser, "alice");
-  const laptop = await browser.newContext();
-  await laptop.addInitScript(recordNotifications, "granted");
-  const page = await laptop.newPage();
-  const bobName = uniqueName("bob");
-  await register(page, bobName);
+  const { context: laptop, page, username: bobName } = await userRecordingNotifications(browser, "granted");
   await messagePerson(alice.page, bobName);
   await sendMessage(alice.page, "first");
   await openRooms(page);
@@ -238,9 +240,7 @@ test("what was read on another device does not notify when this one catches up",
   const phonePage = await phone.newPage();
   await phonePage.goto(`/login?next=${encodeURIComponent(`/dm/${alice.username}`)}`);
   await hydrated(phonePage);
-  await phonePage.getByLabel("Username").fill(bobName);
-  await phonePage.getByLabel("Password", { exact: true }).fill(PASSWORD);
-  await phonePage.getByRole("button", { name: "Log in" }).click();
+  await logIn(phonePage, bobName);
   await expect(phonePage.getByTestId("message").filter({ hasText: "read on the phone" })).toBeVisible();
   const sent = alice.page.getByTestId("message").filter({ hasText: "read on the phone" });
   await expect(sent.getByTestId("receipt")).toHaveAttribute("data-receipt", "read");

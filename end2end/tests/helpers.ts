@@ -27,6 +27,13 @@ export async function register(page: Page, username: string, displayName = "") {
   await expect(page.getByTestId("connection-state")).toHaveAttribute("data-state", "online");
 }
 
+/** Fills in and sends the login form the page is showing. */
+export async function logIn(page: Page, username: string) {
+  await page.getByLabel("Username").fill(username);
+  await page.getByLabel("Password", { exact: true }).fill(PASSWORD);
+  await page.getByRole("button", { name: "Log in" }).click();
+}
+
 /** A fresh browser context (its own cookies) with a registered user in it. */
 export async function newUser(browser: Browser, prefix: string, displayName = "") {
   const context = await browser.newContext();
