@@ -257,3 +257,34 @@ test("what was read on another device does not notify when this one catches up",
   await alice.context.close();
   await laptop.close();
 });
+
+test("a service worker that cannot register leaves the chat working and says why nothing is notified", async ({ browser }) => {
+  const alice = await newUser(browser, "alice");
+  const context = await browser.newContext();
+  await context.addInitScript(recordNotifications, "granted");
+  // A deploy that lost the worker's file.
+  await context.route("**/sw.js", (route) => route.fulfill({ status: 404, body: "gone" }));
+  const page = await context.newPage();
+  const warnings: string[] = [];
+  const errors: string[] = [];
+  page.on("console", (message) => {
+    if (message.type() === "warning") warnings.push(message.text());
+  });
+  page.on("pageerror", (error) => errors.push(error.message));
+  const bobName = uniqueName("bob");
+  await register(page, bobName);
+  await expect.poll(() => warnings.some((text) => text.includes("service worker did not register"))).toBe(true);
+
+  await setHidden(page, true);
+  await messagePerson(alice.page, bobName);
+  await sendMessage(alice.page, "Ótimo, sem notificação?");
+  await expect.poll(() => warnings.some((text) => text.includes("notification not shown"))).toBe(true);
+  expect(await page.evaluate(() => (window as any).__shown)).toEqual([]);
+  await setHidden(page, false);
+  await openRooms(page);
+  await directEntry(page, alice.username).click();
+  await expect(page.getByTestId("message").filter({ hasText: "Ótimo, sem notificação?" })).toHaveCount(1);
+  expect(errors, "no uncaught failure").toEqual([]);
+  await alice.context.close();
+  await context.close();
+});

@@ -235,3 +235,43 @@ test("a connection that went silent without closing is noticed, and what was wri
   await expect(page.getByTestId("message").filter({ hasText: text })).toHaveCount(1);
   await context.close();
 });
+
+test("a proxy that passes the greeting and then nothing gets the page back less and less often", async ({ browser }) => {
+  test.setTimeout(90_000);
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  await page.clock.install();
+  // Every connection is greeted, then hears nothing more and nothing it sends gets
+  // through: a connection that lasts a minute but was never alive after its hello.
+  let opened = 0;
+  await page.routeWebSocket(/\/ws(\?.*)?$/, (ws) => {
+    opened++;
+    let greeted = false;
+    const server = ws.connectToServer();
+    ws.onMessage((message) => {
+      if (!greeted) server.send(message);
+    });
+    server.onMessage((message) => {
+      if (greeted) return;
+      ws.send(message);
+      greeted = typeof message === "string" && message.startsWith('{"hello"');
+    });
+  });
+  await register(page, uniqueName("mudo"));
+
+  // Each connection is asked about after 20–30 silent seconds and given up on after as
+  // long again; the pause before the next grows (0.5–1 s, 1–2, 2–4, then 4–8).
+  for (let cycle = 1; cycle <= 4; cycle++) {
+    await expect(page.getByTestId("connection-state")).toHaveAttribute("data-state", "online", { timeout: 15_000 });
+    expect(opened).toBe(cycle);
+    await page.clock.fastForward("00:31");
+    await page.clock.fastForward("00:31");
+    if (cycle < 4) await expect.poll(() => opened, { timeout: 15_000 }).toBe(cycle + 1);
+  }
+  // The minute each was up does not count as a healthy connection: no quick return.
+  await page.waitForTimeout(3_000);
+  expect(opened, "the fifth connection waits out a longer pause").toBe(4);
+  await page.clock.fastForward("00:10");
+  await expect.poll(() => opened, { timeout: 15_000 }).toBe(5);
+  await context.close();
+});

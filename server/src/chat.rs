@@ -189,12 +189,25 @@ impl Chat {
         let reply = match msg {
             ClientMsg::Ping { id } => ServerMsg::Pong { id },
             ClientMsg::ListRooms { id } => ServerMsg::Rooms { id, rooms: self.store.public_rooms(caller.user.id, DIRECTORY_ROOMS).await? },
-            ClientMsg::CreateRoom { id, name } => self.create_room(caller, id, name.trim()).await?,
-            ClientMsg::JoinRoom { id, room_id } => self.join_room(caller, id, room_id).await?,
-            ClientMsg::LeaveRoom { id, room_id } => self.leave_room(caller, id, room_id).await?,
+            // Answered from inside, in order with what the person's other tabs hear.
+            ClientMsg::CreateRoom { id, name } => {
+                self.create_room(caller, id, name.trim()).await?;
+                return Ok(None);
+            }
+            ClientMsg::JoinRoom { id, room_id } => {
+                self.join_room(caller, id, room_id).await?;
+                return Ok(None);
+            }
+            ClientMsg::LeaveRoom { id, room_id } => {
+                self.leave_room(caller, id, room_id).await?;
+                return Ok(None);
+            }
             ClientMsg::History { id, room_id, before_seq } => self.history(caller, id, room_id, before_seq).await?,
             ClientMsg::Catchup { id, room_id, after_seq } => self.catch_up(caller, id, room_id, after_seq).await?,
-            ClientMsg::OpenDirect { id, user_id } => self.open_direct(caller, id, user_id).await?,
+            ClientMsg::OpenDirect { id, user_id } => {
+                self.open_direct(caller, id, user_id).await?;
+                return Ok(None);
+            }
             ClientMsg::FindUsers { id, query } => self.find_users(caller, id, &query).await?,
             ClientMsg::Online { id, room_id, after } => {
                 // Answered from inside the hub, in order with presence notices.
@@ -219,26 +232,23 @@ impl Chat {
         Ok(Some(reply))
     }
 
-    async fn create_room(&self, caller: &Caller, id: u64, name: &str) -> Result<ServerMsg, AppError> {
+    async fn create_room(&self, caller: &Caller, id: u64, name: &str) -> Result<(), AppError> {
         validation::check_room_name(name).map_err(AppError::Invalid)?;
         self.require_room_allowance(&caller.user).await?;
-        let room = {
-            let _memberships = self.user_locks.lock(caller.user.id).await;
-            let (room, notice) = match self.store.create_room(name, &caller.user, unix_millis()).await {
-                Ok(created) => created,
-                Err(StoreError::Conflict) => return Err(AppError::Conflict("A room with that name already exists.")),
-                Err(err) => return Err(err.into()),
-            };
-            metrics::notice_stored();
-            // Only the creator is in the room, and the notice is in its history, so
-            // there is nobody to broadcast it to yet.
-            self.hub.join(caller.user.id, room.id, notice.seq);
-            room
+        let _memberships = self.user_locks.lock(caller.user.id).await;
+        let (room, notice) = match self.store.create_room(name, &caller.user, unix_millis()).await {
+            Ok(created) => created,
+            Err(StoreError::Conflict) => return Err(AppError::Conflict("A room with that name already exists.")),
+            Err(err) => return Err(err.into()),
         };
-        self.joined_reply(caller, id, room.id).await
+        metrics::notice_stored();
+        // Only the creator is in the room, and the notice is in its history, so
+        // there is nobody to broadcast it to yet.
+        self.hub.join(caller.user.id, room.id, notice.seq);
+        self.tell_tabs_joined(caller, id, room.id).await
     }
 
-    async fn join_room(&self, caller: &Caller, id: u64, room_id: RoomId) -> Result<ServerMsg, AppError> {
+    async fn join_room(&self, caller: &Caller, id: u64, room_id: RoomId) -> Result<(), AppError> {
         let room = self.store.room(room_id).await?.ok_or(AppError::NotFound("No such room."))?;
         if room.kind != RoomKind::Public && !self.store.is_member(room_id, caller.user.id).await? {
             // Private conversations are not joinable, and do not admit they exist.
@@ -247,17 +257,26 @@ impl Chat {
         if !self.store.is_member(room_id, caller.user.id).await? {
             self.require_room_allowance(&caller.user).await?;
         }
-        self.add_member(&caller.user, room_id, Some(caller.conn)).await?;
-        self.joined_reply(caller, id, room_id).await
+        let order = self.room_locks.lock(room_id).await;
+        self.store.posts_settled().await?;
+        let _memberships = self.user_locks.lock(caller.user.id).await;
+        self.add_member_in_order(&caller.user, room_id, Some(caller.conn)).await?;
+        drop(order);
+        self.tell_tabs_joined(caller, id, room_id).await
     }
 
     /// Makes `user` a member (if not already), subscribes their sockets and announces
     /// the join to the room, in sequence order with the room's other messages. Used for
-    /// joins and for the default room of a new account.
+    /// the default room of a new account.
     pub async fn add_member(&self, user: &UserRef, room_id: RoomId, origin: Option<ConnId>) -> Result<(), AppError> {
         let _order = self.room_locks.lock(room_id).await;
         self.store.posts_settled().await?;
         let _memberships = self.user_locks.lock(user.id).await;
+        self.add_member_in_order(user, room_id, origin).await
+    }
+
+    /// [`Chat::add_member`] with the room's order and the person's memberships held.
+    async fn add_member_in_order(&self, user: &UserRef, room_id: RoomId, origin: Option<ConnId>) -> Result<(), AppError> {
         if let Some(notice) = self.store.join(room_id, user, unix_millis()).await? {
             // The notice is the first message their sockets hear, just below.
             self.hub.join(user.id, room_id, notice.seq - 1);
@@ -267,31 +286,38 @@ impl Chat {
         Ok(())
     }
 
-    /// Replies to the caller and tells the user's other tabs about the new room.
-    async fn joined_reply(&self, caller: &Caller, id: u64, room_id: RoomId) -> Result<ServerMsg, AppError> {
+    /// Replies to the caller and tells the person's other tabs about the room they are
+    /// in now. Called with their memberships locked, as [`Chat::leave_room`] tells its
+    /// own: a join in one tab and a leave in another reach every tab in the order they
+    /// were done, so each shows what was done last (answered after the lock, the
+    /// leave's reply could arrive after the join's notice, and that tab show the room
+    /// left while the person is in it).
+    async fn tell_tabs_joined(&self, caller: &Caller, id: u64, room_id: RoomId) -> Result<(), AppError> {
         let room = self.store.room_summary(room_id, caller.user.id).await?.ok_or(AppError::NotFound("No such room."))?;
         self.hub
             .send_to_user(caller.user.id, &ServerMsg::RoomJoined { id: None, room: room.clone() }, Some(caller.conn));
-        Ok(ServerMsg::RoomJoined { id: Some(id), room })
+        self.hub.send_to(caller.conn, &ServerMsg::RoomJoined { id: Some(id), room });
+        Ok(())
     }
 
-    async fn leave_room(&self, caller: &Caller, id: u64, room_id: RoomId) -> Result<ServerMsg, AppError> {
+    async fn leave_room(&self, caller: &Caller, id: u64, room_id: RoomId) -> Result<(), AppError> {
         if self.store.room(room_id).await?.is_some_and(|room| room.kind == RoomKind::Direct) {
             return Err(AppError::Invalid("A direct conversation cannot be left.".into()));
         }
-        {
-            let _order = self.room_locks.lock(room_id).await;
-            // Posts queued before leaving are stored (or refused) before it.
-            self.store.posts_settled().await?;
-            let _memberships = self.user_locks.lock(caller.user.id).await;
-            if let Some(notice) = self.store.leave(room_id, &caller.user, unix_millis()).await? {
-                self.hub.leave(caller.user.id, room_id);
-                metrics::notice_stored();
-                self.hub.publish(room_id, &ServerMsg::Message { message: notice }, None);
-            }
+        let order = self.room_locks.lock(room_id).await;
+        // Posts queued before leaving are stored (or refused) before it.
+        self.store.posts_settled().await?;
+        let _memberships = self.user_locks.lock(caller.user.id).await;
+        if let Some(notice) = self.store.leave(room_id, &caller.user, unix_millis()).await? {
+            self.hub.leave(caller.user.id, room_id);
+            metrics::notice_stored();
+            self.hub.publish(room_id, &ServerMsg::Message { message: notice }, None);
         }
+        drop(order);
+        // See [`Chat::tell_tabs_joined`].
         self.hub.send_to_user(caller.user.id, &ServerMsg::RoomLeft { id: None, room_id }, Some(caller.conn));
-        Ok(ServerMsg::RoomLeft { id: Some(id), room_id })
+        self.hub.send_to(caller.conn, &ServerMsg::RoomLeft { id: Some(id), room_id });
+        Ok(())
     }
 
     /// Queues a message for storing; once it is committed it is broadcast and
@@ -362,7 +388,7 @@ impl Chat {
         Ok(ServerMsg::Catchup { id, room_id, messages, has_more, receipts })
     }
 
-    async fn open_direct(&self, caller: &Caller, id: u64, peer_id: UserId) -> Result<ServerMsg, AppError> {
+    async fn open_direct(&self, caller: &Caller, id: u64, peer_id: UserId) -> Result<(), AppError> {
         if peer_id == caller.user.id {
             return Err(AppError::Invalid("Pick someone else to talk to.".into()));
         }
@@ -381,7 +407,7 @@ impl Chat {
                 self.hub.send_to_user(peer.id, &ServerMsg::RoomJoined { id: None, room: theirs }, None);
             }
         }
-        self.joined_reply(caller, id, room.id).await
+        self.tell_tabs_joined(caller, id, room.id).await
     }
 
     async fn find_users(&self, caller: &Caller, id: u64, query: &str) -> Result<ServerMsg, AppError> {
@@ -445,8 +471,10 @@ impl Chat {
 }
 
 /// Tells the room about a committed message and its sender that it is stored, or
-/// the sender why it was not. A retry (same client id) gets the original back and
-/// nothing is broadcast again.
+/// the sender why it was not. A retry (same client id) gets the original back; the
+/// room is sent it again only if it never heard it (the hub skips what it sent): a
+/// batch reported failed may have committed, and then its retry is the first anyone
+/// hears of it.
 fn announce_post(hub: &Hub, conn: ConnId, id: u64, room_id: RoomId, received: Instant, outcome: StoreResult<Posted>) {
     let committed_at = Instant::now();
     let message = match outcome {
@@ -455,7 +483,10 @@ fn announce_post(hub: &Hub, conn: ConnId, id: u64, room_id: RoomId, received: In
             hub.publish_committed(room_id, &ServerMsg::Message { message: message.clone() }, Some(conn), Some(committed_at));
             message
         }
-        Ok(Posted::Duplicate(message)) => message,
+        Ok(Posted::Duplicate(message)) => {
+            hub.publish_committed(room_id, &ServerMsg::Message { message: message.clone() }, Some(conn), None);
+            message
+        }
         Err(err) => {
             let refused = match err {
                 StoreError::Conflict => AppError::Conflict("That client_id was already used for a message in another conversation."),

@@ -429,6 +429,64 @@ async fn sockets_opening_during_a_join_or_leave_hear_the_right_rooms(db: TestDb)
     server.stop().await;
 }
 
+/// Reads a socket until it has heard `count` joins or leaves of `room_id` (replies and
+/// notices of the person's other tabs alike); the last says where its page ends up.
+async fn last_of_membership_frames(client: &mut WsClient, room_id: i64, count: usize) -> ServerMsg {
+    let mut heard = Vec::new();
+    while heard.len() < count {
+        let msg = client.next().await;
+        let about_the_room = match &msg {
+            ServerMsg::RoomJoined { room, .. } => room.id == room_id,
+            ServerMsg::RoomLeft { room_id: left, .. } => *left == room_id,
+            _ => false,
+        };
+        if about_the_room {
+            heard.push(msg);
+        }
+    }
+    heard.pop().unwrap()
+}
+
+/// One person leaves a room in one tab as they join it in another: whichever the
+/// server did last, both tabs must end up showing it, as a reload would.
+async fn a_join_and_a_leave_at_once_in_two_tabs_leave_both_showing_what_was_done_last(db: TestDb) {
+    let server = TestServer::start_on(db).await;
+    let cookie = server.register("ana").await;
+    let (mut one_tab, mut other_tab) = (server.connect(&cookie).await, server.connect(&cookie).await);
+    let room = create_room(&mut one_tab, "vai-e-vem").await;
+    last_of_membership_frames(&mut other_tab, room.id, 1).await;
+    let me = sent(&mut one_tab, room.id, "who", "Ótimo!").await.sender;
+    let store = server.db.open().await;
+    let mut ended_joined = 0;
+    for round in 0..60 {
+        // Each tab hears its own reply and the other tab's notice.
+        let (leaving, joining) = if round % 2 == 0 { (&mut one_tab, &mut other_tab) } else { (&mut other_tab, &mut one_tab) };
+        let (leave_request, join_request) =
+            (ClientMsg::LeaveRoom { id: 1_000 + round, room_id: room.id }, ClientMsg::JoinRoom { id: 2_000 + round, room_id: room.id });
+        // Whichever the server takes first, the other comes a moment later.
+        if round % 4 < 2 {
+            leaving.send(&leave_request).await;
+            joining.send(&join_request).await;
+        } else {
+            joining.send(&join_request).await;
+            leaving.send(&leave_request).await;
+        }
+        let (left_shows, joined_shows) =
+            tokio::join!(last_of_membership_frames(leaving, room.id, 2), last_of_membership_frames(joining, room.id, 2));
+        let member = store.is_member(room.id, me.id).await.unwrap();
+        ended_joined += usize::from(member);
+        for (tab, shows) in [("leaving", &left_shows), ("joining", &joined_shows)] {
+            assert_eq!(matches!(shows, ServerMsg::RoomJoined { .. }), member, "round {round}: the {tab} tab shows {shows:?}");
+        }
+        if !member {
+            join(&mut one_tab, room.id).await;
+            last_of_membership_frames(&mut other_tab, room.id, 1).await;
+        }
+    }
+    assert!(ended_joined > 0 && ended_joined < 60, "the join came last in some rounds, the leave in others");
+    server.stop().await;
+}
+
 on_both_databases!(
     hello_names_the_user_and_their_rooms,
     two_users_chat_and_each_sees_the_other_once,
@@ -443,4 +501,5 @@ on_both_databases!(
     room_names_are_validated_and_unique,
     presence_counts_a_person_once_and_updates_live,
     sockets_opening_during_a_join_or_leave_hear_the_right_rooms,
+    a_join_and_a_leave_at_once_in_two_tabs_leave_both_showing_what_was_done_last,
 );

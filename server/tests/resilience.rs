@@ -215,6 +215,39 @@ async fn a_retry_after_a_lost_acknowledgement_does_not_duplicate(db: TestDb) {
     server.stop().await;
 }
 
+/// A post whose commit was reported failed though it landed (the connection to the
+/// database dropped with the answer) is stored but was announced to nobody. Its
+/// retry finds it stored: the room must hear it then, or it would learn of it only
+/// from the next message or a reload.
+async fn a_retry_of_a_post_stored_but_never_announced_reaches_the_room(db: TestDb) {
+    let server = TestServer::start_on(db).await;
+    let mut alice = server.connect(&server.register("alice").await).await;
+    let room_id = create_room(&mut alice, "unannounced").await;
+    let mut bob = server.connect(&server.register("bob").await).await;
+    assert!(matches!(bob.request(|id| ClientMsg::JoinRoom { id, room_id }).await, ServerMsg::RoomJoined { .. }));
+    let greeting = alice.request(|id| ClientMsg::Send { id, room_id, client_id: "first".into(), text: "olá".into() }).await;
+    let ServerMsg::Sent { message: first, .. } = greeting else { panic!("{greeting:?}") };
+    bob.wait_for(|m| matches!(m, ServerMsg::Message { message } if message.seq == first.seq)).await;
+
+    // Stored behind the server's back, as the failed batch left it.
+    let store = server.db.open().await;
+    let stored = store.post(room_id, &first.sender, "landed-unheard", "Ótimo! ação 😀", first.sent_at + 1).await.unwrap();
+    assert!(matches!(stored, server::storage::Posted::New(_)));
+
+    let retried =
+        alice.request(|id| ClientMsg::Send { id, room_id, client_id: "landed-unheard".into(), text: "Ótimo! ação 😀".into() }).await;
+    let ServerMsg::Sent { message, .. } = retried else { panic!("{retried:?}") };
+    let heard = bob.wait_for(|m| matches!(m, ServerMsg::Message { message } if message.client_id.as_deref() == Some("landed-unheard"))).await;
+    assert_eq!(heard, ServerMsg::Message { message: message.clone() }, "the room hears the stored original");
+    // Retried again, now that everyone has it: nobody hears it twice.
+    let again =
+        alice.request(|id| ClientMsg::Send { id, room_id, client_id: "landed-unheard".into(), text: "Ótimo! ação 😀".into() }).await;
+    assert!(matches!(again, ServerMsg::Sent { message: ref m, .. } if *m == message), "{again:?}");
+    let is_text = |m: &ServerMsg| matches!(m, ServerMsg::Message { .. });
+    assert!(bob.is_quiet(Duration::from_millis(300), |m| !is_text(m)).await, "the second retry was not broadcast");
+    server.stop().await;
+}
+
 async fn socket(addr: std::net::SocketAddr, cookie: &str) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
     let mut request = format!("ws://{addr}{}", app::protocol::socket_path(false)).into_client_request().unwrap();
     request.headers_mut().insert("cookie", HeaderValue::from_str(cookie).unwrap());
@@ -302,5 +335,6 @@ async fn every_acknowledged_message_survives_sigkill(db: TestDb) {
 on_both_databases!(
     a_reader_cut_off_again_and_again_ends_with_all_500_messages_once_in_order,
     a_retry_after_a_lost_acknowledgement_does_not_duplicate,
+    a_retry_of_a_post_stored_but_never_announced_reaches_the_room,
     every_acknowledged_message_survives_sigkill,
 );

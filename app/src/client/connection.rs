@@ -6,8 +6,9 @@
 //! fixed and half random: one tab never retries faster than the schedule (a server
 //! that is down sees at most six attempts in its first 20 seconds), and a crowd of
 //! tabs coming back after a restart spreads over the window instead of arriving at
-//! once. The count of failures only starts over once a connection has stayed up for
-//! [`STABLE_MS`], so a server that greets and then drops every socket is not hammered.
+//! once. The count of failures only starts over once a connection has been heard from
+//! for [`STABLE_MS`] after its greeting, so a server that greets and then drops every
+//! socket, or a proxy that passes the greeting and then nothing, is not hammered.
 //! A server that says it is restarting (1001, 1012) gets each tab back after a random
 //! wait of up to [`RESTART_SPREAD_MS`], since all its tabs hear it at the same moment.
 //!
@@ -43,9 +44,9 @@ const SILENCE_MS: f64 = 20_000.0;
 const SILENCE_SPREAD_MS: f64 = 10_000.0;
 
 enum Ended {
-    /// The connection closed or failed: how long it was up after the greeting (if it
-    /// got one), and whether the server said it is restarting.
-    Dropped { greeted_for_ms: Option<f64>, server_restarting: bool },
+    /// The connection closed or failed: how long after the greeting (if it got one)
+    /// the server was last heard, and whether it said it is restarting.
+    Dropped { heard_for_ms: Option<f64>, server_restarting: bool },
     /// The server said the session is over.
     SessionEnded,
     /// The server speaks another protocol version: only a reload can help.
@@ -82,8 +83,8 @@ pub(super) fn run(chat: ChatClient) {
                 }
                 // Reconnect as soon as the browser is back online (top of the loop).
                 Ended::Offline => continue,
-                Ended::Dropped { greeted_for_ms, server_restarting } => {
-                    if greeted_for_ms.is_some_and(|lasted| lasted >= STABLE_MS) {
+                Ended::Dropped { heard_for_ms, server_restarting } => {
+                    if heard_for_ms.is_some_and(|lasted| lasted >= STABLE_MS) {
                         failures = 0;
                     }
                     if server_restarting {
@@ -190,7 +191,7 @@ fn backoff_ms(failures: u32) -> f64 {
 
 async fn connect_once(chat: ChatClient, network: &mut mpsc::UnboundedReceiver<bool>, resuming: bool) -> Ended {
     let Ok(ws) = WebSocket::open(&socket_url(resuming)) else {
-        return Ended::Dropped { greeted_for_ms: None, server_restarting: false };
+        return Ended::Dropped { heard_for_ms: None, server_restarting: false };
     };
     let (mut sink, mut stream) = ws.split();
     // Handed to the model only once the server has greeted: until then nothing can be
@@ -207,6 +208,7 @@ async fn connect_once(chat: ChatClient, network: &mut mpsc::UnboundedReceiver<bo
     });
 
     let mut greeted_at = None;
+    let mut last_heard_at = 0.0;
     let mut server_restarting = false;
     let mut probing = false;
     let ended = loop {
@@ -230,6 +232,7 @@ async fn connect_once(chat: ChatClient, network: &mut mpsc::UnboundedReceiver<bo
             },
         };
         probing = false;
+        last_heard_at = platform::now_ms();
         match frame {
             Some(Ok(Message::Text(text))) => match serde_json::from_str::<ServerMsg>(&text) {
                 Ok(msg) => {
@@ -265,8 +268,10 @@ async fn connect_once(chat: ChatClient, network: &mut mpsc::UnboundedReceiver<bo
     // Dropping the senders ends the writer task, which closes the socket.
     chat.link.try_set_value(None);
     drop(tx);
-    let greeted_for_ms = greeted_at.map(|at| platform::now_ms() - at);
-    ended.unwrap_or(Ended::Dropped { greeted_for_ms, server_restarting })
+    // Up to the last frame heard: a connection the silence check gave up on was
+    // dead for the minute it took to notice.
+    let heard_for_ms = greeted_at.map(|at| last_heard_at - at);
+    ended.unwrap_or(Ended::Dropped { heard_for_ms, server_restarting })
 }
 
 /// The socket's address, on this page's host.

@@ -73,7 +73,13 @@ mod browser {
             });
         }
         if let Some(worker) = service_worker() {
-            let _ = worker.register("/sw.js");
+            let registering = wasm_bindgen_futures::JsFuture::from(worker.register("/sw.js"));
+            leptos::task::spawn_local(async move {
+                // Notifications then find no worker and are skipped (see `notify`).
+                if registering.await.is_err() {
+                    leptos::logging::warn!("no notifications: the service worker did not register");
+                }
+            });
         }
     }
 
@@ -113,16 +119,21 @@ mod browser {
         let options = web_sys::NotificationOptions::new();
         options.set_body(body);
         options.set_tag("parley");
-        // Through the service worker, ready once registered at the start: phones'
-        // browsers show notifications no other way (`new Notification` throws there),
-        // and every browser that grants notifications has service workers, since both
-        // need a secure page.
-        let Some(ready) = service_worker().and_then(|worker| worker.ready().ok()) else { return };
+        // Through the service worker registered at the start: phones' browsers show
+        // notifications no other way (`new Notification` throws there), and every
+        // browser that grants notifications has service workers, since both need a
+        // secure page. Its registration as it is now, not `ready`: a worker that
+        // failed to register would leave each notification waiting on it forever.
+        let Some(worker) = service_worker() else { return };
+        let found = wasm_bindgen_futures::JsFuture::from(worker.get_registration());
         let title = title.to_owned();
         leptos::task::spawn_local(async move {
-            if let Ok(registration) = wasm_bindgen_futures::JsFuture::from(ready).await {
-                let registration: web_sys::ServiceWorkerRegistration = registration.unchecked_into();
-                let _ = registration.show_notification_with_options(&title, &options);
+            match found.await {
+                Ok(registration) if !registration.is_undefined() => {
+                    let registration: web_sys::ServiceWorkerRegistration = registration.unchecked_into();
+                    let _ = registration.show_notification_with_options(&title, &options);
+                }
+                _ => leptos::logging::warn!("notification not shown: no service worker"),
             }
         });
     }

@@ -29,6 +29,9 @@ use crate::cluster::NodeId;
 
 pub type ConnId = u64;
 
+/// Typists kept per room and window (see [`Registry::note_typing`]).
+const TYPISTS_REMEMBERED: usize = 2 * super::TYPING_NAMED;
+
 /// Ids kept sorted in a vector, for what one socket or one person holds (a socket's
 /// rooms; a person's sockets, at most their socket allowance). Every idle socket
 /// keeps one of each: a vector is half a hash set's size, and a binary search through
@@ -361,10 +364,13 @@ impl Registry {
         due
     }
 
-    /// Notes that a user is typing in a room (each user once per window).
+    /// Notes that a user is typing in a room (each user once per window). Only the
+    /// first few are kept: a notice names [`super::TYPING_NAMED`], and remembering a
+    /// crowd of typists would cost a search through all of them for each keystroke
+    /// notice. The slack covers those whose message or departure ends their typing.
     pub fn note_typing(&mut self, room_id: RoomId, user_id: UserId) {
         let typists = self.typing.entry(room_id).or_default();
-        if !typists.contains(&user_id) {
+        if typists.len() < TYPISTS_REMEMBERED && !typists.contains(&user_id) {
             typists.push(user_id);
         }
     }
@@ -688,6 +694,17 @@ mod tests {
         assert_eq!(shown, ["dave", "Álvaro"]);
         assert!(!more);
         assert_eq!(registry.online_count(5), 6);
+    }
+
+    #[test]
+    fn a_crowd_typing_at_once_is_remembered_by_its_first_few_only() {
+        let mut registry = Registry::default();
+        for user_id in 1..=5_000 {
+            registry.note_typing(7, user_id);
+            registry.note_typing(7, user_id);
+        }
+        let typists = registry.take_typing().remove(&7).unwrap();
+        assert_eq!(typists, (1..=TYPISTS_REMEMBERED as UserId).collect::<Vec<_>>(), "the first, each once");
     }
 
     #[test]
