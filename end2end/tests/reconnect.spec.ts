@@ -1,4 +1,4 @@
-import { expect, test, type Page } from "@playwright/test";
+import { expect, test, type Page, type WebSocketRoute } from "@playwright/test";
 import { PASSWORD, hydrated, register, uniqueName } from "./helpers";
 import { OwnServer } from "./own-server";
 
@@ -242,10 +242,10 @@ test("a proxy that passes the greeting and then nothing gets the page back less 
   const page = await context.newPage();
   await page.clock.install();
   // Every connection is greeted, then hears nothing more and nothing it sends gets
-  // through: a connection that lasts a minute but was never alive after its hello.
-  let opened = 0;
+  // through: a connection that lasts a while but was never alive after its hello.
+  const opened: WebSocketRoute[] = [];
   await page.routeWebSocket(/\/ws(\?.*)?$/, (ws) => {
-    opened++;
+    opened.push(ws);
     let greeted = false;
     const server = ws.connectToServer();
     ws.onMessage((message) => {
@@ -259,19 +259,25 @@ test("a proxy that passes the greeting and then nothing gets the page back less 
   });
   await register(page, uniqueName("mudo"));
 
-  // Each connection is asked about after 20–30 silent seconds and given up on after as
-  // long again; the pause before the next grows (0.5–1 s, 1–2, 2–4, then 4–8).
+  // The pause before the next connection grows (0.5–1 s, 1–2, 2–4, then 4–8), whether
+  // the page gave up on a connection's silence (asked after 20–30 s, dropped after as
+  // long again) or the proxy closed it after 15 silent seconds.
   for (let cycle = 1; cycle <= 4; cycle++) {
     await expect(page.getByTestId("connection-state")).toHaveAttribute("data-state", "online", { timeout: 15_000 });
-    expect(opened).toBe(cycle);
-    await page.clock.fastForward("00:31");
-    await page.clock.fastForward("00:31");
-    if (cycle < 4) await expect.poll(() => opened, { timeout: 15_000 }).toBe(cycle + 1);
+    expect(opened.length).toBe(cycle);
+    if (cycle % 2 === 1) {
+      await page.clock.fastForward("00:31");
+      await page.clock.fastForward("00:31");
+    } else {
+      await page.clock.fastForward("00:15");
+      await opened[cycle - 1].close({ code: 1011, reason: "idle" });
+    }
+    if (cycle < 4) await expect.poll(() => opened.length, { timeout: 15_000 }).toBe(cycle + 1);
   }
-  // The minute each was up does not count as a healthy connection: no quick return.
+  // The time each was up does not count as a healthy connection: no quick return.
   await page.waitForTimeout(3_000);
-  expect(opened, "the fifth connection waits out a longer pause").toBe(4);
+  expect(opened.length, "the fifth connection waits out a longer pause").toBe(4);
   await page.clock.fastForward("00:10");
-  await expect.poll(() => opened, { timeout: 15_000 }).toBe(5);
+  await expect.poll(() => opened.length, { timeout: 15_000 }).toBe(5);
   await context.close();
 });

@@ -287,11 +287,12 @@ impl Chat {
     }
 
     /// Replies to the caller and tells the person's other tabs about the room they are
-    /// in now. Called with their memberships locked, as [`Chat::leave_room`] tells its
-    /// own: a join in one tab and a leave in another reach every tab in the order they
-    /// were done, so each shows what was done last (answered after the lock, the
-    /// leave's reply could arrive after the join's notice, and that tab show the room
-    /// left while the person is in it).
+    /// in now. Called with their memberships locked where the room can be left, as
+    /// [`Chat::leave_room`] tells its own: a join in one tab and a leave in another
+    /// reach every tab here in the order they were done, so each shows what was done
+    /// last (answered after the lock, the leave's reply could arrive after the join's
+    /// notice, and that tab show the room left while the person is in it). Direct
+    /// conversations cannot be left, so opening one tells after its lock.
     async fn tell_tabs_joined(&self, caller: &Caller, id: u64, room_id: RoomId) -> Result<(), AppError> {
         let room = self.store.room_summary(room_id, caller.user.id).await?.ok_or(AppError::NotFound("No such room."))?;
         self.hub

@@ -232,7 +232,10 @@ async fn connect_once(chat: ChatClient, network: &mut mpsc::UnboundedReceiver<bo
             },
         };
         probing = false;
-        last_heard_at = platform::now_ms();
+        // A close or a failure is not the connection being alive.
+        if let Some(Ok(_)) = frame {
+            last_heard_at = platform::now_ms();
+        }
         match frame {
             Some(Ok(Message::Text(text))) => match serde_json::from_str::<ServerMsg>(&text) {
                 Ok(msg) => {

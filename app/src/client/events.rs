@@ -231,10 +231,12 @@ impl ChatClient {
                     room.read_seq = room.read_seq.max(seq);
                 }
                 // Only what people write counts as unread, never join or leave notices.
-                unread = is_text && !from_me && seq > room.read_seq;
-                if unread {
+                // Unread and new: a message fetched to fill a gap can come again live
+                // (a retry's original offered to the room), and must not notify twice.
+                if is_text && !from_me && seq > room.read_seq {
                     if let Err(at) = room.unread_seqs.binary_search(&seq) {
                         room.unread_seqs.insert(at, seq);
+                        unread = true;
                     }
                     if room.unread_seqs.len() > UNREAD_REPORTED {
                         room.unread_seqs.remove(0);

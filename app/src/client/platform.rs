@@ -122,16 +122,18 @@ mod browser {
         // Through the service worker registered at the start: phones' browsers show
         // notifications no other way (`new Notification` throws there), and every
         // browser that grants notifications has service workers, since both need a
-        // secure page. Its registration as it is now, not `ready`: a worker that
-        // failed to register would leave each notification waiting on it forever.
+        // secure page. Waiting until it is `ready` only once it is registered: one
+        // that failed to register would leave each notification waiting forever.
         let Some(worker) = service_worker() else { return };
-        let found = wasm_bindgen_futures::JsFuture::from(worker.get_registration());
+        let (found, ready) = (wasm_bindgen_futures::JsFuture::from(worker.get_registration()), worker.ready());
         let title = title.to_owned();
         leptos::task::spawn_local(async move {
-            match found.await {
-                Ok(registration) if !registration.is_undefined() => {
-                    let registration: web_sys::ServiceWorkerRegistration = registration.unchecked_into();
-                    let _ = registration.show_notification_with_options(&title, &options);
+            match (found.await, ready) {
+                (Ok(registration), Ok(ready)) if !registration.is_undefined() => {
+                    if let Ok(registration) = wasm_bindgen_futures::JsFuture::from(ready).await {
+                        let registration: web_sys::ServiceWorkerRegistration = registration.unchecked_into();
+                        let _ = registration.show_notification_with_options(&title, &options);
+                    }
                 }
                 _ => leptos::logging::warn!("notification not shown: no service worker"),
             }

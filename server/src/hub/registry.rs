@@ -168,6 +168,10 @@ pub struct Registry {
     /// same in the order they ended, so the oldest are forgotten from the front.
     ended_sessions: HashMap<i64, Instant>,
     ended_in_order: VecDeque<(Instant, i64)>,
+    /// Whose each session with a socket here is: a session's end finds its sockets
+    /// among its person's few, not by a look at every socket (a crowd of expired
+    /// sessions turned away in a reconnect storm would cost sockets² otherwise).
+    session_users: HashMap<i64, UserId>,
     /// Who started or went on typing in each room since typing was last announced.
     typing: HashMap<RoomId, Vec<UserId>>,
     /// People online on other nodes.
@@ -191,6 +195,7 @@ impl Registry {
     /// Adds a connection subscribed to its entry's rooms.
     pub fn add(&mut self, id: ConnId, user: &UserRef, entry: ConnEntry) {
         let rooms: Vec<RoomId> = entry.rooms.iter().copied().collect();
+        self.session_users.insert(entry.session_id, user.id);
         self.conns.insert(id, ConnEntry { rooms: FewIds::default(), ..entry });
         let user_entry = self
             .users
@@ -220,6 +225,9 @@ impl Registry {
             if user.conns.is_empty() {
                 self.users.remove(&entry.user_id);
             }
+        }
+        if self.session_conns(entry.session_id).is_empty() {
+            self.session_users.remove(&entry.session_id);
         }
         Some(entry)
     }
@@ -532,7 +540,9 @@ impl Registry {
     }
 
     pub fn session_conns(&self, session_id: i64) -> Vec<ConnId> {
-        self.conns.iter().filter(|(_, conn)| conn.session_id == session_id).map(|(id, _)| *id).collect()
+        let Some(user_id) = self.session_users.get(&session_id) else { return Vec::new() };
+        let in_session = |id: &ConnId| self.conns.get(id).is_some_and(|conn| conn.session_id == session_id);
+        self.users.get(user_id).map(|user| user.conns.iter().copied().filter(in_session).collect()).unwrap_or_default()
     }
 
     pub fn all_conns(&self) -> Vec<ConnId> {
@@ -712,6 +722,17 @@ mod tests {
         let mut registry = Registry::default();
         registry.add(1, &user(1, "a"), entry(1, 42, &[]));
         registry.add(2, &user(1, "a"), entry(1, 43, &[]));
-        assert_eq!(registry.session_conns(42), vec![1]);
+        registry.add(3, &user(1, "a"), entry(1, 42, &[]));
+        registry.add(4, &user(2, "b"), entry(2, 44, &[]));
+        assert_eq!(registry.session_conns(42), vec![1, 3]);
+        assert_eq!(registry.session_conns(44), vec![4]);
+        registry.remove(1);
+        assert_eq!(registry.session_conns(42), vec![3]);
+        registry.remove(3);
+        registry.remove(4);
+        assert_eq!(registry.session_conns(42), Vec::<ConnId>::new());
+        assert_eq!(registry.session_conns(43), vec![2]);
+        // Sessions without sockets here are forgotten with their last one.
+        assert_eq!(registry.session_users.keys().copied().collect::<Vec<_>>(), vec![43]);
     }
 }
