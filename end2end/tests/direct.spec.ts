@@ -306,16 +306,45 @@ test("a message that reaches the page twice notifies once", async ({ browser }) 
   });
   const bobName = uniqueName("bob");
   await register(page, bobName);
-  await setHidden(page, true);
+  await page.evaluate(() => navigator.serviceWorker.ready);
   await messagePerson(alice.page, bobName);
+  await sendMessage(alice.page, "olá");
+  await openRooms(page);
+  await directEntry(page, alice.username).click();
+  await expect(page.getByTestId("message").filter({ hasText: "olá" })).toHaveCount(1);
+
+  await setHidden(page, true);
   await sendMessage(alice.page, "Ótimo, duas vezes?");
   await sendMessage(alice.page, "e agora 😀");
   await expect.poll(() => page.evaluate(() => (window as any).__shown.length)).toBe(2);
   expect(await page.evaluate(() => (window as any).__shown.map((shown: any) => shown.body))).toEqual(["Ótimo, duas vezes?", "e agora 😀"]);
   await setHidden(page, false);
+  await expect(page.getByTestId("message").filter({ hasText: "Ótimo, duas vezes?" })).toHaveCount(1);
+  await alice.context.close();
+  await context.close();
+});
+
+test("what came while the page was offline notifies when it catches up", async ({ browser }) => {
+  const alice = await newUser(browser, "alice");
+  const { context, page, username: bobName } = await userRecordingNotifications(browser, "granted");
+  await page.evaluate(() => navigator.serviceWorker.ready);
+  await messagePerson(alice.page, bobName);
+  await sendMessage(alice.page, "olá");
   await openRooms(page);
   await directEntry(page, alice.username).click();
-  await expect(page.getByTestId("message").filter({ hasText: "Ótimo, duas vezes?" })).toHaveCount(1);
+  await expect(page.getByTestId("message").filter({ hasText: "olá" })).toHaveCount(1);
+
+  // The laptop is closed; a message comes meanwhile; it wakes up still hidden.
+  await setHidden(page, true);
+  await context.setOffline(true);
+  await expect(page.getByTestId("connection-state")).toHaveAttribute("data-state", "reconnecting");
+  await sendMessage(alice.page, "enquanto você dormia 🌙");
+  await context.setOffline(false);
+  await expect(page.getByTestId("connection-state")).toHaveAttribute("data-state", "online");
+  await expect(page.getByTestId("message").filter({ hasText: "enquanto você dormia 🌙" })).toHaveCount(1);
+  await expect.poll(() => page.evaluate(() => (window as any).__shown)).toEqual([
+    { title: alice.username, body: "enquanto você dormia 🌙", via: "worker" },
+  ]);
   await alice.context.close();
   await context.close();
 });

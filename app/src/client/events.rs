@@ -231,12 +231,10 @@ impl ChatClient {
                     room.read_seq = room.read_seq.max(seq);
                 }
                 // Only what people write counts as unread, never join or leave notices.
-                // Unread and new: a message fetched to fill a gap can come again live
-                // (a retry's original offered to the room), and must not notify twice.
-                if is_text && !from_me && seq > room.read_seq {
+                unread = is_text && !from_me && seq > room.read_seq;
+                if unread {
                     if let Err(at) = room.unread_seqs.binary_search(&seq) {
                         room.unread_seqs.insert(at, seq);
-                        unread = true;
                     }
                     if room.unread_seqs.len() > UNREAD_REPORTED {
                         room.unread_seqs.remove(0);
@@ -263,7 +261,9 @@ impl ChatClient {
                 if let Some(last) = timeline.last_seq().filter(|last| timeline.loaded && seq > last + 1) {
                     gap_after = Some(last);
                 }
-                timeline.insert(message.clone());
+                // Held already: fetched to fill a gap, then offered live too (a retry's
+                // original, which the room never heard). Told of once.
+                unread &= timeline.insert(message.clone());
             }
         });
         if let Some(last) = gap_after {
