@@ -1,4 +1,4 @@
-import { expect, test, type Browser, type Page } from "@playwright/test";
+import { expect, test, type Browser, type BrowserContext, type Page } from "@playwright/test";
 import { hydrated, logIn, newUser, openRooms, register, sendMessage, uniqueName, joinRoom } from "./helpers";
 
 /** Finds a person by name in the sidebar and opens the conversation with them. */
@@ -51,6 +51,22 @@ async function setHidden(page: Page, hidden: boolean) {
 
 function directEntry(page: Page, name: string) {
   return page.getByTestId("direct-list").getByRole("link", { name: new RegExp(name) });
+}
+
+/** Alice writes `text` to Bob, and Bob opens the conversation on `page` and sees it. */
+async function conversationOpenWith(alice: { page: Page; username: string }, page: Page, bobName: string, text: string) {
+  await messagePerson(alice.page, bobName);
+  await sendMessage(alice.page, text);
+  await openRooms(page);
+  await directEntry(page, alice.username).click();
+  await expect(page.getByTestId("message").filter({ hasText: text })).toHaveCount(1);
+}
+
+/** The laptop is closed: the page is hidden and offline, and knows it. */
+async function closeLaptop(context: BrowserContext, page: Page) {
+  await setHidden(page, true);
+  await context.setOffline(true);
+  await expect(page.getByTestId("connection-state")).toHaveAttribute("data-state", "reconnecting");
 }
 
 test("a direct message goes sent → delivered → read, and the unread badge counts up and clears", async ({ browser }) => {
@@ -225,16 +241,10 @@ test("a hidden tab notifies of a direct message, with permission asked only from
 test("what was read on another device does not notify when this one catches up", async ({ browser }) => {
   const alice = await newUser(browser, "alice");
   const { context: laptop, page, username: bobName } = await userRecordingNotifications(browser, "granted");
-  await messagePerson(alice.page, bobName);
-  await sendMessage(alice.page, "first");
-  await openRooms(page);
-  await directEntry(page, alice.username).click();
-  await expect(page.getByTestId("message").filter({ hasText: "first" })).toHaveCount(1);
+  await conversationOpenWith(alice, page, bobName, "first");
 
   // The laptop is put away; Bob reads what comes next on his phone.
-  await setHidden(page, true);
-  await laptop.setOffline(true);
-  await expect(page.getByTestId("connection-state")).toHaveAttribute("data-state", "reconnecting");
+  await closeLaptop(laptop, page);
   await sendMessage(alice.page, "read on the phone");
   const phone = await browser.newContext();
   const phonePage = await phone.newPage();
@@ -307,11 +317,7 @@ test("a message that reaches the page twice notifies once", async ({ browser }) 
   const bobName = uniqueName("bob");
   await register(page, bobName);
   await page.evaluate(() => navigator.serviceWorker.ready);
-  await messagePerson(alice.page, bobName);
-  await sendMessage(alice.page, "olá");
-  await openRooms(page);
-  await directEntry(page, alice.username).click();
-  await expect(page.getByTestId("message").filter({ hasText: "olá" })).toHaveCount(1);
+  await conversationOpenWith(alice, page, bobName, "olá");
 
   await setHidden(page, true);
   await sendMessage(alice.page, "Ótimo, duas vezes?");
@@ -328,16 +334,10 @@ test("what came while the page was offline notifies when it catches up", async (
   const alice = await newUser(browser, "alice");
   const { context, page, username: bobName } = await userRecordingNotifications(browser, "granted");
   await page.evaluate(() => navigator.serviceWorker.ready);
-  await messagePerson(alice.page, bobName);
-  await sendMessage(alice.page, "olá");
-  await openRooms(page);
-  await directEntry(page, alice.username).click();
-  await expect(page.getByTestId("message").filter({ hasText: "olá" })).toHaveCount(1);
+  await conversationOpenWith(alice, page, bobName, "olá");
 
   // The laptop is closed; a message comes meanwhile; it wakes up still hidden.
-  await setHidden(page, true);
-  await context.setOffline(true);
-  await expect(page.getByTestId("connection-state")).toHaveAttribute("data-state", "reconnecting");
+  await closeLaptop(context, page);
   await sendMessage(alice.page, "enquanto você dormia 🌙");
   await context.setOffline(false);
   await expect(page.getByTestId("connection-state")).toHaveAttribute("data-state", "online");
