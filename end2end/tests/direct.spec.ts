@@ -1,5 +1,5 @@
 import { expect, test, type Browser, type BrowserContext, type Page } from "@playwright/test";
-import { hydrated, logIn, newUser, openRooms, register, sendMessage, uniqueName, joinRoom } from "./helpers";
+import { createRoom, hydrated, logIn, newUser, openRooms, register, sendMessage, uniqueName, joinRoom } from "./helpers";
 
 /** Finds a person by name in the sidebar and opens the conversation with them. */
 async function messagePerson(page: Page, username: string) {
@@ -344,6 +344,108 @@ test("what came while the page was offline notifies when it catches up", async (
   await expect(page.getByTestId("message").filter({ hasText: "enquanto você dormia 🌙" })).toHaveCount(1);
   await expect.poll(() => page.evaluate(() => (window as any).__shown)).toEqual([
     { title: alice.username, body: "enquanto você dormia 🌙", via: "worker" },
+  ]);
+  await alice.context.close();
+  await context.close();
+});
+
+test("direct messages that came while the page was offline notify, in conversations it never opened too", async ({ browser }) => {
+  const alice = await newUser(browser, "alice");
+  const carla = await newUser(browser, "carla");
+  const { context, page, username: bobName } = await userRecordingNotifications(browser, "granted");
+  await page.evaluate(() => navigator.serviceWorker.ready);
+  // Alice has written before; Bob has not opened that conversation on this page.
+  await messagePerson(alice.page, bobName);
+  await sendMessage(alice.page, "olá");
+  await openRooms(page);
+  await expect(directEntry(page, alice.username)).toBeVisible();
+
+  await closeLaptop(context, page);
+  await sendMessage(alice.page, "enquanto você dormia 🌙");
+  // Carla writes to him for the first time.
+  await messagePerson(carla.page, bobName);
+  await sendMessage(carla.page, "oi, ação!");
+  await context.setOffline(false);
+  await expect(page.getByTestId("connection-state")).toHaveAttribute("data-state", "online");
+  await expect
+    .poll(() => page.evaluate(() => (window as any).__shown.map((shown: any) => `${shown.title}: ${shown.body}`).sort()))
+    .toEqual([`${alice.username}: enquanto você dormia 🌙`, `${carla.username}: oi, ação!`].sort());
+  await alice.context.close();
+  await carla.context.close();
+  await context.close();
+});
+
+test("a live message that reaches the page after the conversation's newest page still notifies, once", async ({ browser }) => {
+  const alice = await newUser(browser, "alice");
+  const context = await browser.newContext();
+  await context.addInitScript(recordNotifications, "granted");
+  const page = await context.newPage();
+  // The live copy is held back until the page has loaded the conversation, whose
+  // newest page then already holds the message.
+  let heldBack: string | null = null;
+  await page.routeWebSocket(/\/ws(\?.*)?$/, (ws) => {
+    const server = ws.connectToServer();
+    ws.onMessage((message) => server.send(message));
+    server.onMessage((message) => {
+      if (typeof message === "string" && message.startsWith('{"message"') && message.includes("chegou antes?")) {
+        heldBack = message;
+        return;
+      }
+      ws.send(message);
+      if (heldBack !== null && typeof message === "string" && message.startsWith('{"history"')) {
+        ws.send(heldBack);
+        heldBack = null;
+      }
+    });
+  });
+  const bobName = uniqueName("bob");
+  await register(page, bobName);
+  await page.evaluate(() => navigator.serviceWorker.ready);
+  await messagePerson(alice.page, bobName);
+  await sendMessage(alice.page, "olá");
+  await openRooms(page);
+  await expect(directEntry(page, alice.username)).toBeVisible();
+
+  await setHidden(page, true);
+  await sendMessage(alice.page, "chegou antes?");
+  await expect.poll(() => heldBack !== null).toBe(true);
+  await directEntry(page, alice.username).click();
+  await expect(page.getByTestId("message").filter({ hasText: "chegou antes?" })).toHaveCount(1);
+  await expect.poll(() => page.evaluate(() => (window as any).__shown)).toEqual([
+    { title: alice.username, body: "chegou antes?", via: "worker" },
+  ]);
+  await page.waitForTimeout(500);
+  expect(await page.evaluate(() => (window as any).__shown.length)).toBe(1);
+  await expect(page.getByTestId("message").filter({ hasText: "chegou antes?" })).toHaveCount(1);
+  await alice.context.close();
+  await context.close();
+});
+
+test("a mention in a room this page never opened, made while it was offline, notifies", async ({ browser }) => {
+  const alice = await newUser(browser, "alice");
+  const { context, page, username: bobName } = await userRecordingNotifications(browser, "granted");
+  await page.evaluate(() => navigator.serviceWorker.ready);
+  const room = uniqueName("sala");
+  await createRoom(alice.page, room);
+  // Bob joins it on his phone; the laptop's page hears of it without opening it.
+  const phone = await browser.newContext();
+  const phonePage = await phone.newPage();
+  await phonePage.goto(`/login?next=${encodeURIComponent(`/r/${room}`)}`);
+  await hydrated(phonePage);
+  await logIn(phonePage, bobName);
+  await phonePage.getByRole("button", { name: `Join #${room}` }).click();
+  await expect(phonePage.getByTestId("room-title")).toHaveText(`#${room}`);
+  await phone.close();
+  await openRooms(page);
+  await expect(page.getByTestId("room-list").getByRole("link", { name: new RegExp(room) })).toBeVisible();
+
+  await closeLaptop(context, page);
+  await sendMessage(alice.page, "sem menção");
+  await sendMessage(alice.page, `@${bobName} ótimo, você viu?`);
+  await context.setOffline(false);
+  await expect(page.getByTestId("connection-state")).toHaveAttribute("data-state", "online");
+  await expect.poll(() => page.evaluate(() => (window as any).__shown)).toEqual([
+    { title: `${alice.username} in #${room}`, body: `@${bobName} ótimo, você viu?`, via: "worker" },
   ]);
   await alice.context.close();
   await context.close();

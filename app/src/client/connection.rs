@@ -199,7 +199,7 @@ async fn connect_once(chat: ChatClient, network: &mut mpsc::UnboundedReceiver<bo
     let (tx, mut rx) = mpsc::unbounded();
     spawn_local(async move {
         while let Some(msg) = rx.next().await {
-            let frame = serde_json::to_string(&msg).expect("client messages always serialise");
+            let frame = super::wire::encode(&msg);
             if sink.send(Message::Text(frame)).await.is_err() {
                 break;
             }
@@ -237,8 +237,8 @@ async fn connect_once(chat: ChatClient, network: &mut mpsc::UnboundedReceiver<bo
             last_heard_at = platform::now_ms();
         }
         match frame {
-            Some(Ok(Message::Text(text))) => match serde_json::from_str::<ServerMsg>(&text) {
-                Ok(msg) => {
+            Some(Ok(Message::Text(text))) => match super::wire::decode(&text) {
+                Some(msg) => {
                     if matches!(msg, ServerMsg::Hello { .. }) {
                         greeted_at = Some(platform::now_ms());
                         chat.link.try_set_value(Some(tx.clone()));
@@ -248,11 +248,11 @@ async fn connect_once(chat: ChatClient, network: &mut mpsc::UnboundedReceiver<bo
                 // A greeting this page cannot read comes from a server of another
                 // version that does not check the page's (one not yet updated, during
                 // a deploy): try again later, perhaps reaching an updated one.
-                Err(_) if greeted_at.is_none() => {
+                None if greeted_at.is_none() => {
                     leptos::logging::warn!("dropping a socket whose greeting this page cannot read: {text}");
                     break None;
                 }
-                Err(_) => leptos::logging::warn!("ignoring a frame this client does not understand: {text}"),
+                None => leptos::logging::warn!("ignoring a frame this client does not understand: {text}"),
             },
             Some(Ok(Message::Bytes(_))) => {}
             Some(Err(WebSocketError::ConnectionClose(close))) => {

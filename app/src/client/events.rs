@@ -7,7 +7,7 @@ use leptos::prelude::*;
 use super::{outbox::Attempt, platform, ChatClient, ConnState, Purpose, TYPING_SHOWN_MS};
 use crate::{
     protocol::{
-        ChatMessage, ErrorCode, Limits, MemberReceipt, MessageKind, RequestId, RoomId, RoomKind, RoomSummary, ServerMsg, UserRef,
+        ChatMessage, ErrorCode, Limits, MemberReceipt, MessageKind, RequestId, RoomId, RoomKind, RoomSummary, Seq, ServerMsg, UserRef,
         UNREAD_REPORTED,
     },
     text::mentions,
@@ -132,12 +132,15 @@ impl ChatClient {
         if changed_user {
             self.reset();
         }
+        let reconnected = self.me.with_untracked(Option::is_some);
+        // Each conversation as this page last knew it: (read position, newest message).
+        let held: HashMap<RoomId, (Seq, Seq)> =
+            self.rooms.with_untracked(|held| held.iter().map(|r| (r.id, (r.read_seq, r.last_seq))).collect());
         // Read positions moved here but not yet stored (sent just before the socket
         // dropped, or while it was down) stay, and go to the server again: the
         // greeting's older ones must not bring unread badges back.
-        let held_reads: HashMap<RoomId, i64> = self.rooms.with_untracked(|held| held.iter().map(|r| (r.id, r.read_seq)).collect());
         for room in &mut rooms {
-            if let Some(&held) = held_reads.get(&room.id).filter(|held| **held > room.read_seq) {
+            if let Some(&(held, _)) = held.get(&room.id).filter(|(held, _)| *held > room.read_seq) {
                 room.read_seq = held;
                 room.unread_seqs.retain(|seq| *seq > held);
                 room.mention_seqs.retain(|seq| *seq > held);
@@ -149,6 +152,9 @@ impl ChatClient {
         self.default_room.set(default_room);
         let joined: Vec<RoomId> = rooms.iter().map(|r| r.id).collect();
         let direct: Vec<RoomId> = rooms.iter().filter(|r| r.kind == RoomKind::Direct).map(|r| r.id).collect();
+        if reconnected {
+            self.fetch_what_to_notify(&rooms, &held);
+        }
         self.rooms.set(rooms);
         // Conversations left while away are dropped; the others catch up on exactly
         // what they missed, from the last message held, in pages until complete.
@@ -156,10 +162,10 @@ impl ChatClient {
             timelines.retain(|room, _| joined.contains(room));
             timelines.values_mut().for_each(|t| t.loading_older = false);
         });
-        let held: Vec<(RoomId, Option<i64>)> = self
+        let timelines_held: Vec<(RoomId, Option<i64>)> = self
             .timelines
             .with_untracked(|t| t.iter().map(|(room, t)| (*room, t.last_seq().filter(|_| t.loaded))).collect());
-        for (room_id, last) in held {
+        for (room_id, last) in timelines_held {
             match last {
                 Some(last) => {
                     if direct.contains(&room_id) {
@@ -177,6 +183,24 @@ impl ChatClient {
         // Unacknowledged messages go out again; the server drops any it already has.
         self.resend_outbox();
         self.flush_receipts();
+    }
+
+    /// What came while the page was away reaches conversations it holds no timeline for
+    /// only as counts in the greeting. The newest message that would notify (a direct
+    /// message, a mention), if new since the page last knew the conversation, is fetched
+    /// so that it does; the others catch up with their timelines.
+    fn fetch_what_to_notify(&self, rooms: &[RoomSummary], held: &HashMap<RoomId, (Seq, Seq)>) {
+        let with_timeline: Vec<RoomId> = self.timelines.with_untracked(|t| t.keys().copied().collect());
+        for room in rooms.iter().filter(|r| !with_timeline.contains(&r.id)) {
+            let newest = match room.kind {
+                RoomKind::Direct => room.unread_seqs.last().copied(),
+                RoomKind::Public => room.mention_seqs.iter().max().copied(),
+            };
+            let known_through = held.get(&room.id).map_or(0, |(_, last)| *last);
+            if let Some(newest) = newest.filter(|newest| *newest > known_through) {
+                self.catch_up(room.id, newest - 1);
+            }
+        }
     }
 
     fn joined(&self, id: Option<RequestId>, room: RoomSummary) {
@@ -261,9 +285,7 @@ impl ChatClient {
                 if let Some(last) = timeline.last_seq().filter(|last| timeline.loaded && seq > last + 1) {
                     gap_after = Some(last);
                 }
-                // Held already: fetched to fill a gap, then offered live too (a retry's
-                // original, which the room never heard). Told of once.
-                unread &= timeline.insert(message.clone());
+                timeline.insert(message.clone());
             }
         });
         if let Some(last) = gap_after {
@@ -279,7 +301,7 @@ impl ChatClient {
                 }
                 // Not for what was read already on another device, as when this one
                 // catches up after a while away.
-                if unread && (room_kind == RoomKind::Direct || mentions_me) {
+                if unread && (room_kind == RoomKind::Direct || mentions_me) && self.first_notice(room_id, seq) {
                     let title = match room_kind {
                         RoomKind::Direct => message.sender.display_name.clone(),
                         RoomKind::Public => format!("{} in #{room_name}", message.sender.display_name),
@@ -288,6 +310,20 @@ impl ChatClient {
                 }
             }
         }
+    }
+
+    /// Whether `seq` is newer than anything told of in its conversation, marking it
+    /// told. A message can reach the page twice (fetched to fill a gap, then offered
+    /// live as a retry's original the room never heard), or live after the
+    /// conversation's newest page already brought it: either way it notifies once.
+    fn first_notice(&self, room_id: RoomId, seq: Seq) -> bool {
+        let mut first = false;
+        self.notified_through.update_value(|through| {
+            let mark = through.entry(room_id).or_default();
+            first = seq > *mark;
+            *mark = (*mark).max(seq);
+        });
+        first
     }
 
     fn someone_typing(&self, room_id: RoomId, user: UserRef) {
@@ -372,6 +408,7 @@ impl ChatClient {
         self.outbox.set(Vec::new());
         self.unsent_receipts.set_value(HashMap::new());
         self.drafts.set_value(HashMap::new());
+        self.notified_through.set_value(HashMap::new());
     }
 }
 

@@ -14,6 +14,8 @@ mod receipts;
 pub mod timeline;
 #[cfg(feature = "hydrate")]
 mod connection;
+#[cfg(feature = "hydrate")]
+mod wire;
 
 use std::collections::{HashMap, VecDeque};
 
@@ -125,6 +127,9 @@ pub struct ChatClient {
     typing_sent_at: StoredValue<HashMap<RoomId, f64>>,
     /// What was typed and not sent, per conversation, so switching rooms keeps it.
     drafts: StoredValue<HashMap<RoomId, String>>,
+    /// Per conversation, the newest message a notification was shown for: one that
+    /// reaches the page twice, or after a newer one, is not told of again.
+    notified_through: StoredValue<HashMap<RoomId, Seq>>,
 }
 
 impl ChatClient {
@@ -154,6 +159,7 @@ impl ChatClient {
             unsent_receipts: StoredValue::new(HashMap::new()),
             typing_sent_at: StoredValue::new(HashMap::new()),
             drafts: StoredValue::new(HashMap::new()),
+            notified_through: StoredValue::new(HashMap::new()),
         }
     }
 

@@ -54,23 +54,17 @@ pub fn rows<'a>(messages: impl IntoIterator<Item = &'a ChatMessage>, day_of: imp
 /// Names shown before "and N others".
 const NAMES_SHOWN: usize = 2;
 
-/// The one line for a run of notices: who joined, then who left, each person once.
+/// The one line for a run of notices: who joined, then who left, each person once and
+/// by what they did last (someone who left and came back is in the room).
 pub fn notices_summary(notices: &[ChatMessage]) -> String {
-    let names = |kind: MessageKind| {
-        let mut names: Vec<&str> = Vec::new();
-        let mut ids = Vec::new();
-        for notice in notices.iter().filter(|n| n.kind == kind) {
-            if !ids.contains(&notice.sender.id) {
-                ids.push(notice.sender.id);
-                names.push(&notice.sender.display_name);
-            }
-        }
-        names
-    };
+    let mut named = std::collections::HashSet::new();
+    let mut last_actions: Vec<&ChatMessage> = notices.iter().rev().filter(|n| named.insert(n.sender.id)).collect();
+    last_actions.reverse();
     let parts: Vec<String> = [(MessageKind::Joined, "joined"), (MessageKind::Left, "left")]
         .into_iter()
         .filter_map(|(kind, verb)| {
-            let names = names(kind);
+            let names: Vec<&str> =
+                last_actions.iter().filter(|n| n.kind == kind).map(|n| n.sender.display_name.as_str()).collect();
             (!names.is_empty()).then(|| format!("{} {verb}", people(&names)))
         })
         .collect();
@@ -160,5 +154,14 @@ mod tests {
         assert_eq!(notices_summary(&joins), "ana, bruno and 3 others joined");
         let mixed = [message(1, Joined, "ana", 0), message(2, Left, "bruno", 0), message(3, Joined, "ana", 0)];
         assert_eq!(notices_summary(&mixed), "ana joined · bruno left", "each person once");
+    }
+
+    #[test]
+    fn each_person_is_named_by_what_they_did_last() {
+        use MessageKind::{Joined, Left};
+        let back = [message(1, Left, "ana", 0), message(2, Joined, "ana", 0)];
+        assert_eq!(notices_summary(&back), "ana joined", "left and came back: in the room");
+        let gone = [message(1, Joined, "ana", 0), message(2, Joined, "bruno", 0), message(3, Left, "ana", 0)];
+        assert_eq!(notices_summary(&gone), "bruno joined · ana left");
     }
 }
