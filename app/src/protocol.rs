@@ -91,7 +91,7 @@ pub struct RoomSummary {
     /// positions rather than a count so that a message arriving twice (live and in a
     /// catch-up) is counted once, and reading up to any point leaves the right number.
     pub unread_seqs: Vec<Seq>,
-    /// Unread messages here that @mention this user.
+    /// Unread messages here that @mention this user, the newest 99 of them at most.
     pub mention_seqs: Vec<Seq>,
 }
 

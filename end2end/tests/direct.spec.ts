@@ -62,6 +62,14 @@ async function conversationOpenWith(alice: { page: Page; username: string }, pag
   await expect(page.getByTestId("message").filter({ hasText: text })).toHaveCount(1);
 }
 
+/** Alice writes to Bob, whose `page` lists the conversation without opening it. */
+async function writtenToUnopened(alice: { page: Page; username: string }, page: Page, bobName: string) {
+  await messagePerson(alice.page, bobName);
+  await sendMessage(alice.page, "olá");
+  await openRooms(page);
+  await expect(directEntry(page, alice.username)).toBeVisible();
+}
+
 /** The laptop is closed: the page is hidden and offline, and knows it. */
 async function closeLaptop(context: BrowserContext, page: Page) {
   await setHidden(page, true);
@@ -352,13 +360,17 @@ test("what came while the page was offline notifies when it catches up", async (
 test("direct messages that came while the page was offline notify, in conversations it never opened too", async ({ browser }) => {
   const alice = await newUser(browser, "alice");
   const carla = await newUser(browser, "carla");
+  const dora = await newUser(browser, "dora");
   const { context, page, username: bobName } = await userRecordingNotifications(browser, "granted");
+  // Dora wrote before this page was loaded: an unread count, never a notification.
+  await messagePerson(dora.page, bobName);
+  await sendMessage(dora.page, "de antes");
+  await page.reload();
+  await hydrated(page);
   await page.evaluate(() => navigator.serviceWorker.ready);
-  // Alice has written before; Bob has not opened that conversation on this page.
-  await messagePerson(alice.page, bobName);
-  await sendMessage(alice.page, "olá");
-  await openRooms(page);
-  await expect(directEntry(page, alice.username)).toBeVisible();
+  // Alice writes while it is open; Bob has not opened that conversation on this page.
+  await writtenToUnopened(alice, page, bobName);
+  await expect(directEntry(page, dora.username).getByTestId("unread")).toHaveText(/^1\b/);
 
   await closeLaptop(context, page);
   await sendMessage(alice.page, "enquanto você dormia 🌙");
@@ -367,11 +379,15 @@ test("direct messages that came while the page was offline notify, in conversati
   await sendMessage(carla.page, "oi, ação!");
   await context.setOffline(false);
   await expect(page.getByTestId("connection-state")).toHaveAttribute("data-state", "online");
-  await expect
-    .poll(() => page.evaluate(() => (window as any).__shown.map((shown: any) => `${shown.title}: ${shown.body}`).sort()))
-    .toEqual([`${alice.username}: enquanto você dormia 🌙`, `${carla.username}: oi, ação!`].sort());
+  const shown = () => page.evaluate(() => (window as any).__shown.map((shown: any) => `${shown.title}: ${shown.body}`).sort());
+  const expected = [`${alice.username}: enquanto você dormia 🌙`, `${carla.username}: oi, ação!`].sort();
+  await expect.poll(shown).toEqual(expected);
+  // Nothing more comes: not Dora's old message, not a second copy.
+  await page.waitForTimeout(500);
+  expect(await shown()).toEqual(expected);
   await alice.context.close();
   await carla.context.close();
+  await dora.context.close();
   await context.close();
 });
 
@@ -392,8 +408,11 @@ test("a live message that reaches the page after the conversation's newest page 
         return;
       }
       ws.send(message);
-      if (heldBack !== null && typeof message === "string" && message.startsWith('{"history"')) {
-        ws.send(heldBack);
+      const thatConversation =
+        heldBack !== null && typeof message === "string" && message.startsWith('{"history"') &&
+        JSON.parse(message).history.room_id === JSON.parse(heldBack).message.message.room_id;
+      if (thatConversation) {
+        ws.send(heldBack!);
         heldBack = null;
       }
     });
@@ -401,10 +420,7 @@ test("a live message that reaches the page after the conversation's newest page 
   const bobName = uniqueName("bob");
   await register(page, bobName);
   await page.evaluate(() => navigator.serviceWorker.ready);
-  await messagePerson(alice.page, bobName);
-  await sendMessage(alice.page, "olá");
-  await openRooms(page);
-  await expect(directEntry(page, alice.username)).toBeVisible();
+  await writtenToUnopened(alice, page, bobName);
 
   await setHidden(page, true);
   await sendMessage(alice.page, "chegou antes?");
@@ -447,6 +463,49 @@ test("a mention in a room this page never opened, made while it was offline, not
   await expect.poll(() => page.evaluate(() => (window as any).__shown)).toEqual([
     { title: `${alice.username} in #${room}`, body: `@${bobName} ótimo, você viu?`, via: "worker" },
   ]);
+  await page.waitForTimeout(500);
+  expect(await page.evaluate(() => (window as any).__shown.length), "told once").toBe(1);
+  await alice.context.close();
+  await context.close();
+});
+
+test("a connection that drops before the message to notify of came asks for it again at the next", async ({ browser }) => {
+  const alice = await newUser(browser, "alice");
+  const context = await browser.newContext();
+  await context.addInitScript(recordNotifications, "granted");
+  const page = await context.newPage();
+  // A waking laptop's network drops again: the first answer to a catch-up after the
+  // reconnect is lost with the connection.
+  let dropAtCatchUp = false;
+  let connections = 0;
+  await page.routeWebSocket(/\/ws(\?.*)?$/, (ws) => {
+    connections += 1;
+    const server = ws.connectToServer();
+    ws.onMessage((message) => server.send(message));
+    server.onMessage((message) => {
+      if (dropAtCatchUp && typeof message === "string" && message.startsWith('{"catchup"')) {
+        dropAtCatchUp = false;
+        ws.close({ code: 1001, reason: "network changed" });
+        server.close();
+        return;
+      }
+      ws.send(message);
+    });
+  });
+  const bobName = uniqueName("bob");
+  await register(page, bobName);
+  await page.evaluate(() => navigator.serviceWorker.ready);
+  await writtenToUnopened(alice, page, bobName);
+
+  await closeLaptop(context, page);
+  await sendMessage(alice.page, "na segunda tentativa ✨");
+  dropAtCatchUp = true;
+  await context.setOffline(false);
+  await expect.poll(() => page.evaluate(() => (window as any).__shown)).toEqual([
+    { title: alice.username, body: "na segunda tentativa ✨", via: "worker" },
+  ]);
+  expect(dropAtCatchUp, "an answer was lost on the way").toBe(false);
+  expect(connections).toBeGreaterThanOrEqual(3);
   await alice.context.close();
   await context.close();
 });

@@ -264,6 +264,22 @@ on_both_backends! {
         assert_eq!(store.advance_receipt(room.id, carol.id, None, Some(1)).await.unwrap(), None, "not a member");
     };
 
+    the_newest_mentions_are_reported_when_there_are_too_many => |store: Arc<dyn Store>| async move {
+        // The page fetches the newest one to notify of after a reconnect, and reading
+        // leaves the newest ones counted.
+        let alice = user(&store, "alice").await;
+        let bob = user(&store, "bob").await;
+        let (room, _) = store.create_room("talk", &alice, 1).await.unwrap();
+        store.join(room.id, &bob, 2).await.unwrap();
+        let mut seqs = Vec::new();
+        for n in 0..120 {
+            let Posted::New(ping) = store.post(room.id, &alice, &format!("c{n}"), &format!("@bob ação {n}"), 3).await.unwrap() else { panic!() };
+            seqs.push(ping.seq);
+        }
+        let bobs = store.rooms_of(bob.id).await.unwrap();
+        assert_eq!(bobs[0].mention_seqs, seqs[seqs.len() - 99..], "the newest 99, oldest first");
+    };
+
     any_text_is_stored_byte_for_byte => |store: Arc<dyn Store>| async move {
         let ana = user(&store, "ana").await;
         let (room, _) = store.create_room("texts", &ana, 1).await.unwrap();

@@ -4,10 +4,10 @@ use std::collections::HashMap;
 
 use leptos::prelude::*;
 
-use super::{outbox::Attempt, platform, ChatClient, ConnState, Purpose, TYPING_SHOWN_MS};
+use super::{outbox::Attempt, platform, ChatClient, ConnState, Purpose, NOTICES_FETCHED, TYPING_SHOWN_MS};
 use crate::{
     protocol::{
-        ChatMessage, ErrorCode, Limits, MemberReceipt, MessageKind, RequestId, RoomId, RoomKind, RoomSummary, Seq, ServerMsg, UserRef,
+        ChatMessage, ClientMsg, ErrorCode, Limits, MemberReceipt, MessageKind, RequestId, RoomId, RoomKind, RoomSummary, Seq, ServerMsg, UserRef,
         UNREAD_REPORTED,
     },
     text::mentions,
@@ -57,7 +57,9 @@ impl ChatClient {
                 }
             }
             ServerMsg::Catchup { id, room_id, messages, has_more, receipts } => {
-                self.forget(id);
+                if let Some(Purpose::Notify { seq }) = self.forget(id) {
+                    return self.fetched_to_notify(room_id, seq, messages);
+                }
                 self.merge_receipts(room_id, receipts);
                 let last = messages.last().map(|m| m.seq);
                 for message in messages {
@@ -133,14 +135,12 @@ impl ChatClient {
             self.reset();
         }
         let reconnected = self.me.with_untracked(Option::is_some);
-        // Each conversation as this page last knew it: (read position, newest message).
-        let held: HashMap<RoomId, (Seq, Seq)> =
-            self.rooms.with_untracked(|held| held.iter().map(|r| (r.id, (r.read_seq, r.last_seq))).collect());
         // Read positions moved here but not yet stored (sent just before the socket
         // dropped, or while it was down) stay, and go to the server again: the
         // greeting's older ones must not bring unread badges back.
+        let held_reads: HashMap<RoomId, i64> = self.rooms.with_untracked(|held| held.iter().map(|r| (r.id, r.read_seq)).collect());
         for room in &mut rooms {
-            if let Some(&(held, _)) = held.get(&room.id).filter(|(held, _)| *held > room.read_seq) {
+            if let Some(&held) = held_reads.get(&room.id).filter(|held| **held > room.read_seq) {
                 room.read_seq = held;
                 room.unread_seqs.retain(|seq| *seq > held);
                 room.mention_seqs.retain(|seq| *seq > held);
@@ -153,7 +153,10 @@ impl ChatClient {
         let joined: Vec<RoomId> = rooms.iter().map(|r| r.id).collect();
         let direct: Vec<RoomId> = rooms.iter().filter(|r| r.kind == RoomKind::Direct).map(|r| r.id).collect();
         if reconnected {
-            self.fetch_what_to_notify(&rooms, &held);
+            self.fetch_what_to_notify(&rooms);
+        } else {
+            // What came before this page did shows as counts and is never notified.
+            self.notified_through.set_value(rooms.iter().map(|r| (r.id, r.last_seq)).collect());
         }
         self.rooms.set(rooms);
         // Conversations left while away are dropped; the others catch up on exactly
@@ -175,7 +178,7 @@ impl ChatClient {
                     self.catch_up(room_id, last);
                 }
                 None => self.request(Purpose::History { room_id, before_seq: None }, |id| {
-                    crate::protocol::ClientMsg::History { id, room_id, before_seq: None }
+                    ClientMsg::History { id, room_id, before_seq: None }
                 }),
             }
         }
@@ -186,20 +189,42 @@ impl ChatClient {
     }
 
     /// What came while the page was away reaches conversations it holds no timeline for
-    /// only as counts in the greeting. The newest message that would notify (a direct
-    /// message, a mention), if new since the page last knew the conversation, is fetched
-    /// so that it does; the others catch up with their timelines.
-    fn fetch_what_to_notify(&self, rooms: &[RoomSummary], held: &HashMap<RoomId, (Seq, Seq)>) {
+    /// only as counts in the greeting. The newest message there that would notify (a
+    /// direct message, a mention) and was not told of yet is fetched so that it does: in
+    /// a few conversations at most, direct ones first, and only where notifications are
+    /// allowed. (Conversations with a timeline catch up on everything anyway.)
+    fn fetch_what_to_notify(&self, rooms: &[RoomSummary]) {
+        if self.notification_permission.get_untracked().as_deref() != Some("granted") {
+            return;
+        }
         let with_timeline: Vec<RoomId> = self.timelines.with_untracked(|t| t.keys().copied().collect());
-        for room in rooms.iter().filter(|r| !with_timeline.contains(&r.id)) {
-            let newest = match room.kind {
-                RoomKind::Direct => room.unread_seqs.last().copied(),
-                RoomKind::Public => room.mention_seqs.iter().max().copied(),
-            };
-            let known_through = held.get(&room.id).map_or(0, |(_, last)| *last);
-            if let Some(newest) = newest.filter(|newest| *newest > known_through) {
-                self.catch_up(room.id, newest - 1);
-            }
+        let mut untold: Vec<(bool, RoomId, Seq)> = self.notified_through.with_value(|told| {
+            rooms
+                .iter()
+                .filter(|room| !with_timeline.contains(&room.id))
+                .filter_map(|room| {
+                    let newest = match room.kind {
+                        RoomKind::Direct => room.unread_seqs.last().copied(),
+                        RoomKind::Public => room.mention_seqs.last().copied(),
+                    }?;
+                    let told_through = told.get(&room.id).copied().unwrap_or(0);
+                    (newest > told_through).then_some((room.kind == RoomKind::Public, room.id, newest))
+                })
+                .collect()
+        });
+        untold.sort_unstable();
+        for (_, room_id, seq) in untold.into_iter().take(NOTICES_FETCHED) {
+            self.request(Purpose::Notify { seq }, |id| ClientMsg::Catchup { id, room_id, after_seq: seq - 1 });
+        }
+    }
+
+    /// The reply to [`Self::fetch_what_to_notify`]: only the message asked for, and only
+    /// while the page still holds no timeline there (one opened since has it from its
+    /// newest page, on screen).
+    fn fetched_to_notify(&self, room_id: RoomId, seq: Seq, messages: Vec<ChatMessage>) {
+        let without_timeline = !self.timelines.with_untracked(|t| t.contains_key(&room_id));
+        if let Some(message) = messages.into_iter().find(|m| m.seq == seq).filter(|_| without_timeline) {
+            self.arrived(message);
         }
     }
 
@@ -316,6 +341,8 @@ impl ChatClient {
     /// told. A message can reach the page twice (fetched to fill a gap, then offered
     /// live as a retry's original the room never heard), or live after the
     /// conversation's newest page already brought it: either way it notifies once.
+    /// One that arrives after a newer one (two servers publishing out of order) does
+    /// not notify: notifications replace each other (one tag), so the newer one stays.
     fn first_notice(&self, room_id: RoomId, seq: Seq) -> bool {
         let mut first = false;
         self.notified_through.update_value(|through| {
@@ -384,7 +411,7 @@ impl ChatClient {
             }
             // A receipt, typing notice or online list for a conversation just left:
             // nothing to tell.
-            Some(Purpose::Receipt { .. } | Purpose::Typing | Purpose::Online { .. }) => {}
+            Some(Purpose::Receipt { .. } | Purpose::Typing | Purpose::Online { .. } | Purpose::Notify { .. }) => {}
             _ => {
                 if code != ErrorCode::BadRequest || id.is_some() {
                     self.alert.set(Some(message));

@@ -60,6 +60,8 @@ enum Purpose {
     History { room_id: RoomId, before_seq: Option<Seq> },
     /// What a room missed after `after_seq`.
     Catchup { room_id: RoomId, after_seq: Seq },
+    /// The message `seq` of a conversation with no timeline here, to notify of.
+    Notify { seq: Seq },
     /// Receipts and typing notices: answered only when refused.
     Receipt { room_id: RoomId, delivered: Option<Seq>, read: Option<Seq> },
     Typing,
@@ -78,6 +80,10 @@ impl Purpose {
 /// Silent requests remembered in case the server refuses one. The server answers in
 /// order and at once, so only the latest few can still be refused.
 const SILENT_REMEMBERED: usize = 64;
+
+/// Conversations whose newest unnotified message is fetched at a reconnect, at most:
+/// notifications replace each other, so a few are as good as all.
+const NOTICES_FETCHED: usize = 3;
 
 /// Typing notices count for this long after the last one.
 const TYPING_SHOWN_MS: f64 = 5_000.0;

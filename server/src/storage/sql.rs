@@ -243,7 +243,8 @@ struct UnreadRow {
     mention: i64,
 }
 
-/// At most this many unread mention positions are reported per room ("99+").
+/// At most this many unread mention positions are reported per room ("99+"), the
+/// newest: the page fetches the newest to notify of after a reconnect.
 const MENTIONS_REPORTED: usize = 99;
 /// Rooms whose unread positions one statement gathers. Each room adds two SELECTs to
 /// the statement's UNION, and SQLite allows 500 in one (`SQLITE_MAX_COMPOUND_SELECT`),
@@ -1012,7 +1013,7 @@ macro_rules! sql_store {
                             .push_bind(room.id)
                             .push(" AND seq > ")
                             .push_bind(room.read_seq)
-                            .push(" ORDER BY seq LIMIT ")
+                            .push(" ORDER BY seq DESC LIMIT ")
                             .push_bind(MENTIONS_REPORTED as i64)
                             .push(format!(") AS mentions_{n}"));
                     }
