@@ -7,19 +7,20 @@
 self.addEventListener("install", () => self.skipWaiting());
 self.addEventListener("activate", (event) => event.waitUntil(self.clients.claim()));
 
-// The site's pages that are not the chat.
-const ACCOUNT_PAGES = ["/login", "/register"];
-
-// A tap on the notification brings the chat to the front, opening it if it was closed.
+// A tap on a notification shows the conversation it told of: in a window of the site
+// that is open, which moves there itself (no reload) and comes to the front, or in a
+// new one. Any open window will do: a window's address as the worker sees it may still
+// be the one it was loaded at (`/login`, before the person logged in there).
 self.addEventListener("notificationclick", (event) => {
   event.notification.close();
+  const data = event.notification.data;
+  const path = typeof data === "string" && data.startsWith("/") && !data.startsWith("//") ? data : "/";
   event.waitUntil(
-    self.clients.matchAll({ type: "window", includeUncontrolled: true }).then((windows) => {
-      const chat = windows.find((window) => {
-        const url = new URL(window.url);
-        return url.origin === self.location.origin && !ACCOUNT_PAGES.includes(url.pathname);
-      });
-      return chat ? chat.focus() : self.clients.openWindow("/");
+    self.clients.matchAll({ type: "window", includeUncontrolled: true }).then(([chat]) => {
+      if (!chat) return self.clients.openWindow(path);
+      chat.postMessage({ open: path });
+      // Browsers let a worker focus a window only while handling a real tap.
+      return chat.focus().catch(() => undefined);
     }),
   );
 });

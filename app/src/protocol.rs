@@ -37,6 +37,10 @@ pub mod close_code {
 
 /// Chosen by the client for each request; every reply to that request carries it back
 /// so the client can match answers to questions even when events interleave.
+///
+/// Every integer on the wire stays below 2^53 (ids and positions count up from 1, times
+/// are milliseconds): the page reads frames with the browser's JSON, whose numbers are
+/// doubles, and refuses a frame holding one it cannot represent exactly.
 pub type RequestId = u64;
 pub type RoomId = i64;
 pub type UserId = i64;

@@ -1,5 +1,5 @@
-import { expect, test, type WebSocketRoute } from "@playwright/test";
-import { createRoom, hydrated, logIn, newUser, openRooms, PASSWORD, register, sendMessage, uniqueName, joinRoom } from "./helpers";
+import { type WebSocketRoute } from "@playwright/test";
+import { expect, test, createRoom, hydrated, logIn, newUser, openRooms, PASSWORD, register, sendMessage, uniqueName, joinRoom } from "./helpers";
 
 test("two people join a new room, see each other's names, notices and messages", async ({ browser }) => {
   const alice = await newUser(browser, "alice", "Alice Liddell");

@@ -1,5 +1,4 @@
-import { expect, test } from "@playwright/test";
-import { PASSWORD, createRoom, hydrated, newUser, openRooms, register, sendMessage, uniqueName, joinRoom } from "./helpers";
+import { expect, test, PASSWORD, createRoom, hydrated, newUser, openRooms, register, sendMessage, uniqueName, joinRoom } from "./helpers";
 
 test("messages sit under a day heading and show their full date on hover or tap", async ({ browser }) => {
   const ana = await newUser(browser, "ana");

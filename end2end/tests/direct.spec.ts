@@ -1,5 +1,5 @@
-import { expect, test, type Browser, type BrowserContext, type Page } from "@playwright/test";
-import { createRoom, hydrated, logIn, newUser, openRooms, register, sendMessage, uniqueName, joinRoom } from "./helpers";
+import { type Browser, type BrowserContext, type Page } from "@playwright/test";
+import { expect, test, createRoom, hydrated, logIn, newUser, openRooms, register, sendMessage, uniqueName, joinRoom } from "./helpers";
 
 /** Finds a person by name in the sidebar and opens the conversation with them. */
 async function messagePerson(page: Page, username: string) {
@@ -16,6 +16,7 @@ async function messagePerson(page: Page, username: string) {
 function recordNotifications(initialPermission: string) {
   const w = window as any;
   w.__shown = [];
+  w.__opens = [];
   w.__asked = 0;
   w.__hidden = false;
   let permission = initialPermission;
@@ -27,6 +28,7 @@ function recordNotifications(initialPermission: string) {
   w.Notification = FakeNotification;
   w.ServiceWorkerRegistration.prototype.showNotification = function (title: string, options: any) {
     w.__shown.push({ title, body: options?.body, via: "worker" });
+    w.__opens.push(options?.data);
     return Promise.resolve();
   };
   Object.defineProperty(document, "visibilityState", { get: () => (w.__hidden ? "hidden" : "visible") });
@@ -506,6 +508,33 @@ test("a connection that drops before the message to notify of came asks for it a
   ]);
   expect(dropAtCatchUp, "an answer was lost on the way").toBe(false);
   expect(connections).toBeGreaterThanOrEqual(3);
+  await alice.context.close();
+  await context.close();
+});
+
+test("a tap on a notification shows its conversation in the page that was open", async ({ browser }) => {
+  const alice = await newUser(browser, "alice");
+  const { context, page, username: bobName } = await userRecordingNotifications(browser, "granted");
+  await page.evaluate(() => navigator.serviceWorker.ready);
+  await setHidden(page, true);
+  await messagePerson(alice.page, bobName);
+  await sendMessage(alice.page, "toque aqui 👆");
+  await expect.poll(() => page.evaluate(() => (window as any).__opens)).toEqual([`/dm/${alice.username}`]);
+  await expect(page).not.toHaveURL(/\/dm\//);
+
+  // Bob taps it: the worker is handed the tap as the browser would hand it over.
+  await page.evaluate(() => ((window as any).__sameLoad = true));
+  const worker = context.serviceWorkers()[0] ?? (await context.waitForEvent("serviceworker"));
+  const [opens] = await page.evaluate(() => (window as any).__opens);
+  await worker.evaluate((opens) => {
+    const tap: any = new Event("notificationclick");
+    tap.notification = { data: opens, close() {} };
+    tap.waitUntil = () => {};
+    self.dispatchEvent(tap);
+  }, opens);
+  await expect(page).toHaveURL(new RegExp(`/dm/${alice.username}$`));
+  await expect(page.getByTestId("message").filter({ hasText: "toque aqui 👆" })).toHaveCount(1);
+  expect(await page.evaluate(() => (window as any).__sameLoad), "moved within the page, not loaded again").toBe(true);
   await alice.context.close();
   await context.close();
 });

@@ -1,4 +1,37 @@
-import { expect, type Browser, type Page } from "@playwright/test";
+import { test as base, expect, type Browser, type BrowserContext, type Page } from "@playwright/test";
+
+export { expect };
+
+/** Marks a test whose pages are meant to meet frames they cannot read. */
+export const UNREADABLE_FRAMES = "unreadable frames";
+
+/** Playwright's `test`, and every page any test opens checked for frames it could not
+ *  read: each frame the server sends in the whole suite must decode in the browser
+ *  (the page reads them through the browser's JSON, the server writes serde_json's). */
+export const test = base.extend<{ framesReadable: void }>({
+  framesReadable: [
+    async ({ browser }, use, testInfo) => {
+      const unreadable: string[] = [];
+      const watch = (context: BrowserContext) =>
+        context.on("console", (message) => {
+          const text = message.text();
+          if (text.includes("this client does not understand") || text.includes("this page cannot read")) unreadable.push(text);
+        });
+      const newContext = browser.newContext;
+      browser.newContext = async (...options) => {
+        const context = await newContext.apply(browser, options);
+        watch(context);
+        return context;
+      };
+      await use();
+      browser.newContext = newContext;
+      if (!testInfo.annotations.some((annotation) => annotation.type === UNREADABLE_FRAMES)) {
+        expect(unreadable, "frames a page could not read").toEqual([]);
+      }
+    },
+    { auto: true },
+  ],
+});
 
 export const PASSWORD = "correct horse battery staple";
 /** The chat socket's path for this build (`app::protocol::socket_path`): a socket that

@@ -1,5 +1,5 @@
-import { expect, test, type Page } from "@playwright/test";
-import { SOCKET_PATH, createRoom, newUser, uniqueName } from "./helpers";
+import { type Page } from "@playwright/test";
+import { expect, test, SOCKET_PATH, createRoom, newUser, uniqueName } from "./helpers";
 
 /** Posts `count` messages into a room over a second socket of the same session. */
 async function seed(page: Page, roomName: string, count: number, label: string) {

@@ -1,5 +1,4 @@
-import { expect, test } from "@playwright/test";
-import { hydrated, newUser } from "./helpers";
+import { expect, test, hydrated, newUser } from "./helpers";
 
 // The page must arrive rendered from the server, then come alive in the browser
 // without Leptos complaining that the two disagree.

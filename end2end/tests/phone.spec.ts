@@ -1,5 +1,4 @@
-import { expect, test } from "@playwright/test";
-import { createRoom, newUser, openRooms, sendMessage, uniqueName } from "./helpers";
+import { expect, test, createRoom, newUser, openRooms, sendMessage, uniqueName } from "./helpers";
 
 test("on a phone the rooms are a drawer; switching rooms and sending works", async ({ browser }, testInfo) => {
   test.skip(testInfo.project.name !== "phone", "phone layout only");

@@ -1,5 +1,5 @@
-import { expect, test, type Page, type WebSocketRoute } from "@playwright/test";
-import { PASSWORD, hydrated, register, uniqueName } from "./helpers";
+import { type Page, type WebSocketRoute } from "@playwright/test";
+import { expect, test, PASSWORD, UNREADABLE_FRAMES, hydrated, register, uniqueName } from "./helpers";
 import { OwnServer } from "./own-server";
 
 /** Registers on a server of the test's own and waits for the chat to be online. */
@@ -165,6 +165,7 @@ test("a page left open across a deploy that changed the protocol offers a reload
 });
 
 test("a greeting the page cannot read, from a server not yet updated, is given up on and tried again", async ({ browser }) => {
+  test.info().annotations.push({ type: UNREADABLE_FRAMES });
   const context = await browser.newContext();
   const page = await context.newPage();
   // During a deploy the balancer may send the page to a node still on the previous

@@ -1,5 +1,5 @@
-import { expect, test, type Page } from "@playwright/test";
-import { createRoom, hydrated, newUser, uniqueName, joinRoom } from "./helpers";
+import { type Page } from "@playwright/test";
+import { expect, test, createRoom, hydrated, newUser, uniqueName, joinRoom } from "./helpers";
 
 /** Types `text` into the composer and sends it. `fill` sets the value as a paste would. */
 async function send(page: Page, text: string) {

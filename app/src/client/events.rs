@@ -292,7 +292,7 @@ impl ChatClient {
                 if mentions_me && seq > room.read_seq && !room.mention_seqs.contains(&seq) {
                     room.mention_seqs.push(seq);
                 }
-                kind = Some((room.kind, sidebar_name(room)));
+                kind = Some((room.kind, sidebar_name(room), room_path(room)));
             }
         });
         // Their message ends their typing notice.
@@ -318,7 +318,7 @@ impl ChatClient {
             self.catch_up(room_id, last);
         }
         if !from_me {
-            if let Some((room_kind, room_name)) = kind {
+            if let Some((room_kind, room_name, path)) = kind {
                 // Delivery is shown for direct messages only (✓✓); in a room, telling
                 // the server about every message would cost a write per member.
                 if is_text && room_kind == RoomKind::Direct {
@@ -331,7 +331,7 @@ impl ChatClient {
                         RoomKind::Direct => message.sender.display_name.clone(),
                         RoomKind::Public => format!("{} in #{room_name}", message.sender.display_name),
                     };
-                    platform::notify(&title, &message.text);
+                    platform::notify(&title, &message.text, &path);
                 }
             }
         }

@@ -73,6 +73,16 @@ mod browser {
             });
         }
         if let Some(worker) = service_worker() {
+            // A tap on a notification brings this page to the front, and the worker
+            // asks it to show the conversation (`public/sw.js`), moving within the app
+            // rather than loading the page again.
+            let open = Closure::<dyn Fn(wasm_bindgen::JsValue)>::new(move |event: wasm_bindgen::JsValue| {
+                let asked = js_sys::Reflect::get(&event, &"data".into()).and_then(|data| js_sys::Reflect::get(&data, &"open".into()));
+                if let Some(path) = asked.ok().and_then(|path| path.as_string()).filter(|path| is_own_path(path)) {
+                    chat.goto.try_set(Some(path));
+                }
+            });
+            worker.set_onmessage(Some(open.into_js_value().unchecked_ref()));
             let registering = wasm_bindgen_futures::JsFuture::from(worker.register("/sw.js"));
             leptos::task::spawn_local(async move {
                 // Notifications then find no worker and are skipped (see `notify`).
@@ -81,6 +91,11 @@ mod browser {
                 }
             });
         }
+    }
+
+    /// A path on this site: what a message from the worker may move the page to.
+    fn is_own_path(path: &str) -> bool {
+        path.starts_with('/') && !path.starts_with("//")
     }
 
     /// Where the browser has service workers (on https and on this machine's own
@@ -108,8 +123,9 @@ mod browser {
         }
     }
 
-    /// Shows a system notification if the page is hidden and permission was given.
-    pub fn notify(title: &str, body: &str) {
+    /// Shows a system notification if the page is hidden and permission was given; a
+    /// tap on it opens `path` (the conversation it tells of).
+    pub fn notify(title: &str, body: &str, path: &str) {
         if document().visibility_state() == web_sys::VisibilityState::Visible {
             return;
         }
@@ -119,6 +135,7 @@ mod browser {
         let options = web_sys::NotificationOptions::new();
         options.set_body(body);
         options.set_tag("parley");
+        options.set_data(&path.into());
         // Through the service worker registered at the start: phones' browsers show
         // notifications no other way (`new Notification` throws there), and every
         // browser that grants notifications has service workers, since both need a
@@ -166,7 +183,7 @@ mod server {
     }
     pub fn watch_attention(_chat: ChatClient) {}
     pub fn ask_notification_permission(_chat: ChatClient) {}
-    pub fn notify(_title: &str, _body: &str) {}
+    pub fn notify(_title: &str, _body: &str, _path: &str) {}
     pub fn reload_page() {}
 }
 
