@@ -7,18 +7,30 @@
 self.addEventListener("install", () => self.skipWaiting());
 self.addEventListener("activate", (event) => event.waitUntil(self.clients.claim()));
 
-// A tap on a notification shows the conversation it told of: in a window of the site
-// that is open, which moves there itself (no reload) and comes to the front, or in a
-// new one. Any open window will do: a window's address as the worker sees it may still
-// be the one it was loaded at (`/login`, before the person logged in there).
+// The site's pages that are not the chat.
+const ACCOUNT_PAGES = ["/login", "/register"];
+
+// Where a notification's data points: a page of this site, never another one (the URL
+// parser, not a string test, says which site `/\host` or `/.//host` name).
+function ownPage(data) {
+  if (typeof data !== "string" || !data.startsWith("/")) return null;
+  const url = new URL(data, self.location.origin);
+  return url.origin === self.location.origin && !url.pathname.startsWith("//") ? url.pathname + url.search : null;
+}
+
+// A tap on a notification shows the conversation it told of: in an open tab of the
+// site, which moves there itself (no reload) and comes to the front, or in a new one.
+// A tab's address as the worker sees it may still be where it was loaded (`/login`
+// for a tab that logged in since), so a tab at an account page is only the fallback.
 self.addEventListener("notificationclick", (event) => {
   event.notification.close();
-  const data = event.notification.data;
-  const path = typeof data === "string" && data.startsWith("/") && !data.startsWith("//") ? data : "/";
+  const path = ownPage(event.notification.data);
   event.waitUntil(
-    self.clients.matchAll({ type: "window", includeUncontrolled: true }).then(([chat]) => {
-      if (!chat) return self.clients.openWindow(path);
-      chat.postMessage({ open: path });
+    self.clients.matchAll({ type: "window", includeUncontrolled: true }).then((windows) => {
+      const chat = windows.find((window) => !ACCOUNT_PAGES.includes(new URL(window.url).pathname)) ?? windows[0];
+      if (!chat) return self.clients.openWindow(path ?? "/");
+      // A notification from before its address was carried only brings the tab up.
+      if (path) chat.postMessage({ open: path });
       // Browsers let a worker focus a window only while handling a real tap.
       return chat.focus().catch(() => undefined);
     }),

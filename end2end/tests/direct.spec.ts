@@ -72,6 +72,19 @@ async function writtenToUnopened(alice: { page: Page; username: string }, page: 
   await expect(directEntry(page, alice.username)).toBeVisible();
 }
 
+/** Taps the notification `page` showed last: its service worker is handed the tap
+ *  as the browser would hand it over. */
+async function tapNotification(context: BrowserContext, page: Page) {
+  const worker = context.serviceWorkers()[0] ?? (await context.waitForEvent("serviceworker"));
+  const opens = await page.evaluate(() => (window as any).__opens.at(-1));
+  await worker.evaluate((opens) => {
+    const tap: any = new Event("notificationclick");
+    tap.notification = { data: opens, close() {} };
+    tap.waitUntil = () => {};
+    self.dispatchEvent(tap);
+  }, opens);
+}
+
 /** The laptop is closed: the page is hidden and offline, and knows it. */
 async function closeLaptop(context: BrowserContext, page: Page) {
   await setHidden(page, true);
@@ -522,19 +535,42 @@ test("a tap on a notification shows its conversation in the page that was open",
   await expect.poll(() => page.evaluate(() => (window as any).__opens)).toEqual([`/dm/${alice.username}`]);
   await expect(page).not.toHaveURL(/\/dm\//);
 
-  // Bob taps it: the worker is handed the tap as the browser would hand it over.
+  // Bob taps it.
   await page.evaluate(() => ((window as any).__sameLoad = true));
-  const worker = context.serviceWorkers()[0] ?? (await context.waitForEvent("serviceworker"));
-  const [opens] = await page.evaluate(() => (window as any).__opens);
-  await worker.evaluate((opens) => {
-    const tap: any = new Event("notificationclick");
-    tap.notification = { data: opens, close() {} };
-    tap.waitUntil = () => {};
-    self.dispatchEvent(tap);
-  }, opens);
+  await tapNotification(context, page);
   await expect(page).toHaveURL(new RegExp(`/dm/${alice.username}$`));
   await expect(page.getByTestId("message").filter({ hasText: "toque aqui 👆" })).toHaveCount(1);
   expect(await page.evaluate(() => (window as any).__sameLoad), "moved within the page, not loaded again").toBe(true);
+  await alice.context.close();
+  await context.close();
+});
+
+test("a tap on the last person's notification does not move the next person's page", async ({ browser }) => {
+  const alice = await newUser(browser, "alice");
+  const { context, page, username: bobName } = await userRecordingNotifications(browser, "granted");
+  await page.evaluate(() => navigator.serviceWorker.ready);
+  await setHidden(page, true);
+  await messagePerson(alice.page, bobName);
+  await sendMessage(alice.page, "para o Bob");
+  await expect.poll(() => page.evaluate(() => (window as any).__opens.length)).toBe(1);
+  await setHidden(page, false);
+
+  // Bob logs out; the notification is still there, and is tapped.
+  await openRooms(page);
+  await page.getByRole("button", { name: "Log out" }).click();
+  await expect(page).toHaveURL(/\/login/);
+  await tapNotification(context, page);
+  await page.waitForTimeout(300);
+  // Carla logs in on that page and lands where she asked, not in Bob's conversation.
+  const carlaName = uniqueName("carla");
+  const carla = await browser.newContext();
+  await register(await carla.newPage(), carlaName);
+  await carla.close();
+  await logIn(page, carlaName);
+  await expect(page.getByTestId("connection-state")).toHaveAttribute("data-state", "online");
+  await expect(page.getByTestId("me")).toHaveText(carlaName);
+  await page.waitForTimeout(500);
+  await expect(page).not.toHaveURL(/\/dm\//);
   await alice.context.close();
   await context.close();
 });

@@ -23,8 +23,11 @@ export const test = base.extend<{ framesReadable: void }>({
         watch(context);
         return context;
       };
-      await use();
-      browser.newContext = newContext;
+      try {
+        await use();
+      } finally {
+        browser.newContext = newContext;
+      }
       if (!testInfo.annotations.some((annotation) => annotation.type === UNREADABLE_FRAMES)) {
         expect(unreadable, "frames a page could not read").toEqual([]);
       }

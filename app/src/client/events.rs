@@ -194,7 +194,7 @@ impl ChatClient {
     /// a few conversations at most, direct ones first, and only where notifications are
     /// allowed. (Conversations with a timeline catch up on everything anyway.)
     fn fetch_what_to_notify(&self, rooms: &[RoomSummary]) {
-        if self.notification_permission.get_untracked().as_deref() != Some("granted") {
+        if !platform::notifications_allowed() {
             return;
         }
         let with_timeline: Vec<RoomId> = self.timelines.with_untracked(|t| t.keys().copied().collect());
@@ -213,8 +213,15 @@ impl ChatClient {
                 .collect()
         });
         untold.sort_unstable();
-        for (_, room_id, seq) in untold.into_iter().take(NOTICES_FETCHED) {
-            self.request(Purpose::Notify { seq }, |id| ClientMsg::Catchup { id, room_id, after_seq: seq - 1 });
+        for (n, (_, room_id, seq)) in untold.into_iter().enumerate() {
+            if n < NOTICES_FETCHED {
+                self.request(Purpose::Notify { seq }, |id| ClientMsg::Catchup { id, room_id, after_seq: seq - 1 });
+            } else {
+                // Not told of now, and not hours later at some other reconnect either.
+                self.notified_through.update_value(|told| {
+                    told.insert(room_id, seq);
+                });
+            }
         }
     }
 
@@ -436,6 +443,7 @@ impl ChatClient {
         self.unsent_receipts.set_value(HashMap::new());
         self.drafts.set_value(HashMap::new());
         self.notified_through.set_value(HashMap::new());
+        self.goto.set(None);
     }
 }
 

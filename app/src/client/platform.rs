@@ -78,7 +78,10 @@ mod browser {
             // rather than loading the page again.
             let open = Closure::<dyn Fn(wasm_bindgen::JsValue)>::new(move |event: wasm_bindgen::JsValue| {
                 let asked = js_sys::Reflect::get(&event, &"data".into()).and_then(|data| js_sys::Reflect::get(&data, &"open".into()));
-                if let Some(path) = asked.ok().and_then(|path| path.as_string()).filter(|path| is_own_path(path)) {
+                // Only for whoever is signed in here: a tap on the last person's
+                // notification must not move the next one's page.
+                let signed_in = chat.me.try_with_untracked(|me| me.is_some()).unwrap_or(false);
+                if let Some(path) = asked.ok().and_then(|path| path.as_string()).filter(|path| signed_in && super::is_own_path(path)) {
                     chat.goto.try_set(Some(path));
                 }
             });
@@ -93,9 +96,10 @@ mod browser {
         }
     }
 
-    /// A path on this site: what a message from the worker may move the page to.
-    fn is_own_path(path: &str) -> bool {
-        path.starts_with('/') && !path.starts_with("//")
+    /// Whether notifications may be shown now (the person can change it in the
+    /// browser's settings at any time).
+    pub fn notifications_allowed() -> bool {
+        notification_permission().as_deref() == Some("granted")
     }
 
     /// Where the browser has service workers (on https and on this machine's own
@@ -129,7 +133,7 @@ mod browser {
         if document().visibility_state() == web_sys::VisibilityState::Visible {
             return;
         }
-        if notification_permission().as_deref() != Some("granted") {
+        if !notifications_allowed() {
             return;
         }
         let options = web_sys::NotificationOptions::new();
@@ -164,9 +168,19 @@ mod browser {
     }
 }
 
+/// A path on this site: what a message from the service worker may move the page to.
+/// The router leaves the page for any address it reads as another site's, so neither
+/// `//host` nor `/\host` (a backslash reads as a slash) nor control characters (dropped
+/// by the URL parser, so `/\t/host` is `//host`) pass.
+#[cfg_attr(not(feature = "hydrate"), allow(dead_code))]
+fn is_own_path(path: &str) -> bool {
+    path.starts_with('/') && !path.starts_with("//") && !path.chars().any(|c| c == '\\' || c.is_control())
+}
+
 #[cfg(feature = "hydrate")]
 pub use browser::{
-    after, ask_notification_permission, before_next_paint, new_client_id, notify, now_ms, reload_page, watch_attention,
+    after, ask_notification_permission, before_next_paint, new_client_id, notifications_allowed, notify, now_ms, reload_page,
+    watch_attention,
 };
 
 #[cfg(not(feature = "hydrate"))]
@@ -184,10 +198,44 @@ mod server {
     pub fn watch_attention(_chat: ChatClient) {}
     pub fn ask_notification_permission(_chat: ChatClient) {}
     pub fn notify(_title: &str, _body: &str, _path: &str) {}
+    pub fn notifications_allowed() -> bool {
+        false
+    }
     pub fn reload_page() {}
 }
 
 #[cfg(not(feature = "hydrate"))]
 pub use server::{
-    after, ask_notification_permission, before_next_paint, new_client_id, notify, now_ms, reload_page, watch_attention,
+    after, ask_notification_permission, before_next_paint, new_client_id, notifications_allowed, notify, now_ms, reload_page,
+    watch_attention,
 };
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::is_own_path;
+
+    #[test]
+    fn only_paths_of_this_site_are_followed() {
+        for own in ["/", "/r/geral", "/dm/ana_1", "/r/a?x=1"] {
+            assert!(is_own_path(own), "{own}");
+        }
+        for other in ["", "r/geral", "//evil.example", "/\\evil.example", "/\t/evil.example", "https://evil.example", "javascript:alert(1)"] {
+            assert!(!is_own_path(other), "{other:?}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn no_text_names_another_site(host in crate::test_text::any_text(), path in crate::test_text::any_text()) {
+            for elsewhere in [format!("//{host}"), format!("/\\{host}"), format!("/\n/{host}")] {
+                prop_assert!(!is_own_path(&elsewhere), "{:?}", elsewhere);
+            }
+            // Whatever it holds, an accepted path starts at this site's root.
+            if is_own_path(&path) {
+                prop_assert!(path.strip_prefix('/').is_some_and(|rest| !rest.starts_with(['/', '\\'])));
+            }
+        }
+    }
+}
