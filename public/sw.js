@@ -14,8 +14,12 @@ const ACCOUNT_PAGES = ["/login", "/register"];
 // parser, not a string test, says which site `/\host` or `/.//host` name).
 function ownPage(data) {
   if (typeof data !== "string" || !data.startsWith("/")) return null;
-  const url = new URL(data, self.location.origin);
-  return url.origin === self.location.origin && !url.pathname.startsWith("//") ? url.pathname + url.search : null;
+  try {
+    const url = new URL(data, self.location.origin);
+    return url.origin === self.location.origin && !url.pathname.startsWith("//") ? url.pathname + url.search : null;
+  } catch {
+    return null;
+  }
 }
 
 // A tap on a notification shows the conversation it told of: in an open tab of the

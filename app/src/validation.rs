@@ -23,6 +23,9 @@ pub fn check_username(username: &str) -> Result<(), String> {
     if !username.chars().all(is_name_char) {
         return Err("Username may only use letters, digits, '_', '.' and '-'.".into());
     }
+    if only_dots(username) {
+        return Err("Username needs a letter, a digit, '_' or '-'.".into());
+    }
     Ok(())
 }
 
@@ -58,7 +61,16 @@ pub fn check_room_name(name: &str) -> Result<(), String> {
     if !name.chars().all(is_name_char) {
         return Err("Room name may only use letters, digits, '_', '.' and '-'.".into());
     }
+    if only_dots(name) {
+        return Err("Room name needs a letter, a digit, '_' or '-'.".into());
+    }
     Ok(())
+}
+
+/// Names are addresses (`/r/<room>`, `/dm/<username>`), and an address made only of
+/// dots is read as a step up (`/r/..` is `/`).
+fn only_dots(name: &str) -> bool {
+    name.chars().all(|c| c == '.')
 }
 
 /// A message must have something besides whitespace and fit the configured limit
@@ -143,6 +155,11 @@ mod tests {
         assert!(check_room_name("rust-lang.dev_2").is_ok());
         assert!(check_room_name("two words").is_err());
         assert!(check_room_name(&"r".repeat(33)).is_err());
+        assert!(check_room_name("..").is_err(), "an address that would read as a step up");
+        assert!(check_room_name("...").is_err());
+        assert!(check_room_name("..a").is_ok());
+        assert!(check_username("...").is_err());
+        assert!(check_username("a.b").is_ok());
     }
 
     #[test]

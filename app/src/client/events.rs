@@ -429,7 +429,8 @@ impl ChatClient {
 
     /// Forgets everything about the previous user: at a greeting for someone else, and
     /// as a session ends, so that nothing of this person (their rooms, their messages,
-    /// what they had not sent yet) shows to whoever logs in next on this page.
+    /// what they had not sent yet, their notifications) shows to whoever logs in next on
+    /// this page.
     pub(super) fn reset(&self) {
         self.me.set(None);
         self.rooms.set(Vec::new());
@@ -444,6 +445,7 @@ impl ChatClient {
         self.drafts.set_value(HashMap::new());
         self.notified_through.set_value(HashMap::new());
         self.goto.set(None);
+        platform::close_notifications();
     }
 }
 

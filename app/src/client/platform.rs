@@ -161,6 +161,26 @@ mod browser {
         });
     }
 
+    /// Closes the notifications the site is showing: at a session's end, what they say
+    /// is the last person's, and a tap on one would open their conversation.
+    pub fn close_notifications() {
+        let Some(worker) = service_worker() else { return };
+        let found = wasm_bindgen_futures::JsFuture::from(worker.get_registration());
+        leptos::task::spawn_local(async move {
+            let Ok(registration) = found.await else { return };
+            if registration.is_undefined() {
+                return;
+            }
+            let registration: web_sys::ServiceWorkerRegistration = registration.unchecked_into();
+            let Ok(listing) = registration.get_notifications() else { return };
+            if let Ok(shown) = wasm_bindgen_futures::JsFuture::from(listing).await {
+                js_sys::Array::from(&shown).for_each(&mut |notification, _, _| {
+                    notification.unchecked_into::<web_sys::Notification>().close();
+                });
+            }
+        });
+    }
+
     /// Loads the page again from the server. Only for a page that is out of date: the
     /// router's navigation would keep running the code this page loaded with.
     pub fn reload_page() {
@@ -179,8 +199,8 @@ fn is_own_path(path: &str) -> bool {
 
 #[cfg(feature = "hydrate")]
 pub use browser::{
-    after, ask_notification_permission, before_next_paint, new_client_id, notifications_allowed, notify, now_ms, reload_page,
-    watch_attention,
+    after, ask_notification_permission, before_next_paint, close_notifications, new_client_id, notifications_allowed, notify,
+    now_ms, reload_page, watch_attention,
 };
 
 #[cfg(not(feature = "hydrate"))]
@@ -201,13 +221,14 @@ mod server {
     pub fn notifications_allowed() -> bool {
         false
     }
+    pub fn close_notifications() {}
     pub fn reload_page() {}
 }
 
 #[cfg(not(feature = "hydrate"))]
 pub use server::{
-    after, ask_notification_permission, before_next_paint, new_client_id, notifications_allowed, notify, now_ms, reload_page,
-    watch_attention,
+    after, ask_notification_permission, before_next_paint, close_notifications, new_client_id, notifications_allowed, notify,
+    now_ms, reload_page, watch_attention,
 };
 
 #[cfg(test)]
