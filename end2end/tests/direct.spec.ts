@@ -79,6 +79,19 @@ async function writtenToUnopened(alice: { page: Page; username: string }, page: 
   await expect(directEntry(page, alice.username)).toBeVisible();
 }
 
+/** Bob's hidden page notifies of a direct message `text` from Alice, which carries the
+ *  conversation's address. */
+async function notifiedOfADirectMessage(browser: Browser, text: string) {
+  const alice = await newUser(browser, "alice");
+  const { context, page, username: bobName } = await userRecordingNotifications(browser, "granted");
+  await page.evaluate(() => navigator.serviceWorker.ready);
+  await setHidden(page, true);
+  await messagePerson(alice.page, bobName);
+  await sendMessage(alice.page, text);
+  await expect.poll(() => page.evaluate(() => (window as any).__opens)).toEqual([`/dm/${alice.username}`]);
+  return { alice, context, page };
+}
+
 /** Taps the notification `page` showed last: its service worker is handed the tap
  *  as the browser would hand it over. */
 async function tapNotification(context: BrowserContext, page: Page) {
@@ -533,13 +546,7 @@ test("a connection that drops before the message to notify of came asks for it a
 });
 
 test("a tap on a notification shows its conversation in the page that was open", async ({ browser }) => {
-  const alice = await newUser(browser, "alice");
-  const { context, page, username: bobName } = await userRecordingNotifications(browser, "granted");
-  await page.evaluate(() => navigator.serviceWorker.ready);
-  await setHidden(page, true);
-  await messagePerson(alice.page, bobName);
-  await sendMessage(alice.page, "toque aqui 👆");
-  await expect.poll(() => page.evaluate(() => (window as any).__opens)).toEqual([`/dm/${alice.username}`]);
+  const { alice, context, page } = await notifiedOfADirectMessage(browser, "toque aqui 👆");
   await expect(page).not.toHaveURL(/\/dm\//);
 
   // Bob taps it.
@@ -553,13 +560,7 @@ test("a tap on a notification shows its conversation in the page that was open",
 });
 
 test("logging out closes the last person's notifications, and a tap on one does not move the next person's page", async ({ browser }) => {
-  const alice = await newUser(browser, "alice");
-  const { context, page, username: bobName } = await userRecordingNotifications(browser, "granted");
-  await page.evaluate(() => navigator.serviceWorker.ready);
-  await setHidden(page, true);
-  await messagePerson(alice.page, bobName);
-  await sendMessage(alice.page, "para o Bob");
-  await expect.poll(() => page.evaluate(() => (window as any).__opens.length)).toBe(1);
+  const { alice, context, page } = await notifiedOfADirectMessage(browser, "para o Bob");
   await setHidden(page, false);
 
   // Bob logs out: his notification is closed, as his session ends on the page.
