@@ -11,6 +11,7 @@ use app::{
     validation,
 };
 use tokio::sync::{Mutex, MutexGuard};
+use tokio_util::sync::CancellationToken;
 
 use crate::{
     error::AppError,
@@ -170,6 +171,51 @@ impl Chat {
         Ok((hello, connection))
     }
 
+    /// Brings this node's sockets into line with the joins and leaves other nodes
+    /// make, one at a time, until `stop`. Each is read back from the database under
+    /// the person's lock ([`Chat::check_membership`]): a leave in a tab on one node and
+    /// a join in a tab on another reach the two nodes in opposite orders, and applying
+    /// each as it arrives left one node's tabs out of a room the person is in (or in
+    /// one they left) until they reconnected.
+    pub async fn run_membership_checks(self: Arc<Self>, stop: CancellationToken) {
+        let Some(mut changes) = self.hub.take_remote_membership_changes() else { return };
+        loop {
+            let change = tokio::select! {
+                () = stop.cancelled() => return,
+                change = changes.recv() => change,
+            };
+            let Some((user_id, room_id)) = change else { return };
+            if let Err(err) = self.check_membership(user_id, room_id).await {
+                tracing::warn!(user_id, room_id, error = %err, "could not check a membership changed on another node; the person's sockets here catch up when they reconnect");
+            }
+        }
+    }
+
+    /// Tells the person's sockets here whether they are in the room, if that differs
+    /// from what they were told. Under the person's lock, so in order with what this
+    /// node does for them (joins, leaves, greetings), each of which tells them too.
+    async fn check_membership(&self, user_id: UserId, room_id: RoomId) -> Result<(), AppError> {
+        let _memberships = self.user_locks.lock(user_id).await;
+        let Some(follows) = self.hub.follows_here(user_id, room_id) else { return Ok(()) };
+        let member = self.store.is_member(room_id, user_id).await?;
+        if member == follows {
+            return Ok(());
+        }
+        if !member {
+            self.hub.leave_here(user_id, room_id);
+            self.hub.send_to_user_here(user_id, &ServerMsg::RoomLeft { id: None, room_id }, None);
+            return Ok(());
+        }
+        let Some(room) = self.store.room(room_id).await? else { return Ok(()) };
+        // Hearing the room first, and only then reading what the tabs are shown of it,
+        // so nothing falls between the two.
+        self.hub.join_here(user_id, room_id, room.last_seq);
+        if let Some(summary) = self.store.room_summary(room_id, user_id).await? {
+            self.hub.send_to_user_here(user_id, &ServerMsg::RoomJoined { id: None, room: summary }, None);
+        }
+        Ok(())
+    }
+
     /// Answers one request: the reply to send, if any (receipts and typing notices have
     /// none when they succeed; a sent message is acknowledged once it is committed). Failures become an error reply carrying the request id;
     /// nothing is changed by a request that fails.
@@ -296,7 +342,7 @@ impl Chat {
     async fn tell_tabs_joined(&self, caller: &Caller, id: u64, room_id: RoomId) -> Result<(), AppError> {
         let room = self.store.room_summary(room_id, caller.user.id).await?.ok_or(AppError::NotFound("No such room."))?;
         self.hub
-            .send_to_user(caller.user.id, &ServerMsg::RoomJoined { id: None, room: room.clone() }, Some(caller.conn));
+            .send_to_user_here(caller.user.id, &ServerMsg::RoomJoined { id: None, room: room.clone() }, Some(caller.conn));
         self.hub.send_to(caller.conn, &ServerMsg::RoomJoined { id: Some(id), room });
         Ok(())
     }
@@ -316,7 +362,7 @@ impl Chat {
         }
         drop(order);
         // See [`Chat::tell_tabs_joined`].
-        self.hub.send_to_user(caller.user.id, &ServerMsg::RoomLeft { id: None, room_id }, Some(caller.conn));
+        self.hub.send_to_user_here(caller.user.id, &ServerMsg::RoomLeft { id: None, room_id }, Some(caller.conn));
         self.hub.send_to(caller.conn, &ServerMsg::RoomLeft { id: Some(id), room_id });
         Ok(())
     }
@@ -405,7 +451,7 @@ impl Chat {
         };
         if created {
             if let Some(theirs) = self.store.room_summary(room.id, peer.id).await? {
-                self.hub.send_to_user(peer.id, &ServerMsg::RoomJoined { id: None, room: theirs }, None);
+                self.hub.send_to_user_here(peer.id, &ServerMsg::RoomJoined { id: None, room: theirs }, None);
             }
         }
         self.tell_tabs_joined(caller, id, room.id).await

@@ -184,11 +184,13 @@ fn serve_metrics(listener: TcpListener, state: AppState, stopped: CancellationTo
 }
 
 /// Background chores, each going on while sockets drain and ending once the server has
-/// stopped: presence notices, the readiness probe, forgetting idle rate-limit buckets,
-/// draining metric samples, and giving back memory after a crowd of sockets (this one
-/// ends as stopping begins).
+/// stopped: presence notices, other nodes' joins and leaves checked against the
+/// database, the readiness probe, forgetting idle rate-limit buckets, draining metric
+/// samples, and giving back memory after a crowd of sockets (this one ends as
+/// stopping begins).
 fn spawn_upkeep(state: &AppState) {
     tokio::spawn(state.hub.clone().run_presence(state.stopped.clone()));
+    tokio::spawn(state.chat.clone().run_membership_checks(state.stopped.clone()));
     tokio::spawn(state.accounts.clone().run_touches(state.stopped.clone()));
     tokio::spawn(health::run_database_probe(state.health.clone(), state.store.clone(), state.stopped.clone()));
     tokio::spawn(metrics::run_upkeep(state.metrics.clone(), state.stopped.clone()));

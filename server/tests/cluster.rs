@@ -126,6 +126,93 @@ async fn people_on_different_nodes_chat_as_if_on_one() {
     db.remove().await;
 }
 
+/// Whether a frame tells the person's tab it joined (`Some(true)`) or left
+/// (`Some(false)`) the room.
+fn membership_told(msg: &ServerMsg, room: RoomId) -> Option<bool> {
+    match msg {
+        ServerMsg::RoomJoined { room: joined, .. } if joined.id == room => Some(true),
+        ServerMsg::RoomLeft { room_id, .. } if *room_id == room => Some(false),
+        _ => None,
+    }
+}
+
+/// Reads a tab until the message `client_id` arrives, or nothing has for `quiet`;
+/// what the tab was told of its membership of `room` meanwhile, in order, and whether
+/// the message came.
+async fn told_until(tab: &mut WsClient, room: RoomId, client_id: &str, quiet: Duration) -> (Vec<bool>, bool) {
+    let mut told = Vec::new();
+    loop {
+        if tab.is_quiet(quiet, |_| false).await {
+            return (told, false);
+        }
+        let next = tab.next().await;
+        if let Some(joined) = membership_told(&next, room) {
+            told.push(joined);
+        }
+        if is_message(&next, client_id) {
+            return (told, true);
+        }
+    }
+}
+
+/// A leave in a tab on one node and a join in a tab on another, each stored before
+/// the other node heard of the first: the nodes hear the two changes in opposite
+/// orders. Every tab must end as the database has the person (member or not), and
+/// hear the room's messages only while a member. Redis is paused across the two
+/// requests so that neither node hears the other's change before making its own.
+#[tokio::test]
+async fn a_join_and_a_leave_at_once_on_two_nodes_end_as_the_database_has_them() {
+    let db = TestDb::postgres().await;
+    let cookies = seed_people(&db.url(), 2).await;
+    let redis = RedisServer::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let nodes = [node(data.path(), "node-1", &db.url(), &redis).await, node(data.path(), "node-2", &db.url(), &redis).await];
+    let (mut here, _, general) = person(nodes[0].addr, &cookies[0]).await;
+    let (mut there, _, _) = person(nodes[1].addr, &cookies[0]).await;
+    let (mut writer, _, _) = person(nodes[0].addr, &cookies[1]).await;
+
+    // Left here, then joined there: a member in the end.
+    redis.pause();
+    assert!(matches!(here.request(|id| ClientMsg::LeaveRoom { id, room_id: general }).await, ServerMsg::RoomLeft { .. }));
+    assert!(matches!(there.request(|id| ClientMsg::JoinRoom { id, room_id: general }).await, ServerMsg::RoomJoined { .. }));
+    redis.resume();
+    // This node hears of the join after its own leave, and tells its tab.
+    here.wait_for(|m| membership_told(m, general) == Some(true)).await;
+    writer.request(|id| ClientMsg::Send { id, room_id: general, client_id: "member".into(), text: "Ótimo, ação 😀".into() }).await;
+    for (tab, name) in [(&mut here, "here"), (&mut there, "there")] {
+        let (told, heard) = told_until(tab, general, "member", Duration::from_secs(5)).await;
+        assert!(heard, "{name}: a member hears the room");
+        assert!(told.iter().all(|joined| *joined), "{name}: never told it left after joining: {told:?}");
+    }
+
+    // Joined there, then left here: not a member in the end. (First out, so that
+    // the join changes something.)
+    assert!(matches!(here.request(|id| ClientMsg::LeaveRoom { id, room_id: general }).await, ServerMsg::RoomLeft { .. }));
+    there.wait_for(|m| membership_told(m, general) == Some(false)).await;
+    redis.pause();
+    assert!(matches!(there.request(|id| ClientMsg::JoinRoom { id, room_id: general }).await, ServerMsg::RoomJoined { .. }));
+    assert!(matches!(here.request(|id| ClientMsg::LeaveRoom { id, room_id: general }).await, ServerMsg::RoomLeft { .. }));
+    redis.resume();
+    // That node hears of the leave after its own join, and tells its tab.
+    there.wait_for(|m| membership_told(m, general) == Some(false)).await;
+    writer.request(|id| ClientMsg::Send { id, room_id: general, client_id: "gone".into(), text: "« ação » 👍".into() }).await;
+    for (tab, name) in [(&mut here, "here"), (&mut there, "there")] {
+        let (told, heard) = told_until(tab, general, "gone", Duration::from_millis(700)).await;
+        assert!(!heard, "{name}: someone who left does not hear the room");
+        assert!(told.iter().all(|joined| !*joined), "{name}: never told it joined after leaving: {told:?}");
+    }
+
+    // A fresh tab agrees: not a member.
+    let mut fresh = WsClient::open(nodes[1].addr, Some(&cookies[0])).await.unwrap();
+    let ServerMsg::Hello { rooms, .. } = fresh.next().await else { panic!("hello first") };
+    assert!(rooms.iter().all(|room| room.id != general));
+
+    for node in nodes {
+        node.kill_hard();
+    }
+    db.remove().await;
+}
+
 /// What one socket of a room holds: messages by sequence number (as the browser keeps
 /// them), and which were pushed to it live, none of which may come twice.
 #[derive(Default)]

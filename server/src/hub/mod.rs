@@ -30,6 +30,7 @@ use std::{
 
 use app::protocol::{MessageKind, RequestId, RoomId, RoomSummary, Seq, ServerMsg, UserId, UserRef};
 use axum::extract::ws::Utf8Bytes;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 pub use outbound::{CloseReason, CloseSignal, OutboundReceiver, Outgoing, QueueLimits};
@@ -91,6 +92,25 @@ pub struct Hub {
     /// Who wrote each room's last few messages, here or on another node: a read
     /// receipt in a public room is told to them only.
     recent_authors: RecentAuthors,
+    /// Joins and leaves other nodes made, waiting to be checked against the database
+    /// before this node's sockets follow them: two nodes can hear one person's join
+    /// and leave in opposite orders, and the database has the order they were done.
+    remote_memberships: RemoteMemberships,
+}
+
+/// A person's membership of a room changed on another node: `(user, room)`.
+pub type MembershipChange = (UserId, RoomId);
+
+struct RemoteMemberships {
+    sender: mpsc::UnboundedSender<MembershipChange>,
+    receiver: Mutex<Option<mpsc::UnboundedReceiver<MembershipChange>>>,
+}
+
+impl RemoteMemberships {
+    fn new() -> Self {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        RemoteMemberships { sender, receiver: Mutex::new(Some(receiver)) }
+    }
 }
 
 /// What a connection task gets from [`Hub::connect`].
@@ -127,7 +147,15 @@ impl Hub {
             closing: AtomicBool::new(false),
             relay: OnceLock::new(),
             recent_authors: RecentAuthors::default(),
+            remote_memberships: RemoteMemberships::new(),
         }
+    }
+
+    /// The joins and leaves other nodes make, in the order they are heard, for one
+    /// task to check against the database (`Chat::run_membership_checks`); `None`
+    /// once taken.
+    pub fn take_remote_membership_changes(&self) -> Option<mpsc::UnboundedReceiver<MembershipChange>> {
+        self.remote_memberships.receiver.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take()
     }
 
     /// From now on, everything published here is also relayed to other nodes.
@@ -249,13 +277,14 @@ impl Hub {
         Self::deliver(&mut registry, &[conn], &frame, frame_kind(msg), committed_at);
     }
 
-    /// Sends an event to every connection of a user, except `origin`.
-    pub fn send_to_user(&self, user_id: UserId, msg: &ServerMsg, origin: Option<ConnId>) {
+    /// Sends an event to every connection of a user on this node, except `origin`.
+    /// Not relayed: it tells tabs of a join or leave, which other nodes tell theirs
+    /// once they have checked it against the database.
+    pub fn send_to_user_here(&self, user_id: UserId, msg: &ServerMsg, origin: Option<ConnId>) {
         let frame = encode(msg);
         let mut registry = self.lock();
         let targets: Vec<ConnId> = registry.user_conns(user_id).into_iter().filter(|id| Some(*id) != origin).collect();
         Self::deliver(&mut registry, &targets, &frame, frame_kind(msg), None);
-        self.relay(Event::Users { users: vec![user_id], kind: frame_kind(msg).into() }, Some(&frame));
     }
 
     /// Sends an event to every connection of each user named (each once), encoded once.
@@ -275,18 +304,35 @@ impl Hub {
     }
 
     /// The user became a member of a room, whose messages up to `through` they can
-    /// read from its history: all their sockets start hearing it.
+    /// read from its history: all their sockets start hearing it, and other nodes
+    /// check theirs.
     pub fn join(&self, user_id: UserId, room_id: RoomId, through: Seq) {
-        let mut registry = self.lock();
-        registry.subscribe_user(user_id, room_id);
-        registry.heard_through(room_id, through);
+        self.join_here(user_id, room_id, through);
         self.relay(Event::Joined { user: user_id, room: room_id, through: Some(through) }, None);
     }
 
-    /// The user left a room: none of their sockets hear it any more.
+    /// The user left a room: none of their sockets hear it any more, and other nodes
+    /// check theirs.
     pub fn leave(&self, user_id: UserId, room_id: RoomId) {
-        self.lock().unsubscribe_user(user_id, room_id);
+        self.leave_here(user_id, room_id);
         self.relay(Event::Left { user: user_id, room: room_id }, None);
+    }
+
+    /// [`Hub::join`] for this node's sockets only (another node's join, checked).
+    pub fn join_here(&self, user_id: UserId, room_id: RoomId, through: Seq) {
+        let mut registry = self.lock();
+        registry.subscribe_user(user_id, room_id);
+        registry.heard_through(room_id, through);
+    }
+
+    /// [`Hub::leave`] for this node's sockets only (another node's leave, checked).
+    pub fn leave_here(&self, user_id: UserId, room_id: RoomId) {
+        self.lock().unsubscribe_user(user_id, room_id);
+    }
+
+    /// Whether the user's sockets here hear the room; `None` when they have none here.
+    pub fn follows_here(&self, user_id: UserId, room_id: RoomId) -> Option<bool> {
+        self.lock().user_follows(user_id, room_id)
     }
 
     /// Closes every socket opened with this session (logout, expiry), on every node.
@@ -333,13 +379,11 @@ impl Hub {
                 }
             }
             Event::Users { users, kind } => Self::deliver_to_users(&mut registry, &users, &frame, kind.into()),
-            Event::Joined { user, room, through } => {
-                registry.subscribe_user(user, room);
-                if let Some(through) = through {
-                    registry.heard_through(room, through);
-                }
+            // Checked against the database before anything here follows it, since
+            // a change made here meanwhile may be the later one.
+            Event::Joined { user, room, .. } | Event::Left { user, room } => {
+                let _ = self.remote_memberships.sender.send((user, room));
             }
-            Event::Left { user, room } => registry.unsubscribe_user(user, room),
             Event::SessionEnded { session } => Self::close_session(&mut registry, session),
             Event::Typing { room, user } => registry.note_typing(room, user.id),
             Event::Presence { user, rooms, sockets } => registry.set_remote(node, &user, &rooms, sockets),

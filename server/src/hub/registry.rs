@@ -296,6 +296,12 @@ impl Registry {
         }
     }
 
+    /// Whether the user's connections here hear the room; `None` when they have none.
+    pub fn user_follows(&self, user_id: UserId, room_id: RoomId) -> Option<bool> {
+        let user = self.users.get(&user_id).filter(|user| !user.conns.is_empty())?;
+        Some(user.conns.iter().any(|id| self.conns.get(id).is_some_and(|conn| conn.rooms.contains(&room_id))))
+    }
+
     /// Subscribes all of a user's connections (they joined the room).
     pub fn subscribe_user(&mut self, user_id: UserId, room_id: RoomId) {
         for id in self.user_conns(user_id) {

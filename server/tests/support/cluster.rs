@@ -57,6 +57,24 @@ impl RedisServer {
         self.child.wait().unwrap();
     }
 
+    /// Freezes it (SIGSTOP): what the nodes publish meanwhile waits in their
+    /// connections, and reaches the others, each node's in its order, on
+    /// [`RedisServer::resume`].
+    #[allow(dead_code)]
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    #[allow(dead_code)]
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let sent = Command::new("kill").args([signal, &self.child.id().to_string()]).status().unwrap();
+        assert!(sent.success(), "kill {signal}");
+    }
+
     /// Starts it again, empty, on the same port.
     pub async fn start_again(&mut self) {
         self.child = Self::spawn(self.port, self._dir.path());
