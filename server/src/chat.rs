@@ -10,12 +10,12 @@ use app::{
     protocol::{ChatMessage, ClientMsg, Limits, RoomId, RoomKind, ServerMsg, UserId, UserRef, MAX_CLIENT_ID_LEN, PROTOCOL_VERSION},
     validation,
 };
-use tokio::sync::{Mutex, MutexGuard};
+use tokio::sync::{Mutex, MutexGuard, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
     error::AppError,
-    hub::{ConnId, Connection, Hub},
+    hub::{ConnId, Connection, Following, Hub, MembershipCheck},
     metrics,
     storage::{NewPost, Posted, Store, StoreError, StoreResult},
     time::unix_millis,
@@ -50,6 +50,10 @@ impl Stripes {
     }
 }
 
+/// Membership checks (see [`Chat::run_membership_checks`]) reading the database at once.
+const CHECKS_AT_ONCE: usize = 8;
+/// How long a membership check that failed waits before it is tried again.
+const CHECK_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 /// A catch-up page is this many history pages long.
 const CATCHUP_PAGES: u32 = 4;
 /// Most rooms "Browse rooms" lists: the ones most people are in. Rooms are never
@@ -75,6 +79,12 @@ const JSON_ESCAPE_BOUND: usize = 6;
 /// the request panic, to show that a panic costs one error reply and nothing more.
 #[cfg(feature = "test-hooks")]
 pub const PANIC_FOR_TESTS: &str = "\u{1f4a5} test hook: panic while handling this request";
+
+/// With the `test-hooks` feature (integration tests only), greeting a person of this
+/// username waits between reading their rooms and registering the socket, so that a
+/// test can store a message in between, as a busy server sometimes does.
+#[cfg(feature = "test-hooks")]
+pub const SLOW_GREETING_FOR_TESTS: &str = "slow-greeting";
 
 /// The connection a request came from.
 #[derive(Debug, Clone)]
@@ -143,6 +153,10 @@ impl Chat {
     pub async fn connect(&self, user: &UserRef, session_id: i64) -> Result<(ServerMsg, Connection), AppError> {
         let _memberships = self.user_locks.lock(user.id).await;
         let rooms = self.store.rooms_of(user.id).await?;
+        #[cfg(feature = "test-hooks")]
+        if user.username == SLOW_GREETING_FOR_TESTS {
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
         let room_ids: Vec<RoomId> = rooms.iter().map(|room| room.id).collect();
         // What the greeting shows is where catching up after a lost event starts.
         let greeted: Vec<(RoomId, i64)> = rooms.iter().map(|room| (room.id, room.last_seq)).collect();
@@ -172,48 +186,68 @@ impl Chat {
     }
 
     /// Brings this node's sockets into line with the joins and leaves other nodes
-    /// make, one at a time, until `stop`. Each is read back from the database under
-    /// the person's lock ([`Chat::check_membership`]): a leave in a tab on one node and
-    /// a join in a tab on another reach the two nodes in opposite orders, and applying
-    /// each as it arrives left one node's tabs out of a room the person is in (or in
-    /// one they left) until they reconnected.
+    /// make, until `stop`. Each is read back from the database under the person's lock
+    /// ([`Chat::check_membership`]): a leave in a tab on one node and a join in a tab on
+    /// another reach the two nodes in opposite orders, and following each as it
+    /// arrived left one node's tabs out of a room the person is in (or in one they
+    /// left) until they reconnected. A few run at once, so one slow read does not hold
+    /// up everyone else's; one that fails is tried again after [`CHECK_RETRY`].
     pub async fn run_membership_checks(self: Arc<Self>, stop: CancellationToken) {
-        let Some(mut changes) = self.hub.take_remote_membership_changes() else { return };
+        let running = Arc::new(Semaphore::new(CHECKS_AT_ONCE));
         loop {
-            let change = tokio::select! {
+            let (check, permit) = tokio::select! {
                 () = stop.cancelled() => return,
-                change = changes.recv() => change,
+                next = async {
+                    let check = self.hub.next_membership_check().await;
+                    (check, running.clone().acquire_owned().await)
+                } => next,
             };
-            let Some((user_id, room_id)) = change else { return };
-            if let Err(err) = self.check_membership(user_id, room_id).await {
-                tracing::warn!(user_id, room_id, error = %err, "could not check a membership changed on another node; the person's sockets here catch up when they reconnect");
-            }
+            let Ok(permit) = permit else { return };
+            let (chat, stop) = (self.clone(), stop.clone());
+            tokio::spawn(async move {
+                let checked = chat.check_membership(check).await;
+                drop(permit);
+                if let Err(err) = checked {
+                    let (user_id, room_id) = check;
+                    tracing::warn!(user_id, room_id, error = %err, "could not check a membership changed on another node; trying again");
+                    tokio::select! {
+                        () = stop.cancelled() => {}
+                        () = tokio::time::sleep(CHECK_RETRY) => chat.hub.check_membership_later(check),
+                    }
+                }
+            });
         }
     }
 
-    /// Tells the person's sockets here whether they are in the room, if that differs
-    /// from what they were told. Under the person's lock, so in order with what this
-    /// node does for them (joins, leaves, greetings), each of which tells them too.
-    async fn check_membership(&self, user_id: UserId, room_id: RoomId) -> Result<(), AppError> {
+    /// Tells each of the person's sockets here that does not hear the room as the
+    /// database has them (a member or not) of the join or leave, and makes it hear the
+    /// room or not. Under the person's lock, so in order with what this node does for
+    /// them (joins, leaves, greetings), each of which tells their sockets too.
+    async fn check_membership(&self, (user_id, room_id): MembershipCheck) -> Result<(), AppError> {
         let _memberships = self.user_locks.lock(user_id).await;
-        let Some(follows) = self.hub.follows_here(user_id, room_id) else { return Ok(()) };
+        let Some(following) = self.hub.following_here(user_id, room_id) else { return Ok(()) };
         let member = self.store.is_member(room_id, user_id).await?;
-        if member == follows {
-            return Ok(());
+        match (member, following) {
+            (true, Following::All) | (false, Following::None) => Ok(()),
+            (false, _) => {
+                let left = self.hub.leave_here(user_id, room_id);
+                self.hub.send_to_each(&left, &ServerMsg::RoomLeft { id: None, room_id });
+                Ok(())
+            }
+            (true, _) => {
+                let Some(summary) = self.store.room_summary(room_id, user_id).await? else { return Ok(()) };
+                let (joined, missed) = self.hub.join_here(user_id, room_id, summary.last_seq);
+                self.hub.send_to_each(&joined, &ServerMsg::RoomJoined { id: None, room: summary });
+                // Messages announced between the read and the join did not reach
+                // them: shown again with those counted (the page replaces the room).
+                if missed {
+                    if let Some(summary) = self.store.room_summary(room_id, user_id).await? {
+                        self.hub.send_to_each(&joined, &ServerMsg::RoomJoined { id: None, room: summary });
+                    }
+                }
+                Ok(())
+            }
         }
-        if !member {
-            self.hub.leave_here(user_id, room_id);
-            self.hub.send_to_user_here(user_id, &ServerMsg::RoomLeft { id: None, room_id }, None);
-            return Ok(());
-        }
-        let Some(room) = self.store.room(room_id).await? else { return Ok(()) };
-        // Hearing the room first, and only then reading what the tabs are shown of it,
-        // so nothing falls between the two.
-        self.hub.join_here(user_id, room_id, room.last_seq);
-        if let Some(summary) = self.store.room_summary(room_id, user_id).await? {
-            self.hub.send_to_user_here(user_id, &ServerMsg::RoomJoined { id: None, room: summary }, None);
-        }
-        Ok(())
     }
 
     /// Answers one request: the reply to send, if any (receipts and typing notices have

@@ -429,6 +429,29 @@ async fn sockets_opening_during_a_join_or_leave_hear_the_right_rooms(db: TestDb)
     server.stop().await;
 }
 
+/// A message stored after a socket's rooms were read for its greeting, but before the
+/// socket was there to hear it, must still reach its page: in the greeting (read
+/// again) or pushed to it. The test hook holds the greeting between the two.
+async fn a_message_stored_while_a_socket_is_greeted_reaches_it(db: TestDb) {
+    let server = TestServer::start_on(db).await;
+    let mut ana = server.try_connect(Some(&server.register("ana").await)).await.unwrap();
+    let ServerMsg::Hello { rooms, .. } = ana.next().await else { panic!("hello first") };
+    let room = general(&rooms).clone();
+    let slow_cookie = server.register(server::SLOW_GREETING_FOR_TESTS).await;
+    let (slow, stored) = tokio::join!(server.try_connect(Some(&slow_cookie)), async {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        sent(&mut ana, room.id, "meanwhile", "Ótimo! chegou no meio 😀").await
+    });
+    let mut slow = slow.unwrap();
+    let ServerMsg::Hello { rooms, .. } = slow.next().await else { panic!("hello first") };
+    let greeted = rooms.iter().find(|r| r.id == room.id).expect("in the room").last_seq;
+    let never_pushed = slow
+        .is_quiet(Duration::from_millis(500), |m| !matches!(m, ServerMsg::Message { message } if message.seq == stored.seq))
+        .await;
+    assert!(greeted >= stored.seq || !never_pushed, "greeted through {greeted}, and message {} never pushed", stored.seq);
+    server.stop().await;
+}
+
 /// Reads a socket until it has heard `count` joins or leaves of `room_id` (replies and
 /// notices of the person's other tabs alike); the last says where its page ends up.
 async fn last_of_membership_frames(client: &mut WsClient, room_id: i64, count: usize) -> ServerMsg {
@@ -502,4 +525,5 @@ on_both_databases!(
     presence_counts_a_person_once_and_updates_live,
     sockets_opening_during_a_join_or_leave_hear_the_right_rooms,
     a_join_and_a_leave_at_once_in_two_tabs_leave_both_showing_what_was_done_last,
+    a_message_stored_while_a_socket_is_greeted_reaches_it,
 );

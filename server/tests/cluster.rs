@@ -155,6 +155,14 @@ async fn told_until(tab: &mut WsClient, room: RoomId, client_id: &str, quiet: Du
     }
 }
 
+/// A new socket of the person with the cookie on a node, and the rooms it was
+/// greeted with.
+async fn greeted(node: SocketAddr, cookie: &str) -> (WsClient, Vec<app::protocol::RoomSummary>) {
+    let mut socket = WsClient::open(node, Some(cookie)).await.unwrap();
+    let ServerMsg::Hello { rooms, .. } = socket.next().await else { panic!("hello first") };
+    (socket, rooms)
+}
+
 /// A leave in a tab on one node and a join in a tab on another, each stored before
 /// the other node heard of the first: the nodes hear the two changes in opposite
 /// orders. Every tab must end as the database has the person (member or not), and
@@ -166,10 +174,18 @@ async fn a_join_and_a_leave_at_once_on_two_nodes_end_as_the_database_has_them() 
     let cookies = seed_people(&db.url(), 2).await;
     let redis = RedisServer::start().await;
     let data = tempfile::tempdir().unwrap();
-    let nodes = [node(data.path(), "node-1", &db.url(), &redis).await, node(data.path(), "node-2", &db.url(), &redis).await];
+    let metrics = [("PARLEY_METRICS_TOKEN", "scrape")];
+    let nodes = [
+        node_with(data.path(), "node-1", &db.url(), &redis, &metrics).await,
+        node_with(data.path(), "node-2", &db.url(), &redis, &metrics).await,
+    ];
     let (mut here, _, general) = person(nodes[0].addr, &cookies[0]).await;
     let (mut there, _, _) = person(nodes[1].addr, &cookies[0]).await;
     let (mut writer, _, _) = person(nodes[0].addr, &cookies[1]).await;
+    // A catch-up would set things right too: none may happen, or the test would pass
+    // without the checks (publishes wait out the pause, under the round trip's limit).
+    let catch_ups = |node: SocketAddr| metric(node, "parley_cluster_catchups_total");
+    let catch_ups_before = [catch_ups(nodes[0].addr).await, catch_ups(nodes[1].addr).await];
 
     // Left here, then joined there: a member in the end.
     redis.pause();
@@ -202,10 +218,29 @@ async fn a_join_and_a_leave_at_once_on_two_nodes_end_as_the_database_has_them() 
         assert!(told.iter().all(|joined| !*joined), "{name}: never told it joined after leaving: {told:?}");
     }
 
-    // A fresh tab agrees: not a member.
-    let mut fresh = WsClient::open(nodes[1].addr, Some(&cookies[0])).await.unwrap();
-    let ServerMsg::Hello { rooms, .. } = fresh.next().await else { panic!("hello first") };
-    assert!(rooms.iter().all(|room| room.id != general));
+    // Fresh tabs agree: not a member.
+    for node in &nodes {
+        let (_, rooms) = greeted(node.addr, &cookies[0]).await;
+        assert!(rooms.iter().all(|room| room.id != general));
+    }
+
+    // Joined there while a new tab opened here: the new tab is greeted in the room
+    // before this node hears of the join, and the older tab here must still be told.
+    redis.pause();
+    assert!(matches!(there.request(|id| ClientMsg::JoinRoom { id, room_id: general }).await, ServerMsg::RoomJoined { .. }));
+    let (mut newer, rooms) = greeted(nodes[0].addr, &cookies[0]).await;
+    assert!(rooms.iter().any(|room| room.id == general), "greeted from the database");
+    redis.resume();
+    here.wait_for(|m| membership_told(m, general) == Some(true)).await;
+    writer.request(|id| ClientMsg::Send { id, room_id: general, client_id: "back".into(), text: "de volta, ação!".into() }).await;
+    for (tab, name) in [(&mut here, "here"), (&mut newer, "newer"), (&mut there, "there")] {
+        let (told, heard) = told_until(tab, general, "back", Duration::from_secs(5)).await;
+        assert!(heard, "{name}: a member hears the room");
+        assert!(told.iter().all(|joined| *joined), "{name}: never told it left: {told:?}");
+    }
+    assert!(newer.is_quiet(Duration::from_millis(300), |m| membership_told(m, general).is_none()).await, "the newer tab is not told twice");
+
+    assert_eq!([catch_ups(nodes[0].addr).await, catch_ups(nodes[1].addr).await], catch_ups_before, "no catch-up ran");
 
     for node in nodes {
         node.kill_hard();

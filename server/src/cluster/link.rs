@@ -27,7 +27,7 @@ use std::{
     time::Duration,
 };
 
-use app::protocol::{MemberReceipt, RoomId, RoomKind, Seq, ServerMsg, UserRef, PROTOCOL_VERSION};
+use app::protocol::{MemberReceipt, RoomId, RoomKind, Seq, ServerMsg, UserRef};
 use axum::extract::ws::Utf8Bytes;
 use redis::{
     aio::{ConnectionManager, ConnectionManagerConfig},
@@ -39,7 +39,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     other_half::OtherHalf,
-    wire::{self, Event, NodeId},
+    wire::{self, Event, NodeId, EVENTS_VERSION},
     Cluster, ClusterHealth,
 };
 use crate::{
@@ -48,12 +48,12 @@ use crate::{
     storage::Store,
 };
 
-/// The channel every node publishes to and listens on. Named by the browser protocol's
-/// version, because events carry frames encoded for pages: during a deploy that changes
-/// it, nodes of the two versions do not hand each other frames their pages cannot read
-/// (their pages meet again in the database, and a gap in a room's numbers makes a page
-/// catch up).
-static CHANNEL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| format!("parley:events:v{PROTOCOL_VERSION}"));
+/// The channel every node publishes to and listens on. Named by the version of what
+/// nodes tell each other ([`EVENTS_VERSION`]: the browser protocol's, since events carry
+/// frames encoded for pages): during a deploy that changes it, nodes of the two
+/// versions do not hand each other events the other would misread (their pages meet
+/// again in the database, and a gap in a room's numbers makes a page catch up).
+static CHANNEL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| format!("parley:events:v{EVENTS_VERSION}"));
 /// Sorted set of nodes, scored by their last heartbeat (Unix milliseconds).
 const NODES: &str = "parley:nodes";
 /// Events waiting to be published, at most. Past this the hub is not held up: the
@@ -278,7 +278,7 @@ return {added, listed}
 
 /// Prefix of every node's presence hash key, for the heartbeat script.
 const PRESENCE_PREFIX: &str = "parley:presence:";
-/// Prefix of the key holding the browser protocol version a node speaks. A key per
+/// Prefix of the key holding the version a node speaks ([`EVENTS_VERSION`]). A key per
 /// node that expires with its heartbeat, so that a build which does not write it
 /// (an older one, after a rollback under the same name) is soon read as saying none.
 const PROTOCOL_PREFIX: &str = "parley:protocol:";
@@ -299,7 +299,7 @@ impl Shared {
             .arg(&*self.node)
             .arg(self.ttl.as_millis() as i64)
             .arg(PRESENCE_PREFIX)
-            .arg(PROTOCOL_VERSION)
+            .arg(EVENTS_VERSION)
             .arg(PROTOCOL_PREFIX)
             .invoke_async(&mut commands)
             .await?;
@@ -315,7 +315,7 @@ impl Shared {
                 self.hub.forget_remote_node(&node);
             }
         }
-        if self.other_half().listed_now(others, PROTOCOL_VERSION) {
+        if self.other_half().listed_now(others, EVENTS_VERSION) {
             tracing::info!("a node of another protocol version left or came over to this one (a deploy's other half): catching up");
             self.catch_up_wanted.notify_one();
         }
@@ -395,9 +395,10 @@ impl Shared {
     }
 
     /// Brings this node's sockets up to date with the database after events from other
-    /// nodes may have been lost: memberships first (so the messages after go to the
-    /// right sockets), then each room's messages from where its sockets' unbroken run
-    /// ends, then read positions in direct conversations.
+    /// nodes may have been lost: memberships (each room where the database and the
+    /// sockets here disagree is checked as after another node's join or leave), each
+    /// room's messages from where its sockets' unbroken run ends, and read positions in
+    /// direct conversations.
     async fn catch_up(&self) {
         metrics::cluster_catch_up();
         let mut direct = HashSet::new();
@@ -405,7 +406,11 @@ impl Shared {
             match self.store.rooms_of(user_id).await {
                 Ok(rooms) => {
                     direct.extend(rooms.iter().filter(|room| room.kind == RoomKind::Direct).map(|room| room.id));
-                    self.hub.correct_memberships(user_id, &heard, &rooms);
+                    let in_database: HashSet<RoomId> = rooms.iter().map(|room| room.id).collect();
+                    let heard: HashSet<RoomId> = heard.into_iter().collect();
+                    for &room_id in in_database.symmetric_difference(&heard) {
+                        self.hub.check_membership_later((user_id, room_id));
+                    }
                 }
                 Err(err) => tracing::error!(user = user_id, error = %err, "cannot check memberships after a break in the cluster link"),
             }

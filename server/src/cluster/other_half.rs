@@ -1,10 +1,11 @@
-//! Tells when a node of another protocol version has gone, or come over to this one,
-//! so that this node catches its sockets up from the database.
+//! Tells when a node of another version has gone, or come over to this one, so that
+//! this node catches its sockets up from the database.
 //!
-//! Events go out on a channel named by the browser protocol's version, so while a
-//! deploy that changes the protocol rolls across the nodes (or is rolled back), the
-//! two halves do not hear each other: they share only the list of live nodes, where
-//! each heartbeat also records the version its node speaks, and the database. What a
+//! Events go out on a channel named by their version (`wire::EVENTS_VERSION`, which
+//! follows the browser protocol's), so while a deploy that changes it rolls across the
+//! nodes (or is rolled back), the two halves do not hear each other: they share only
+//! the list of live nodes, where each heartbeat also records the version its node
+//! speaks, and the database. What a
 //! node of the other half stored reached the pages here only if a later message showed
 //! them the gap. Once it has left the list, or speaks this version (a restart under its
 //! name), nothing more can come from the other half through it, and catching up brings

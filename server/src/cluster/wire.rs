@@ -7,10 +7,19 @@
 
 use std::sync::Arc;
 
-use app::protocol::{RoomId, Seq, UserId, UserRef};
+use app::protocol::{RoomId, Seq, UserId, UserRef, PROTOCOL_VERSION};
 use serde::{Deserialize, Serialize};
 
 use crate::metrics::FrameKind;
+
+/// The version of what nodes tell each other: the browser protocol's, since events
+/// carry frames encoded for pages, and under it a revision of how nodes treat each
+/// other's events. Nodes that differ in it do not hear each other (it names the
+/// channel) and meet only in the database, as the two halves of a rolling deploy.
+/// Revision 1: a join or leave is checked against the database before another node's
+/// sockets follow it, and the frames telling the person's tabs are no longer relayed
+/// (a node of revision 0 would leave its tabs untold).
+pub const EVENTS_VERSION: u32 = PROTOCOL_VERSION * 1_000 + 1;
 
 /// A node's name, unique among the nodes sharing a Redis.
 pub type NodeId = Arc<str>;
@@ -25,8 +34,9 @@ pub enum Event {
     Room { room: RoomId, kind: WireKind, seq: Option<Seq>, author: Option<UserId> },
     /// A frame for every socket of these people.
     Users { users: Vec<UserId>, kind: WireKind },
-    /// The person's sockets start (or stop) hearing the room; on joining, they can
-    /// read its messages up to `through` from its history (absent from older nodes).
+    /// The person joined (or left) the room: each node checks their membership in the
+    /// database before its sockets follow, and tells their tabs there. `through`, the
+    /// room's newest message at the join, is no longer read.
     Joined {
         user: UserId,
         room: RoomId,

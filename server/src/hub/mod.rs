@@ -14,9 +14,11 @@
 //!
 //! With several nodes, everything published here is also handed to a [`Relay`] (the
 //! cluster link), which tells the other nodes; what they publish comes back through
-//! [`Hub::apply_remote`] and reaches this node's sockets the same way.
+//! [`Hub::apply_remote`] and reaches this node's sockets the same way, except joins and
+//! leaves, which are checked against the database first ([`membership_checks`]).
 
 mod heard;
+pub mod membership_checks;
 pub mod outbound;
 mod registry;
 
@@ -28,14 +30,16 @@ use std::{
     time::{Duration, Instant},
 };
 
-use app::protocol::{MessageKind, RequestId, RoomId, RoomSummary, Seq, ServerMsg, UserId, UserRef};
+use app::protocol::{MessageKind, RequestId, RoomId, Seq, ServerMsg, UserId, UserRef};
 use axum::extract::ws::Utf8Bytes;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 pub use outbound::{CloseReason, CloseSignal, OutboundReceiver, Outgoing, QueueLimits};
 pub use registry::ConnId;
 pub use registry::NodePresence;
+use membership_checks::PendingChecks;
+pub use membership_checks::MembershipCheck;
+pub use registry::Following;
 use registry::{ConnEntry, PresenceChanges, Registry};
 
 use crate::{
@@ -93,24 +97,8 @@ pub struct Hub {
     /// receipt in a public room is told to them only.
     recent_authors: RecentAuthors,
     /// Joins and leaves other nodes made, waiting to be checked against the database
-    /// before this node's sockets follow them: two nodes can hear one person's join
-    /// and leave in opposite orders, and the database has the order they were done.
-    remote_memberships: RemoteMemberships,
-}
-
-/// A person's membership of a room changed on another node: `(user, room)`.
-pub type MembershipChange = (UserId, RoomId);
-
-struct RemoteMemberships {
-    sender: mpsc::UnboundedSender<MembershipChange>,
-    receiver: Mutex<Option<mpsc::UnboundedReceiver<MembershipChange>>>,
-}
-
-impl RemoteMemberships {
-    fn new() -> Self {
-        let (sender, receiver) = mpsc::unbounded_channel();
-        RemoteMemberships { sender, receiver: Mutex::new(Some(receiver)) }
-    }
+    /// before this node's sockets follow them (see [`membership_checks`]).
+    membership_checks: PendingChecks,
 }
 
 /// What a connection task gets from [`Hub::connect`].
@@ -147,15 +135,19 @@ impl Hub {
             closing: AtomicBool::new(false),
             relay: OnceLock::new(),
             recent_authors: RecentAuthors::default(),
-            remote_memberships: RemoteMemberships::new(),
+            membership_checks: PendingChecks::default(),
         }
     }
 
-    /// The joins and leaves other nodes make, in the order they are heard, for one
-    /// task to check against the database (`Chat::run_membership_checks`); `None`
-    /// once taken.
-    pub fn take_remote_membership_changes(&self) -> Option<mpsc::UnboundedReceiver<MembershipChange>> {
-        self.remote_memberships.receiver.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take()
+    /// Notes that the person's membership of the room may have changed on another
+    /// node, to be checked against the database (`Chat::run_membership_checks`).
+    pub fn check_membership_later(&self, check: MembershipCheck) {
+        self.membership_checks.add(check);
+    }
+
+    /// The oldest membership check waiting, once there is one.
+    pub async fn next_membership_check(&self) -> MembershipCheck {
+        self.membership_checks.next().await
     }
 
     /// From now on, everything published here is also relayed to other nodes.
@@ -318,21 +310,34 @@ impl Hub {
         self.relay(Event::Left { user: user_id, room: room_id }, None);
     }
 
-    /// [`Hub::join`] for this node's sockets only (another node's join, checked).
-    pub fn join_here(&self, user_id: UserId, room_id: RoomId, through: Seq) {
+    /// [`Hub::join`] for this node's sockets only (another node's join, checked): the
+    /// sockets that did not hear the room yet, and whether a message newer than
+    /// `through` was announced before they did (what they were shown needs reading
+    /// again).
+    pub fn join_here(&self, user_id: UserId, room_id: RoomId, through: Seq) -> (Vec<ConnId>, bool) {
         let mut registry = self.lock();
-        registry.subscribe_user(user_id, room_id);
+        let joined = registry.subscribe_user(user_id, room_id);
         registry.heard_through(room_id, through);
+        let missed = registry.announced(room_id).is_some_and(|announced| announced > through);
+        (joined, missed)
     }
 
-    /// [`Hub::leave`] for this node's sockets only (another node's leave, checked).
-    pub fn leave_here(&self, user_id: UserId, room_id: RoomId) {
-        self.lock().unsubscribe_user(user_id, room_id);
+    /// [`Hub::leave`] for this node's sockets only (another node's leave, checked):
+    /// the sockets that heard the room until now.
+    pub fn leave_here(&self, user_id: UserId, room_id: RoomId) -> Vec<ConnId> {
+        self.lock().unsubscribe_user(user_id, room_id)
     }
 
-    /// Whether the user's sockets here hear the room; `None` when they have none here.
-    pub fn follows_here(&self, user_id: UserId, room_id: RoomId) -> Option<bool> {
-        self.lock().user_follows(user_id, room_id)
+    /// How many of the user's sockets here hear the room; `None` when they have none.
+    pub fn following_here(&self, user_id: UserId, room_id: RoomId) -> Option<Following> {
+        self.lock().user_following(user_id, room_id)
+    }
+
+    /// Sends an event to each of these connections.
+    pub fn send_to_each(&self, conns: &[ConnId], msg: &ServerMsg) {
+        let frame = encode(msg);
+        let mut registry = self.lock();
+        Self::deliver(&mut registry, conns, &frame, frame_kind(msg), None);
     }
 
     /// Closes every socket opened with this session (logout, expiry), on every node.
@@ -381,9 +386,7 @@ impl Hub {
             Event::Users { users, kind } => Self::deliver_to_users(&mut registry, &users, &frame, kind.into()),
             // Checked against the database before anything here follows it, since
             // a change made here meanwhile may be the later one.
-            Event::Joined { user, room, .. } | Event::Left { user, room } => {
-                let _ = self.remote_memberships.sender.send((user, room));
-            }
+            Event::Joined { user, room, .. } | Event::Left { user, room } => self.membership_checks.add((user, room)),
             Event::SessionEnded { session } => Self::close_session(&mut registry, session),
             Event::Typing { room, user } => registry.note_typing(room, user.id),
             Event::Presence { user, rooms, sockets } => registry.set_remote(node, &user, &rooms, sockets),
@@ -460,34 +463,6 @@ impl Hub {
     /// database after events that change them may have been lost.
     pub fn local_memberships(&self) -> Vec<(UserId, Vec<RoomId>)> {
         self.lock().local_presence().into_iter().map(|(user, rooms, _)| (user.id, rooms)).collect()
-    }
-
-    /// Brings a person's sockets here in line with the rooms the database says they
-    /// are in, `rooms`, read after `heard` (what their sockets heard then) was taken:
-    /// a join or leave made on another node while its event was lost. Their sockets
-    /// are told as if they had made the change in another tab. Not relayed: every
-    /// node corrects its own sockets.
-    pub fn correct_memberships(&self, user_id: UserId, heard: &[RoomId], rooms: &[RoomSummary]) {
-        let mut registry = self.lock();
-        if registry.user_conns(user_id).is_empty() {
-            return;
-        }
-        let hearing = registry.local_rooms(user_id);
-        // Not a room heard then and not now: left since the database was read.
-        for room in rooms.iter().filter(|room| !hearing.contains(&room.id) && !heard.contains(&room.id)) {
-            registry.subscribe_user(user_id, room.id);
-            registry.heard_through(room.id, room.last_seq);
-            let frame = encode(&ServerMsg::RoomJoined { id: None, room: room.clone() });
-            Self::deliver_to_users(&mut registry, &[user_id], &frame, FrameKind::Reply);
-        }
-        // Only rooms heard before the database was read: one joined since is not
-        // in `rooms` yet, and stays.
-        let left = heard.iter().filter(|room_id| hearing.contains(room_id) && !rooms.iter().any(|room| room.id == **room_id));
-        for &room_id in left {
-            registry.unsubscribe_user(user_id, room_id);
-            let frame = encode(&ServerMsg::RoomLeft { id: None, room_id });
-            Self::deliver_to_users(&mut registry, &[user_id], &frame, FrameKind::Reply);
-        }
     }
 
     /// Sends a frame to a room's sockets here only (one re-read from the database
@@ -756,6 +731,32 @@ mod tests {
         let (_late, missed) = hub.connect_greeted(&user(2, "bob"), 2, &[(7, 11)]);
         assert!(!missed, "read after 11 was stored");
         assert!(hub.rooms_heard().contains(&(7, 11)), "11 was announced to nobody here: nothing to send again");
+    }
+
+    /// Another node's join or leave is not followed as it arrives (a change made here
+    /// meanwhile may be the later one): it waits to be checked, once per person and
+    /// room. Following it after the check reaches only the sockets that differ.
+    #[tokio::test]
+    async fn other_nodes_joins_and_leaves_wait_for_a_check_and_reach_only_sockets_that_differ() {
+        let hub = hub();
+        let node: NodeId = "other".into();
+        let (older, _) = hub.connect_greeted(&user(1, "alice"), 1, &[]);
+        hub.apply_remote(&node, Event::Joined { user: 1, room: 7, through: Some(3) }, Utf8Bytes::from_static(""));
+        hub.apply_remote(&node, Event::Left { user: 1, room: 7 }, Utf8Bytes::from_static(""));
+        assert_eq!(hub.following_here(1, 7), Some(Following::None), "nothing followed before the check");
+        assert_eq!(hub.next_membership_check().await, (1, 7));
+        let another = tokio::time::timeout(Duration::from_millis(20), hub.next_membership_check()).await;
+        assert!(another.is_err(), "checked once");
+
+        // A tab greeted in the room since: the older one alone is joined.
+        let (newer, _) = hub.connect_greeted(&user(1, "alice"), 2, &[(7, 3)]);
+        assert_eq!(hub.following_here(1, 7), Some(Following::Some));
+        hub.publish(7, &ServerMsg::Message { message: chat_message(7, 4) }, None);
+        let (joined, missed) = hub.join_here(1, 7, 3);
+        assert_eq!((joined, missed), (vec![older.id], true), "4 was announced before the older tab heard the room");
+        assert_eq!(hub.following_here(1, 7), Some(Following::All));
+        assert_eq!(hub.leave_here(1, 7), vec![older.id, newer.id]);
+        assert_eq!(hub.following_here(2, 7), None, "no sockets here");
     }
 
     /// A message from another node lost on the way, then a later one arriving, leaves

@@ -110,6 +110,16 @@ pub struct ConnEntry {
     pub close: CloseSignal,
 }
 
+/// How many of a person's connections here hear a room. Their tabs are told of each
+/// join and leave, but a tab that opened meanwhile was greeted with the rooms as they
+/// were then: one socket can hear a room while another does not yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Following {
+    None,
+    Some,
+    All,
+}
+
 /// Where a person sorts in an online list: by display name ignoring letter case, then
 /// by id so that equal names still have one order.
 pub type NameKey = (Arc<str>, UserId);
@@ -232,11 +242,12 @@ impl Registry {
         Some(entry)
     }
 
-    /// Subscribes one connection to a room, noting it if its user came online there.
-    fn subscribe(&mut self, id: ConnId, room_id: RoomId) {
-        let Some(conn) = self.conns.get_mut(&id) else { return };
+    /// Subscribes one connection to a room, noting it if its user came online there;
+    /// false if it was subscribed already (or is gone).
+    fn subscribe(&mut self, id: ConnId, room_id: RoomId) -> bool {
+        let Some(conn) = self.conns.get_mut(&id) else { return false };
         if !conn.rooms.insert(room_id) {
-            return;
+            return false;
         }
         let user_id = conn.user_id;
         self.rooms.entry(room_id).or_default().conns.insert(id);
@@ -245,6 +256,7 @@ impl Registry {
             self.local_changed.insert(user_id, user.user.clone());
             self.gain(room_id, user_id, key);
         }
+        true
     }
 
     /// One more source (a connection here, or another node) has the user in the room.
@@ -274,11 +286,12 @@ impl Registry {
         }
     }
 
-    /// Unsubscribes one connection, noting it if its user went offline in the room.
-    fn unsubscribe(&mut self, id: ConnId, room_id: RoomId) {
-        let Some(conn) = self.conns.get_mut(&id) else { return };
+    /// Unsubscribes one connection, noting it if its user went offline in the room;
+    /// false if it was not subscribed (or is gone).
+    fn unsubscribe(&mut self, id: ConnId, room_id: RoomId) -> bool {
+        let Some(conn) = self.conns.get_mut(&id) else { return false };
         if !conn.rooms.remove(&room_id) {
-            return;
+            return false;
         }
         let user_id = conn.user_id;
         if let Some(room) = self.rooms.get_mut(&room_id) {
@@ -294,26 +307,32 @@ impl Registry {
             self.local_changed.insert(user_id, user.user.clone());
             self.lose(room_id, user_id, &key);
         }
+        true
     }
 
-    /// Whether the user's connections here hear the room; `None` when they have none.
-    pub fn user_follows(&self, user_id: UserId, room_id: RoomId) -> Option<bool> {
+    /// How many of the user's connections here hear the room; `None` when they have
+    /// none here.
+    pub fn user_following(&self, user_id: UserId, room_id: RoomId) -> Option<Following> {
         let user = self.users.get(&user_id).filter(|user| !user.conns.is_empty())?;
-        Some(user.conns.iter().any(|id| self.conns.get(id).is_some_and(|conn| conn.rooms.contains(&room_id))))
+        let hear = |id: &ConnId| self.conns.get(id).is_some_and(|conn| conn.rooms.contains(&room_id));
+        let hearing = user.conns.iter().filter(|id| hear(id)).count();
+        Some(match hearing {
+            0 => Following::None,
+            n if n == user.conns.len() => Following::All,
+            _ => Following::Some,
+        })
     }
 
-    /// Subscribes all of a user's connections (they joined the room).
-    pub fn subscribe_user(&mut self, user_id: UserId, room_id: RoomId) {
-        for id in self.user_conns(user_id) {
-            self.subscribe(id, room_id);
-        }
+    /// Subscribes all of a user's connections (they joined the room); those that were
+    /// not yet.
+    pub fn subscribe_user(&mut self, user_id: UserId, room_id: RoomId) -> Vec<ConnId> {
+        self.user_conns(user_id).into_iter().filter(|id| self.subscribe(*id, room_id)).collect()
     }
 
-    /// Unsubscribes all of a user's connections (they left the room).
-    pub fn unsubscribe_user(&mut self, user_id: UserId, room_id: RoomId) {
-        for id in self.user_conns(user_id) {
-            self.unsubscribe(id, room_id);
-        }
+    /// Unsubscribes all of a user's connections (they left the room); those that were
+    /// subscribed.
+    pub fn unsubscribe_user(&mut self, user_id: UserId, room_id: RoomId) -> Vec<ConnId> {
+        self.user_conns(user_id).into_iter().filter(|id| self.unsubscribe(*id, room_id)).collect()
     }
 
     /// Notes that a session ended at `now`, forgetting those ended too long ago.
