@@ -52,8 +52,10 @@ impl Stripes {
 
 /// Membership checks (see [`Chat::run_membership_checks`]) reading the database at once.
 const CHECKS_AT_ONCE: usize = 8;
-/// How long a membership check that failed waits before it is tried again.
+/// How long a membership check that failed first waits before it is tried again.
 const CHECK_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+/// The longest a failed membership check waits between tries.
+const CHECK_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(30);
 /// A catch-up page is this many history pages long.
 const CATCHUP_PAGES: u32 = 4;
 /// Most rooms "Browse rooms" lists: the ones most people are in. Rooms are never
@@ -80,11 +82,35 @@ const JSON_ESCAPE_BOUND: usize = 6;
 #[cfg(feature = "test-hooks")]
 pub const PANIC_FOR_TESTS: &str = "\u{1f4a5} test hook: panic while handling this request";
 
-/// With the `test-hooks` feature (integration tests only), greeting a person of this
-/// username waits between reading their rooms and registering the socket, so that a
-/// test can store a message in between, as a busy server sometimes does.
+/// With the `test-hooks` feature (integration tests only): the greeting of a person
+/// whose username starts with [`greeting_hook::PREFIX`] holds between reading their
+/// rooms and registering the socket until the test lets it go on, so that the test can
+/// store a message in between, as a busy server sometimes does.
 #[cfg(feature = "test-hooks")]
-pub const SLOW_GREETING_FOR_TESTS: &str = "slow-greeting";
+pub mod greeting_hook {
+    use std::{
+        collections::HashMap,
+        sync::{Arc, LazyLock, Mutex},
+    };
+
+    use tokio::sync::Notify;
+
+    pub const PREFIX: &str = "slow-greeting";
+
+    /// One username's hold: `held` once the rooms are read, `go_on` from the test.
+    #[derive(Default)]
+    pub struct Hold {
+        pub held: Notify,
+        pub go_on: Notify,
+    }
+
+    static HOLDS: LazyLock<Mutex<HashMap<String, Arc<Hold>>>> = LazyLock::new(Default::default);
+
+    /// The hold for a username, made by whichever asks first (the test or the greeting).
+    pub fn hold(username: &str) -> Arc<Hold> {
+        HOLDS.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).entry(username.to_string()).or_default().clone()
+    }
+}
 
 /// The connection a request came from.
 #[derive(Debug, Clone)]
@@ -154,8 +180,10 @@ impl Chat {
         let _memberships = self.user_locks.lock(user.id).await;
         let rooms = self.store.rooms_of(user.id).await?;
         #[cfg(feature = "test-hooks")]
-        if user.username == SLOW_GREETING_FOR_TESTS {
-            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        if user.username.starts_with(greeting_hook::PREFIX) {
+            let hold = greeting_hook::hold(&user.username);
+            hold.held.notify_one();
+            hold.go_on.notified().await;
         }
         let room_ids: Vec<RoomId> = rooms.iter().map(|room| room.id).collect();
         // What the greeting shows is where catching up after a lost event starts.
@@ -191,7 +219,7 @@ impl Chat {
     /// another reach the two nodes in opposite orders, and following each as it
     /// arrived left one node's tabs out of a room the person is in (or in one they
     /// left) until they reconnected. A few run at once, so one slow read does not hold
-    /// up everyone else's; one that fails is tried again after [`CHECK_RETRY`].
+    /// up everyone else's; one that fails is tried again ([`Chat::check_again_later`]).
     pub async fn run_membership_checks(self: Arc<Self>, stop: CancellationToken) {
         let running = Arc::new(Semaphore::new(CHECKS_AT_ONCE));
         loop {
@@ -208,14 +236,32 @@ impl Chat {
                 let checked = chat.check_membership(check).await;
                 drop(permit);
                 if let Err(err) = checked {
-                    let (user_id, room_id) = check;
-                    tracing::warn!(user_id, room_id, error = %err, "could not check a membership changed on another node; trying again");
-                    tokio::select! {
-                        () = stop.cancelled() => {}
-                        () = tokio::time::sleep(CHECK_RETRY) => chat.hub.check_membership_later(check),
-                    }
+                    chat.check_again_later(check, err, stop).await;
                 }
             });
+        }
+    }
+
+    /// A check that failed (the database, most likely) is tried again after a pause
+    /// that doubles with each failure, up to [`CHECK_RETRY_MAX`], until it gets through
+    /// or the server stops: each failure is logged, and the pauses keep that, and the
+    /// load on a database that is down, small. Meanwhile the person's sockets here stay
+    /// as they were.
+    async fn check_again_later(&self, check: MembershipCheck, first_error: StoreError, stop: CancellationToken) {
+        let (user_id, room_id) = check;
+        let mut error = first_error;
+        let mut pause = CHECK_RETRY;
+        loop {
+            tracing::warn!(user_id, room_id, error = %error, retry_in = ?pause, "could not check a membership changed on another node");
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(pause) => {}
+            }
+            match self.check_membership(check).await {
+                Ok(()) => return,
+                Err(err) => error = err,
+            }
+            pause = (pause * 2).min(CHECK_RETRY_MAX);
         }
     }
 
@@ -223,7 +269,7 @@ impl Chat {
     /// database has them (a member or not) of the join or leave, and makes it hear the
     /// room or not. Under the person's lock, so in order with what this node does for
     /// them (joins, leaves, greetings), each of which tells their sockets too.
-    async fn check_membership(&self, (user_id, room_id): MembershipCheck) -> Result<(), AppError> {
+    async fn check_membership(&self, (user_id, room_id): MembershipCheck) -> StoreResult<()> {
         let _memberships = self.user_locks.lock(user_id).await;
         let Some(following) = self.hub.following_here(user_id, room_id) else { return Ok(()) };
         let member = self.store.is_member(room_id, user_id).await?;
@@ -237,14 +283,22 @@ impl Chat {
             (true, _) => {
                 let Some(summary) = self.store.room_summary(room_id, user_id).await? else { return Ok(()) };
                 let (joined, missed) = self.hub.join_here(user_id, room_id, summary.last_seq);
-                self.hub.send_to_each(&joined, &ServerMsg::RoomJoined { id: None, room: summary });
-                // Messages announced between the read and the join did not reach
-                // them: shown again with those counted (the page replaces the room).
-                if missed {
-                    if let Some(summary) = self.store.room_summary(room_id, user_id).await? {
-                        self.hub.send_to_each(&joined, &ServerMsg::RoomJoined { id: None, room: summary });
+                // Messages announced between the read and the join did not reach them:
+                // read again, with those counted. Nobody was told yet, so if that fails
+                // the join is undone here and the check tried again from the start.
+                let summary = if missed {
+                    match self.store.room_summary(room_id, user_id).await {
+                        Ok(Some(summary)) => summary,
+                        Ok(None) => return Ok(()),
+                        Err(err) => {
+                            self.hub.unjoin_here(&joined, room_id);
+                            return Err(err);
+                        }
                     }
-                }
+                } else {
+                    summary
+                };
+                self.hub.send_to_each(&joined, &ServerMsg::RoomJoined { id: None, room: summary });
                 Ok(())
             }
         }
@@ -340,7 +394,11 @@ impl Chat {
         let order = self.room_locks.lock(room_id).await;
         self.store.posts_settled().await?;
         let _memberships = self.user_locks.lock(caller.user.id).await;
-        self.add_member_in_order(&caller.user, room_id, Some(caller.conn)).await?;
+        if !self.add_member_in_order(&caller.user, room_id, Some(caller.conn)).await? {
+            // A member already: joined on another node, whose event may not be checked
+            // here yet. The tabs are told below, so they must hear the room now.
+            self.hub.join_here(caller.user.id, room_id, room.last_seq);
+        }
         drop(order);
         self.tell_tabs_joined(caller, id, room_id).await
     }
@@ -352,18 +410,18 @@ impl Chat {
         let _order = self.room_locks.lock(room_id).await;
         self.store.posts_settled().await?;
         let _memberships = self.user_locks.lock(user.id).await;
-        self.add_member_in_order(user, room_id, origin).await
+        self.add_member_in_order(user, room_id, origin).await.map(|_| ())
     }
 
-    /// [`Chat::add_member`] with the room's order and the person's memberships held.
-    async fn add_member_in_order(&self, user: &UserRef, room_id: RoomId, origin: Option<ConnId>) -> Result<(), AppError> {
-        if let Some(notice) = self.store.join(room_id, user, unix_millis()).await? {
-            // The notice is the first message their sockets hear, just below.
-            self.hub.join(user.id, room_id, notice.seq - 1);
-            metrics::notice_stored();
-            self.hub.publish(room_id, &ServerMsg::Message { message: notice }, origin);
-        }
-        Ok(())
+    /// [`Chat::add_member`] with the room's order and the person's memberships held;
+    /// false if they were a member already.
+    async fn add_member_in_order(&self, user: &UserRef, room_id: RoomId, origin: Option<ConnId>) -> Result<bool, AppError> {
+        let Some(notice) = self.store.join(room_id, user, unix_millis()).await? else { return Ok(false) };
+        // The notice is the first message their sockets hear, just below.
+        self.hub.join(user.id, room_id, notice.seq - 1);
+        metrics::notice_stored();
+        self.hub.publish(room_id, &ServerMsg::Message { message: notice }, origin);
+        Ok(true)
     }
 
     /// Replies to the caller and tells the person's other tabs about the room they are
@@ -393,6 +451,10 @@ impl Chat {
             self.hub.leave(caller.user.id, room_id);
             metrics::notice_stored();
             self.hub.publish(room_id, &ServerMsg::Message { message: notice }, None);
+        } else {
+            // Not a member: left on another node, whose event may not be checked here
+            // yet. The tabs are told below, so they must stop hearing the room now.
+            self.hub.leave_here(caller.user.id, room_id);
         }
         drop(order);
         // See [`Chat::tell_tabs_joined`].

@@ -42,7 +42,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{config::Config, state::AppState};
 
 #[cfg(feature = "test-hooks")]
-pub use chat::{PANIC_FOR_TESTS, SLOW_GREETING_FOR_TESTS};
+pub use chat::{greeting_hook, PANIC_FOR_TESTS};
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]

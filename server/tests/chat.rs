@@ -433,14 +433,19 @@ async fn sockets_opening_during_a_join_or_leave_hear_the_right_rooms(db: TestDb)
 /// socket was there to hear it, must still reach its page: in the greeting (read
 /// again) or pushed to it. The test hook holds the greeting between the two.
 async fn a_message_stored_while_a_socket_is_greeted_reaches_it(db: TestDb) {
+    static HELD_GREETINGS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let server = TestServer::start_on(db).await;
     let mut ana = server.try_connect(Some(&server.register("ana").await)).await.unwrap();
     let ServerMsg::Hello { rooms, .. } = ana.next().await else { panic!("hello first") };
     let room = general(&rooms).clone();
-    let slow_cookie = server.register(server::SLOW_GREETING_FOR_TESTS).await;
+    let slow_name = format!("{}{}", server::greeting_hook::PREFIX, HELD_GREETINGS.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    let slow_cookie = server.register(&slow_name).await;
+    let hold = server::greeting_hook::hold(&slow_name);
     let (slow, stored) = tokio::join!(server.try_connect(Some(&slow_cookie)), async {
-        tokio::time::sleep(Duration::from_millis(150)).await;
-        sent(&mut ana, room.id, "meanwhile", "Ótimo! chegou no meio 😀").await
+        hold.held.notified().await;
+        let stored = sent(&mut ana, room.id, "meanwhile", "Ótimo! chegou no meio 😀").await;
+        hold.go_on.notify_one();
+        stored
     });
     let mut slow = slow.unwrap();
     let ServerMsg::Hello { rooms, .. } = slow.next().await else { panic!("hello first") };
@@ -448,6 +453,7 @@ async fn a_message_stored_while_a_socket_is_greeted_reaches_it(db: TestDb) {
     let never_pushed = slow
         .is_quiet(Duration::from_millis(500), |m| !matches!(m, ServerMsg::Message { message } if message.seq == stored.seq))
         .await;
+    assert!(matches!(slow.request(|id| ClientMsg::Ping { id }).await, ServerMsg::Pong { .. }), "the socket is open");
     assert!(greeted >= stored.seq || !never_pushed, "greeted through {greeted}, and message {} never pushed", stored.seq);
     server.stop().await;
 }

@@ -43,7 +43,7 @@ use super::{
     Cluster, ClusterHealth,
 };
 use crate::{
-    hub::{Hub, NodePresence, Relay},
+    hub::{Following, Hub, NodePresence, Relay},
     metrics::{self, ClusterFlow},
     storage::Store,
 };
@@ -407,8 +407,7 @@ impl Shared {
                 Ok(rooms) => {
                     direct.extend(rooms.iter().filter(|room| room.kind == RoomKind::Direct).map(|room| room.id));
                     let in_database: HashSet<RoomId> = rooms.iter().map(|room| room.id).collect();
-                    let heard: HashSet<RoomId> = heard.into_iter().collect();
-                    for &room_id in in_database.symmetric_difference(&heard) {
+                    for room_id in memberships_to_check(&in_database, &heard) {
                         self.hub.check_membership_later((user_id, room_id));
                     }
                 }
@@ -449,6 +448,20 @@ impl Shared {
             }
         }
     }
+}
+
+/// The rooms where a person's sockets here (`heard`: each room some of them hear, and
+/// how many) disagree with the database (`in_database`, read after): in it but not
+/// heard by every socket, or heard by some but not in it.
+fn memberships_to_check(in_database: &HashSet<RoomId>, heard: &[(RoomId, Following)]) -> Vec<RoomId> {
+    let mut differ: Vec<RoomId> = in_database
+        .iter()
+        .copied()
+        .filter(|room_id| !heard.iter().any(|(heard_id, following)| heard_id == room_id && *following == Following::All))
+        .collect();
+    differ.extend(heard.iter().map(|(room_id, _)| *room_id).filter(|room_id| !in_database.contains(room_id)));
+    differ.sort_unstable();
+    differ
 }
 
 /// Publishes what the hub queues, and beats every third of the presence expiry. After
@@ -629,6 +642,13 @@ async fn catch_up_loop(shared: Arc<Shared>, stop: CancellationToken) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn memberships_are_checked_where_any_socket_disagrees_with_the_database() {
+        let in_database: HashSet<RoomId> = [1, 2, 3].into();
+        let heard = [(1, Following::All), (2, Following::Some), (4, Following::Some), (5, Following::All)];
+        assert_eq!(memberships_to_check(&in_database, &heard), [2, 3, 4, 5]);
+    }
 
     #[test]
     fn urls_ask_for_resp3_once() {

@@ -17,6 +17,7 @@ use app::protocol::{RoomId, UserId};
 use tokio::sync::Notify;
 
 /// A person's membership of a room that may have changed elsewhere: `(user, room)`.
+/// No more than that, since what is checked is the database, not what was heard.
 pub type MembershipCheck = (UserId, RoomId);
 
 /// The checks waiting, oldest first, each once.

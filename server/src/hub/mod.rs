@@ -140,12 +140,15 @@ impl Hub {
     }
 
     /// Notes that the person's membership of the room may have changed on another
-    /// node, to be checked against the database (`Chat::run_membership_checks`).
+    /// node (or while events were lost), to be checked against the database
+    /// (`Chat::run_membership_checks`): the hub cannot tell which of two changes
+    /// heard in some order was made last, the database can.
     pub fn check_membership_later(&self, check: MembershipCheck) {
         self.membership_checks.add(check);
     }
 
-    /// The oldest membership check waiting, once there is one.
+    /// The oldest membership check waiting, once there is one: checked in the order
+    /// heard, so a person's change waits no longer than those heard before it.
     pub async fn next_membership_check(&self) -> MembershipCheck {
         self.membership_checks.next().await
     }
@@ -300,7 +303,7 @@ impl Hub {
     /// check theirs.
     pub fn join(&self, user_id: UserId, room_id: RoomId, through: Seq) {
         self.join_here(user_id, room_id, through);
-        self.relay(Event::Joined { user: user_id, room: room_id, through: Some(through) }, None);
+        self.relay(Event::Joined { user: user_id, room: room_id }, None);
     }
 
     /// The user left a room: none of their sockets hear it any more, and other nodes
@@ -317,9 +320,21 @@ impl Hub {
     pub fn join_here(&self, user_id: UserId, room_id: RoomId, through: Seq) -> (Vec<ConnId>, bool) {
         let mut registry = self.lock();
         let joined = registry.subscribe_user(user_id, room_id);
-        registry.heard_through(room_id, through);
-        let missed = registry.announced(room_id).is_some_and(|announced| announced > through);
-        (joined, missed)
+        let announced = registry.announced(room_id).unwrap_or(through);
+        // As for a greeting: what they are shown is read again if it missed one, and a
+        // room that had no sockets here then needs nothing sent again.
+        registry.heard_through(room_id, through.max(announced));
+        (joined, announced > through)
+    }
+
+    /// Undoes [`Hub::join_here`] for these sockets, which were not told of the join
+    /// (reading what to tell them failed): a later check finds them out of the room
+    /// and tries again.
+    pub fn unjoin_here(&self, conns: &[ConnId], room_id: RoomId) {
+        let mut registry = self.lock();
+        for &id in conns {
+            registry.unsubscribe(id, room_id);
+        }
     }
 
     /// [`Hub::leave`] for this node's sockets only (another node's leave, checked):
@@ -329,11 +344,14 @@ impl Hub {
     }
 
     /// How many of the user's sockets here hear the room; `None` when they have none.
+    /// A check compares this with the database: some sockets may hear a room others do
+    /// not yet (a tab greeted after the change, before the check).
     pub fn following_here(&self, user_id: UserId, room_id: RoomId) -> Option<Following> {
         self.lock().user_following(user_id, room_id)
     }
 
-    /// Sends an event to each of these connections.
+    /// Sends an event to each of these connections: the sockets a checked join or leave
+    /// changed, so that those already told are not told twice.
     pub fn send_to_each(&self, conns: &[ConnId], msg: &ServerMsg) {
         let frame = encode(msg);
         let mut registry = self.lock();
@@ -386,7 +404,7 @@ impl Hub {
             Event::Users { users, kind } => Self::deliver_to_users(&mut registry, &users, &frame, kind.into()),
             // Checked against the database before anything here follows it, since
             // a change made here meanwhile may be the later one.
-            Event::Joined { user, room, .. } | Event::Left { user, room } => self.membership_checks.add((user, room)),
+            Event::Joined { user, room } | Event::Left { user, room } => self.membership_checks.add((user, room)),
             Event::SessionEnded { session } => Self::close_session(&mut registry, session),
             Event::Typing { room, user } => registry.note_typing(room, user.id),
             Event::Presence { user, rooms, sockets } => registry.set_remote(node, &user, &rooms, sockets),
@@ -459,10 +477,11 @@ impl Hub {
         }
     }
 
-    /// Everyone with sockets here and the rooms they hear, to be checked against the
-    /// database after events that change them may have been lost.
-    pub fn local_memberships(&self) -> Vec<(UserId, Vec<RoomId>)> {
-        self.lock().local_presence().into_iter().map(|(user, rooms, _)| (user.id, rooms)).collect()
+    /// Everyone with sockets here and the rooms they hear, each with how many of
+    /// their sockets do, to be checked against the database after events that change
+    /// them may have been lost.
+    pub fn local_memberships(&self) -> Vec<(UserId, Vec<(RoomId, Following)>)> {
+        self.lock().local_following()
     }
 
     /// Sends a frame to a room's sockets here only (one re-read from the database
@@ -741,7 +760,7 @@ mod tests {
         let hub = hub();
         let node: NodeId = "other".into();
         let (older, _) = hub.connect_greeted(&user(1, "alice"), 1, &[]);
-        hub.apply_remote(&node, Event::Joined { user: 1, room: 7, through: Some(3) }, Utf8Bytes::from_static(""));
+        hub.apply_remote(&node, Event::Joined { user: 1, room: 7 }, Utf8Bytes::from_static(""));
         hub.apply_remote(&node, Event::Left { user: 1, room: 7 }, Utf8Bytes::from_static(""));
         assert_eq!(hub.following_here(1, 7), Some(Following::None), "nothing followed before the check");
         assert_eq!(hub.next_membership_check().await, (1, 7));

@@ -288,7 +288,7 @@ impl Registry {
 
     /// Unsubscribes one connection, noting it if its user went offline in the room;
     /// false if it was not subscribed (or is gone).
-    fn unsubscribe(&mut self, id: ConnId, room_id: RoomId) -> bool {
+    pub fn unsubscribe(&mut self, id: ConnId, room_id: RoomId) -> bool {
         let Some(conn) = self.conns.get_mut(&id) else { return false };
         if !conn.rooms.remove(&room_id) {
             return false;
@@ -496,6 +496,19 @@ impl Registry {
     /// after losing track of this one.
     pub fn local_presence(&self) -> Vec<NodePresence> {
         self.users.values().map(|entry| self.local_presence_of(entry.user.clone())).collect()
+    }
+
+    /// Everyone with a socket here, with each room any of their sockets hear and how
+    /// many do.
+    pub fn local_following(&self) -> Vec<(UserId, Vec<(RoomId, Following)>)> {
+        self.users
+            .keys()
+            .map(|&user_id| {
+                let rooms = self.local_rooms(user_id);
+                let following = rooms.into_iter().filter_map(|room| Some((room, self.user_following(user_id, room)?))).collect();
+                (user_id, following)
+            })
+            .collect()
     }
 
     /// The rooms a person's sockets here hear.
