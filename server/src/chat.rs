@@ -7,7 +7,10 @@
 use std::{sync::Arc, time::Instant};
 
 use app::{
-    protocol::{ChatMessage, ClientMsg, Limits, RoomId, RoomKind, ServerMsg, UserId, UserRef, MAX_CLIENT_ID_LEN, PROTOCOL_VERSION},
+    protocol::{
+        ChatMessage, ClientMsg, Limits, RoomId, RoomKind, RoomSummary, Seq, ServerMsg, UserId, UserRef, MAX_CLIENT_ID_LEN,
+        PROTOCOL_VERSION,
+    },
     validation,
 };
 use tokio::sync::{Mutex, MutexGuard, Semaphore};
@@ -15,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     error::AppError,
-    hub::{ConnId, Connection, Following, Hub, MembershipCheck},
+    hub::{ConnId, Connection, Following, Hub, MembershipCheck, MembershipKey},
     metrics,
     storage::{NewPost, Posted, Store, StoreError, StoreResult},
     time::unix_millis,
@@ -56,6 +59,36 @@ const CHECKS_AT_ONCE: usize = 8;
 const CHECK_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 /// The longest a failed membership check waits between tries.
 const CHECK_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(30);
+/// Summaries read, at most, to join a person's sockets to a room without a message
+/// slipping in between (see [`Chat::check_membership`]).
+const JOIN_READS: usize = 3;
+/// Messages sent, at most, to sockets joined to a room by a check: those stored since
+/// the join on another node ([`Chat::send_messages_since_join`]).
+const SENT_SINCE_JOIN: u32 = 20;
+
+/// How long each person and room whose membership check failed waits before the next
+/// try: doubling from [`CHECK_RETRY`] to [`CHECK_RETRY_MAX`], less a random part of up
+/// to a half, so that checks that failed together (the database was down) do not all
+/// come back at the same moment.
+#[derive(Default)]
+struct CheckRetries(std::sync::Mutex<std::collections::HashMap<MembershipKey, std::time::Duration>>);
+
+impl CheckRetries {
+    fn failed(&self, check: MembershipCheck) -> std::time::Duration {
+        use std::hash::BuildHasher;
+        let mut pauses = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let pause = pauses.get(&check.key()).map_or(CHECK_RETRY, |last| (*last * 2).min(CHECK_RETRY_MAX));
+        pauses.insert(check.key(), pause);
+        // A randomly seeded hash of the pair and its pause: a random part without a
+        // random number generator.
+        let random = std::collections::hash_map::RandomState::new().hash_one((check.key(), pause));
+        pause.mul_f64(0.5 + (random % 1_000) as f64 / 2_000.0)
+    }
+
+    fn succeeded(&self, check: MembershipCheck) {
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(&check.key());
+    }
+}
 /// A catch-up page is this many history pages long.
 const CATCHUP_PAGES: u32 = 4;
 /// Most rooms "Browse rooms" lists: the ones most people are in. Rooms are never
@@ -133,6 +166,8 @@ pub struct Chat {
     /// step, so a join or leave racing with a new connection cannot leave that socket
     /// hearing a room it left or deaf to one it joined. Taken after a room lock.
     user_locks: Stripes,
+    /// Pauses before the next try of membership checks that failed.
+    check_retries: CheckRetries,
     limits: Limits,
     /// Most bytes of messages one page of history or catch-up carries, as
     /// [`encoded_bound`] counts them. Fifty of the longest texts escape to more than a
@@ -152,6 +187,7 @@ impl Chat {
             hub,
             room_locks: Stripes::new(),
             user_locks: Stripes::new(),
+            check_retries: CheckRetries::default(),
             limits,
             page_bytes,
             rooms_per_user,
@@ -219,7 +255,8 @@ impl Chat {
     /// another reach the two nodes in opposite orders, and following each as it
     /// arrived left one node's tabs out of a room the person is in (or in one they
     /// left) until they reconnected. A few run at once, so one slow read does not hold
-    /// up everyone else's; one that fails is tried again ([`Chat::check_again_later`]).
+    /// up everyone else's; one that fails is queued again after a pause that grows with
+    /// each failure of that person and room ([`CheckRetries`]).
     pub async fn run_membership_checks(self: Arc<Self>, stop: CancellationToken) {
         let running = Arc::new(Semaphore::new(CHECKS_AT_ONCE));
         loop {
@@ -235,33 +272,21 @@ impl Chat {
             tokio::spawn(async move {
                 let checked = chat.check_membership(check).await;
                 drop(permit);
-                if let Err(err) = checked {
-                    chat.check_again_later(check, err, stop).await;
+                match checked {
+                    Ok(()) => chat.check_retries.succeeded(check),
+                    Err(err) => {
+                        let pause = chat.check_retries.failed(check);
+                        let (user_id, room_id) = check.key();
+                        tracing::warn!(user_id, room_id, error = %err, retry_in = ?pause, "could not check a membership changed on another node");
+                        tokio::select! {
+                            () = stop.cancelled() => {}
+                            // Queued again: merged with any check of the pair waiting,
+                            // and run within the limit like any other.
+                            () = tokio::time::sleep(pause) => chat.hub.check_membership_later(check),
+                        }
+                    }
                 }
             });
-        }
-    }
-
-    /// A check that failed (the database, most likely) is tried again after a pause
-    /// that doubles with each failure, up to [`CHECK_RETRY_MAX`], until it gets through
-    /// or the server stops: each failure is logged, and the pauses keep that, and the
-    /// load on a database that is down, small. Meanwhile the person's sockets here stay
-    /// as they were.
-    async fn check_again_later(&self, check: MembershipCheck, first_error: StoreError, stop: CancellationToken) {
-        let (user_id, room_id) = check;
-        let mut error = first_error;
-        let mut pause = CHECK_RETRY;
-        loop {
-            tracing::warn!(user_id, room_id, error = %error, retry_in = ?pause, "could not check a membership changed on another node");
-            tokio::select! {
-                () = stop.cancelled() => return,
-                () = tokio::time::sleep(pause) => {}
-            }
-            match self.check_membership(check).await {
-                Ok(()) => return,
-                Err(err) => error = err,
-            }
-            pause = (pause * 2).min(CHECK_RETRY_MAX);
         }
     }
 
@@ -269,7 +294,8 @@ impl Chat {
     /// database has them (a member or not) of the join or leave, and makes it hear the
     /// room or not. Under the person's lock, so in order with what this node does for
     /// them (joins, leaves, greetings), each of which tells their sockets too.
-    async fn check_membership(&self, (user_id, room_id): MembershipCheck) -> StoreResult<()> {
+    async fn check_membership(&self, check: MembershipCheck) -> StoreResult<()> {
+        let MembershipCheck { user_id, room_id, joined_after } = check;
         let _memberships = self.user_locks.lock(user_id).await;
         let Some(following) = self.hub.following_here(user_id, room_id) else { return Ok(()) };
         let member = self.store.is_member(room_id, user_id).await?;
@@ -281,26 +307,42 @@ impl Chat {
                 Ok(())
             }
             (true, _) => {
-                let Some(summary) = self.store.room_summary(room_id, user_id).await? else { return Ok(()) };
-                let (joined, missed) = self.hub.join_here(user_id, room_id, summary.last_seq);
-                // Messages announced between the read and the join did not reach them:
-                // read again, with those counted. Nobody was told yet, so if that fails
-                // the join is undone here and the check tried again from the start.
-                let summary = if missed {
-                    match self.store.room_summary(room_id, user_id).await {
-                        Ok(Some(summary)) => summary,
-                        Ok(None) => return Ok(()),
-                        Err(err) => {
-                            self.hub.unjoin_here(&joined, room_id);
-                            return Err(err);
+                // Heard and told in one step, with a summary no older than the newest
+                // message announced: a message between the two would reach a tab that
+                // does not show the room yet (and drops it), and miss the summary too.
+                // A room this busy that every read is overtaken: told with the last,
+                // whatever came since.
+                for read in 1..=JOIN_READS {
+                    let Some(summary) = self.store.room_summary(room_id, user_id).await? else { return Ok(()) };
+                    if let Some(joined) = self.hub.join_here_told(user_id, room_id, &summary, read == JOIN_READS) {
+                        if let Some(after) = joined_after {
+                            self.send_messages_since_join(&joined, room_id, after, summary.last_seq).await;
                         }
+                        return Ok(());
                     }
-                } else {
-                    summary
-                };
-                self.hub.send_to_each(&joined, &ServerMsg::RoomJoined { id: None, room: summary });
+                }
                 Ok(())
             }
+        }
+    }
+
+    /// Sends sockets just joined to a room by a check the messages stored after the
+    /// join (`after`) up to what their summary showed (`through`), the newest
+    /// [`SENT_SINCE_JOIN`] of them: they went out before these sockets heard the room,
+    /// and a page notifies only of messages it is sent (the summary only counts them).
+    /// A page fetches anything older it lacks when it opens the room.
+    async fn send_messages_since_join(&self, joined: &[ConnId], room_id: RoomId, after: Seq, through: Seq) {
+        if joined.is_empty() || through <= after {
+            return;
+        }
+        match self.store.history_before(room_id, Some(through + 1), SENT_SINCE_JOIN).await {
+            Ok(messages) => {
+                for message in messages.into_iter().filter(|message| message.seq > after) {
+                    self.hub.send_to_each(joined, &ServerMsg::Message { message });
+                }
+            }
+            // The summary they were sent counts them.
+            Err(err) => tracing::warn!(room_id, error = %err, "could not read the messages since a join made on another node"),
         }
     }
 
@@ -432,7 +474,7 @@ impl Chat {
     /// notice, and that tab show the room left while the person is in it). Direct
     /// conversations cannot be left, so opening one tells after its lock.
     async fn tell_tabs_joined(&self, caller: &Caller, id: u64, room_id: RoomId) -> Result<(), AppError> {
-        let room = self.store.room_summary(room_id, caller.user.id).await?.ok_or(AppError::NotFound("No such room."))?;
+        let room = self.summary_for_tabs(caller.user.id, room_id).await?.ok_or(AppError::NotFound("No such room."))?;
         self.hub
             .send_to_user_here(caller.user.id, &ServerMsg::RoomJoined { id: None, room: room.clone() }, Some(caller.conn));
         self.hub.send_to(caller.conn, &ServerMsg::RoomJoined { id: Some(id), room });
@@ -546,11 +588,27 @@ impl Chat {
             (room, created)
         };
         if created {
-            if let Some(theirs) = self.store.room_summary(room.id, peer.id).await? {
+            if let Some(theirs) = self.summary_for_tabs(peer.id, room.id).await? {
                 self.hub.send_to_user_here(peer.id, &ServerMsg::RoomJoined { id: None, room: theirs }, None);
             }
         }
         self.tell_tabs_joined(caller, id, room.id).await
+    }
+
+    /// The room as `user_id` sees it, to tell their tabs they are in it (their sockets
+    /// here hear it already). If it cannot be read, their sockets stop hearing the room
+    /// and a membership check tells them once the database answers: otherwise they
+    /// would hear a room their tabs do not show, and every later check find nothing to
+    /// change.
+    async fn summary_for_tabs(&self, user_id: UserId, room_id: RoomId) -> Result<Option<RoomSummary>, AppError> {
+        match self.store.room_summary(room_id, user_id).await {
+            Ok(summary) => Ok(summary),
+            Err(err) => {
+                self.hub.leave_here(user_id, room_id);
+                self.hub.check_membership_later(MembershipCheck::of(user_id, room_id));
+                Err(err.into())
+            }
+        }
     }
 
     async fn find_users(&self, caller: &Caller, id: u64, query: &str) -> Result<ServerMsg, AppError> {

@@ -43,7 +43,7 @@ use super::{
     Cluster, ClusterHealth,
 };
 use crate::{
-    hub::{Following, Hub, NodePresence, Relay},
+    hub::{Following, Hub, MembershipCheck, NodePresence, Relay},
     metrics::{self, ClusterFlow},
     storage::Store,
 };
@@ -408,7 +408,7 @@ impl Shared {
                     direct.extend(rooms.iter().filter(|room| room.kind == RoomKind::Direct).map(|room| room.id));
                     let in_database: HashSet<RoomId> = rooms.iter().map(|room| room.id).collect();
                     for room_id in memberships_to_check(&in_database, &heard) {
-                        self.hub.check_membership_later((user_id, room_id));
+                        self.hub.check_membership_later(MembershipCheck::of(user_id, room_id));
                     }
                 }
                 Err(err) => tracing::error!(user = user_id, error = %err, "cannot check memberships after a break in the cluster link"),

@@ -35,8 +35,15 @@ pub enum Event {
     /// A frame for every socket of these people.
     Users { users: Vec<UserId>, kind: WireKind },
     /// The person joined (or left) the room: each node checks their membership in the
-    /// database before its sockets follow, and tells their tabs there.
-    Joined { user: UserId, room: RoomId },
+    /// database before its sockets follow, and tells their tabs there. `through` is
+    /// the room's newest message before the join: a node sends the sockets it joins
+    /// the newest of the messages since, which went out before they heard the room.
+    Joined {
+        user: UserId,
+        room: RoomId,
+        #[serde(default)]
+        through: Option<Seq>,
+    },
     Left { user: UserId, room: RoomId },
     /// The session ended (logout, revocation): its sockets close.
     SessionEnded { session: i64 },
@@ -156,7 +163,7 @@ mod tests {
         let events = [
             Event::Room { room: 3, kind: WireKind::Message, seq: Some(42), author: Some(7) },
             Event::Users { users: vec![1, 2], kind: WireKind::Receipt },
-            Event::Joined { user: 1, room: 3 },
+            Event::Joined { user: 1, room: 3, through: Some(12) },
             Event::Left { user: 1, room: 3 },
             Event::SessionEnded { session: 9 },
             Event::Typing { room: 3, user: user.clone() },

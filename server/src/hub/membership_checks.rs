@@ -9,18 +9,43 @@
 //! one entry per person and room however many changes arrive while the database is slow.
 
 use std::{
-    collections::{HashSet, VecDeque},
+    collections::{hash_map::Entry, HashMap, VecDeque},
     sync::Mutex,
 };
 
-use app::protocol::{RoomId, UserId};
+use app::protocol::{RoomId, Seq, UserId};
 use tokio::sync::Notify;
 
-/// A person's membership of a room that may have changed elsewhere: `(user, room)`.
-/// No more than that, since what is checked is the database, not what was heard.
-pub type MembershipCheck = (UserId, RoomId);
+/// Whose membership of which room: what a check is about, and what one waiting is
+/// merged by.
+pub type MembershipKey = (UserId, RoomId);
 
-/// The checks waiting, oldest first, each once.
+/// A person's membership of a room that may have changed elsewhere. No more than
+/// that, since what is checked is the database, not what was heard; but for a join,
+/// the room's newest message before it (`joined_after`, the earliest of the joins
+/// merged): the messages after it went out before this node's sockets heard the room,
+/// and the check sends them the newest of those (a direct conversation's first
+/// message, typically, which should reach the other person's tabs as it does the
+/// ones on the node where it was opened).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MembershipCheck {
+    pub user_id: UserId,
+    pub room_id: RoomId,
+    pub joined_after: Option<Seq>,
+}
+
+impl MembershipCheck {
+    /// A check with nothing known of a join.
+    pub fn of(user_id: UserId, room_id: RoomId) -> Self {
+        MembershipCheck { user_id, room_id, joined_after: None }
+    }
+
+    pub fn key(&self) -> MembershipKey {
+        (self.user_id, self.room_id)
+    }
+}
+
+/// The checks waiting, oldest first, each person and room once.
 #[derive(Default)]
 pub struct PendingChecks {
     waiting: Mutex<Waiting>,
@@ -29,18 +54,28 @@ pub struct PendingChecks {
 
 #[derive(Default)]
 struct Waiting {
-    order: VecDeque<MembershipCheck>,
-    noted: HashSet<MembershipCheck>,
+    order: VecDeque<MembershipKey>,
+    noted: HashMap<MembershipKey, Option<Seq>>,
 }
 
 impl PendingChecks {
-    /// Notes a check, unless the same one is waiting already.
+    /// Notes a check, or merges it into the one of the same person and room waiting.
     pub fn add(&self, check: MembershipCheck) {
         let mut waiting = self.lock();
-        if waiting.noted.insert(check) {
-            waiting.order.push_back(check);
-            drop(waiting);
-            self.added.notify_one();
+        match waiting.noted.entry(check.key()) {
+            Entry::Occupied(mut noted) => {
+                let merged = match (*noted.get(), check.joined_after) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                noted.insert(merged);
+            }
+            Entry::Vacant(noted) => {
+                noted.insert(check.joined_after);
+                waiting.order.push_back(check.key());
+                drop(waiting);
+                self.added.notify_one();
+            }
         }
     }
 
@@ -58,9 +93,9 @@ impl PendingChecks {
 
     fn take(&self) -> Option<MembershipCheck> {
         let mut waiting = self.lock();
-        let check = waiting.order.pop_front()?;
-        waiting.noted.remove(&check);
-        Some(check)
+        let (user_id, room_id) = waiting.order.pop_front()?;
+        let joined_after = waiting.noted.remove(&(user_id, room_id)).flatten();
+        Some(MembershipCheck { user_id, room_id, joined_after })
     }
 
     #[cfg(test)]
@@ -83,15 +118,18 @@ mod tests {
     #[tokio::test]
     async fn checks_come_out_oldest_first_and_each_once_while_waiting() {
         let pending = PendingChecks::default();
-        pending.add((1, 10));
-        pending.add((2, 10));
-        pending.add((1, 10));
+        let joined = |user_id, room_id, after| MembershipCheck { user_id, room_id, joined_after: Some(after) };
+        pending.add(joined(1, 10, 7));
+        pending.add(MembershipCheck::of(2, 10));
+        pending.add(MembershipCheck::of(1, 10));
+        pending.add(joined(1, 10, 5));
+        pending.add(joined(1, 10, 6));
         assert_eq!(pending.len(), 2, "a check already waiting is not noted twice");
-        assert_eq!(pending.next().await, (1, 10));
+        assert_eq!(pending.next().await, joined(1, 10, 5), "merged, from the earliest join");
         // Taken, so a later change is checked again.
-        pending.add((1, 10));
-        assert_eq!(pending.next().await, (2, 10));
-        assert_eq!(pending.next().await, (1, 10));
+        pending.add(MembershipCheck::of(1, 10));
+        assert_eq!(pending.next().await, MembershipCheck::of(2, 10));
+        assert_eq!(pending.next().await, MembershipCheck::of(1, 10));
         assert_eq!(pending.len(), 0);
     }
 
@@ -103,8 +141,8 @@ mod tests {
             async move { pending.next().await }
         });
         tokio::time::sleep(Duration::from_millis(20)).await;
-        pending.add((3, 7));
+        pending.add(MembershipCheck::of(3, 7));
         let check = tokio::time::timeout(Duration::from_secs(5), waiter).await.expect("woken").unwrap();
-        assert_eq!(check, (3, 7));
+        assert_eq!(check, MembershipCheck::of(3, 7));
     }
 }

@@ -30,7 +30,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use app::protocol::{MessageKind, RequestId, RoomId, Seq, ServerMsg, UserId, UserRef};
+use app::protocol::{MessageKind, RequestId, RoomId, RoomSummary, Seq, ServerMsg, UserId, UserRef};
 use axum::extract::ws::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 
@@ -38,7 +38,7 @@ pub use outbound::{CloseReason, CloseSignal, OutboundReceiver, Outgoing, QueueLi
 pub use registry::ConnId;
 pub use registry::NodePresence;
 use membership_checks::PendingChecks;
-pub use membership_checks::MembershipCheck;
+pub use membership_checks::{MembershipCheck, MembershipKey};
 pub use registry::Following;
 use registry::{ConnEntry, PresenceChanges, Registry};
 
@@ -303,7 +303,7 @@ impl Hub {
     /// check theirs.
     pub fn join(&self, user_id: UserId, room_id: RoomId, through: Seq) {
         self.join_here(user_id, room_id, through);
-        self.relay(Event::Joined { user: user_id, room: room_id }, None);
+        self.relay(Event::Joined { user: user_id, room: room_id, through: Some(through) }, None);
     }
 
     /// The user left a room: none of their sockets hear it any more, and other nodes
@@ -313,32 +313,36 @@ impl Hub {
         self.relay(Event::Left { user: user_id, room: room_id }, None);
     }
 
-    /// [`Hub::join`] for this node's sockets only (another node's join, checked): the
-    /// sockets that did not hear the room yet, and whether a message newer than
-    /// `through` was announced before they did (what they were shown needs reading
-    /// again).
-    pub fn join_here(&self, user_id: UserId, room_id: RoomId, through: Seq) -> (Vec<ConnId>, bool) {
+    /// [`Hub::join`] for this node's sockets only: a join made on another node first,
+    /// found when this one had nothing to store.
+    pub fn join_here(&self, user_id: UserId, room_id: RoomId, through: Seq) {
         let mut registry = self.lock();
-        let joined = registry.subscribe_user(user_id, room_id);
-        let announced = registry.announced(room_id).unwrap_or(through);
-        // As for a greeting: what they are shown is read again if it missed one, and a
-        // room that had no sockets here then needs nothing sent again.
-        registry.heard_through(room_id, through.max(announced));
-        (joined, announced > through)
+        registry.subscribe_user(user_id, room_id);
+        registry.heard_through(room_id, through);
     }
 
-    /// Undoes [`Hub::join_here`] for these sockets, which were not told of the join
-    /// (reading what to tell them failed): a later check finds them out of the room
-    /// and tries again.
-    pub fn unjoin_here(&self, conns: &[ConnId], room_id: RoomId) {
+    /// Another node's join, checked: the user's sockets here that do not hear the room
+    /// start to, and are told `summary`, in one step, so that no message reaches them
+    /// before the room is on their page (it would be dropped there). Unless `anyway`,
+    /// nothing is done if a message newer than `summary` was announced here (`None`:
+    /// read it again), since their page would not count it. The sockets joined.
+    pub fn join_here_told(&self, user_id: UserId, room_id: RoomId, summary: &RoomSummary, anyway: bool) -> Option<Vec<ConnId>> {
         let mut registry = self.lock();
-        for &id in conns {
-            registry.unsubscribe(id, room_id);
+        let announced = registry.announced(room_id).unwrap_or(summary.last_seq);
+        if announced > summary.last_seq && !anyway {
+            return None;
         }
+        let joined = registry.subscribe_user(user_id, room_id);
+        // As for a greeting: a room that had no sockets here needs nothing sent again.
+        registry.heard_through(room_id, summary.last_seq.max(announced));
+        let told = ServerMsg::RoomJoined { id: None, room: summary.clone() };
+        Self::deliver(&mut registry, &joined, &encode(&told), FrameKind::Reply, None);
+        Some(joined)
     }
 
-    /// [`Hub::leave`] for this node's sockets only (another node's leave, checked):
-    /// the sockets that heard the room until now.
+    /// [`Hub::leave`] for this node's sockets only (another node's leave, checked, or
+    /// found when this one had nothing to store): the sockets that heard the room
+    /// until now.
     pub fn leave_here(&self, user_id: UserId, room_id: RoomId) -> Vec<ConnId> {
         self.lock().unsubscribe_user(user_id, room_id)
     }
@@ -404,7 +408,10 @@ impl Hub {
             Event::Users { users, kind } => Self::deliver_to_users(&mut registry, &users, &frame, kind.into()),
             // Checked against the database before anything here follows it, since
             // a change made here meanwhile may be the later one.
-            Event::Joined { user, room } | Event::Left { user, room } => self.membership_checks.add((user, room)),
+            Event::Joined { user, room, through } => {
+                self.membership_checks.add(MembershipCheck { user_id: user, room_id: room, joined_after: through });
+            }
+            Event::Left { user, room } => self.membership_checks.add(MembershipCheck::of(user, room)),
             Event::SessionEnded { session } => Self::close_session(&mut registry, session),
             Event::Typing { room, user } => registry.note_typing(room, user.id),
             Event::Presence { user, rooms, sockets } => registry.set_remote(node, &user, &rooms, sockets),
@@ -759,21 +766,39 @@ mod tests {
     async fn other_nodes_joins_and_leaves_wait_for_a_check_and_reach_only_sockets_that_differ() {
         let hub = hub();
         let node: NodeId = "other".into();
-        let (older, _) = hub.connect_greeted(&user(1, "alice"), 1, &[]);
-        hub.apply_remote(&node, Event::Joined { user: 1, room: 7 }, Utf8Bytes::from_static(""));
+        let (mut older, _) = hub.connect_greeted(&user(1, "alice"), 1, &[]);
+        hub.apply_remote(&node, Event::Joined { user: 1, room: 7, through: Some(3) }, Utf8Bytes::from_static(""));
         hub.apply_remote(&node, Event::Left { user: 1, room: 7 }, Utf8Bytes::from_static(""));
         assert_eq!(hub.following_here(1, 7), Some(Following::None), "nothing followed before the check");
-        assert_eq!(hub.next_membership_check().await, (1, 7));
+        assert_eq!(hub.next_membership_check().await, MembershipCheck { user_id: 1, room_id: 7, joined_after: Some(3) });
         let another = tokio::time::timeout(Duration::from_millis(20), hub.next_membership_check()).await;
         assert!(another.is_err(), "checked once");
 
         // A tab greeted in the room since: the older one alone is joined.
-        let (newer, _) = hub.connect_greeted(&user(1, "alice"), 2, &[(7, 3)]);
+        let (mut newer, _) = hub.connect_greeted(&user(1, "alice"), 2, &[(7, 3)]);
         assert_eq!(hub.following_here(1, 7), Some(Following::Some));
         hub.publish(7, &ServerMsg::Message { message: chat_message(7, 4) }, None);
-        let (joined, missed) = hub.join_here(1, 7, 3);
-        assert_eq!((joined, missed), (vec![older.id], true), "4 was announced before the older tab heard the room");
+        drain(&mut older);
+        drain(&mut newer);
+        let summary = |last_seq| RoomSummary {
+            id: 7,
+            name: "geral".into(),
+            kind: app::protocol::RoomKind::Public,
+            topic: String::new(),
+            last_seq,
+            member_count: 2,
+            joined: true,
+            peer: None,
+            read_seq: 0,
+            unread_seqs: Vec::new(),
+            mention_seqs: Vec::new(),
+        };
+        assert_eq!(hub.join_here_told(1, 7, &summary(3), false), None, "4 was announced: the summary is read again");
+        assert_eq!(hub.following_here(1, 7), Some(Following::Some), "and nothing changed");
+        assert_eq!(hub.join_here_told(1, 7, &summary(4), false), Some(vec![older.id]));
         assert_eq!(hub.following_here(1, 7), Some(Following::All));
+        assert!(matches!(&drain(&mut older)[..], [ServerMsg::RoomJoined { room, .. }] if room.last_seq == 4), "the older tab told once");
+        assert!(drain(&mut newer).is_empty(), "the newer tab was greeted in the room");
         assert_eq!(hub.leave_here(1, 7), vec![older.id, newer.id]);
         assert_eq!(hub.following_here(2, 7), None, "no sockets here");
     }

@@ -288,7 +288,7 @@ impl Registry {
 
     /// Unsubscribes one connection, noting it if its user went offline in the room;
     /// false if it was not subscribed (or is gone).
-    pub fn unsubscribe(&mut self, id: ConnId, room_id: RoomId) -> bool {
+    fn unsubscribe(&mut self, id: ConnId, room_id: RoomId) -> bool {
         let Some(conn) = self.conns.get_mut(&id) else { return false };
         if !conn.rooms.remove(&room_id) {
             return false;
