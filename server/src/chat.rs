@@ -295,14 +295,17 @@ impl Chat {
     /// room or not. Under the person's lock, so in order with what this node does for
     /// them (joins, leaves, greetings), each of which tells their sockets too.
     async fn check_membership(&self, check: MembershipCheck) -> StoreResult<()> {
-        let MembershipCheck { user_id, room_id, joined_after } = check;
+        let MembershipCheck { user_id, room_id, joined_after, tell_every_socket: everyone } = check;
         let _memberships = self.user_locks.lock(user_id).await;
         let Some(following) = self.hub.following_here(user_id, room_id) else { return Ok(()) };
         let member = self.store.is_member(room_id, user_id).await?;
         match (member, following) {
-            (true, Following::All) | (false, Following::None) => Ok(()),
+            (true, Following::All) | (false, Following::None) if !everyone => Ok(()),
             (false, _) => {
-                let left = self.hub.leave_here(user_id, room_id);
+                let mut left = self.hub.leave_here(user_id, room_id);
+                if everyone {
+                    left = self.hub.sockets_here(user_id);
+                }
                 self.hub.send_to_each(&left, &ServerMsg::RoomLeft { id: None, room_id });
                 Ok(())
             }
@@ -311,13 +314,12 @@ impl Chat {
                 // message announced: a message between the two would reach a tab that
                 // does not show the room yet (and drops it), and miss the summary too.
                 // A room this busy that every read is overtaken: told with the last,
-                // whatever came since.
+                // and sent what came since.
                 for read in 1..=JOIN_READS {
                     let Some(summary) = self.store.room_summary(room_id, user_id).await? else { return Ok(()) };
-                    if let Some(joined) = self.hub.join_here_told(user_id, room_id, &summary, read == JOIN_READS) {
-                        if let Some(after) = joined_after {
-                            self.send_messages_since_join(&joined, room_id, after, summary.last_seq).await;
-                        }
+                    if let Some((told, announced)) = self.hub.join_here_told(user_id, room_id, &summary, read == JOIN_READS, everyone) {
+                        let after = joined_after.unwrap_or(summary.last_seq).min(summary.last_seq);
+                        self.send_messages_since_join(&told, room_id, after, announced).await;
                         return Ok(());
                     }
                 }
@@ -326,8 +328,8 @@ impl Chat {
         }
     }
 
-    /// Sends sockets just joined to a room by a check the messages stored after the
-    /// join (`after`) up to what their summary showed (`through`), the newest
+    /// Sends sockets just joined to a room by a check the messages after `after` (the
+    /// join) up to `through` (the newest announced here when they joined), the newest
     /// [`SENT_SINCE_JOIN`] of them: they went out before these sockets heard the room,
     /// and a page notifies only of messages it is sent (the summary only counts them).
     /// A page fetches anything older it lacks when it opens the room.
@@ -474,7 +476,7 @@ impl Chat {
     /// notice, and that tab show the room left while the person is in it). Direct
     /// conversations cannot be left, so opening one tells after its lock.
     async fn tell_tabs_joined(&self, caller: &Caller, id: u64, room_id: RoomId) -> Result<(), AppError> {
-        let room = self.summary_for_tabs(caller.user.id, room_id).await?.ok_or(AppError::NotFound("No such room."))?;
+        let room = self.summary_for_tabs(caller.user.id, room_id, None).await?.ok_or(AppError::NotFound("No such room."))?;
         self.hub
             .send_to_user_here(caller.user.id, &ServerMsg::RoomJoined { id: None, room: room.clone() }, Some(caller.conn));
         self.hub.send_to(caller.conn, &ServerMsg::RoomJoined { id: Some(id), room });
@@ -588,7 +590,8 @@ impl Chat {
             (room, created)
         };
         if created {
-            if let Some(theirs) = self.summary_for_tabs(peer.id, room.id).await? {
+            // Told by a check if it cannot be read now; the caller is told regardless.
+            if let Ok(Some(theirs)) = self.summary_for_tabs(peer.id, room.id, Some(room.last_seq)).await {
                 self.hub.send_to_user_here(peer.id, &ServerMsg::RoomJoined { id: None, room: theirs }, None);
             }
         }
@@ -596,16 +599,16 @@ impl Chat {
     }
 
     /// The room as `user_id` sees it, to tell their tabs they are in it (their sockets
-    /// here hear it already). If it cannot be read, their sockets stop hearing the room
-    /// and a membership check tells them once the database answers: otherwise they
-    /// would hear a room their tabs do not show, and every later check find nothing to
-    /// change.
-    async fn summary_for_tabs(&self, user_id: UserId, room_id: RoomId) -> Result<Option<RoomSummary>, AppError> {
+    /// here hear it already). If it cannot be read, a membership check tells every
+    /// socket of theirs here once the database answers, with the messages after
+    /// `joined_after`: otherwise sockets made to hear the room would stay untold, and
+    /// every later check find nothing to change.
+    async fn summary_for_tabs(&self, user_id: UserId, room_id: RoomId, joined_after: Option<Seq>) -> Result<Option<RoomSummary>, AppError> {
         match self.store.room_summary(room_id, user_id).await {
             Ok(summary) => Ok(summary),
             Err(err) => {
-                self.hub.leave_here(user_id, room_id);
-                self.hub.check_membership_later(MembershipCheck::of(user_id, room_id));
+                let check = MembershipCheck { tell_every_socket: true, ..MembershipCheck::joined(user_id, room_id, joined_after) };
+                self.hub.check_membership_later(check);
                 Err(err.into())
             }
         }

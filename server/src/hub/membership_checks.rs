@@ -27,17 +27,28 @@ pub type MembershipKey = (UserId, RoomId);
 /// and the check sends them the newest of those (a direct conversation's first
 /// message, typically, which should reach the other person's tabs as it does the
 /// ones on the node where it was opened).
+///
+/// `tell_every_socket`: tell each of the person's sockets here where they stand, not
+/// only those that hear the room otherwise (some were made to hear it, and their tabs
+/// could not be told).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MembershipCheck {
     pub user_id: UserId,
     pub room_id: RoomId,
     pub joined_after: Option<Seq>,
+    pub tell_every_socket: bool,
 }
 
 impl MembershipCheck {
     /// A check with nothing known of a join.
     pub fn of(user_id: UserId, room_id: RoomId) -> Self {
-        MembershipCheck { user_id, room_id, joined_after: None }
+        MembershipCheck { user_id, room_id, joined_after: None, tell_every_socket: false }
+    }
+
+    /// A check after a join made on another node, whose room's newest message before
+    /// it is `through` (if the node said).
+    pub fn joined(user_id: UserId, room_id: RoomId, through: Option<Seq>) -> Self {
+        MembershipCheck { joined_after: through, ..Self::of(user_id, room_id) }
     }
 
     pub fn key(&self) -> MembershipKey {
@@ -55,23 +66,35 @@ pub struct PendingChecks {
 #[derive(Default)]
 struct Waiting {
     order: VecDeque<MembershipKey>,
-    noted: HashMap<MembershipKey, Option<Seq>>,
+    noted: HashMap<MembershipKey, Noted>,
+}
+
+/// What a waiting check carries: see [`MembershipCheck`].
+#[derive(Clone, Copy)]
+struct Noted {
+    joined_after: Option<Seq>,
+    tell_every_socket: bool,
 }
 
 impl PendingChecks {
-    /// Notes a check, or merges it into the one of the same person and room waiting.
-    pub fn add(&self, check: MembershipCheck) {
+    /// Notes a check, or merges it into the one of the same person and room waiting:
+    /// from the earliest join heard, unless a leave was heard since (`after_a_leave`):
+    /// messages from before a leave are not sent as new after the next join.
+    pub fn add(&self, check: MembershipCheck, after_a_leave: bool) {
         let mut waiting = self.lock();
+        let incoming = Noted { joined_after: check.joined_after, tell_every_socket: check.tell_every_socket };
         match waiting.noted.entry(check.key()) {
             Entry::Occupied(mut noted) => {
-                let merged = match (*noted.get(), check.joined_after) {
+                let before = *noted.get();
+                let joined_after = match (before.joined_after, incoming.joined_after) {
+                    _ if after_a_leave => None,
                     (Some(a), Some(b)) => Some(a.min(b)),
                     (a, b) => a.or(b),
                 };
-                noted.insert(merged);
+                noted.insert(Noted { joined_after, tell_every_socket: before.tell_every_socket || incoming.tell_every_socket });
             }
             Entry::Vacant(noted) => {
-                noted.insert(check.joined_after);
+                noted.insert(incoming);
                 waiting.order.push_back(check.key());
                 drop(waiting);
                 self.added.notify_one();
@@ -94,8 +117,8 @@ impl PendingChecks {
     fn take(&self) -> Option<MembershipCheck> {
         let mut waiting = self.lock();
         let (user_id, room_id) = waiting.order.pop_front()?;
-        let joined_after = waiting.noted.remove(&(user_id, room_id)).flatten();
-        Some(MembershipCheck { user_id, room_id, joined_after })
+        let noted = waiting.noted.remove(&(user_id, room_id))?;
+        Some(MembershipCheck { user_id, room_id, joined_after: noted.joined_after, tell_every_socket: noted.tell_every_socket })
     }
 
     #[cfg(test)]
@@ -118,19 +141,25 @@ mod tests {
     #[tokio::test]
     async fn checks_come_out_oldest_first_and_each_once_while_waiting() {
         let pending = PendingChecks::default();
-        let joined = |user_id, room_id, after| MembershipCheck { user_id, room_id, joined_after: Some(after) };
-        pending.add(joined(1, 10, 7));
-        pending.add(MembershipCheck::of(2, 10));
-        pending.add(MembershipCheck::of(1, 10));
-        pending.add(joined(1, 10, 5));
-        pending.add(joined(1, 10, 6));
+        let joined = |user_id, room_id, after| MembershipCheck::joined(user_id, room_id, Some(after));
+        pending.add(joined(1, 10, 7), false);
+        pending.add(MembershipCheck::of(2, 10), false);
+        pending.add(MembershipCheck::of(1, 10), false);
+        pending.add(joined(1, 10, 5), false);
+        pending.add(joined(1, 10, 6), false);
         assert_eq!(pending.len(), 2, "a check already waiting is not noted twice");
         assert_eq!(pending.next().await, joined(1, 10, 5), "merged, from the earliest join");
         // Taken, so a later change is checked again.
-        pending.add(MembershipCheck::of(1, 10));
+        pending.add(MembershipCheck::of(1, 10), false);
         assert_eq!(pending.next().await, MembershipCheck::of(2, 10));
         assert_eq!(pending.next().await, MembershipCheck::of(1, 10));
         assert_eq!(pending.len(), 0);
+
+        // A leave forgets the join before it; one asking to tell every socket is kept.
+        pending.add(joined(3, 10, 5), false);
+        pending.add(MembershipCheck { tell_every_socket: true, ..MembershipCheck::of(3, 10) }, true);
+        pending.add(joined(3, 10, 50), false);
+        assert_eq!(pending.next().await, MembershipCheck { tell_every_socket: true, ..joined(3, 10, 50) });
     }
 
     #[tokio::test]
@@ -141,7 +170,7 @@ mod tests {
             async move { pending.next().await }
         });
         tokio::time::sleep(Duration::from_millis(20)).await;
-        pending.add(MembershipCheck::of(3, 7));
+        pending.add(MembershipCheck::of(3, 7), false);
         let check = tokio::time::timeout(Duration::from_secs(5), waiter).await.expect("woken").unwrap();
         assert_eq!(check, MembershipCheck::of(3, 7));
     }

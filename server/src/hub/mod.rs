@@ -144,7 +144,7 @@ impl Hub {
     /// (`Chat::run_membership_checks`): the hub cannot tell which of two changes
     /// heard in some order was made last, the database can.
     pub fn check_membership_later(&self, check: MembershipCheck) {
-        self.membership_checks.add(check);
+        self.membership_checks.add(check, false);
     }
 
     /// The oldest membership check waiting, once there is one: checked in the order
@@ -322,11 +322,12 @@ impl Hub {
     }
 
     /// Another node's join, checked: the user's sockets here that do not hear the room
-    /// start to, and are told `summary`, in one step, so that no message reaches them
-    /// before the room is on their page (it would be dropped there). Unless `anyway`,
-    /// nothing is done if a message newer than `summary` was announced here (`None`:
-    /// read it again), since their page would not count it. The sockets joined.
-    pub fn join_here_told(&self, user_id: UserId, room_id: RoomId, summary: &RoomSummary, anyway: bool) -> Option<Vec<ConnId>> {
+    /// start to, and are told `summary` (every socket of theirs, if `everyone`), in one
+    /// step, so that no message reaches them before the room is on their page (it
+    /// would be dropped there). Unless `anyway`, nothing is done if a message newer
+    /// than `summary` was announced here (`None`: read it again), since their page
+    /// would not count it. The sockets told, and the newest message announced here.
+    pub fn join_here_told(&self, user_id: UserId, room_id: RoomId, summary: &RoomSummary, anyway: bool, everyone: bool) -> Option<(Vec<ConnId>, Seq)> {
         let mut registry = self.lock();
         let announced = registry.announced(room_id).unwrap_or(summary.last_seq);
         if announced > summary.last_seq && !anyway {
@@ -335,9 +336,10 @@ impl Hub {
         let joined = registry.subscribe_user(user_id, room_id);
         // As for a greeting: a room that had no sockets here needs nothing sent again.
         registry.heard_through(room_id, summary.last_seq.max(announced));
-        let told = ServerMsg::RoomJoined { id: None, room: summary.clone() };
-        Self::deliver(&mut registry, &joined, &encode(&told), FrameKind::Reply, None);
-        Some(joined)
+        let told = if everyone { registry.user_conns(user_id) } else { joined };
+        let frame = encode(&ServerMsg::RoomJoined { id: None, room: summary.clone() });
+        Self::deliver(&mut registry, &told, &frame, FrameKind::Reply, None);
+        Some((told, announced.max(summary.last_seq)))
     }
 
     /// [`Hub::leave`] for this node's sockets only (another node's leave, checked, or
@@ -345,6 +347,11 @@ impl Hub {
     /// until now.
     pub fn leave_here(&self, user_id: UserId, room_id: RoomId) -> Vec<ConnId> {
         self.lock().unsubscribe_user(user_id, room_id)
+    }
+
+    /// The user's sockets here, to tell each where they stand.
+    pub fn sockets_here(&self, user_id: UserId) -> Vec<ConnId> {
+        self.lock().user_conns(user_id)
     }
 
     /// How many of the user's sockets here hear the room; `None` when they have none.
@@ -408,10 +415,8 @@ impl Hub {
             Event::Users { users, kind } => Self::deliver_to_users(&mut registry, &users, &frame, kind.into()),
             // Checked against the database before anything here follows it, since
             // a change made here meanwhile may be the later one.
-            Event::Joined { user, room, through } => {
-                self.membership_checks.add(MembershipCheck { user_id: user, room_id: room, joined_after: through });
-            }
-            Event::Left { user, room } => self.membership_checks.add(MembershipCheck::of(user, room)),
+            Event::Joined { user, room, through } => self.membership_checks.add(MembershipCheck::joined(user, room, through), false),
+            Event::Left { user, room } => self.membership_checks.add(MembershipCheck::of(user, room), true),
             Event::SessionEnded { session } => Self::close_session(&mut registry, session),
             Event::Typing { room, user } => registry.note_typing(room, user.id),
             Event::Presence { user, rooms, sockets } => registry.set_remote(node, &user, &rooms, sockets),
@@ -770,7 +775,7 @@ mod tests {
         hub.apply_remote(&node, Event::Joined { user: 1, room: 7, through: Some(3) }, Utf8Bytes::from_static(""));
         hub.apply_remote(&node, Event::Left { user: 1, room: 7 }, Utf8Bytes::from_static(""));
         assert_eq!(hub.following_here(1, 7), Some(Following::None), "nothing followed before the check");
-        assert_eq!(hub.next_membership_check().await, MembershipCheck { user_id: 1, room_id: 7, joined_after: Some(3) });
+        assert_eq!(hub.next_membership_check().await, MembershipCheck::of(1, 7), "a leave since the join: no messages to send");
         let another = tokio::time::timeout(Duration::from_millis(20), hub.next_membership_check()).await;
         assert!(another.is_err(), "checked once");
 
@@ -793,9 +798,9 @@ mod tests {
             unread_seqs: Vec::new(),
             mention_seqs: Vec::new(),
         };
-        assert_eq!(hub.join_here_told(1, 7, &summary(3), false), None, "4 was announced: the summary is read again");
+        assert_eq!(hub.join_here_told(1, 7, &summary(3), false, false), None, "4 was announced: the summary is read again");
         assert_eq!(hub.following_here(1, 7), Some(Following::Some), "and nothing changed");
-        assert_eq!(hub.join_here_told(1, 7, &summary(4), false), Some(vec![older.id]));
+        assert_eq!(hub.join_here_told(1, 7, &summary(4), false, false), Some((vec![older.id], 4)));
         assert_eq!(hub.following_here(1, 7), Some(Following::All));
         assert!(matches!(&drain(&mut older)[..], [ServerMsg::RoomJoined { room, .. }] if room.last_seq == 4), "the older tab told once");
         assert!(drain(&mut newer).is_empty(), "the newer tab was greeted in the room");
