@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     error::AppError,
     hub::{ConnId, Connection, Following, Hub, MembershipCheck, MembershipKey},
-    metrics,
+    metrics::{self, MembershipOutcome},
     storage::{NewPost, Posted, Store, StoreError, StoreResult},
     time::unix_millis,
 };
@@ -275,6 +275,7 @@ impl Chat {
                 match checked {
                     Ok(()) => chat.check_retries.succeeded(check),
                     Err(err) => {
+                        metrics::membership_checked(MembershipOutcome::Failed);
                         let pause = chat.check_retries.failed(check);
                         let (user_id, room_id) = check.key();
                         tracing::warn!(user_id, room_id, error = %err, retry_in = ?pause, "could not check a membership changed on another node");
@@ -300,8 +301,12 @@ impl Chat {
         let Some(following) = self.hub.following_here(user_id, room_id) else { return Ok(()) };
         let member = self.store.is_member(room_id, user_id).await?;
         match (member, following) {
-            (true, Following::All) | (false, Following::None) if !everyone => Ok(()),
+            (true, Following::All) | (false, Following::None) if !everyone => {
+                metrics::membership_checked(MembershipOutcome::Unchanged);
+                Ok(())
+            }
             (false, _) => {
+                metrics::membership_checked(MembershipOutcome::Left);
                 let mut left = self.hub.leave_here(user_id, room_id);
                 if everyone {
                     left = self.hub.sockets_here(user_id);
@@ -318,6 +323,7 @@ impl Chat {
                 for read in 1..=JOIN_READS {
                     let Some(summary) = self.store.room_summary(room_id, user_id).await? else { return Ok(()) };
                     if let Some((told, announced)) = self.hub.join_here_told(user_id, room_id, &summary, read == JOIN_READS, everyone) {
+                        metrics::membership_checked(MembershipOutcome::Joined);
                         let after = joined_after.unwrap_or(summary.last_seq).min(summary.last_seq);
                         self.send_messages_since_join(&told, room_id, after, announced).await;
                         return Ok(());

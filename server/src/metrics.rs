@@ -53,6 +53,7 @@ pub const REQUEST_PANICS: &str = "parley_request_panics_total";
 pub const BUILD_INFO: &str = "parley_build_info";
 pub const CLUSTER_EVENTS: &str = "parley_cluster_events_total";
 pub const CLUSTER_CATCHUPS: &str = "parley_cluster_catchups_total";
+pub const MEMBERSHIP_CHECKS: &str = "parley_membership_checks_total";
 pub const REDIS_UP: &str = "parley_redis_up";
 pub const MEMORY_TRIMS: &str = "parley_memory_trims_total";
 
@@ -73,6 +74,32 @@ impl ClusterFlow {
             ClusterFlow::Published => "published",
             ClusterFlow::Received => "received",
             ClusterFlow::Dropped => "dropped",
+        }
+    }
+}
+
+/// What a check of another node's join or leave found: the person's sockets here as
+/// the database has them already, or sockets joined to the room or taken out of it
+/// (the nodes heard the changes in different orders, or a tab opened meanwhile), or
+/// the database did not answer (tried again later).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MembershipOutcome {
+    Unchanged,
+    Joined,
+    Left,
+    Failed,
+}
+
+impl MembershipOutcome {
+    const ALL: [MembershipOutcome; 4] =
+        [MembershipOutcome::Unchanged, MembershipOutcome::Joined, MembershipOutcome::Left, MembershipOutcome::Failed];
+
+    fn label(self) -> &'static str {
+        match self {
+            MembershipOutcome::Unchanged => "unchanged",
+            MembershipOutcome::Joined => "joined",
+            MembershipOutcome::Left => "left",
+            MembershipOutcome::Failed => "failed",
         }
     }
 }
@@ -245,6 +272,13 @@ fn describe() {
         counter!(CLUSTER_EVENTS, "flow" => flow.label()).absolute(0);
     }
     counter!(CLUSTER_CATCHUPS).absolute(0);
+    describe_counter!(
+        MEMBERSHIP_CHECKS,
+        "Joins and leaves made on other nodes, checked against the database, by outcome: unchanged (the sockets here were right), joined or left (they were not), failed (tried again)."
+    );
+    for outcome in MembershipOutcome::ALL {
+        counter!(MEMBERSHIP_CHECKS, "outcome" => outcome.label()).absolute(0);
+    }
 
     for kind in FrameKind::ALL {
         counter!(FRAMES_DELIVERED, "kind" => kind.label()).absolute(0);
@@ -332,6 +366,10 @@ pub fn cluster_events(flow: ClusterFlow, events: usize) {
 /// The node caught its sockets up after events between nodes were lost.
 pub fn cluster_catch_up() {
     counter!(CLUSTER_CATCHUPS).increment(1);
+}
+
+pub fn membership_checked(outcome: MembershipOutcome) {
+    counter!(MEMBERSHIP_CHECKS, "outcome" => outcome.label()).increment(1);
 }
 
 /// A socket ended, for `reason`.

@@ -274,6 +274,14 @@ async fn a_join_and_a_leave_at_once_on_two_nodes_end_as_the_database_has_them() 
     // A catch-up would come a beat after the link recovered, if a publish had timed out.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!([catch_ups(nodes[0].addr).await, catch_ups(nodes[1].addr).await], catch_ups_before, "no catch-up ran");
+    // What the checks did, as a dashboard sees it: node-1 joined its tabs after
+    // rounds 1 and 3, node-2 took its tab out in round 2; nothing failed.
+    let checks = |node: SocketAddr, outcome: &'static str| async move {
+        metric(node, &format!("parley_membership_checks_total{{outcome=\"{outcome}\"}}")).await.parse::<u64>().unwrap()
+    };
+    assert!(checks(nodes[0].addr, "joined").await >= 2);
+    assert!(checks(nodes[1].addr, "left").await >= 1);
+    assert_eq!((checks(nodes[0].addr, "failed").await, checks(nodes[1].addr, "failed").await), (0, 0));
 
     for node in nodes {
         node.kill_hard();
@@ -565,8 +573,12 @@ async fn redis_reported(node: SocketAddr, state: &str) {
 async fn metric(node: SocketAddr, name: &str) -> String {
     let response = reqwest::Client::new().get(format!("http://{node}/metrics")).bearer_auth("scrape").send().await.unwrap();
     let text = response.text().await.unwrap();
-    // The whole name, not a longer one it begins (`parley_redis_up_…`).
-    let line = text.lines().find(|line| line.split([' ', '{']).next() == Some(name)).unwrap_or_else(|| panic!("no {name} in {text}"));
+    // The whole name (or name and labels), not a longer one it begins
+    // (`parley_redis_up_…`).
+    let line = text
+        .lines()
+        .find(|line| line.strip_prefix(name).is_some_and(|rest| rest.starts_with([' ', '{'])))
+        .unwrap_or_else(|| panic!("no {name} in {text}"));
     line.rsplit(' ').next().unwrap().to_string()
 }
 
