@@ -7,7 +7,7 @@ use std::{
     time::Duration,
 };
 
-use super::process::ServerProcess;
+use super::process::{send_signal, ServerProcess};
 
 /// A `redis-server` of the test's own, with nothing saved to disk; killed when dropped.
 pub struct RedisServer {
@@ -62,17 +62,12 @@ impl RedisServer {
     /// [`RedisServer::resume`].
     #[allow(dead_code)]
     pub fn pause(&self) {
-        self.signal("-STOP");
+        send_signal(&self.child, "-STOP");
     }
 
     #[allow(dead_code)]
     pub fn resume(&self) {
-        self.signal("-CONT");
-    }
-
-    fn signal(&self, signal: &str) {
-        let sent = Command::new("kill").args([signal, &self.child.id().to_string()]).status().unwrap();
-        assert!(sent.success(), "kill {signal}");
+        send_signal(&self.child, "-CONT");
     }
 
     /// Starts it again, empty, on the same port.

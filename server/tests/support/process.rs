@@ -6,6 +6,12 @@ use std::{
     time::Duration,
 };
 
+/// Sends a child process a signal (`"-STOP"`, `"-CONT"`, `"-TERM"`) with `kill`.
+pub fn send_signal(child: &Child, signal: &str) {
+    let sent = Command::new("kill").args([signal, &child.id().to_string()]).status().unwrap();
+    assert!(sent.success(), "kill {signal}");
+}
+
 /// The real server binary, so it can be killed without warning.
 pub struct ServerProcess {
     child: Child,
@@ -79,8 +85,7 @@ impl ServerProcess {
     }
 
     fn signal(&self, signal: &str) {
-        let sent = Command::new("kill").args([signal, &self.child.id().to_string()]).status().unwrap();
-        assert!(sent.success(), "kill {signal}");
+        send_signal(&self.child, signal);
     }
 
     /// Waits for the process to exit on its own; its exit status.
