@@ -123,7 +123,7 @@ impl Accounts {
             Err(StoreError::Conflict) => return Err(AppError::Conflict(FormRefusal::Taken.text())),
             Err(err) => return Err(err.into()),
         };
-        self.chat.add_member(&user, self.chat.default_room(), None).await?;
+        self.chat.add_member(&user, self.chat.default_room()).await?;
         tracing::info!(user = user.id, "account registered");
         self.issue(user).await
     }

@@ -8,7 +8,7 @@ use std::{sync::Arc, time::Instant};
 
 use app::{
     protocol::{
-        ChatMessage, ClientMsg, Limits, RoomId, RoomKind, RoomSummary, Seq, ServerMsg, UserId, UserRef, MAX_CLIENT_ID_LEN,
+        ChatMessage, ClientMsg, Limits, RequestId, RoomId, RoomKind, RoomSummary, Seq, ServerMsg, UserId, UserRef, MAX_CLIENT_ID_LEN,
         PROTOCOL_VERSION,
     },
     validation,
@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     error::AppError,
-    hub::{ConnId, Connection, Following, Hub, MembershipCheck, MembershipKey},
+    hub::{ConnId, Connection, Following, Hub, MembershipCheck, MembershipKey, TellJoin},
     metrics::{self, MembershipOutcome},
     storage::{NewPost, Posted, Store, StoreError, StoreResult},
     time::unix_millis,
@@ -60,10 +60,11 @@ const CHECK_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 /// The longest a failed membership check waits between tries.
 const CHECK_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(30);
 /// Summaries read, at most, to join a person's sockets to a room without a message
-/// slipping in between (see [`Chat::check_membership`]).
+/// slipping in between (see [`Chat::join_here_told`]).
 const JOIN_READS: usize = 3;
-/// Messages sent, at most, to sockets joined to a room by a check: those stored since
-/// the join on another node ([`Chat::send_messages_since_join`]).
+/// Messages sent, at most, to sockets just joined to a room: those stored since the
+/// join, on another node or here while the summary was read
+/// ([`Chat::send_messages_since_join`]).
 const SENT_SINCE_JOIN: u32 = 20;
 
 /// How long each person and room whose membership check failed waits before the next
@@ -152,6 +153,14 @@ pub struct Caller {
     pub user: UserRef,
 }
 
+impl Caller {
+    /// A join this socket asked for with request `id`: every tab of the person is
+    /// told, this one with the answer.
+    fn answering(&self, id: RequestId) -> TellJoin {
+        TellJoin::EverySocketAnswering { conn: self.conn, id }
+    }
+}
+
 pub struct Chat {
     store: Arc<dyn Store>,
     hub: Arc<Hub>,
@@ -159,7 +168,8 @@ pub struct Chat {
     /// clients never see message 8 before message 7. A post holds it only while it
     /// joins the commit queue (posts are numbered and announced in that queue's
     /// order); joining and leaving hold it from waiting for the posts queued before
-    /// them until their notice is announced.
+    /// them until their notice is announced (a join, until the person's tabs are
+    /// told).
     room_locks: Stripes,
     /// A user's memberships change, and their sockets are registered with the hub,
     /// under this lock: a socket reads the user's rooms and subscribes to them as one
@@ -315,27 +325,36 @@ impl Chat {
                 Ok(())
             }
             (true, _) => {
-                // Heard and told in one step, with a summary no older than the newest
-                // message announced: a message between the two would reach a tab that
-                // does not show the room yet (and drops it), and miss the summary too.
-                // A room this busy that every read is overtaken: told with the last,
-                // and sent what came since.
-                for read in 1..=JOIN_READS {
-                    let Some(summary) = self.store.room_summary(room_id, user_id).await? else { return Ok(()) };
-                    if let Some((told, announced)) = self.hub.join_here_told(user_id, room_id, &summary, read == JOIN_READS, everyone) {
-                        metrics::membership_checked(MembershipOutcome::Joined);
-                        let after = joined_after.unwrap_or(summary.last_seq).min(summary.last_seq);
-                        self.send_messages_since_join(&told, room_id, after, announced).await;
-                        return Ok(());
-                    }
+                let tell = if everyone { TellJoin::EverySocket } else { TellJoin::SocketsJoined };
+                if self.join_here_told(user_id, room_id, joined_after, tell).await?.is_some() {
+                    metrics::membership_checked(MembershipOutcome::Joined);
                 }
                 Ok(())
             }
         }
     }
 
-    /// Sends sockets just joined to a room by a check the messages after `after` (the
-    /// join) up to `through` (the newest announced here when they joined), the newest
+    /// Makes the person's sockets here hear a room they are a member of and tells
+    /// their tabs (as `tell` says) in one step, with a summary no older than the newest
+    /// message announced here: a message between the two would reach a tab that does
+    /// not show the room yet (and drops it), and miss the summary too. A room so busy
+    /// that every read is overtaken: told with the last, and sent what came since. The
+    /// summary told; `None` if they are not a member. Called under their lock.
+    async fn join_here_told(&self, user_id: UserId, room_id: RoomId, joined_after: Option<Seq>, tell: TellJoin) -> StoreResult<Option<RoomSummary>> {
+        let mut read = 1;
+        loop {
+            let Some(summary) = self.store.room_summary(room_id, user_id).await? else { return Ok(None) };
+            if let Some((told, announced)) = self.hub.join_here_told(user_id, room_id, &summary, read == JOIN_READS, tell) {
+                let after = joined_after.unwrap_or(summary.last_seq).min(summary.last_seq);
+                self.send_messages_since_join(&told, room_id, after, announced).await;
+                return Ok(Some(summary));
+            }
+            read += 1;
+        }
+    }
+
+    /// Sends sockets just joined to a room the messages after `after` (the join) up to
+    /// `through` (the newest announced here when they joined), the newest
     /// [`SENT_SINCE_JOIN`] of them: they went out before these sockets heard the room,
     /// and a page notifies only of messages it is sent (the summary only counts them).
     /// A page fetches anything older it lacks when it opens the room.
@@ -350,7 +369,7 @@ impl Chat {
                 }
             }
             // The summary they were sent counts them.
-            Err(err) => tracing::warn!(room_id, error = %err, "could not read the messages since a join made on another node"),
+            Err(err) => tracing::warn!(room_id, error = %err, "could not read the messages since a join"),
         }
     }
 
@@ -428,8 +447,8 @@ impl Chat {
         metrics::notice_stored();
         // Only the creator is in the room, and the notice is in its history, so
         // there is nobody to broadcast it to yet.
-        self.hub.join(caller.user.id, room.id, notice.seq);
-        self.tell_tabs_joined(caller, id, room.id).await
+        self.hub.relay_join(caller.user.id, room.id, notice.seq);
+        self.tell_tabs_joined(caller.user.id, room.id, Some(notice.seq), caller.answering(id)).await
     }
 
     async fn join_room(&self, caller: &Caller, id: u64, room_id: RoomId) -> Result<(), AppError> {
@@ -441,52 +460,66 @@ impl Chat {
         if !self.store.is_member(room_id, caller.user.id).await? {
             self.require_room_allowance(&caller.user).await?;
         }
-        let order = self.room_locks.lock(room_id).await;
+        // Held until the tabs are told: no message of the room is announced here
+        // meanwhile, so the first summary read is the one told.
+        let _order = self.room_locks.lock(room_id).await;
         self.store.posts_settled().await?;
         let _memberships = self.user_locks.lock(caller.user.id).await;
-        if !self.add_member_in_order(&caller.user, room_id, Some(caller.conn)).await? {
-            // A member already: joined on another node, whose event may not be checked
-            // here yet. The tabs are told below, so they must hear the room now.
-            self.hub.join_here(caller.user.id, room_id, room.last_seq);
-        }
-        drop(order);
-        self.tell_tabs_joined(caller, id, room_id).await
+        // `None`: a member already (joined on another node, whose event may not be
+        // checked here yet, or in another tab). The tabs are told all the same.
+        let joined_after = self.add_member_in_order(&caller.user, room_id).await?;
+        self.tell_tabs_joined(caller.user.id, room_id, joined_after, caller.answering(id)).await
     }
 
-    /// Makes `user` a member (if not already), subscribes their sockets and announces
-    /// the join to the room, in sequence order with the room's other messages. Used for
-    /// the default room of a new account.
-    pub async fn add_member(&self, user: &UserRef, room_id: RoomId, origin: Option<ConnId>) -> Result<(), AppError> {
+    /// Makes `user` a member (if not already), announces the join to the room in
+    /// sequence order with its other messages, and tells their tabs. Used for the
+    /// default room of a new account.
+    pub async fn add_member(&self, user: &UserRef, room_id: RoomId) -> Result<(), AppError> {
         let _order = self.room_locks.lock(room_id).await;
         self.store.posts_settled().await?;
         let _memberships = self.user_locks.lock(user.id).await;
-        self.add_member_in_order(user, room_id, origin).await.map(|_| ())
+        match self.add_member_in_order(user, room_id).await? {
+            Some(joined_after) => self.tell_tabs_joined(user.id, room_id, Some(joined_after), TellJoin::EverySocket).await,
+            None => Ok(()),
+        }
     }
 
-    /// [`Chat::add_member`] with the room's order and the person's memberships held;
-    /// false if they were a member already.
-    async fn add_member_in_order(&self, user: &UserRef, room_id: RoomId, origin: Option<ConnId>) -> Result<bool, AppError> {
-        let Some(notice) = self.store.join(room_id, user, unix_millis()).await? else { return Ok(false) };
-        // The notice is the first message their sockets hear, just below.
-        self.hub.join(user.id, room_id, notice.seq - 1);
+    /// Stores the membership and announces its notice, with the room's order and the
+    /// person's memberships held: the notice, if they were not a member already.
+    /// Their sockets do not hear it: they are told the room with it already in.
+    async fn add_member_in_order(&self, user: &UserRef, room_id: RoomId) -> Result<Option<Seq>, AppError> {
+        let Some(notice) = self.store.join(room_id, user, unix_millis()).await? else { return Ok(None) };
+        let seq = notice.seq;
         metrics::notice_stored();
-        self.hub.publish(room_id, &ServerMsg::Message { message: notice }, origin);
-        Ok(true)
+        self.hub.publish(room_id, &ServerMsg::Message { message: notice }, None);
+        self.hub.relay_join(user.id, room_id, seq);
+        Ok(Some(seq))
     }
 
-    /// Replies to the caller and tells the person's other tabs about the room they are
-    /// in now. Called with their memberships locked where the room can be left, as
-    /// [`Chat::leave_room`] tells its own: a join in one tab and a leave in another
-    /// reach every tab here in the order they were done, so each shows what was done
-    /// last (answered after the lock, the leave's reply could arrive after the join's
-    /// notice, and that tab show the room left while the person is in it). Direct
-    /// conversations cannot be left, so opening one tells after its lock.
-    async fn tell_tabs_joined(&self, caller: &Caller, id: u64, room_id: RoomId) -> Result<(), AppError> {
-        let room = self.summary_for_tabs(caller.user.id, room_id, None).await?.ok_or(AppError::NotFound("No such room."))?;
-        self.hub
-            .send_to_user_here(caller.user.id, &ServerMsg::RoomJoined { id: None, room: room.clone() }, Some(caller.conn));
-        self.hub.send_to(caller.conn, &ServerMsg::RoomJoined { id: Some(id), room });
-        Ok(())
+    /// Tells the person's tabs here about a room they are in now, as they start to hear
+    /// it ([`Chat::join_here_told`]). Called with their memberships locked where the
+    /// room can be left, as [`Chat::leave_room`] tells its own: a join in one tab and
+    /// a leave in another reach every tab here in the order they were done, so each
+    /// shows what was done last (answered after the lock, the leave's reply could
+    /// arrive after the join's notice, and that tab show the room left while the
+    /// person is in it). If the room cannot be read, a membership check tells every
+    /// socket once the database answers, with the messages after `joined_after`:
+    /// otherwise their sockets would stay deaf to the room, and every later check find
+    /// nothing to change.
+    async fn tell_tabs_joined(&self, user_id: UserId, room_id: RoomId, joined_after: Option<Seq>, tell: TellJoin) -> Result<(), AppError> {
+        if self.hub.following_here(user_id, room_id).is_none() {
+            // No sockets here: each reads its rooms as it connects.
+            return Ok(());
+        }
+        match self.join_here_told(user_id, room_id, joined_after, tell).await {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => Err(AppError::NotFound("No such room.")),
+            Err(err) => {
+                let check = MembershipCheck { tell_every_socket: true, ..MembershipCheck::joined(user_id, room_id, joined_after) };
+                self.hub.check_membership_later(check);
+                Err(err.into())
+            }
+        }
     }
 
     async fn leave_room(&self, caller: &Caller, id: u64, room_id: RoomId) -> Result<(), AppError> {
@@ -586,38 +619,15 @@ impl Chat {
             return Err(AppError::Invalid("Pick someone else to talk to.".into()));
         }
         let peer = self.store.user(peer_id).await?.ok_or(AppError::NotFound("No such user."))?;
-        let (room, created) = {
-            let _memberships = self.user_locks.lock_pair(caller.user.id, peer.id).await;
-            let (room, created) = self.store.open_direct(&caller.user, &peer, unix_millis()).await?;
-            if created {
-                self.hub.join(caller.user.id, room.id, room.last_seq);
-                self.hub.join(peer.id, room.id, room.last_seq);
-            }
-            (room, created)
-        };
+        let _memberships = self.user_locks.lock_pair(caller.user.id, peer.id).await;
+        let (room, created) = self.store.open_direct(&caller.user, &peer, unix_millis()).await?;
         if created {
-            // Told by a check if it cannot be read now; the caller is told regardless.
-            if let Ok(Some(theirs)) = self.summary_for_tabs(peer.id, room.id, Some(room.last_seq)).await {
-                self.hub.send_to_user_here(peer.id, &ServerMsg::RoomJoined { id: None, room: theirs }, None);
-            }
+            self.hub.relay_join(caller.user.id, room.id, room.last_seq);
+            self.hub.relay_join(peer.id, room.id, room.last_seq);
+            // Told by a check if it cannot be read now; the caller is answered regardless.
+            let _ = self.tell_tabs_joined(peer.id, room.id, Some(room.last_seq), TellJoin::EverySocket).await;
         }
-        self.tell_tabs_joined(caller, id, room.id).await
-    }
-
-    /// The room as `user_id` sees it, to tell their tabs they are in it (their sockets
-    /// here hear it already). If it cannot be read, a membership check tells every
-    /// socket of theirs here once the database answers, with the messages after
-    /// `joined_after`: otherwise sockets made to hear the room would stay untold, and
-    /// every later check find nothing to change.
-    async fn summary_for_tabs(&self, user_id: UserId, room_id: RoomId, joined_after: Option<Seq>) -> Result<Option<RoomSummary>, AppError> {
-        match self.store.room_summary(room_id, user_id).await {
-            Ok(summary) => Ok(summary),
-            Err(err) => {
-                let check = MembershipCheck { tell_every_socket: true, ..MembershipCheck::joined(user_id, room_id, joined_after) };
-                self.hub.check_membership_later(check);
-                Err(err.into())
-            }
-        }
+        self.tell_tabs_joined(caller.user.id, room.id, created.then_some(room.last_seq), caller.answering(id)).await
     }
 
     async fn find_users(&self, caller: &Caller, id: u64, query: &str) -> Result<ServerMsg, AppError> {

@@ -516,6 +516,77 @@ async fn a_join_and_a_leave_at_once_in_two_tabs_leave_both_showing_what_was_done
     server.stop().await;
 }
 
+/// Reads one tab until it is told it is in `room_id` (once, answering its request
+/// `asked` if it made one) and has heard `past_summary` of the room's messages after
+/// the summary it was told: nothing of the room may come before the room itself (the
+/// page drops it, uncounted and unnotified), and after it every message, none
+/// skipped or twice.
+async fn told_the_room_before_its_messages(tab: &mut WsClient, room_id: i64, asked: Option<u64>, past_summary: i64) -> Result<(), String> {
+    let (mut told_through, mut next_seq) = (None, 0);
+    loop {
+        match tab.next().await {
+            ServerMsg::RoomJoined { room, id } if room.id == room_id => {
+                if told_through.is_some() || id != asked {
+                    return Err(format!("told of the room again, or answering {id:?} where {asked:?} was asked"));
+                }
+                told_through = Some(room.last_seq);
+                next_seq = room.last_seq + 1;
+            }
+            ServerMsg::Message { message } if message.room_id == room_id => {
+                if told_through.is_none() {
+                    return Err(format!("message {} came before the room", message.seq));
+                }
+                if message.seq != next_seq {
+                    return Err(format!("message {} came where {next_seq} was due", message.seq));
+                }
+                next_seq += 1;
+            }
+            _ => {}
+        }
+        if told_through.is_some_and(|told| next_seq > told + past_summary) {
+            return Ok(());
+        }
+    }
+}
+
+/// Someone joins a room as another person posts to it: each of their tabs, the one
+/// that asked and another, is told of the room before any of its messages, and hears
+/// every message after the summary it was told.
+async fn a_tab_hears_a_busy_room_it_joins_after_being_told_of_it(db: TestDb) {
+    let server = TestServer::start_on(db).await;
+    let mut bob = server.connect(&server.register("bob").await).await;
+    let room = create_room(&mut bob, "movimentada").await;
+    let cookie = server.register("ana").await;
+    let (mut asking, mut other_tab) = (server.connect(&cookie).await, server.connect(&cookie).await);
+    let posting = tokio_util::sync::CancellationToken::new();
+    let poster = tokio::spawn({
+        let posting = posting.clone();
+        async move {
+            let mut n = 0;
+            while !posting.is_cancelled() {
+                sent(&mut bob, room.id, &format!("b{n}"), &format!("Ótimo, ação nº {n} 😀")).await;
+                n += 1;
+            }
+        }
+    });
+    for round in 0..12 {
+        asking.send(&ClientMsg::JoinRoom { id: 1_000 + round, room_id: room.id }).await;
+        let (asked, other) = tokio::join!(
+            told_the_room_before_its_messages(&mut asking, room.id, Some(1_000 + round), 3),
+            told_the_room_before_its_messages(&mut other_tab, room.id, None, 3)
+        );
+        assert_eq!((asked.map_err(|e| format!("the tab that asked: {e}")), other.map_err(|e| format!("the other tab: {e}"))), (Ok(()), Ok(())), "round {round}");
+        asking.send(&ClientMsg::LeaveRoom { id: 2_000 + round, room_id: room.id }).await;
+        // Nothing of the room comes after a tab is told it left.
+        for tab in [&mut asking, &mut other_tab] {
+            tab.wait_for(|m| matches!(m, ServerMsg::RoomLeft { room_id, .. } if *room_id == room.id)).await;
+        }
+    }
+    posting.cancel();
+    poster.await.unwrap();
+    server.stop().await;
+}
+
 on_both_databases!(
     hello_names_the_user_and_their_rooms,
     two_users_chat_and_each_sees_the_other_once,
@@ -532,4 +603,5 @@ on_both_databases!(
     sockets_opening_during_a_join_or_leave_hear_the_right_rooms,
     a_join_and_a_leave_at_once_in_two_tabs_leave_both_showing_what_was_done_last,
     a_message_stored_while_a_socket_is_greeted_reaches_it,
+    a_tab_hears_a_busy_room_it_joins_after_being_told_of_it,
 );

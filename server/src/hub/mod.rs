@@ -83,6 +83,19 @@ pub fn count_window(online: usize) -> Duration {
 /// Most people one typing notice names.
 pub const TYPING_NAMED: usize = 10;
 
+/// Which of a person's tabs here a join is told to ([`Hub::join_here_told`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TellJoin {
+    /// The sockets that start hearing the room: a join checked from another node,
+    /// where tabs greeted since were told by their greeting.
+    SocketsJoined,
+    /// Every socket: any of them may show the room out of date (a summary that could
+    /// not be read left them untold).
+    EverySocket,
+    /// Every socket, `conn` with the answer to its request `id`: a join made here.
+    EverySocketAnswering { conn: ConnId, id: RequestId },
+}
+
 /// Shared by all connection tasks; cheap operations under one short-lived lock.
 pub struct Hub {
     registry: Mutex<Registry>,
@@ -299,10 +312,9 @@ impl Hub {
     }
 
     /// The user became a member of a room, whose messages up to `through` they can
-    /// read from its history: all their sockets start hearing it, and other nodes
-    /// check theirs.
-    pub fn join(&self, user_id: UserId, room_id: RoomId, through: Seq) {
-        self.join_here(user_id, room_id, through);
+    /// read from its history: other nodes check their sockets. This node's are joined
+    /// and told by [`Hub::join_here_told`].
+    pub fn relay_join(&self, user_id: UserId, room_id: RoomId, through: Seq) {
         self.relay(Event::Joined { user: user_id, room: room_id, through: Some(through) }, None);
     }
 
@@ -313,21 +325,13 @@ impl Hub {
         self.relay(Event::Left { user: user_id, room: room_id }, None);
     }
 
-    /// [`Hub::join`] for this node's sockets only: a join made on another node first,
-    /// found when this one had nothing to store.
-    pub fn join_here(&self, user_id: UserId, room_id: RoomId, through: Seq) {
-        let mut registry = self.lock();
-        registry.subscribe_user(user_id, room_id);
-        registry.heard_through(room_id, through);
-    }
-
-    /// Another node's join, checked: the user's sockets here that do not hear the room
-    /// start to, and are told `summary` (every socket of theirs, if `everyone`), in one
-    /// step, so that no message reaches them before the room is on their page (it
+    /// A join, made here or checked from another node: the user's sockets here that
+    /// do not hear the room start to, and the tabs `tell` names are told `summary`, in
+    /// one step, so that no message reaches them before the room is on their page (it
     /// would be dropped there). Unless `anyway`, nothing is done if a message newer
     /// than `summary` was announced here (`None`: read it again), since their page
     /// would not count it. The sockets told, and the newest message announced here.
-    pub fn join_here_told(&self, user_id: UserId, room_id: RoomId, summary: &RoomSummary, anyway: bool, everyone: bool) -> Option<(Vec<ConnId>, Seq)> {
+    pub fn join_here_told(&self, user_id: UserId, room_id: RoomId, summary: &RoomSummary, anyway: bool, tell: TellJoin) -> Option<(Vec<ConnId>, Seq)> {
         let mut registry = self.lock();
         let announced = registry.announced(room_id).unwrap_or(summary.last_seq);
         if announced > summary.last_seq && !anyway {
@@ -336,9 +340,17 @@ impl Hub {
         let joined = registry.subscribe_user(user_id, room_id);
         // As for a greeting: a room that had no sockets here needs nothing sent again.
         registry.heard_through(room_id, summary.last_seq.max(announced));
-        let told = if everyone { registry.user_conns(user_id) } else { joined };
+        let mut told = if tell == TellJoin::SocketsJoined { joined } else { registry.user_conns(user_id) };
+        if let TellJoin::EverySocketAnswering { conn, id } = tell {
+            let reply = encode(&ServerMsg::RoomJoined { id: Some(id), room: summary.clone() });
+            Self::deliver(&mut registry, &[conn], &reply, FrameKind::Reply, None);
+            told.retain(|told| *told != conn);
+        }
         let frame = encode(&ServerMsg::RoomJoined { id: None, room: summary.clone() });
         Self::deliver(&mut registry, &told, &frame, FrameKind::Reply, None);
+        if let TellJoin::EverySocketAnswering { conn, .. } = tell {
+            told.push(conn);
+        }
         Some((told, announced.max(summary.last_seq)))
     }
 
@@ -798,9 +810,9 @@ mod tests {
             unread_seqs: Vec::new(),
             mention_seqs: Vec::new(),
         };
-        assert_eq!(hub.join_here_told(1, 7, &summary(3), false, false), None, "4 was announced: the summary is read again");
+        assert_eq!(hub.join_here_told(1, 7, &summary(3), false, TellJoin::SocketsJoined), None, "4 was announced: the summary is read again");
         assert_eq!(hub.following_here(1, 7), Some(Following::Some), "and nothing changed");
-        assert_eq!(hub.join_here_told(1, 7, &summary(4), false, false), Some((vec![older.id], 4)));
+        assert_eq!(hub.join_here_told(1, 7, &summary(4), false, TellJoin::SocketsJoined), Some((vec![older.id], 4)));
         assert_eq!(hub.following_here(1, 7), Some(Following::All));
         assert!(matches!(&drain(&mut older)[..], [ServerMsg::RoomJoined { room, .. }] if room.last_seq == 4), "the older tab told once");
         assert!(drain(&mut newer).is_empty(), "the newer tab was greeted in the room");
