@@ -344,9 +344,9 @@ impl Chat {
         let mut read = 1;
         loop {
             let Some(summary) = self.store.room_summary(room_id, user_id).await? else { return Ok(None) };
-            if let Some((told, announced)) = self.hub.join_here_told(user_id, room_id, &summary, read == JOIN_READS, tell) {
+            if let Some((joined, not_live)) = self.hub.join_here_told(user_id, room_id, &summary, read == JOIN_READS, tell) {
                 let after = joined_after.unwrap_or(summary.last_seq).min(summary.last_seq);
-                self.send_messages_since_join(&told, room_id, after, announced).await;
+                self.send_messages_since_join(&joined, room_id, after, not_live).await;
                 return Ok(Some(summary));
             }
             read += 1;
@@ -354,7 +354,7 @@ impl Chat {
     }
 
     /// Sends sockets just joined to a room the messages after `after` (the join) up to
-    /// `through` (the newest announced here when they joined), the newest
+    /// `through` (the last that will not reach them live), the newest
     /// [`SENT_SINCE_JOIN`] of them: they went out before these sockets heard the room,
     /// and a page notifies only of messages it is sent (the summary only counts them).
     /// A page fetches anything older it lacks when it opens the room.
@@ -460,8 +460,8 @@ impl Chat {
         if !self.store.is_member(room_id, caller.user.id).await? {
             self.require_room_allowance(&caller.user).await?;
         }
-        // Held until the tabs are told: no message of the room is announced here
-        // meanwhile, so the first summary read is the one told.
+        // Held until the tabs are told: no post of this node's is announced to the
+        // room meanwhile, so a summary read is overtaken only by another node's.
         let _order = self.room_locks.lock(room_id).await;
         self.store.posts_settled().await?;
         let _memberships = self.user_locks.lock(caller.user.id).await;

@@ -36,8 +36,9 @@ pub enum Event {
     Users { users: Vec<UserId>, kind: WireKind },
     /// The person joined (or left) the room: each node checks their membership in the
     /// database before its sockets follow, and tells their tabs there. `through` is
-    /// the room's newest message before the join: a node sends the sockets it joins
-    /// the newest of the messages since, which went out before they heard the room.
+    /// the room's newest message at the join (its notice, if it has one): a node sends
+    /// the sockets it joins the newest of the messages since, which went out before
+    /// they heard the room.
     Joined {
         user: UserId,
         room: RoomId,

@@ -22,15 +22,15 @@ pub type MembershipKey = (UserId, RoomId);
 
 /// A person's membership of a room that may have changed elsewhere. No more than
 /// that, since what is checked is the database, not what was heard; but for a join,
-/// the room's newest message before it (`joined_after`, the earliest of the joins
-/// merged): the messages after it went out before this node's sockets heard the room,
+/// the room's newest message at the join (`joined_after`, the earliest of the joins
+/// merged; a join's own notice is in the summary its tabs are told): the messages after it went out before this node's sockets heard the room,
 /// and the check sends them the newest of those (a direct conversation's first
 /// message, typically, which should reach the other person's tabs as it does the
 /// ones on the node where it was opened).
 ///
 /// `tell_every_socket`: tell each of the person's sockets here where they stand, not
-/// only those that hear the room otherwise (some were made to hear it, and their tabs
-/// could not be told).
+/// only those that hear the room otherwise (a join made here could not read the room
+/// to tell its tabs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MembershipCheck {
     pub user_id: UserId,
@@ -45,8 +45,8 @@ impl MembershipCheck {
         MembershipCheck { user_id, room_id, joined_after: None, tell_every_socket: false }
     }
 
-    /// A check after a join made on another node, whose room's newest message before
-    /// it is `through` (if the node said).
+    /// A check after a join made on another node, whose room's newest message at the
+    /// join is `through` (if the node said).
     pub fn joined(user_id: UserId, room_id: RoomId, through: Option<Seq>) -> Self {
         MembershipCheck { joined_after: through, ..Self::of(user_id, room_id) }
     }

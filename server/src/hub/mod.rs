@@ -89,8 +89,9 @@ pub enum TellJoin {
     /// The sockets that start hearing the room: a join checked from another node,
     /// where tabs greeted since were told by their greeting.
     SocketsJoined,
-    /// Every socket: any of them may show the room out of date (a summary that could
-    /// not be read left them untold).
+    /// Every socket: a join made here without a request to answer (a new account's
+    /// first room, the other person of a new direct conversation), or after a summary
+    /// that could not be read left them untold.
     EverySocket,
     /// Every socket, `conn` with the answer to its request `id`: a join made here.
     EverySocketAnswering { conn: ConnId, id: RequestId },
@@ -330,7 +331,10 @@ impl Hub {
     /// one step, so that no message reaches them before the room is on their page (it
     /// would be dropped there). Unless `anyway`, nothing is done if a message newer
     /// than `summary` was announced here (`None`: read it again), since their page
-    /// would not count it. The sockets told, and the newest message announced here.
+    /// would not count it. The sockets that started to hear the room, and the number
+    /// up to which the room's messages will not reach them live: those that went out
+    /// before they heard it, or that this step counts as sent (the room had no sockets
+    /// here, and the summary covers them).
     pub fn join_here_told(&self, user_id: UserId, room_id: RoomId, summary: &RoomSummary, anyway: bool, tell: TellJoin) -> Option<(Vec<ConnId>, Seq)> {
         let mut registry = self.lock();
         let announced = registry.announced(room_id).unwrap_or(summary.last_seq);
@@ -340,7 +344,8 @@ impl Hub {
         let joined = registry.subscribe_user(user_id, room_id);
         // As for a greeting: a room that had no sockets here needs nothing sent again.
         registry.heard_through(room_id, summary.last_seq.max(announced));
-        let mut told = if tell == TellJoin::SocketsJoined { joined } else { registry.user_conns(user_id) };
+        let not_live = registry.heard_mark(room_id).unwrap_or(announced);
+        let mut told = if tell == TellJoin::SocketsJoined { joined.clone() } else { registry.user_conns(user_id) };
         if let TellJoin::EverySocketAnswering { conn, id } = tell {
             let reply = encode(&ServerMsg::RoomJoined { id: Some(id), room: summary.clone() });
             Self::deliver(&mut registry, &[conn], &reply, FrameKind::Reply, None);
@@ -348,10 +353,7 @@ impl Hub {
         }
         let frame = encode(&ServerMsg::RoomJoined { id: None, room: summary.clone() });
         Self::deliver(&mut registry, &told, &frame, FrameKind::Reply, None);
-        if let TellJoin::EverySocketAnswering { conn, .. } = tell {
-            told.push(conn);
-        }
-        Some((told, announced.max(summary.last_seq)))
+        Some((joined, not_live))
     }
 
     /// [`Hub::leave`] for this node's sockets only (another node's leave, checked, or
@@ -753,6 +755,23 @@ mod tests {
         }
     }
 
+    /// Room 7 as its members see it, through message `last_seq`.
+    fn summary(last_seq: Seq) -> RoomSummary {
+        RoomSummary {
+            id: 7,
+            name: "geral".into(),
+            kind: app::protocol::RoomKind::Public,
+            topic: String::new(),
+            last_seq,
+            member_count: 2,
+            joined: true,
+            peer: None,
+            read_seq: 0,
+            unread_seqs: Vec::new(),
+            mention_seqs: Vec::new(),
+        }
+    }
+
     fn seqs(frames: Vec<ServerMsg>) -> Vec<Seq> {
         frames
             .into_iter()
@@ -797,19 +816,6 @@ mod tests {
         hub.publish(7, &ServerMsg::Message { message: chat_message(7, 4) }, None);
         drain(&mut older);
         drain(&mut newer);
-        let summary = |last_seq| RoomSummary {
-            id: 7,
-            name: "geral".into(),
-            kind: app::protocol::RoomKind::Public,
-            topic: String::new(),
-            last_seq,
-            member_count: 2,
-            joined: true,
-            peer: None,
-            read_seq: 0,
-            unread_seqs: Vec::new(),
-            mention_seqs: Vec::new(),
-        };
         assert_eq!(hub.join_here_told(1, 7, &summary(3), false, TellJoin::SocketsJoined), None, "4 was announced: the summary is read again");
         assert_eq!(hub.following_here(1, 7), Some(Following::Some), "and nothing changed");
         assert_eq!(hub.join_here_told(1, 7, &summary(4), false, TellJoin::SocketsJoined), Some((vec![older.id], 4)));
@@ -818,6 +824,26 @@ mod tests {
         assert!(drain(&mut newer).is_empty(), "the newer tab was greeted in the room");
         assert_eq!(hub.leave_here(1, 7), vec![older.id, newer.id]);
         assert_eq!(hub.following_here(2, 7), None, "no sockets here");
+    }
+
+    /// A joining socket is sent from the database only what will not reach it live:
+    /// message 4, committed (so in the summary) but not yet announced here, reaches
+    /// it live where the room has other sockets, and counts as sent (skipped) where
+    /// it has none. Sending it from the database as well gave it twice.
+    #[tokio::test]
+    async fn a_join_is_sent_from_the_database_only_what_will_not_reach_it_live() {
+        let hub = hub();
+        let (mut bob, _) = hub.connect_greeted(&user(2, "bob"), 2, &[(7, 3)]);
+        let (mut alice, _) = hub.connect_greeted(&user(1, "alice"), 1, &[]);
+        assert_eq!(hub.join_here_told(1, 7, &summary(4), false, TellJoin::EverySocket), Some((vec![alice.id], 3)));
+        hub.publish(7, &ServerMsg::Message { message: chat_message(7, 4) }, None);
+        assert_eq!(seqs(drain(&mut alice)), [4], "heard live, once");
+        assert_eq!(seqs(drain(&mut bob)), [4]);
+
+        let (mut carol, _) = hub.connect_greeted(&user(3, "carol"), 3, &[]);
+        assert_eq!(hub.join_here_told(3, 8, &RoomSummary { id: 8, ..summary(4) }, false, TellJoin::EverySocket), Some((vec![carol.id], 4)));
+        hub.publish(8, &ServerMsg::Message { message: chat_message(8, 4) }, None);
+        assert!(seqs(drain(&mut carol)).is_empty(), "counted as sent: the database gives it");
     }
 
     /// A message from another node lost on the way, then a later one arriving, leaves

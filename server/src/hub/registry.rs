@@ -541,6 +541,12 @@ impl Registry {
         }
     }
 
+    /// Up to where the room's sockets here count as sent every message (what a
+    /// message at or below it skips), if it has sockets.
+    pub fn heard_mark(&self, room_id: RoomId) -> Option<i64> {
+        self.heard.get(&room_id).map(Heard::through)
+    }
+
     /// The newest message announced here in the room, if any.
     pub fn announced(&self, room_id: RoomId) -> Option<i64> {
         self.announced.get(&room_id).copied()
