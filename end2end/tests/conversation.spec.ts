@@ -1,4 +1,5 @@
 import { expect, test, PASSWORD, createRoom, hydrated, newUser, openRooms, register, sendMessage, uniqueName, joinRoom } from "./helpers";
+import { OwnServer } from "./own-server";
 
 test("messages sit under a day heading and show their full date on hover or tap", async ({ browser }) => {
   const ana = await newUser(browser, "ana");
@@ -184,4 +185,31 @@ test("a page left open overnight says Yesterday over what was today", async ({ b
   await expect(separator).toHaveText("Yesterday");
   await expect(page.getByTestId("message").filter({ hasText: text })).toHaveCount(1);
   await context.close();
+});
+
+test("messages written faster than the server takes them are all stored, in the order written", async ({ browser }) => {
+  test.setTimeout(90_000);
+  // A server with the usual allowance (ten messages at once, then one a second); the
+  // run's own allows any number.
+  const server = await OwnServer.launch();
+  try {
+    const page = await (await browser.newContext()).newPage();
+    await register(page, uniqueName("rita"), "", server.baseURL);
+    const composer = page.getByRole("textbox", { name: /^Message / });
+    const written = Array.from({ length: 16 }, (_, n) => `Ótimo, rápido nº ${n} 😀`);
+    for (const text of written) {
+      await composer.fill(text);
+      await composer.press("Enter");
+    }
+    await expect(page.getByText("Sending…")).toHaveCount(0, { timeout: 30_000 });
+    // As stored: what a reload shows.
+    await page.reload();
+    await expect(page.getByTestId("connection-state")).toHaveAttribute("data-state", "online");
+    const texts = page.getByTestId("message").getByTestId("text");
+    await expect(texts.filter({ hasText: written.at(-1)! })).toHaveCount(1);
+    const shown = (await texts.allTextContents()).filter((text) => text.includes("rápido nº"));
+    expect(shown).toEqual(written);
+  } finally {
+    await server.dispose();
+  }
 });

@@ -52,9 +52,10 @@ export async function hydrated(page: Page) {
   await expect(page.locator("html")).toHaveAttribute("data-hydrated", "true");
 }
 
-/** Registers through the form and waits for the chat to be online. */
-export async function register(page: Page, username: string, displayName = "") {
-  await page.goto("/register");
+/** Registers through the form and waits for the chat to be online; on the run's server,
+ *  or on the one at `origin` (a test's own). */
+export async function register(page: Page, username: string, displayName = "", origin = "") {
+  await page.goto(`${origin}/register`);
   await hydrated(page);
   await page.getByLabel("Username").fill(username);
   if (displayName) await page.getByLabel("Display name").fill(displayName);

@@ -3,13 +3,8 @@ import { expect, test, PASSWORD, UNREADABLE_FRAMES, hydrated, register, uniqueNa
 import { OwnServer } from "./own-server";
 
 /** Registers on a server of the test's own and waits for the chat to be online. */
-async function registerOn(page: Page, server: OwnServer, username: string) {
-  await page.goto(`${server.baseURL}/register`);
-  await hydrated(page);
-  await page.getByLabel("Username").fill(username);
-  await page.getByLabel("Password", { exact: true }).fill(PASSWORD);
-  await page.getByRole("button", { name: "Create account" }).click();
-  await expect(page.getByTestId("connection-state")).toHaveAttribute("data-state", "online");
+function registerOn(page: Page, server: OwnServer, username: string) {
+  return register(page, username, "", server.baseURL);
 }
 
 test("a tab backs off while the server is down, then reconnects and catches up", async ({ browser }) => {

@@ -272,6 +272,7 @@ impl ChatClient {
         let from_me = self.is_me(message.sender.id);
         if let (true, Some(client_id)) = (from_me, &message.client_id) {
             self.outbox.update(|outbox| outbox.retain(|o| &o.client_id != client_id));
+            self.send_next_paced();
         }
         let room_id = message.room_id;
         let seq = message.seq;
@@ -386,10 +387,9 @@ impl ChatClient {
             platform::after(wait, run);
         };
         match id.and_then(|id| self.forget(id)) {
-            // Too fast: the message stays pending and goes again when allowed.
-            Some(Purpose::Send { client_id }) if rate_limited => {
-                self.send_later(client_id, retry_after_ms.unwrap_or(1_000).clamp(100, 60_000) as u32, Attempt::Free)
-            }
+            // Too fast: the message stays pending, and messages go one at a time in
+            // the order written, from when allowed.
+            Some(Purpose::Send { .. }) if rate_limited => self.sent_too_fast(retry_after_ms.unwrap_or(1_000).clamp(100, 60_000) as u32),
             // The server failed; it may manage next time, while tries remain.
             Some(Purpose::Send { client_id }) if code == ErrorCode::Internal => self.send_later(client_id, 2_000, Attempt::Counted),
             Some(Purpose::Send { client_id }) => self.send_refused(&client_id, message),
@@ -441,6 +441,7 @@ impl ChatClient {
         self.presence.set(HashMap::new());
         self.typing.set(HashMap::new());
         self.outbox.set(Vec::new());
+        self.pacing.set_value(super::outbox::Pacing::default());
         self.unsent_receipts.set_value(HashMap::new());
         self.drafts.set_value(HashMap::new());
         self.notified_through.set_value(HashMap::new());

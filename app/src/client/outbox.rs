@@ -1,7 +1,9 @@
 //! Messages written here and not yet stored: shown at once as "Sending…", sent now or
 //! on reconnect with the same client id (so at most one copy is ever stored), and
 //! given up after [`MAX_SEND_ATTEMPTS`] tries without an answer, to be retried or
-//! discarded by hand rather than resent forever.
+//! discarded by hand rather than resent forever. Written faster than the server
+//! allows, they go one at a time, oldest first ([`Pacing`]), so they are stored in the
+//! order they were written.
 
 use leptos::prelude::*;
 
@@ -33,6 +35,21 @@ pub(super) enum Attempt {
     Free,
 }
 
+/// Sending once the server has said "too fast". Each message refused and retried on
+/// its own timer, a later one could take the next allowance before an earlier one (a
+/// person's messages were stored out of the order written, seen with ten a second).
+/// So after a refusal, messages go one at a time, oldest first: the next when the one
+/// before is stored (or given up), the same one again when the wait the server named
+/// is over. Until nothing is waiting, or the connection is new (a new allowance).
+#[derive(Debug, Default)]
+pub(super) struct Pacing {
+    on: bool,
+    /// A wait for the server's allowance is running.
+    waiting: bool,
+    /// The message sent one at a time, not yet answered.
+    in_flight: Option<String>,
+}
+
 impl ChatClient {
     /// Sends a message: it shows at once as pending, and goes out now or on reconnect.
     pub fn send_message(&self, room_id: RoomId, text: String) {
@@ -42,7 +59,16 @@ impl ChatClient {
         self.typing_sent_at.update_value(|sent| {
             sent.remove(&room_id);
         });
-        self.send_outgoing(&client_id, Attempt::Counted);
+        self.send_in_turn(&client_id);
+    }
+
+    /// Sends a message now, or in its turn while paced.
+    fn send_in_turn(&self, client_id: &str) {
+        if self.pacing.with_value(|pacing| pacing.on) {
+            self.send_next_paced();
+        } else {
+            self.send_outgoing(client_id, Attempt::Counted);
+        }
     }
 
     /// Sends a message that was given up again, by hand, with a fresh allowance of tries.
@@ -53,20 +79,61 @@ impl ChatClient {
                 item.attempts = 0;
             }
         });
-        self.send_outgoing(client_id, Attempt::Counted);
+        self.send_in_turn(client_id);
     }
 
     pub fn discard(&self, client_id: &str) {
         self.outbox.update(|outbox| outbox.retain(|o| o.client_id != client_id));
+        self.send_next_paced();
     }
 
-    /// Every message still waiting goes out again (after a reconnect).
+    /// The server refused a message as sent too fast: from now on messages go one at a
+    /// time, the oldest again once `wait_ms` is over ([`Pacing`]).
+    pub(super) fn sent_too_fast(&self, wait_ms: u32) {
+        let start_wait = self.pacing.try_update_value(|pacing| {
+            pacing.on = true;
+            pacing.in_flight = None;
+            !std::mem::replace(&mut pacing.waiting, true)
+        });
+        if start_wait == Some(true) {
+            let chat = *self;
+            platform::after(wait_ms, move || {
+                chat.pacing.update_value(|pacing| pacing.waiting = false);
+                chat.send_next_paced();
+            });
+        }
+    }
+
+    /// While paced, sends the oldest message waiting unless one is on its way or the
+    /// server's wait is running; with none waiting, sending is free again. Called
+    /// whenever the outbox moves on (a message stored, given up, discarded or added).
+    pub(super) fn send_next_paced(&self) {
+        let Some((true, false, in_flight)) = self.pacing.try_with_value(|p| (p.on, p.waiting, p.in_flight.clone())) else { return };
+        let waiting = self.waiting_to_send();
+        if in_flight.is_some_and(|sent| waiting.contains(&sent)) {
+            return;
+        }
+        match waiting.into_iter().next() {
+            Some(oldest) => {
+                self.pacing.update_value(|pacing| pacing.in_flight = Some(oldest.clone()));
+                self.send_outgoing(&oldest, Attempt::Free);
+            }
+            None => self.pacing.set_value(Pacing::default()),
+        }
+    }
+
+    /// Every message still waiting goes out again (after a reconnect: a new allowance,
+    /// so at once, in the order written).
     pub(super) fn resend_outbox(&self) {
-        let waiting: Vec<String> =
-            self.outbox.with_untracked(|outbox| outbox.iter().filter(|o| o.failed.is_none()).map(|o| o.client_id.clone()).collect());
-        for client_id in waiting {
+        self.pacing.set_value(Pacing::default());
+        for client_id in self.waiting_to_send() {
             self.send_outgoing(&client_id, Attempt::Counted);
         }
+    }
+
+    /// The messages not stored and not given up, oldest first.
+    fn waiting_to_send(&self) -> Vec<String> {
+        self.outbox.with_untracked(|outbox| outbox.iter().filter(|o| o.failed.is_none()).map(|o| o.client_id.clone()).collect())
     }
 
     /// Hands a waiting message to the connection, if there is one. A counted attempt
@@ -112,5 +179,6 @@ impl ChatClient {
                 item.failed = Some(reason);
             }
         });
+        self.send_next_paced();
     }
 }
