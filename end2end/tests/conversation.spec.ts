@@ -1,4 +1,5 @@
 import { expect, test, PASSWORD, createRoom, hydrated, newUser, openRooms, register, sendMessage, uniqueName, joinRoom } from "./helpers";
+import { type Page } from "@playwright/test";
 import { OwnServer } from "./own-server";
 
 test("messages sit under a day heading and show their full date on hover or tap", async ({ browser }) => {
@@ -187,13 +188,30 @@ test("a page left open overnight says Yesterday over what was today", async ({ b
   await context.close();
 });
 
+/** Which of `written` the page shows after a reload (as stored, in the order stored),
+ *  once the last of them is there. */
+async function shownAfterReload(page: Page, written: string[]): Promise<string[]> {
+  await page.reload();
+  await expect(page.getByTestId("connection-state")).toHaveAttribute("data-state", "online");
+  const texts = page.getByTestId("message").getByTestId("text");
+  await expect(texts.filter({ hasText: written.at(-1)! })).toHaveCount(1);
+  return (await texts.allTextContents()).filter((text) => written.includes(text));
+}
+
 test("messages written faster than the server takes them are all stored, in the order written", async ({ browser }) => {
   test.setTimeout(90_000);
-  // A server with the usual allowance (ten messages at once, then one a second); the
-  // run's own allows any number.
-  const server = await OwnServer.launch();
+  // The usual allowance, ten messages at once and then one a second (the run's own
+  // server allows any number).
+  const server = await OwnServer.launch({ PARLEY_LIMITS_MESSAGES_BURST: "10", PARLEY_LIMITS_MESSAGES_PER_SECOND: "1" });
+  const context = await browser.newContext();
   try {
-    const page = await (await browser.newContext()).newPage();
+    const page = await context.newPage();
+    let refused = 0;
+    page.on("websocket", (socket) =>
+      socket.on("framereceived", ({ payload }) => {
+        if (String(payload).includes('"rate_limited"')) refused++;
+      }),
+    );
     await register(page, uniqueName("rita"), "", server.baseURL);
     const composer = page.getByRole("textbox", { name: /^Message / });
     const written = Array.from({ length: 16 }, (_, n) => `Ótimo, rápido nº ${n} 😀`);
@@ -202,14 +220,41 @@ test("messages written faster than the server takes them are all stored, in the 
       await composer.press("Enter");
     }
     await expect(page.getByText("Sending…")).toHaveCount(0, { timeout: 30_000 });
-    // As stored: what a reload shows.
-    await page.reload();
-    await expect(page.getByTestId("connection-state")).toHaveAttribute("data-state", "online");
-    const texts = page.getByTestId("message").getByTestId("text");
-    await expect(texts.filter({ hasText: written.at(-1)! })).toHaveCount(1);
-    const shown = (await texts.allTextContents()).filter((text) => text.includes("rápido nº"));
-    expect(shown).toEqual(written);
+    expect(refused, "the server said too fast").toBeGreaterThan(0);
+    expect(await shownAfterReload(page, written)).toEqual(written);
   } finally {
+    await context.close();
+    await server.dispose();
+  }
+});
+
+test("a long outbox sent after a reconnect is stored whole and in order, and the socket is not closed for it", async ({ browser }) => {
+  test.setTimeout(120_000);
+  // Ten messages at once, then twenty a second: the outbox below is more than the
+  // server would take at once, and than the refusals in a row it bears (a hundred).
+  const server = await OwnServer.launch({ PARLEY_LIMITS_MESSAGES_BURST: "10", PARLEY_LIMITS_MESSAGES_PER_SECOND: "20" });
+  const context = await browser.newContext();
+  try {
+    const page = await context.newPage();
+    let sockets = 0;
+    page.on("websocket", () => sockets++);
+    await register(page, uniqueName("tiago"), "", server.baseURL);
+    await context.setOffline(true);
+    await expect(page.getByTestId("connection-state")).toHaveAttribute("data-state", "reconnecting");
+    const composer = page.getByRole("textbox", { name: /^Message / });
+    const written = Array.from({ length: 120 }, (_, n) => `sem rede nº ${n} ✈️`);
+    for (const text of written) {
+      await composer.fill(text);
+      await composer.press("Enter");
+    }
+    await context.setOffline(false);
+    await expect(page.getByText("Sending…")).toHaveCount(0, { timeout: 60_000 });
+    expect(sockets, "one socket at the start, one after coming back").toBe(2);
+    const shown = await shownAfterReload(page, written);
+    expect(shown).toEqual(written.slice(-shown.length));
+    expect(shown.length, "the newest page holds many of them").toBeGreaterThanOrEqual(40);
+  } finally {
+    await context.close();
     await server.dispose();
   }
 });

@@ -15,10 +15,12 @@ export class OwnServer {
   private constructor(
     readonly port: number,
     private readonly dataDir: string,
+    private readonly settings: Record<string, string>,
   ) {}
 
-  static async launch(): Promise<OwnServer> {
-    const server = new OwnServer(await freePort(), mkdtempSync(path.join(tmpdir(), "parley-own-")));
+  /** `settings`: environment of the server's own, over the run's. */
+  static async launch(settings: Record<string, string> = {}): Promise<OwnServer> {
+    const server = new OwnServer(await freePort(), mkdtempSync(path.join(tmpdir(), "parley-own-")), settings);
     await server.start();
     return server;
   }
@@ -44,6 +46,7 @@ export class OwnServer {
         PARLEY_LIMITS_HTTP_BURST: "1000000",
         PARLEY_LIMITS_REGISTRATIONS_PER_HOUR: "1000000",
         PARLEY_LIMITS_LOGINS_PER_MINUTE: "1000000",
+        ...this.settings,
       },
     });
     for (let tries = 0; tries < 400; tries++) {

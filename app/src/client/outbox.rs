@@ -14,6 +14,11 @@ use crate::protocol::{ClientMsg, RoomId};
 /// message is shown as not sent.
 pub const MAX_SEND_ATTEMPTS: u32 = 4;
 
+/// Messages resent at once after a reconnect, the server's usual allowance; the rest
+/// follow one at a time ([`Pacing`]). All at once, a long outbox would be refused
+/// a hundred times in a row, and the socket closed for it.
+const RESENT_AT_ONCE: usize = 10;
+
 /// A message written here and not yet acknowledged as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Outgoing {
@@ -48,6 +53,16 @@ pub(super) struct Pacing {
     waiting: bool,
     /// The message sent one at a time, not yet answered.
     in_flight: Option<String>,
+    /// Counts waits and restarts: a wait's timer that finds another number is from
+    /// before a reconnect or logout, and must not end the wait running now.
+    generation: u32,
+}
+
+impl Pacing {
+    /// Free to send again, and any wait running forgotten.
+    pub(super) fn restart(&mut self) {
+        *self = Pacing { generation: self.generation.wrapping_add(1), ..Pacing::default() };
+    }
 }
 
 impl ChatClient {
@@ -90,16 +105,28 @@ impl ChatClient {
     /// The server refused a message as sent too fast: from now on messages go one at a
     /// time, the oldest again once `wait_ms` is over ([`Pacing`]).
     pub(super) fn sent_too_fast(&self, wait_ms: u32) {
-        let start_wait = self.pacing.try_update_value(|pacing| {
+        let new_wait = self.pacing.try_update_value(|pacing| {
             pacing.on = true;
             pacing.in_flight = None;
-            !std::mem::replace(&mut pacing.waiting, true)
+            if std::mem::replace(&mut pacing.waiting, true) {
+                return None;
+            }
+            pacing.generation = pacing.generation.wrapping_add(1);
+            Some(pacing.generation)
         });
-        if start_wait == Some(true) {
+        if let Some(Some(generation)) = new_wait {
             let chat = *self;
             platform::after(wait_ms, move || {
-                chat.pacing.update_value(|pacing| pacing.waiting = false);
-                chat.send_next_paced();
+                let ours = chat.pacing.try_update_value(|pacing| {
+                    let ours = pacing.generation == generation;
+                    if ours {
+                        pacing.waiting = false;
+                    }
+                    ours
+                });
+                if ours == Some(true) {
+                    chat.send_next_paced();
+                }
             });
         }
     }
@@ -118,16 +145,25 @@ impl ChatClient {
                 self.pacing.update_value(|pacing| pacing.in_flight = Some(oldest.clone()));
                 self.send_outgoing(&oldest, Attempt::Free);
             }
-            None => self.pacing.set_value(Pacing::default()),
+            None => self.pacing.update_value(Pacing::restart),
         }
     }
 
-    /// Every message still waiting goes out again (after a reconnect: a new allowance,
-    /// so at once, in the order written).
+    /// Every message still waiting goes out again, in the order written (after a
+    /// reconnect: a new allowance), the first [`RESENT_AT_ONCE`] at once.
     pub(super) fn resend_outbox(&self) {
-        self.pacing.set_value(Pacing::default());
-        for client_id in self.waiting_to_send() {
-            self.send_outgoing(&client_id, Attempt::Counted);
+        self.pacing.update_value(Pacing::restart);
+        let waiting = self.waiting_to_send();
+        for client_id in waiting.iter().take(RESENT_AT_ONCE) {
+            self.send_outgoing(client_id, Attempt::Counted);
+        }
+        if waiting.len() > RESENT_AT_ONCE {
+            // Answers come in the order sent: the last of these stored, so are the others.
+            let last_at_once = waiting[RESENT_AT_ONCE - 1].clone();
+            self.pacing.update_value(|pacing| {
+                pacing.on = true;
+                pacing.in_flight = Some(last_at_once);
+            });
         }
     }
 
@@ -143,18 +179,22 @@ impl ChatClient {
             // Sent when the connection is back; nothing was tried.
             return;
         }
-        let mut to_send = None;
+        let (mut to_send, mut given_up) = (None, false);
         self.outbox.update(|outbox| {
             let Some(item) = outbox.iter_mut().find(|o| o.client_id == client_id && o.failed.is_none()) else { return };
             if attempt == Attempt::Counted {
                 if item.attempts >= MAX_SEND_ATTEMPTS {
                     item.failed = Some(format!("no answer from the server after {MAX_SEND_ATTEMPTS} tries"));
+                    given_up = true;
                     return;
                 }
                 item.attempts += 1;
             }
             to_send = Some(item.clone());
         });
+        if given_up {
+            self.send_next_paced();
+        }
         if let Some(item) = to_send {
             self.request(Purpose::Send { client_id: item.client_id.clone() }, |id| ClientMsg::Send {
                 id,
@@ -169,7 +209,13 @@ impl ChatClient {
     /// little later, as long as tries remain.
     pub(super) fn send_later(&self, client_id: String, wait_ms: u32, attempt: Attempt) {
         let chat = *self;
-        platform::after(wait_ms, move || chat.send_outgoing(&client_id, attempt));
+        platform::after(wait_ms, move || {
+            // Paced since: it goes in its turn, not beside the one that is on its way.
+            let out_of_turn = chat.pacing.try_with_value(|p| p.on && p.in_flight.as_deref() != Some(client_id.as_str()));
+            if out_of_turn != Some(true) {
+                chat.send_outgoing(&client_id, attempt);
+            }
+        });
     }
 
     /// The server refused the message for good (it breaks a rule): show why.
