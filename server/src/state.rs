@@ -20,9 +20,30 @@ use crate::{
     time::unix_millis,
 };
 
-/// Shared by all handlers; cloning is cheap (reference counts).
-#[derive(Clone, FromRef)]
-pub struct AppState {
+/// Shared by all handlers, behind one reference count: axum clones the state for
+/// every request and again for each middleware layer, and cloning (then dropping) a
+/// dozen counts and Leptos's options field by field took 5 % of the server's CPU in a
+/// storm of connects.
+#[derive(Clone)]
+pub struct AppState(Arc<Services>);
+
+impl std::ops::Deref for AppState {
+    type Target = Services;
+
+    fn deref(&self) -> &Services {
+        &self.0
+    }
+}
+
+/// For Leptos's handlers, which take their options from the state.
+impl FromRef<AppState> for LeptosOptions {
+    fn from_ref(state: &AppState) -> Self {
+        state.leptos_options.clone()
+    }
+}
+
+/// What [`AppState`] shares.
+pub struct Services {
     pub leptos_options: LeptosOptions,
     pub config: Arc<Config>,
     pub hub: Arc<Hub>,
@@ -42,7 +63,6 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Cancelled once it has stopped serving: background chores end with it, not
     /// while sockets are still draining.
-    #[from_ref(skip)]
     pub stopped: CancellationToken,
     /// Open sockets, so shutdown can wait for them to finish what they were doing.
     pub tasks: TaskTracker,
@@ -94,7 +114,7 @@ impl AppState {
                 (Some(linked.health), Some(linked.limits))
             }
         };
-        Ok(AppState {
+        Ok(AppState(Arc::new(Services {
             leptos_options: config.leptos_options(),
             config: Arc::new(config),
             hub,
@@ -109,7 +129,7 @@ impl AppState {
             shutdown,
             stopped,
             tasks: TaskTracker::new(),
-        })
+        })))
     }
 
     /// Whether the node should get traffic, and how its links are.
