@@ -22,16 +22,45 @@ function ownPage(data) {
   }
 }
 
+// How long a tap waits for the site's windows to say who is signed in. A page answers
+// at once unless it is frozen in the background, which then does not count as the chat.
+const ANSWER_WAIT_MS = 500;
+
+// Whether `window` shows the chat to someone signed in. Only the page can say: a
+// window's address as the worker sees it is where it was loaded (`/login` or
+// `/register` for a tab that logged in since) in Chromium, not where it is now.
+function signedIn(window) {
+  return new Promise((resolve) => {
+    const channel = new MessageChannel();
+    const timer = setTimeout(() => resolve(false), ANSWER_WAIT_MS);
+    channel.port1.onmessage = (event) => {
+      clearTimeout(timer);
+      resolve(event.data?.signedIn === true);
+    };
+    window.postMessage({ ask: "signed-in" }, [channel.port2]);
+  });
+}
+
+// The window a tap brings up: the most recently used one that shows the chat;
+// without one (every tab logged out, or pages from before they could answer), one
+// whose address is not an account page, else the most recently used.
+async function chatWindow(windows) {
+  const answers = await Promise.all(windows.map(signedIn));
+  return (
+    windows.find((_, n) => answers[n]) ??
+    windows.find((window) => !ACCOUNT_PAGES.includes(new URL(window.url).pathname)) ??
+    windows[0]
+  );
+}
+
 // A tap on a notification shows the conversation it told of: in an open tab of the
 // site, which moves there itself (no reload) and comes to the front, or in a new one.
-// A tab's address as the worker sees it may still be where it was loaded (`/login`
-// for a tab that logged in since), so a tab at an account page is only the fallback.
 self.addEventListener("notificationclick", (event) => {
   event.notification.close();
   const path = ownPage(event.notification.data);
   event.waitUntil(
-    self.clients.matchAll({ type: "window", includeUncontrolled: true }).then((windows) => {
-      const chat = windows.find((window) => !ACCOUNT_PAGES.includes(new URL(window.url).pathname)) ?? windows[0];
+    self.clients.matchAll({ type: "window", includeUncontrolled: true }).then(async (windows) => {
+      const chat = await chatWindow(windows);
       if (!chat) return self.clients.openWindow(path ?? "/");
       // A notification from before its address was carried only brings the tab up.
       if (path) chat.postMessage({ open: path });

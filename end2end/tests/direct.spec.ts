@@ -1,5 +1,5 @@
 import { type Browser, type BrowserContext, type Page } from "@playwright/test";
-import { expect, test, createRoom, hydrated, logIn, newUser, openRooms, register, sendMessage, uniqueName, joinRoom } from "./helpers";
+import { expect, test, createRoom, hydrated, logIn, PASSWORD, newUser, openRooms, register, sendMessage, uniqueName, joinRoom } from "./helpers";
 
 /** Finds a person by name in the sidebar and opens the conversation with them. */
 async function messagePerson(page: Page, username: string) {
@@ -559,6 +559,39 @@ test("a tap on a notification shows its conversation in the page that was open",
   await context.close();
 });
 
+test("a tap on a notification shows its conversation in the tab signed in, not in one still at the login form", async ({ browser }) => {
+  const alice = await newUser(browser, "alice");
+  const context = await browser.newContext();
+  await context.addInitScript(recordNotifications, "granted");
+  // Bob opens the site in two tabs, and signs up in the first: that tab was loaded at
+  // /register, which is where the service worker still sees it. The second stays at
+  // the login form, and the worker lists it first.
+  const page = await context.newPage();
+  await page.goto("/register");
+  await hydrated(page);
+  const loginForm = await context.newPage();
+  await loginForm.goto("/login");
+  await hydrated(loginForm);
+  const bobName = uniqueName("bob");
+  await page.getByLabel("Username").fill(bobName);
+  await page.getByLabel("Password", { exact: true }).fill(PASSWORD);
+  await page.getByRole("button", { name: "Create account" }).click();
+  await expect(page.getByTestId("connection-state")).toHaveAttribute("data-state", "online");
+  await page.evaluate(() => navigator.serviceWorker.ready);
+  await setHidden(page, true);
+  await messagePerson(alice.page, bobName);
+  await sendMessage(alice.page, "qual aba? 🗂️");
+  await expect.poll(() => page.evaluate(() => (window as any).__opens)).toEqual([`/dm/${alice.username}`]);
+
+  await tapNotification(context, page);
+  await expect(page).toHaveURL(new RegExp(`/dm/${alice.username}$`));
+  await expect(page.getByTestId("message").filter({ hasText: "qual aba? 🗂️" })).toHaveCount(1);
+  expect(await loginForm.evaluate(() => (window as any).__told.filter((told: any) => told.open)), "the login form was not asked to open it").toEqual([]);
+  await expect(loginForm).toHaveURL(/\/login$/);
+  await alice.context.close();
+  await context.close();
+});
+
 test("logging out closes the last person's notifications, and a tap on one does not move the next person's page", async ({ browser }) => {
   const { alice, context, page } = await notifiedOfADirectMessage(browser, "para o Bob");
   await setHidden(page, false);
@@ -570,7 +603,7 @@ test("logging out closes the last person's notifications, and a tap on one does 
   await expect.poll(() => page.evaluate(() => (window as any).__closed)).toBe(1);
   // Had it been tapped anyway (a tray slower to clear), the page is told, and stays.
   await tapNotification(context, page);
-  await expect.poll(() => page.evaluate(() => (window as any).__told.length)).toBe(1);
+  await expect.poll(() => page.evaluate(() => (window as any).__told.filter((told: any) => told.open).length)).toBe(1);
   // Carla logs in on that page and lands where she asked, not in Bob's conversation.
   const carlaName = uniqueName("carla");
   const carla = await browser.newContext();

@@ -75,17 +75,25 @@ mod browser {
         if let Some(worker) = service_worker() {
             // A tap on a notification brings this page to the front, and the worker
             // asks it to show the conversation (`public/sw.js`), moving within the app
-            // rather than loading the page again.
-            let open = Closure::<dyn Fn(wasm_bindgen::JsValue)>::new(move |event: wasm_bindgen::JsValue| {
-                let asked = js_sys::Reflect::get(&event, &"data".into()).and_then(|data| js_sys::Reflect::get(&data, &"open".into()));
+            // rather than loading the page again. Before that, the worker asks each of
+            // the site's pages whether someone is signed in there: only the page knows.
+            let told = Closure::<dyn Fn(web_sys::MessageEvent)>::new(move |event: web_sys::MessageEvent| {
+                let data = event.data();
+                let field = |name: &str| js_sys::Reflect::get(&data, &name.into()).ok().and_then(|value| value.as_string());
                 // Only for whoever is signed in here: a tap on the last person's
                 // notification must not move the next one's page.
                 let signed_in = chat.me.try_with_untracked(|me| me.is_some()).unwrap_or(false);
-                if let Some(path) = asked.ok().and_then(|path| path.as_string()).filter(|path| signed_in && super::is_own_path(path)) {
+                if field("ask").as_deref() == Some("signed-in") {
+                    if let Ok(reply) = event.ports().get(0).dyn_into::<web_sys::MessagePort>() {
+                        let answer = js_sys::Object::new();
+                        let _ = js_sys::Reflect::set(&answer, &"signedIn".into(), &signed_in.into());
+                        let _ = reply.post_message(&answer);
+                    }
+                } else if let Some(path) = field("open").filter(|path| signed_in && super::is_own_path(path)) {
                     chat.goto.try_set(Some(path));
                 }
             });
-            worker.set_onmessage(Some(open.into_js_value().unchecked_ref()));
+            worker.set_onmessage(Some(told.into_js_value().unchecked_ref()));
             let registering = wasm_bindgen_futures::JsFuture::from(worker.register("/sw.js"));
             leptos::task::spawn_local(async move {
                 // Notifications then find no worker and are skipped (see `notify`).
