@@ -7,13 +7,15 @@ use std::{
     net::IpAddr,
     num::NonZeroU32,
     sync::{Arc, Mutex},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use governor::{
     clock::{Clock, DefaultClock},
     DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter,
 };
+
+use app::protocol::MAX_CLIENT_ID_LEN;
 
 use crate::config::LimitsConfig;
 
@@ -115,6 +117,7 @@ impl Limiters {
             frames: RateLimiter::direct_with_clock(quota(self.config.frames_burst, self.config.frames_per_second), self.clock.clone()),
             refused_in_a_row: 0,
             abuse_close_after: self.config.abuse_close_after.max(1),
+            owed_turn: None,
         }
     }
 }
@@ -177,6 +180,34 @@ pub struct ConnectionLimits {
     frames: DefaultDirectRateLimiter,
     refused_in_a_row: u32,
     abuse_close_after: u32,
+    /// The chat message refused as too fast that is owed the next turn. Boxed: every
+    /// open socket keeps these limits, and few ever post too fast.
+    owed_turn: Option<Box<OwedTurn>>,
+}
+
+/// How long a refused chat message keeps its turn past the wait it was told. What it
+/// guards against is a message already on its way when the refusal reached the page,
+/// so it need only outlast a slow network's round trip: after that the page sends the
+/// refused message first, and a client that drops its refused messages is held back
+/// no longer than this.
+const TURN_KEPT: Duration = Duration::from_secs(5);
+
+/// The least wait a message refused out of turn is told: a client that dropped the
+/// refused one and keeps trying others is refused a few times, not hundreds (and
+/// closed for it) while the turn is kept.
+const OUT_OF_TURN_WAIT: Duration = Duration::from_millis(500);
+
+/// A chat message refused as too fast, which is stored before any later one from the
+/// same connection. The page sends its messages one at a time after a refusal, oldest
+/// first, but those already on their way when the refusal reached it arrive after it,
+/// and one of them could otherwise take an allowance that came back meanwhile: the
+/// person's messages stored out of the order written.
+struct OwedTurn {
+    client_id: String,
+    /// When the refused message was told it may come back.
+    due: Instant,
+    /// When the others may go whether or not it came back ([`TURN_KEPT`] after `due`).
+    expires: Instant,
 }
 
 /// The outcome of checking one frame.
@@ -190,8 +221,8 @@ pub enum Verdict {
 }
 
 impl ConnectionLimits {
-    /// Checks one frame; `is_message` for frames that write something lasting (post a
-    /// message, create, join or leave a room, open a DM).
+    /// Checks one frame; `is_message` for frames that write something lasting (create,
+    /// join or leave a room, open a DM; a chat message goes through [`Self::check_post`]).
     pub fn check(&mut self, is_message: bool) -> Verdict {
         let result = self.frames.check().and_then(|()| if is_message { self.messages.check() } else { Ok(()) });
         match result {
@@ -199,14 +230,51 @@ impl ConnectionLimits {
                 self.refused_in_a_row = 0;
                 Verdict::Allowed
             }
-            Err(not_until) => {
-                self.refused_in_a_row += 1;
-                if self.refused_in_a_row >= self.abuse_close_after {
-                    Verdict::Abusive
-                } else {
-                    Verdict::Refused(RetryAfter(not_until.wait_time_from(self.frames.clock().now())))
-                }
+            Err(not_until) => self.refuse(not_until.wait_time_from(self.frames.clock().now())),
+        }
+    }
+
+    /// Checks a chat message, `client_id` the page's id for it. After one is refused as
+    /// too fast, every other is refused too until that one comes back and is let
+    /// through (or for [`TURN_KEPT`]), so they are stored in the order they were
+    /// written ([`OwedTurn`]).
+    pub fn check_post(&mut self, client_id: &str) -> Verdict {
+        self.check_post_at(client_id, Instant::now())
+    }
+
+    fn check_post_at(&mut self, client_id: &str, now: Instant) -> Verdict {
+        if let Some(owed) = self.owed_turn.as_deref().filter(|owed| now < owed.expires) {
+            if owed.client_id != client_id {
+                let wait = owed.due.saturating_duration_since(now).max(OUT_OF_TURN_WAIT);
+                // Metered as a frame, without taking the allowance owed to the other.
+                return match self.frames.check() {
+                    Ok(()) => self.refuse(wait),
+                    Err(not_until) => self.refuse(wait.max(not_until.wait_time_from(self.frames.clock().now()))),
+                };
             }
+        }
+        let verdict = self.check(true);
+        match verdict {
+            Verdict::Allowed => self.owed_turn = None,
+            // An id the server would refuse anyway (too long) keeps no turn.
+            Verdict::Refused(RetryAfter(wait)) if client_id.len() <= MAX_CLIENT_ID_LEN => {
+                let owed = OwedTurn { client_id: client_id.to_string(), due: now + wait, expires: now + wait + TURN_KEPT };
+                self.owed_turn = Some(Box::new(owed));
+            }
+            Verdict::Refused(_) => {}
+            Verdict::Abusive => {}
+        }
+        verdict
+    }
+
+    /// Refuses a frame, which may come back after `wait`; or, after too many refusals
+    /// in a row, says the client keeps going regardless.
+    fn refuse(&mut self, wait: Duration) -> Verdict {
+        self.refused_in_a_row += 1;
+        if self.refused_in_a_row >= self.abuse_close_after {
+            Verdict::Abusive
+        } else {
+            Verdict::Refused(RetryAfter(wait))
         }
     }
 }
@@ -237,6 +305,53 @@ mod tests {
         let verdicts: Vec<Verdict> = (0..8).map(|_| limits.check(true)).collect();
         assert!(matches!(verdicts[3], Verdict::Refused(_)));
         assert_eq!(verdicts[6], Verdict::Abusive, "the fourth refusal in a row");
+    }
+
+    /// One message at once, back every 250 ms.
+    fn one_at_a_time() -> ConnectionLimits {
+        let config = LimitsConfig { messages_burst: 1, messages_per_second: 4.0, ..LimitsConfig::default() };
+        Limiters::new(&config).connection()
+    }
+
+    fn wait_of(verdict: Verdict) -> Duration {
+        match verdict {
+            Verdict::Refused(RetryAfter(wait)) => wait,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_message_refused_as_too_fast_is_let_through_before_any_later_one() {
+        let mut limits = one_at_a_time();
+        assert_eq!(limits.check_post("a"), Verdict::Allowed);
+        let wait = wait_of(limits.check_post("b"));
+        std::thread::sleep(wait + Duration::from_millis(10));
+        // The allowance is back, but "b" is owed it: "c" was on its way before the
+        // page heard that "b" was refused.
+        assert_eq!(wait_of(limits.check_post("c")), OUT_OF_TURN_WAIT);
+        assert_eq!(limits.check_post("b"), Verdict::Allowed);
+        std::thread::sleep(Duration::from_millis(260));
+        assert_eq!(limits.check_post("c"), Verdict::Allowed);
+    }
+
+    #[test]
+    fn a_refused_message_that_never_comes_back_holds_the_others_back_for_a_while_only() {
+        let mut limits = one_at_a_time();
+        assert_eq!(limits.check_post("a"), Verdict::Allowed);
+        let wait = wait_of(limits.check_post("b"));
+        std::thread::sleep(wait + Duration::from_millis(10));
+        assert!(matches!(limits.check_post_at("c", Instant::now() + TURN_KEPT / 2), Verdict::Refused(_)));
+        assert_eq!(limits.check_post_at("c", Instant::now() + wait + TURN_KEPT), Verdict::Allowed);
+    }
+
+    #[test]
+    fn other_requests_are_not_held_back_by_a_refused_message() {
+        let mut limits = one_at_a_time();
+        assert_eq!(limits.check_post("a"), Verdict::Allowed);
+        let wait = wait_of(limits.check_post("b"));
+        assert_eq!(limits.check(false), Verdict::Allowed, "reading history, say");
+        std::thread::sleep(wait + Duration::from_millis(10));
+        assert_eq!(limits.check(true), Verdict::Allowed, "joining a room");
     }
 
     #[test]

@@ -627,15 +627,14 @@ fn read(frame: Option<Result<Message, axum::Error>>, limits: &mut ConnectionLimi
         }
     };
     // Requests that write to the database draw on the stricter message bucket.
-    let is_message = matches!(
-        decoded,
-        Ok(ClientMsg::Send { .. }
-            | ClientMsg::CreateRoom { .. }
-            | ClientMsg::JoinRoom { .. }
-            | ClientMsg::LeaveRoom { .. }
-            | ClientMsg::OpenDirect { .. })
-    );
-    match limits.check(is_message) {
+    let verdict = match &decoded {
+        Ok(ClientMsg::Send { client_id, .. }) => limits.check_post(client_id),
+        Ok(ClientMsg::CreateRoom { .. } | ClientMsg::JoinRoom { .. } | ClientMsg::LeaveRoom { .. } | ClientMsg::OpenDirect { .. }) => {
+            limits.check(true)
+        }
+        _ => limits.check(false),
+    };
+    match verdict {
         Verdict::Abusive => Read::Close(CloseReason::PolicyViolation),
         Verdict::Refused(retry) => {
             metrics::rate_limited(Limit::SocketFrames);

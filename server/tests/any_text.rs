@@ -7,11 +7,8 @@ mod support;
 
 use std::time::Duration;
 
-use app::protocol::{ChatMessage, ClientMsg, ErrorCode, RoomSummary, ServerMsg};
-use support::{
-    databases::TestDb,
-    server::{TestServer, WsClient},
-};
+use app::protocol::{ChatMessage, ClientMsg, ErrorCode, ServerMsg};
+use support::{databases::TestDb, server::TestServer};
 
 /// What a Portuguese-speaking team writes, and what breaks code that counts bytes.
 fn samples() -> Vec<String> {
@@ -29,24 +26,13 @@ fn samples() -> Vec<String> {
     ]
 }
 
-fn general(rooms: &[RoomSummary]) -> i64 {
-    rooms.iter().find(|room| room.name == "general").expect("in general").id
-}
-
-async fn hello_rooms(client: &mut WsClient) -> Vec<RoomSummary> {
-    match client.request(|id| ClientMsg::ListRooms { id }).await {
-        ServerMsg::Rooms { rooms, .. } => rooms,
-        other => panic!("{other:?}"),
-    }
-}
-
 async fn any_text_is_stored_and_shown_byte_for_byte(db: TestDb) {
     let server = TestServer::start_on(db).await;
     let ana_cookie = server.register("ana").await;
     let mut ana = server.connect(&ana_cookie).await;
     let bob_cookie = server.register("bob").await;
     let mut bob = server.connect(&bob_cookie).await;
-    let room_id = general(&hello_rooms(&mut ana).await);
+    let room_id = ana.general_room_id().await;
 
     let mut sent: Vec<ChatMessage> = Vec::new();
     for (n, text) in samples().into_iter().enumerate() {
@@ -97,7 +83,7 @@ async fn any_text_is_stored_and_shown_byte_for_byte(db: TestDb) {
 async fn a_room_of_the_longest_texts_still_pages_through(db: TestDb) {
     let server = TestServer::start_with(db, support::server::relaxed()).await;
     let mut ana = server.connect(&server.register("ana").await).await;
-    let room_id = general(&hello_rooms(&mut ana).await);
+    let room_id = ana.general_room_id().await;
     let longest = "\u{1}".repeat(4000);
     let mut sent = Vec::new();
     for n in 0..60 {
@@ -152,7 +138,7 @@ async fn a_panicking_request_costs_one_error_reply_and_nothing_more() {
     let server = TestServer::start().await;
     let mut ana = server.connect(&server.register("ana").await).await;
     let mut bob = server.connect(&server.register("bob").await).await;
-    let room_id = general(&hello_rooms(&mut ana).await);
+    let room_id = ana.general_room_id().await;
 
     let reply = ana
         .request(|id| ClientMsg::Send { id, room_id, client_id: "boom".into(), text: server::PANIC_FOR_TESTS.into() })

@@ -188,7 +188,7 @@ async fn unread_counts_and_mentions_follow_the_read_position_across_tabs(db: Tes
     let mut bob_tab_2 = server.connect(&bob_cookie).await;
     let general = |rooms: &[RoomSummary]| rooms.iter().find(|r| r.name == "general").unwrap().clone();
 
-    let general_id = general_id(&mut alice).await;
+    let general_id = alice.general_room_id().await;
     send(&mut alice, general_id, "a1", "hello everyone").await;
     let mention = send(&mut alice, general_id, "a2", "@bob can you look? cc @nobody").await;
     send(&mut alice, general_id, "a3", "thanks").await;
@@ -211,13 +211,6 @@ async fn unread_counts_and_mentions_follow_the_read_position_across_tabs(db: Tes
     let room = general(&rooms);
     assert_eq!((room.unread(), room.unread_mentions()), (1, 0));
     server.stop().await;
-}
-
-async fn general_id(client: &mut WsClient) -> i64 {
-    match client.request(|id| ClientMsg::ListRooms { id }).await {
-        ServerMsg::Rooms { rooms, .. } => rooms.iter().find(|r| r.name == "general").unwrap().id,
-        other => panic!("{other:?}"),
-    }
 }
 
 /// What the other person read while this client was away arrives with catch-up, so

@@ -67,13 +67,6 @@ async fn scrape(addr: SocketAddr) -> BTreeMap<String, f64> {
     samples(&response.text().await.unwrap())
 }
 
-async fn general(client: &mut WsClient) -> i64 {
-    match client.request(|id| ClientMsg::ListRooms { id }).await {
-        ServerMsg::Rooms { rooms, .. } => rooms.iter().find(|r| r.name == "general").unwrap().id,
-        other => panic!("{other:?}"),
-    }
-}
-
 /// Two people chat, one mistypes a password, one catches up: what the metrics must show.
 /// Returns how many messages the catch-up brought, and the two sockets (still open).
 async fn chat_traffic(server: &TestServer) -> (usize, [WsClient; 2]) {
@@ -81,7 +74,7 @@ async fn chat_traffic(server: &TestServer) -> (usize, [WsClient; 2]) {
     assert_eq!(server.try_login("alice", "not the password").await.status(), 401);
     let mut alice = server.connect(&alice_cookie).await;
     let mut bob = server.connect(&bob_cookie).await;
-    let room_id = general(&mut alice).await;
+    let room_id = alice.general_room_id().await;
     const SENT: usize = 12;
     for n in 0..SENT {
         let reply = alice.request(|id| ClientMsg::Send { id, room_id, client_id: format!("m{n}"), text: format!("hello {n}") }).await;
@@ -111,7 +104,7 @@ async fn posts_to_one_room_share_commits_and_keep_their_order() {
     for db in [TestDb::sqlite().await, TestDb::postgres().await] {
         let server = TestServer::start_with(db, with_metrics_listener()).await;
         let mut reader = server.connect(&server.register("reader").await).await;
-        let room_id = general(&mut reader).await;
+        let room_id = reader.general_room_id().await;
         let mut senders = Vec::new();
         for n in 0..SENDERS {
             senders.push(server.connect(&server.register(&format!("sender{n}")).await).await);

@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use app::protocol::{ClientMsg, ErrorCode, ServerMsg};
+use app::protocol::{ClientMsg, ErrorCode, MessageKind, ServerMsg};
 use futures::{SinkExt, StreamExt};
 use server::config::Config;
 use support::{
@@ -86,10 +86,7 @@ async fn a_burst_of_50_messages_is_rate_limited_and_the_socket_recovers() {
     .await;
     let cookie = server.register("alice").await;
     let mut socket = server.connect(&cookie).await;
-    let room_id = match socket.request(|id| ClientMsg::ListRooms { id }).await {
-        ServerMsg::Rooms { rooms, .. } => rooms[0].id,
-        other => panic!("{other:?}"),
-    };
+    let room_id = socket.general_room_id().await;
     for n in 0..50u64 {
         socket.send(&ClientMsg::Send { id: 100 + n, room_id, client_id: format!("b{n}"), text: format!("burst {n}") }).await;
     }
@@ -107,8 +104,43 @@ async fn a_burst_of_50_messages_is_rate_limited_and_the_socket_recovers() {
     assert_eq!((stored, limited), (10, 40));
     assert!(wait_ms > 0 && wait_ms <= 1_000, "{wait_ms}");
     tokio::time::sleep(Duration::from_millis(wait_ms + 50)).await;
-    let later = socket.request(|id| ClientMsg::Send { id, room_id, client_id: "after".into(), text: "after the window".into() }).await;
+    // As the page does: the first refused goes again once the wait is over.
+    let later = socket.request(|id| ClientMsg::Send { id, room_id, client_id: "b10".into(), text: "burst 10".into() }).await;
     assert!(matches!(later, ServerMsg::Sent { .. }), "{later:?}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_message_refused_as_too_fast_is_stored_before_one_sent_after_it() {
+    let server = server_with(|c| {
+        c.limits.messages_burst = 1;
+        c.limits.messages_per_second = 2.0;
+    })
+    .await;
+    let mut socket = server.connect(&server.register("alice").await).await;
+    let room_id = socket.general_room_id().await;
+    let post = |client_id: &str| {
+        let (client_id, text) = (client_id.to_string(), format!("mensagem {client_id} ✓"));
+        move |id| ClientMsg::Send { id, room_id, client_id, text }
+    };
+    assert!(matches!(socket.request(post("1")).await, ServerMsg::Sent { .. }));
+    let wait_ms = match socket.request(post("2")).await {
+        ServerMsg::Error { code: ErrorCode::RateLimited, retry_after_ms: Some(ms), .. } => ms,
+        other => panic!("{other:?}"),
+    };
+    // The third was on its way when the page heard that the second was refused, and
+    // arrives once the allowance is back: the second is owed it.
+    tokio::time::sleep(Duration::from_millis(wait_ms + 20)).await;
+    let third = socket.request(post("3")).await;
+    assert!(matches!(third, ServerMsg::Error { code: ErrorCode::RateLimited, .. }), "{third:?}");
+    assert!(matches!(socket.request(post("2")).await, ServerMsg::Sent { .. }));
+    tokio::time::sleep(Duration::from_millis(550)).await;
+    assert!(matches!(socket.request(post("3")).await, ServerMsg::Sent { .. }));
+    let texts: Vec<String> = match socket.request(|id| ClientMsg::History { id, room_id, before_seq: None }).await {
+        ServerMsg::History { messages, .. } => messages.into_iter().filter(|m| m.kind == MessageKind::Text).map(|m| m.text).collect(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(texts, ["mensagem 1 ✓", "mensagem 2 ✓", "mensagem 3 ✓"]);
     server.stop().await;
 }
 

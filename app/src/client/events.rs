@@ -389,7 +389,9 @@ impl ChatClient {
         match id.and_then(|id| self.forget(id)) {
             // Too fast: the message stays pending, and messages go one at a time in
             // the order written, from when allowed.
-            Some(Purpose::Send { .. }) if rate_limited => self.sent_too_fast(retry_after_ms.unwrap_or(1_000).clamp(100, 60_000) as u32),
+            Some(Purpose::Send { client_id }) if rate_limited => {
+                self.sent_too_fast(&client_id, retry_after_ms.unwrap_or(1_000).clamp(100, 60_000) as u32)
+            }
             // The server failed; it may manage next time, while tries remain.
             Some(Purpose::Send { client_id }) if code == ErrorCode::Internal => self.send_later(client_id, 2_000, Attempt::Counted),
             Some(Purpose::Send { client_id }) => self.send_refused(&client_id, message),

@@ -53,6 +53,10 @@ pub(super) struct Pacing {
     waiting: bool,
     /// The message sent one at a time, not yet answered.
     in_flight: Option<String>,
+    /// The first message refused as too fast and not stored yet. The server keeps it
+    /// its turn (any other is refused until it comes back), so it goes first when the
+    /// wait is over, even before an older one retried by hand meanwhile.
+    owed: Option<String>,
     /// Counts waits and restarts: a wait's timer that finds another number is from
     /// before a reconnect or logout, and must not end the wait running now.
     generation: u32,
@@ -102,12 +106,18 @@ impl ChatClient {
         self.send_next_paced();
     }
 
-    /// The server refused a message as sent too fast: from now on messages go one at a
-    /// time, the oldest again once `wait_ms` is over ([`Pacing`]).
-    pub(super) fn sent_too_fast(&self, wait_ms: u32) {
+    /// The server refused `client_id` as sent too fast: from now on messages go one at
+    /// a time, the one owed the turn (else the oldest) once `wait_ms` is over ([`Pacing`]).
+    pub(super) fn sent_too_fast(&self, client_id: &str, wait_ms: u32) {
+        let waiting = self.waiting_to_send();
         let new_wait = self.pacing.try_update_value(|pacing| {
             pacing.on = true;
-            pacing.in_flight = None;
+            // A refusal of a message sent before this one went (its answer slowed by
+            // the network) does not make this one's answer any less due.
+            if pacing.in_flight.as_deref() == Some(client_id) {
+                pacing.in_flight = None;
+            }
+            pacing.owed = pacing.owed.take().filter(|owed| waiting.contains(owed)).or_else(|| Some(client_id.to_owned()));
             if std::mem::replace(&mut pacing.waiting, true) {
                 return None;
             }
@@ -131,19 +141,27 @@ impl ChatClient {
         }
     }
 
-    /// While paced, sends the oldest message waiting unless one is on its way or the
-    /// server's wait is running; with none waiting, sending is free again. Called
-    /// whenever the outbox moves on (a message stored, given up, discarded or added).
+    /// While paced, sends the message owed the turn, else the oldest waiting, unless
+    /// one is on its way or the server's wait is running; with none waiting, sending is
+    /// free again. Called whenever the outbox moves on (a message stored, given up,
+    /// discarded or added).
     pub(super) fn send_next_paced(&self) {
-        let Some((true, false, in_flight)) = self.pacing.try_with_value(|p| (p.on, p.waiting, p.in_flight.clone())) else { return };
+        let Some((true, false, in_flight, owed)) = self.pacing.try_with_value(|p| (p.on, p.waiting, p.in_flight.clone(), p.owed.clone()))
+        else {
+            return;
+        };
         let waiting = self.waiting_to_send();
         if in_flight.is_some_and(|sent| waiting.contains(&sent)) {
             return;
         }
-        match waiting.into_iter().next() {
-            Some(oldest) => {
-                self.pacing.update_value(|pacing| pacing.in_flight = Some(oldest.clone()));
-                self.send_outgoing(&oldest, Attempt::Free);
+        let owed = owed.filter(|owed| waiting.contains(owed));
+        match owed.clone().or_else(|| waiting.into_iter().next()) {
+            Some(next) => {
+                self.pacing.update_value(|pacing| {
+                    pacing.in_flight = Some(next.clone());
+                    pacing.owed = owed;
+                });
+                self.send_outgoing(&next, Attempt::Free);
             }
             None => self.pacing.update_value(Pacing::restart),
         }

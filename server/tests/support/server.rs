@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use app::protocol::{ClientMsg, RequestId, ServerMsg};
+use app::protocol::{ClientMsg, RequestId, RoomSummary, ServerMsg};
 use futures::{SinkExt, StreamExt};
 use server::{config::Config, RunningServer};
 use tokio::net::TcpStream;
@@ -269,6 +269,19 @@ impl WsClient {
         self.next_id += 1;
         self.send(&build(id)).await;
         self.reply_to(id).await
+    }
+
+    /// The rooms the person is in or can see, as the server lists them.
+    pub async fn rooms(&mut self) -> Vec<RoomSummary> {
+        match self.request(|id| ClientMsg::ListRooms { id }).await {
+            ServerMsg::Rooms { rooms, .. } => rooms,
+            other => panic!("listing rooms: {other:?}"),
+        }
+    }
+
+    /// The id of the room everyone starts in.
+    pub async fn general_room_id(&mut self) -> i64 {
+        self.rooms().await.iter().find(|room| room.name == "general").expect("in general").id
     }
 
     /// The reply to request `id`, already kept or still to come: replies to different
