@@ -30,6 +30,34 @@ test("two people join a new room, see each other's names, notices and messages",
   await bob.context.close();
 });
 
+test("a person's messages in a row show their name once, and each its time", async ({ browser }) => {
+  const alice = await newUser(browser, "alice", "Alice Ótima");
+  const bob = await newUser(browser, "bob", "Bob 😀");
+  const room = uniqueName("runs").replace(/_/g, "-");
+  await createRoom(alice.page, room);
+  await joinRoom(bob.page, room);
+
+  for (const text of ["Bom dia!", "Tudo bem? 🙂", "Reunião às 10h"]) await sendMessage(alice.page, text);
+  const atBob = (text: string) => bob.page.getByTestId("message").filter({ hasText: text });
+  await expect(atBob("Bom dia!").getByTestId("sender")).toHaveText("Alice Ótima");
+  for (const text of ["Tudo bem? 🙂", "Reunião às 10h"]) {
+    await expect(atBob(text)).toHaveAttribute("data-follows", "true");
+    await expect(atBob(text).getByTestId("sender")).toHaveCount(0);
+    await expect(atBob(text).getByTestId("time")).toBeVisible();
+  }
+  // Someone else between: her next message starts a run of its own.
+  await sendMessage(bob.page, "Tudo ótimo");
+  await sendMessage(alice.page, "Até já");
+  await expect(atBob("Até já").getByTestId("sender")).toHaveText("Alice Ótima");
+  await expect(atBob("Até já")).not.toHaveAttribute("data-follows", "true");
+  // The same after a reload, laid out from history.
+  await bob.page.reload();
+  await expect(atBob("Reunião às 10h")).toHaveAttribute("data-follows", "true");
+  await expect(atBob("Bom dia!").getByTestId("sender")).toHaveText("Alice Ótima");
+  await alice.context.close();
+  await bob.context.close();
+});
+
 test("the online list keeps names in order whatever their letter case, as people arrive", async ({ browser }) => {
   const watcher = await newUser(browser, "mia", "Mia");
   const room = uniqueName("cases").replace(/_/g, "-");

@@ -159,7 +159,9 @@ pub fn MessageList(room_id: RoomId) -> impl IntoView {
                         <For each=move || shown_rows.get() key=Row::key let:row>
                             {match row {
                                 Row::Day { day, today } => view! { <DaySeparator day=day today=today /> }.into_any(),
-                                Row::Message(message) => view! { <MessageRow message=message context=context /> }.into_any(),
+                                Row::Message { message, follows } => {
+                                    view! { <MessageRow message=message follows=follows context=context /> }.into_any()
+                                }
                                 Row::Notices(notices) => view! { <NoticesRow notices=notices /> }.into_any(),
                             }}
                         </For>
@@ -194,8 +196,10 @@ struct RowContext {
     last_own: Signal<Option<Seq>>,
 }
 
+/// One message. Someone else's shows their name, time and face, or, continuing their
+/// run (`follows`), only its time beside it, under the first one's name.
 #[component]
-fn MessageRow(message: ChatMessage, context: RowContext) -> impl IntoView {
+fn MessageRow(message: ChatMessage, follows: bool, context: RowContext) -> impl IntoView {
     let chat = expect_context::<ChatClient>();
     let who = message.sender.display_name.clone();
     match message.kind {
@@ -218,6 +222,19 @@ fn MessageRow(message: ChatMessage, context: RowContext) -> impl IntoView {
                                 <OwnMessageStatus room_id=room_id seq=seq sender=sender context=context />
                             </p>
                         </div>
+                    </div>
+                }
+                .into_any()
+            } else if follows {
+                view! {
+                    <div data-testid="message" data-seq=message.seq data-own="false" data-follows="true" class="-mt-1 flex items-end gap-2">
+                        // Where the face is on the run's first message.
+                        <span aria-hidden="true" class="w-8 shrink-0"></span>
+                        <div class="min-w-0 max-w-[85%] rounded-2xl rounded-bl-md bg-slate-100 px-3 py-2 text-slate-900 shadow-sm sm:max-w-[75%] dark:bg-slate-800 dark:text-slate-100">
+                            <span class="sr-only">{format!("{who} said: ")}</span>
+                            {text}
+                        </div>
+                        <span class="shrink-0 text-[11px] text-slate-500 dark:text-slate-400"><MessageTime clock=time /></span>
                     </div>
                 }
                 .into_any()

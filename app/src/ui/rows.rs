@@ -1,8 +1,14 @@
-//! What the message list shows, in order: a line for each day, each message, and each
-//! run of join and leave notices collapsed into one line ("ana, bruno and 12 others
-//! joined"), so a room that thousands join does not fill with notices.
+//! What the message list shows, in order: a line for each day, each message (marked
+//! when it continues its sender's run), and each run of join and leave notices
+//! collapsed into one line ("ana, bruno and 12 others joined"), so a room that
+//! thousands join does not fill with notices.
 
 use crate::protocol::{ChatMessage, MessageKind};
+
+/// Messages from one person this close together read as one run: their name and face
+/// are shown once, at its start, rather than over every line (as chats do; on a phone
+/// it is most of the height of a short message).
+pub const RUN_GAP_MS: i64 = 5 * 60 * 1000;
 
 /// One line of the message list.
 #[derive(Debug, Clone, PartialEq)]
@@ -10,7 +16,8 @@ pub enum Row {
     /// The first message of a day follows; `day` counts days since 1970 locally, and
     /// `today` is the day it was laid out on ("Today" becomes "Yesterday" overnight).
     Day { day: i64, today: i64 },
-    Message(ChatMessage),
+    /// `follows`: it continues a run of its sender's messages ([`RUN_GAP_MS`]).
+    Message { message: ChatMessage, follows: bool },
     /// Consecutive join and leave notices.
     Notices(Vec<ChatMessage>),
 }
@@ -20,7 +27,9 @@ impl Row {
     pub fn key(&self) -> (u8, i64, i64) {
         match self {
             Row::Day { day, today } => (0, *day, *today),
-            Row::Message(message) => (1, message.seq, 0),
+            // Laid out again when it starts or stops continuing a run (a message
+            // fetched later can land between two others).
+            Row::Message { message, follows } => (1, message.seq, i64::from(*follows)),
             Row::Notices(notices) => {
                 let first = notices.first().map_or(0, |n| n.seq);
                 let last = notices.last().map_or(0, |n| n.seq);
@@ -45,7 +54,14 @@ pub fn rows<'a>(messages: impl IntoIterator<Item = &'a ChatMessage>, day_of: imp
         match rows.last_mut() {
             Some(Row::Notices(run)) if is_notice => run.push(message.clone()),
             _ if is_notice => rows.push(Row::Notices(vec![message.clone()])),
-            _ => rows.push(Row::Message(message.clone())),
+            _ => {
+                let follows = matches!(
+                    rows.last(),
+                    Some(Row::Message { message: previous, .. })
+                        if previous.sender.id == message.sender.id && message.sent_at.saturating_sub(previous.sent_at) < RUN_GAP_MS
+                );
+                rows.push(Row::Message { message: message.clone(), follows });
+            }
         }
     }
     rows
@@ -122,6 +138,37 @@ mod tests {
         assert_eq!(keys, [(0, 0, 1), (2, 1, 2), (1, 3, 0), (2, 4, 4), (0, 1, 1), (2, 5, 6)]);
         let next_day: Vec<(u8, i64, i64)> = rows(&messages, day_of, 2).iter().map(Row::key).collect();
         assert_eq!(next_day[0], (0, 0, 2), "a day's line is laid out again when the day turns");
+    }
+
+    #[test]
+    fn a_person_s_messages_close_together_make_one_run() {
+        use MessageKind::{Joined, Text};
+        let at = |seq: i64, who: &str, minutes: i64| ChatMessage { sent_at: minutes * 60_000, ..message(seq, Text, who, 0) };
+        let messages = [
+            at(1, "ana", 0),
+            at(2, "ana", 4),
+            at(3, "ana", 9),
+            at(4, "bruno", 9),
+            at(5, "ana", 10),
+            ChatMessage { sent_at: 10 * 60_000, ..message(6, Joined, "carla", 0) },
+            ChatMessage { sent_at: 10 * 60_000, ..message(7, Joined, "davi", 0) },
+            at(8, "ana", 11),
+            at(9, "ana", 11),
+        ];
+        let follows: Vec<(i64, bool)> = rows(&messages, |_| 0, 0)
+            .iter()
+            .filter_map(|row| match row {
+                Row::Message { message, follows } => Some((message.seq, *follows)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            follows,
+            [(1, false), (2, true), (3, false), (4, false), (5, false), (8, false), (9, true)],
+            "four minutes apart is a run, five is not; another person or a notice between ends it"
+        );
+        let next_day = rows(&[at(1, "ana", 0), ChatMessage { sent_at: 86_400_000, ..at(2, "ana", 0) }], day_of, 1);
+        assert!(next_day.iter().all(|row| !matches!(row, Row::Message { follows: true, .. })), "a new day starts a new run");
     }
 
     proptest::proptest! {
