@@ -22,9 +22,11 @@ function ownPage(data) {
   }
 }
 
-// How long a tap waits for the site's windows to say who is signed in. A page answers
-// at once unless it is frozen in the background, which then does not count as the chat.
-const ANSWER_WAIT_MS = 500;
+// How long a tap waits for a tab to say whether someone is signed in there. Every page
+// of the site answers at once; one frozen in the background, or loaded before pages
+// answered, does not, and a browser lets a tap bring a window up only for a while
+// (Firefox: one second).
+const ANSWER_WAIT_MS = 300;
 
 // Whether `window` shows the chat to someone signed in. Only the page can say: a
 // window's address as the worker sees it is where it was loaded (`/login` or
@@ -32,25 +34,31 @@ const ANSWER_WAIT_MS = 500;
 function signedIn(window) {
   return new Promise((resolve) => {
     const channel = new MessageChannel();
-    const timer = setTimeout(() => resolve(false), ANSWER_WAIT_MS);
-    channel.port1.onmessage = (event) => {
+    const answered = (answer) => {
       clearTimeout(timer);
-      resolve(event.data?.signedIn === true);
+      channel.port1.close();
+      resolve(answer);
     };
-    window.postMessage({ ask: "signed-in" }, [channel.port2]);
+    const timer = setTimeout(() => answered(false), ANSWER_WAIT_MS);
+    channel.port1.onmessage = (event) => answered(event.data?.signedIn === true);
+    try {
+      window.postMessage({ ask: "signed-in" }, [channel.port2]);
+    } catch {
+      answered(false);
+    }
   });
 }
 
-// The window a tap brings up: the most recently used one that shows the chat;
-// without one (every tab logged out, or pages from before they could answer), one
-// whose address is not an account page, else the most recently used.
+// The window a tap brings up: the most recently used one that shows the chat, taken
+// as soon as those used since have answered; without one (every tab logged out,
+// pages that cannot answer), one whose address is not an account page, else the most
+// recently used.
 async function chatWindow(windows) {
-  const answers = await Promise.all(windows.map(signedIn));
-  return (
-    windows.find((_, n) => answers[n]) ??
-    windows.find((window) => !ACCOUNT_PAGES.includes(new URL(window.url).pathname)) ??
-    windows[0]
-  );
+  const answers = windows.map(signedIn);
+  for (const [n, answer] of answers.entries()) {
+    if (await answer) return windows[n];
+  }
+  return windows.find((window) => !ACCOUNT_PAGES.includes(new URL(window.url).pathname)) ?? windows[0];
 }
 
 // A tap on a notification shows the conversation it told of: in an open tab of the

@@ -58,8 +58,11 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
 #[component]
 pub fn App() -> impl IntoView {
     provide_meta_context();
-    provide_context(ChatClient::new());
+    let chat = ChatClient::new();
+    provide_context(chat);
     mark_hydrated();
+    // Effects run only in the browser, and this one once.
+    Effect::new(move |_| chat.answer_service_worker());
 
     view! {
         <Title text="Parley" />

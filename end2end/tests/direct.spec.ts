@@ -583,6 +583,14 @@ test("a tap on a notification shows its conversation in the tab signed in, not i
   await sendMessage(alice.page, "qual aba? 🗂️");
   await expect.poll(() => page.evaluate(() => (window as any).__opens)).toEqual([`/dm/${alice.username}`]);
 
+  // What makes the address a poor guide: the worker lists the login form first, and
+  // the chat tab at the address it was loaded at.
+  const worker = context.serviceWorkers()[0] ?? (await context.waitForEvent("serviceworker"));
+  const listed = await worker.evaluate(() =>
+    self.clients.matchAll({ type: "window", includeUncontrolled: true }).then((windows) => windows.map((w) => new URL(w.url).pathname)),
+  );
+  expect(listed).toEqual(["/login", "/register"]);
+
   await tapNotification(context, page);
   await expect(page).toHaveURL(new RegExp(`/dm/${alice.username}$`));
   await expect(page.getByTestId("message").filter({ hasText: "qual aba? 🗂️" })).toHaveCount(1);

@@ -172,6 +172,12 @@ impl ChatClient {
         }
     }
 
+    /// Answers the service worker's questions on any page of the site (the app calls
+    /// this once it is hydrated): a tap on a notification waits for every tab's answer.
+    pub fn answer_service_worker(&self) {
+        platform::answer_service_worker(*self);
+    }
+
     /// Connects (once) if not already connected; chat pages call this after hydration.
     pub fn start(&self) {
         if self.started.get_value() {

@@ -2,8 +2,8 @@
 //! on reconnect with the same client id (so at most one copy is ever stored), and
 //! given up after [`MAX_SEND_ATTEMPTS`] tries without an answer, to be retried or
 //! discarded by hand rather than resent forever. Written faster than the server
-//! allows, they go one at a time, oldest first ([`Pacing`]), so they are stored in the
-//! order they were written.
+//! allows, they go one at a time, the refused one first and then the oldest
+//! ([`Pacing`]), so they are stored in the order they were written.
 
 use leptos::prelude::*;
 
@@ -44,8 +44,8 @@ pub(super) enum Attempt {
 /// its own timer, a later one could take the next allowance before an earlier one (a
 /// person's messages were stored out of the order written, seen with ten a second).
 /// So after a refusal, messages go one at a time, oldest first: the next when the one
-/// before is stored (or given up), the same one again when the wait the server named
-/// is over. Until nothing is waiting, or the connection is new (a new allowance).
+/// before is stored (or given up), the refused one again when the wait the server
+/// named is over. Until nothing is waiting, or the connection is new (a new allowance).
 #[derive(Debug, Default)]
 pub(super) struct Pacing {
     on: bool,

@@ -73,27 +73,6 @@ mod browser {
             });
         }
         if let Some(worker) = service_worker() {
-            // A tap on a notification brings this page to the front, and the worker
-            // asks it to show the conversation (`public/sw.js`), moving within the app
-            // rather than loading the page again. Before that, the worker asks each of
-            // the site's pages whether someone is signed in there: only the page knows.
-            let told = Closure::<dyn Fn(web_sys::MessageEvent)>::new(move |event: web_sys::MessageEvent| {
-                let data = event.data();
-                let field = |name: &str| js_sys::Reflect::get(&data, &name.into()).ok().and_then(|value| value.as_string());
-                // Only for whoever is signed in here: a tap on the last person's
-                // notification must not move the next one's page.
-                let signed_in = chat.me.try_with_untracked(|me| me.is_some()).unwrap_or(false);
-                if field("ask").as_deref() == Some("signed-in") {
-                    if let Ok(reply) = event.ports().get(0).dyn_into::<web_sys::MessagePort>() {
-                        let answer = js_sys::Object::new();
-                        let _ = js_sys::Reflect::set(&answer, &"signedIn".into(), &signed_in.into());
-                        let _ = reply.post_message(&answer);
-                    }
-                } else if let Some(path) = field("open").filter(|path| signed_in && super::is_own_path(path)) {
-                    chat.goto.try_set(Some(path));
-                }
-            });
-            worker.set_onmessage(Some(told.into_js_value().unchecked_ref()));
             let registering = wasm_bindgen_futures::JsFuture::from(worker.register("/sw.js"));
             leptos::task::spawn_local(async move {
                 // Notifications then find no worker and are skipped (see `notify`).
@@ -102,6 +81,31 @@ mod browser {
                 }
             });
         }
+    }
+
+    /// Answers the site's service worker, on every page of the site: a tap on a
+    /// notification asks each tab whether someone is signed in there, and waits for
+    /// the answers (`public/sw.js`); then it asks the chosen tab to show the
+    /// conversation, moving within the app rather than loading the page again.
+    pub fn answer_service_worker(chat: ChatClient) {
+        let Some(worker) = service_worker() else { return };
+        let told = Closure::<dyn Fn(web_sys::MessageEvent)>::new(move |event: web_sys::MessageEvent| {
+            let data = event.data();
+            let field = |name: &str| js_sys::Reflect::get(&data, &name.into()).ok().and_then(|value| value.as_string());
+            // Only for whoever is signed in here: a tap on the last person's
+            // notification must not move the next one's page.
+            let signed_in = chat.me.try_with_untracked(|me| me.is_some()).unwrap_or(false);
+            if field("ask").as_deref() == Some("signed-in") {
+                if let Ok(reply) = event.ports().get(0).dyn_into::<web_sys::MessagePort>() {
+                    let answer = js_sys::Object::new();
+                    let _ = js_sys::Reflect::set(&answer, &"signedIn".into(), &signed_in.into());
+                    let _ = reply.post_message(&answer);
+                }
+            } else if let Some(path) = field("open").filter(|path| signed_in && super::is_own_path(path)) {
+                chat.goto.try_set(Some(path));
+            }
+        });
+        worker.set_onmessage(Some(told.into_js_value().unchecked_ref()));
     }
 
     /// Whether notifications may be shown now (the person can change it in the
@@ -207,8 +211,8 @@ fn is_own_path(path: &str) -> bool {
 
 #[cfg(feature = "hydrate")]
 pub use browser::{
-    after, ask_notification_permission, before_next_paint, close_notifications, new_client_id, notifications_allowed, notify,
-    now_ms, reload_page, watch_attention,
+    after, answer_service_worker, ask_notification_permission, before_next_paint, close_notifications, new_client_id,
+    notifications_allowed, notify, now_ms, reload_page, watch_attention,
 };
 
 #[cfg(not(feature = "hydrate"))]
@@ -224,6 +228,7 @@ mod server {
         String::new()
     }
     pub fn watch_attention(_chat: ChatClient) {}
+    pub fn answer_service_worker(_chat: ChatClient) {}
     pub fn ask_notification_permission(_chat: ChatClient) {}
     pub fn notify(_title: &str, _body: &str, _path: &str) {}
     pub fn notifications_allowed() -> bool {
@@ -235,8 +240,8 @@ mod server {
 
 #[cfg(not(feature = "hydrate"))]
 pub use server::{
-    after, ask_notification_permission, before_next_paint, close_notifications, new_client_id, notifications_allowed, notify,
-    now_ms, reload_page, watch_attention,
+    after, answer_service_worker, ask_notification_permission, before_next_paint, close_notifications, new_client_id,
+    notifications_allowed, notify, now_ms, reload_page, watch_attention,
 };
 
 #[cfg(test)]

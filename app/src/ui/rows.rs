@@ -58,7 +58,7 @@ pub fn rows<'a>(messages: impl IntoIterator<Item = &'a ChatMessage>, day_of: imp
                 let follows = matches!(
                     rows.last(),
                     Some(Row::Message { message: previous, .. })
-                        if previous.sender.id == message.sender.id && message.sent_at.saturating_sub(previous.sent_at) < RUN_GAP_MS
+                        if previous.sender.id == message.sender.id && message.sent_at.saturating_sub(previous.sent_at).saturating_abs() < RUN_GAP_MS
                 );
                 rows.push(Row::Message { message: message.clone(), follows });
             }
@@ -167,8 +167,14 @@ mod tests {
             [(1, false), (2, true), (3, false), (4, false), (5, false), (8, false), (9, true)],
             "four minutes apart is a run, five is not; another person or a notice between ends it"
         );
-        let next_day = rows(&[at(1, "ana", 0), ChatMessage { sent_at: 86_400_000, ..at(2, "ana", 0) }], day_of, 1);
+        let around_midnight = [ChatMessage { sent_at: 86_400_000 - 60_000, ..at(1, "ana", 0) }, ChatMessage { sent_at: 86_400_000 + 60_000, ..at(2, "ana", 0) }];
+        let next_day = rows(&around_midnight, day_of, 1);
         assert!(next_day.iter().all(|row| !matches!(row, Row::Message { follows: true, .. })), "a new day starts a new run");
+        // Two servers' clocks a little apart still make one run.
+        let skewed = rows(&[at(1, "ana", 3), at(2, "ana", 2)], |_| 0, 0);
+        assert!(matches!(skewed[2], Row::Message { follows: true, .. }));
+        let far_back = rows(&[at(1, "ana", 10), at(2, "ana", 2)], |_| 0, 0);
+        assert!(matches!(far_back[2], Row::Message { follows: false, .. }));
     }
 
     proptest::proptest! {
