@@ -155,20 +155,20 @@ mod browser {
         // Through the service worker registered at the start: phones' browsers show
         // notifications no other way (`new Notification` throws there), and every
         // browser that grants notifications has service workers, since both need a
-        // secure page. Waiting until it is `ready` only once it is registered: one
-        // that failed to register would leave each notification waiting forever.
+        // secure page. Only once it is active: before that (the first visit's install)
+        // there is nothing to show it with, and waiting for the worker to be ready
+        // would wait forever if it failed to register or install.
         let Some(worker) = service_worker() else { return };
-        let (found, ready) = (wasm_bindgen_futures::JsFuture::from(worker.get_registration()), worker.ready());
+        let found = wasm_bindgen_futures::JsFuture::from(worker.get_registration());
         let title = title.to_owned();
         leptos::task::spawn_local(async move {
-            match (found.await, ready) {
-                (Ok(registration), Ok(ready)) if !registration.is_undefined() => {
-                    if let Ok(registration) = wasm_bindgen_futures::JsFuture::from(ready).await {
-                        let registration: web_sys::ServiceWorkerRegistration = registration.unchecked_into();
-                        let _ = registration.show_notification_with_options(&title, &options);
-                    }
+            let registration = found.await.ok().filter(|found| !found.is_undefined());
+            match registration.map(|found| found.unchecked_into::<web_sys::ServiceWorkerRegistration>()) {
+                Some(registration) if registration.active().is_some() => {
+                    let _ = registration.show_notification_with_options(&title, &options);
                 }
-                _ => leptos::logging::warn!("notification not shown: no service worker"),
+                Some(_) => leptos::logging::warn!("notification not shown: the service worker is not active yet"),
+                None => leptos::logging::warn!("notification not shown: no service worker"),
             }
         });
     }
