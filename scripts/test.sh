@@ -27,6 +27,9 @@ echo "== Load generator smoke run: Parley, Socket.IO and the bare broadcast lose
 # the timed runs are in docs/benchmarks.md.
 cargo build --locked -p parley-bench
 "$TARGET_DIR/debug/parley-bench" smoke --parley-bin "$PARLEY_SERVER_BIN"
+# The same for sockets held over two nodes sharing PostgreSQL and Redis: every node
+# counts everyone online, and one message reaches every socket once.
+"$TARGET_DIR/debug/parley-bench" held --sockets 600 --nodes 2 --parley-bin "$PARLEY_SERVER_BIN"
 
 echo "== Playwright end-to-end tests"
 cd end2end

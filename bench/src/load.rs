@@ -147,7 +147,7 @@ impl Crowd {
     /// Opens a socket per seat, `concurrency` handshakes at a time.
     pub async fn open(
         dialect: Dialect,
-        server: &Server,
+        addr: std::net::SocketAddr,
         seats: Vec<Seat>,
         concurrency: usize,
     ) -> Result<Crowd, String> {
@@ -157,7 +157,6 @@ impl Crowd {
             closed: AtomicU64::new(0),
         });
         let started = Instant::now();
-        let addr = server.addr;
         let opened: Vec<Result<_, String>> = stream::iter(seats.iter().enumerate())
             .map(|(n, seat)| {
                 let dialect = &dialect;
@@ -236,6 +235,16 @@ impl Crowd {
 
     pub fn len(&self) -> usize {
         self.seats.len()
+    }
+
+    /// Sockets the server has closed, over the crowd's whole life.
+    pub fn closed(&self) -> u64 {
+        self.shared.closed.load(Ordering::Relaxed)
+    }
+
+    /// Benchmark messages received, over the crowd's whole life.
+    pub fn received(&self) -> u64 {
+        self.shared.received.load(Ordering::Relaxed)
     }
 
     /// Posts at `rate` messages/s in all for `seconds`, from `senders_per_room`

@@ -5,8 +5,10 @@
 //! Exits non-zero when any message was lost, duplicated or reordered, or a socket was
 //! closed: the figures of a run that lost messages mean nothing.
 
+mod cluster;
 mod cores;
 mod floor;
+mod held;
 mod load;
 mod marker;
 mod seed;
@@ -34,12 +36,18 @@ enum Shape {
     Ingest,
     /// Idle sockets: connects per second and memory per socket.
     Idle,
+    /// 50,000 idle sockets over several nodes sharing PostgreSQL and Redis: connects,
+    /// memory per socket on each node, presence agreeing, one message reaching all.
+    Held,
     /// One page of a room's history over HTTP, with a million messages stored.
     History,
     /// The CPU one small loopback write costs.
     Floor,
     /// A few seconds of fan-out on every server: checks that nothing is lost (CI).
     Smoke,
+    /// One node's share of a `held` run, in a process of its own (started by it).
+    #[value(hide = true)]
+    Holder,
 }
 
 #[derive(Debug, Parser)]
@@ -80,6 +88,18 @@ struct Args {
     /// Parley's server binary (default: `server` beside this one, the release build).
     #[arg(long)]
     parley_bin: Option<std::path::PathBuf>,
+    /// Nodes sharing the sockets of a `held` run.
+    #[arg(long, default_value_t = 3)]
+    nodes: usize,
+    /// A holder's node.
+    #[arg(long, hide = true)]
+    connect: Option<std::net::SocketAddr>,
+    /// A holder's first seat.
+    #[arg(long, hide = true, default_value_t = 0)]
+    first: usize,
+    /// A holder's rooms, in the order the seats number them.
+    #[arg(long, hide = true, value_delimiter = ',')]
+    room_ids: Vec<i64>,
 }
 
 /// The sizes of one shape, after defaults.
@@ -100,6 +120,7 @@ impl Args {
             Shape::HotRoom => (2_000, 1, 25.0, 10.0, 5),
             Shape::Ingest => (4, 1, 2_000.0, 5.0, 4),
             Shape::Idle => (10_000, 1, 0.0, 0.0, 0),
+            Shape::Held | Shape::Holder => (50_000, 1, 0.0, 0.0, 0),
             Shape::History => (1, 1, 0.0, 0.0, 0),
             // The spread floor is measured in the fan-out's shape.
             Shape::Floor => (1_000, 10, 500.0, 4.0, 0),
@@ -135,6 +156,10 @@ fn main() {
 async fn run(args: Args) -> bool {
     let programs = Programs::beside_this_binary(args.parley_bin.clone());
     let sizes = args.sizes();
+    if args.shape == Shape::Holder {
+        let node = args.connect.expect("a holder is told its node");
+        return held::hold(node, args.first, sizes.sockets, args.room_ids).await;
+    }
     println!(
         "{:?}: {sizes:?}, {} bytes of text per message",
         args.shape, args.text_bytes
@@ -145,6 +170,8 @@ async fn run(args: Args) -> bool {
             true
         }
         Shape::Idle => idle(&args, &programs, sizes).await,
+        Shape::Held => held::held(&programs, sizes.sockets, sizes.rooms, args.nodes).await,
+        Shape::Holder => unreachable!("answered above"),
         Shape::History => history(&args, &programs).await,
         Shape::Fanout | Shape::HotRoom | Shape::Smoke => {
             let floors = write_floors(&args, sizes);
@@ -185,7 +212,7 @@ async fn open_crowd(
             kind,
             parley_room_ids,
         },
-        &server,
+        server.addr,
         seats,
         256,
     )
@@ -206,7 +233,7 @@ async fn open_crowd(
 async fn seats(kind: Kind, data: &tempfile::TempDir, sizes: Sizes) -> (Vec<Seat>, Vec<i64>) {
     let seat_rooms: Vec<usize> = (0..sizes.sockets).map(|n| n % sizes.rooms).collect();
     if kind == Kind::Parley {
-        seed::parley(data.path(), &seat_rooms, sizes.rooms).await
+        seed::parley(&seed::sqlite_url(data.path()), &seat_rooms, sizes.rooms).await
     } else {
         let seats = seat_rooms.iter().map(|&room| Seat { room, cookie: None }).collect();
         (seats, Vec::new())
@@ -300,7 +327,7 @@ async fn idle(args: &Args, programs: &Programs, sizes: Sizes) -> bool {
                 kind,
                 parley_room_ids,
             },
-            &server,
+            server.addr,
             seats,
             512,
         )
@@ -344,7 +371,7 @@ async fn idle(args: &Args, programs: &Programs, sizes: Sizes) -> bool {
 /// `history_messages` messages: the newest page, then pages at random depths.
 async fn history(args: &Args, programs: &Programs) -> bool {
     let data = tempfile::tempdir().expect("temporary directory");
-    let (seats, room_ids) = seed::parley(data.path(), &[0], 1).await;
+    let (seats, room_ids) = seed::parley(&seed::sqlite_url(data.path()), &[0], 1).await;
     let seeding = Instant::now();
     seed::history(data.path(), room_ids[0], 1, args.history_messages).await;
     println!(
@@ -462,6 +489,19 @@ fn print_ratios(results: &[(Kind, PhaseOutcome)], [tight_floor, spread_floor]: [
             outcome.duplicated,
             outcome.out_of_order
         );
+    }
+}
+
+/// How many files this process may open (after [`raise_open_file_limit`]).
+pub fn open_file_limit() -> usize {
+    // SAFETY: getrlimit writes one rlimit we own.
+    unsafe {
+        let mut limit: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+            limit.rlim_cur as usize
+        } else {
+            1024
+        }
     }
 }
 

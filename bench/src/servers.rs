@@ -76,6 +76,28 @@ impl Server {
     /// Starts `kind` on a free loopback port; Parley keeps its data in `data_dir`
     /// (already seeded with the run's accounts).
     pub async fn start(kind: Kind, programs: &Programs, data_dir: &Path) -> Server {
+        Self::start_with(kind, programs, data_dir, &[]).await
+    }
+
+    /// Starts a Parley node of a cluster: its database is `database_url` (shared with
+    /// the other nodes, already seeded) and Redis at `redis_url` carries its events to
+    /// the others.
+    pub async fn start_node(
+        programs: &Programs,
+        data_dir: &Path,
+        name: &str,
+        database_url: &str,
+        redis_url: &str,
+    ) -> Server {
+        let cluster = [
+            ("PARLEY_CHAT_DATABASE_URL", database_url),
+            ("PARLEY_CLUSTER_REDIS_URL", redis_url),
+            ("PARLEY_CLUSTER_NODE_NAME", name),
+        ];
+        Self::start_with(Kind::Parley, programs, data_dir, &cluster).await
+    }
+
+    async fn start_with(kind: Kind, programs: &Programs, data_dir: &Path, extra_env: &[(&str, &str)]) -> Server {
         let port = free_port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let program = match kind {
@@ -107,6 +129,7 @@ impl Server {
                 for name in PARLEY_UNLIMITED {
                     command.env(name, "100000000");
                 }
+                command.envs(extra_env.iter().copied());
             }
             Kind::Socketio => {
                 command.arg(&programs.socketio_script).arg(port.to_string());

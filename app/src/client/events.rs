@@ -443,7 +443,7 @@ impl ChatClient {
         self.presence.set(HashMap::new());
         self.typing.set(HashMap::new());
         self.outbox.set(Vec::new());
-        self.pacing.update_value(super::outbox::Pacing::restart);
+        self.pacing.update_value(super::pacing::Pacing::restart);
         self.unsent_receipts.set_value(HashMap::new());
         self.drafts.set_value(HashMap::new());
         self.notified_through.set_value(HashMap::new());

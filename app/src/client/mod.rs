@@ -8,6 +8,7 @@
 
 mod events;
 mod outbox;
+mod pacing;
 pub(crate) mod platform;
 mod presence;
 mod receipts;
@@ -132,7 +133,7 @@ pub struct ChatClient {
     unsent_receipts: StoredValue<HashMap<RoomId, (Option<Seq>, Option<Seq>)>>,
     typing_sent_at: StoredValue<HashMap<RoomId, f64>>,
     /// Whether messages go one at a time (the server said "too fast").
-    pacing: StoredValue<outbox::Pacing>,
+    pacing: StoredValue<pacing::Pacing>,
     /// What was typed and not sent, per conversation, so switching rooms keeps it.
     drafts: StoredValue<HashMap<RoomId, String>>,
     /// Per conversation, the newest message a notification was shown for: one that
@@ -166,7 +167,7 @@ impl ChatClient {
             started: StoredValue::new(false),
             unsent_receipts: StoredValue::new(HashMap::new()),
             typing_sent_at: StoredValue::new(HashMap::new()),
-            pacing: StoredValue::new(outbox::Pacing::default()),
+            pacing: StoredValue::new(pacing::Pacing::default()),
             drafts: StoredValue::new(HashMap::new()),
             notified_through: StoredValue::new(HashMap::new()),
         }

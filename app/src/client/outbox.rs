@@ -7,7 +7,7 @@
 
 use leptos::prelude::*;
 
-use super::{platform, ChatClient, Purpose};
+use super::{pacing::Pacing, platform, ChatClient, Purpose};
 use crate::protocol::{ClientMsg, RoomId};
 
 /// Tries (first send, resends after reconnects, retries after server errors) before a
@@ -40,35 +40,6 @@ pub(super) enum Attempt {
     Free,
 }
 
-/// Sending once the server has said "too fast". Each message refused and retried on
-/// its own timer, a later one could take the next allowance before an earlier one (a
-/// person's messages were stored out of the order written, seen with ten a second).
-/// So after a refusal, messages go one at a time, oldest first: the next when the one
-/// before is stored (or given up), the refused one again when the wait the server
-/// named is over. Until nothing is waiting, or the connection is new (a new allowance).
-#[derive(Debug, Default)]
-pub(super) struct Pacing {
-    on: bool,
-    /// A wait for the server's allowance is running.
-    waiting: bool,
-    /// The message sent one at a time, not yet answered.
-    in_flight: Option<String>,
-    /// The first message refused as too fast and not stored yet. The server keeps it
-    /// its turn (any other is refused until it comes back), so it goes first when the
-    /// wait is over, even before an older one retried by hand meanwhile.
-    owed: Option<String>,
-    /// Counts waits and restarts: a wait's timer that finds another number is from
-    /// before a reconnect or logout, and must not end the wait running now.
-    generation: u32,
-}
-
-impl Pacing {
-    /// Free to send again, and any wait running forgotten.
-    pub(super) fn restart(&mut self) {
-        *self = Pacing { generation: self.generation.wrapping_add(1), ..Pacing::default() };
-    }
-}
-
 impl ChatClient {
     /// Sends a message: it shows at once as pending, and goes out now or on reconnect.
     pub fn send_message(&self, room_id: RoomId, text: String) {
@@ -83,7 +54,7 @@ impl ChatClient {
 
     /// Sends a message now, or in its turn while paced.
     fn send_in_turn(&self, client_id: &str) {
-        if self.pacing.with_value(|pacing| pacing.on) {
+        if self.pacing.with_value(Pacing::is_on) {
             self.send_next_paced();
         } else {
             self.send_outgoing(client_id, Attempt::Counted);
@@ -110,78 +81,37 @@ impl ChatClient {
     /// a time, the one owed the turn (else the oldest) once `wait_ms` is over ([`Pacing`]).
     pub(super) fn sent_too_fast(&self, client_id: &str, wait_ms: u32) {
         let waiting = self.waiting_to_send();
-        let new_wait = self.pacing.try_update_value(|pacing| {
-            pacing.on = true;
-            // A refusal of a message sent before this one went (its answer slowed by
-            // the network) does not make this one's answer any less due.
-            if pacing.in_flight.as_deref() == Some(client_id) {
-                pacing.in_flight = None;
-            }
-            pacing.owed = pacing.owed.take().filter(|owed| waiting.contains(owed)).or_else(|| Some(client_id.to_owned()));
-            if std::mem::replace(&mut pacing.waiting, true) {
-                return None;
-            }
-            pacing.generation = pacing.generation.wrapping_add(1);
-            Some(pacing.generation)
-        });
+        let new_wait = self.pacing.try_update_value(|pacing| pacing.refused(client_id, &waiting));
         if let Some(Some(generation)) = new_wait {
             let chat = *self;
             platform::after(wait_ms, move || {
-                let ours = chat.pacing.try_update_value(|pacing| {
-                    let ours = pacing.generation == generation;
-                    if ours {
-                        pacing.waiting = false;
-                    }
-                    ours
-                });
-                if ours == Some(true) {
+                if chat.pacing.try_update_value(|pacing| pacing.wait_over(generation)) == Some(true) {
                     chat.send_next_paced();
                 }
             });
         }
     }
 
-    /// While paced, sends the message owed the turn, else the oldest waiting, unless
-    /// one is on its way or the server's wait is running; with none waiting, sending is
-    /// free again. Called whenever the outbox moves on (a message stored, given up,
-    /// discarded or added).
+    /// While paced, sends the message whose turn it is, if any ([`Pacing::next`]).
+    /// Called whenever the outbox moves on (a message stored, given up, discarded or
+    /// added).
     pub(super) fn send_next_paced(&self) {
-        let Some((true, false, in_flight, owed)) = self.pacing.try_with_value(|p| (p.on, p.waiting, p.in_flight.clone(), p.owed.clone()))
-        else {
-            return;
-        };
-        let waiting = self.waiting_to_send();
-        if in_flight.is_some_and(|sent| waiting.contains(&sent)) {
+        if self.pacing.try_with_value(Pacing::is_on) != Some(true) {
             return;
         }
-        let owed = owed.filter(|owed| waiting.contains(owed));
-        match owed.clone().or_else(|| waiting.into_iter().next()) {
-            Some(next) => {
-                self.pacing.update_value(|pacing| {
-                    pacing.in_flight = Some(next.clone());
-                    pacing.owed = owed;
-                });
-                self.send_outgoing(&next, Attempt::Free);
-            }
-            None => self.pacing.update_value(Pacing::restart),
+        let waiting = self.waiting_to_send();
+        if let Some(Some(next)) = self.pacing.try_update_value(|pacing| pacing.next(&waiting)) {
+            self.send_outgoing(&next, Attempt::Free);
         }
     }
 
     /// Every message still waiting goes out again, in the order written (after a
     /// reconnect: a new allowance), the first [`RESENT_AT_ONCE`] at once.
     pub(super) fn resend_outbox(&self) {
-        self.pacing.update_value(Pacing::restart);
         let waiting = self.waiting_to_send();
-        for client_id in waiting.iter().take(RESENT_AT_ONCE) {
+        let at_once = self.pacing.try_update_value(|pacing| pacing.resending(&waiting, RESENT_AT_ONCE)).unwrap_or(0);
+        for client_id in &waiting[..at_once] {
             self.send_outgoing(client_id, Attempt::Counted);
-        }
-        if waiting.len() > RESENT_AT_ONCE {
-            // Answers come in the order sent: the last of these stored, so are the others.
-            let last_at_once = waiting[RESENT_AT_ONCE - 1].clone();
-            self.pacing.update_value(|pacing| {
-                pacing.on = true;
-                pacing.in_flight = Some(last_at_once);
-            });
         }
     }
 
@@ -229,8 +159,7 @@ impl ChatClient {
         let chat = *self;
         platform::after(wait_ms, move || {
             // Paced since: it goes in its turn, not beside the one that is on its way.
-            let out_of_turn = chat.pacing.try_with_value(|p| p.on && p.in_flight.as_deref() != Some(client_id.as_str()));
-            if out_of_turn != Some(true) {
+            if chat.pacing.try_with_value(|pacing| pacing.lets_go_on_its_own(&client_id)) != Some(false) {
                 chat.send_outgoing(&client_id, attempt);
             }
         });
