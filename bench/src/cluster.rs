@@ -1,6 +1,7 @@
 //! What several Parley nodes share on this machine: a fresh schema in the local
 //! PostgreSQL (the source of truth) and a `redis-server` of the run's own (events
-//! between the nodes). Both are gone when the run ends, whether it passed or not.
+//! between the nodes). Both are gone when the run ends, whether it passed, failed or
+//! panicked (the caller drops the schema on the way out).
 
 use std::{
     path::Path,

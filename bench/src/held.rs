@@ -7,10 +7,10 @@
 //! every node agrees on how many are online in the room, and one message reaches every
 //! socket once.
 
-use std::{net::SocketAddr, process::Stdio, time::Instant};
+use std::{net::SocketAddr, panic::AssertUnwindSafe, process::Stdio, time::Instant};
 
 use app::protocol::{ClientMsg, ServerMsg};
-use futures::{SinkExt, StreamExt, future::join_all};
+use futures::{FutureExt, SinkExt, StreamExt, future::join_all};
 use tokio::{
     io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines},
     process::{Child, ChildStdin, ChildStdout, Command},
@@ -34,6 +34,13 @@ const DESCRIPTORS_BESIDE_SOCKETS: usize = 500;
 /// How long the room's online count may take to agree on every node, and the test
 /// message to reach everyone, before the run counts it as failed.
 const SETTLE_LIMIT: Duration = Duration::from_secs(60);
+/// How long a holder may take to open its share, a generous bound (a few hundred a
+/// second at worst), so that a stuck run fails instead of hanging.
+const OPEN_LIMIT: Duration = Duration::from_secs(600);
+/// How long a holder or a node may take to answer one question.
+const ANSWER_LIMIT: Duration = Duration::from_secs(30);
+/// How long after everyone has the message the run goes on listening for copies.
+const COPIES_WATCHED: Duration = Duration::from_secs(1);
 
 /// Opens `sockets` idle sockets (seat `n` in room `n % rooms`) spread evenly over
 /// `nodes` nodes; reports connects, memory per socket on each node, how long presence
@@ -58,9 +65,12 @@ async fn run(programs: &Programs, sockets: usize, rooms: usize, nodes: usize) ->
     }
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let schema = Schema::create().await?;
-    let outcome = with_schema(programs, &schema, dir.path(), sockets, rooms, nodes, per_node).await;
+    // A panic (a node that died, say) still drops the schema before it goes on up.
+    let outcome = AssertUnwindSafe(with_schema(programs, &schema, dir.path(), sockets, rooms, nodes, per_node))
+        .catch_unwind()
+        .await;
     schema.drop_all().await;
-    outcome
+    outcome.unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
 async fn with_schema(
@@ -100,7 +110,8 @@ async fn with_schema(
         let count = per_node.min(sockets.saturating_sub(first));
         holders.push(Holder::spawn(server.addr, first, count, &room_ids)?);
     }
-    for opened in join_all(holders.iter_mut().map(Holder::opened)).await {
+    let opening = join_all(holders.iter_mut().map(Holder::opened));
+    for opened in within(OPEN_LIMIT, "opening the sockets", opening).await? {
         opened?;
     }
     let connect_time = started.elapsed();
@@ -116,7 +127,7 @@ async fn with_schema(
     let mut probes = Vec::with_capacity(nodes);
     for (n, server) in servers.iter().enumerate() {
         let seat = &seats[sockets + n];
-        probes.push(Probe::open(server.addr, seat, room_ids[0]).await?);
+        probes.push(within(ANSWER_LIMIT, "opening a probe", Probe::open(server.addr, seat, room_ids[0])).await??);
     }
     let presence = Instant::now();
     let agreed = all_nodes_count(&mut probes, online).await?;
@@ -145,26 +156,25 @@ async fn with_schema(
     let members_held = (0..sockets).filter(|n| n % rooms == 0).count() as u64;
     let sent = Instant::now();
     probes[0].post(room_ids[0]).await?;
-    let reached = loop {
-        let mut received = 0;
-        for holder in &mut holders {
-            received += holder.report().await?.received;
-        }
-        if received >= members_held || sent.elapsed() > SETTLE_LIMIT {
-            break received;
+    loop {
+        let seen = Seen::of_all(&mut holders).await?;
+        if seen.received >= members_held || sent.elapsed() > SETTLE_LIMIT {
+            break;
         }
         sleep(Duration::from_millis(50)).await;
-    };
-    println!(
-        "{}one message to the first room reached {reached} of its {members_held} held sockets in {:.2?}",
-        if reached == members_held { "" } else { "FAILED: " },
-        sent.elapsed()
-    );
-
-    let mut closed = 0;
-    for holder in &mut holders {
-        closed += holder.report().await?.closed;
     }
+    let reached_in = sent.elapsed();
+    // Everyone has it: any more would be copies.
+    sleep(COPIES_WATCHED).await;
+    let seen = Seen::of_all(&mut holders).await?;
+    let once_each = seen.received == members_held && seen.duplicated == 0;
+    println!(
+        "{}one message to the first room: {} deliveries ({} copies) to its {members_held} held sockets, the last in {reached_in:.2?}",
+        if once_each { "" } else { "FAILED: " },
+        seen.received,
+        seen.duplicated,
+    );
+    let closed = seen.closed;
     let running = servers.iter_mut().all(Server::is_running);
     println!(
         "| {nodes} | {sockets} | {:.2} s | {:.0} | {} | {closed} closed{} |",
@@ -173,7 +183,7 @@ async fn with_schema(
         per_socket.join(", "),
         if running { "" } else { ", A NODE EXITED" }
     );
-    Ok(reached == members_held && closed == 0 && running && agreed == online)
+    Ok(once_each && closed == 0 && running && agreed == online)
 }
 
 /// Asks every probe how many are online in its room until all say `expected` (the
@@ -184,7 +194,7 @@ async fn all_nodes_count(probes: &mut [Probe], expected: usize) -> Result<usize,
     loop {
         let mut counts = Vec::with_capacity(probes.len());
         for probe in probes.iter_mut() {
-            counts.push(probe.online().await?);
+            counts.push(within(ANSWER_LIMIT, "a node's online count", probe.online()).await??);
         }
         if counts.iter().all(|&count| count == expected) {
             return Ok(expected);
@@ -244,10 +254,12 @@ impl Probe {
                 Some(Err(e)) => return Err(format!("probe: {e}")),
                 None => return Err("probe closed".into()),
             };
-            if let Ok(ServerMsg::Online { id: answered, total, .. }) = serde_json::from_str(&frame)
-                && answered == id
-            {
-                return Ok(total as usize);
+            match serde_json::from_str(&frame) {
+                Ok(ServerMsg::Online { id: answered, total, .. }) if answered == id => return Ok(total as usize),
+                Ok(ServerMsg::Error { id: Some(answered), message, .. }) if answered == id => {
+                    return Err(format!("a node refused to say who is online: {message}"));
+                }
+                _ => {}
             }
         }
     }
@@ -280,9 +292,32 @@ struct Holder {
 }
 
 /// What a holder's sockets have seen so far.
+#[derive(Default)]
 struct Seen {
     closed: u64,
     received: u64,
+    duplicated: u64,
+}
+
+impl Seen {
+    /// What every holder's sockets have seen, summed.
+    async fn of_all(holders: &mut [Holder]) -> Result<Seen, String> {
+        let mut all = Seen::default();
+        for holder in holders {
+            let seen = within(ANSWER_LIMIT, "a holder's report", holder.report()).await??;
+            all.closed += seen.closed;
+            all.received += seen.received;
+            all.duplicated += seen.duplicated;
+        }
+        Ok(all)
+    }
+}
+
+/// `future`'s outcome, or an error naming `what` once `limit` has passed.
+async fn within<T>(limit: Duration, what: &str, future: impl Future<Output = T>) -> Result<T, String> {
+    tokio::time::timeout(limit, future)
+        .await
+        .map_err(|_| format!("{what} took more than {limit:?}"))
 }
 
 impl Holder {
@@ -333,8 +368,8 @@ impl Holder {
         let line = self.answer().await?;
         let mut fields = line.strip_prefix("report ").unwrap_or_default().split(' ');
         let mut next = || fields.next().and_then(|field| field.parse().ok());
-        match (next(), next()) {
-            (Some(closed), Some(received)) => Ok(Seen { closed, received }),
+        match (next(), next(), next()) {
+            (Some(closed), Some(received), Some(duplicated)) => Ok(Seen { closed, received, duplicated }),
             _ => Err(format!("a holder's report made no sense: {line}")),
         }
     }
@@ -366,7 +401,7 @@ pub async fn hold(node: SocketAddr, first: usize, count: usize, room_ids: Vec<i6
     let mut input = BufReader::new(tokio::io::stdin()).lines();
     while let Ok(Some(line)) = input.next_line().await {
         if line == "report" {
-            println!("report {} {}", crowd.closed(), crowd.received());
+            println!("report {} {} {}", crowd.closed(), crowd.received(), crowd.duplicated());
         }
     }
     true

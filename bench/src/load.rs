@@ -247,6 +247,12 @@ impl Crowd {
         self.shared.received.load(Ordering::Relaxed)
     }
 
+    /// Copies of a message a socket had already received, since the last phase began
+    /// (over the crowd's whole life when it runs none).
+    pub fn duplicated(&self) -> u64 {
+        self.shared.tally.lock().unwrap().duplicated
+    }
+
     /// Posts at `rate` messages/s in all for `seconds`, from `senders_per_room`
     /// sockets of each room, then waits for every delivery (or until none arrives for
     /// `drain`). Server CPU is counted from the first send to the last delivery.

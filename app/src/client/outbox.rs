@@ -108,11 +108,14 @@ impl ChatClient {
     /// Every message still waiting goes out again, in the order written (after a
     /// reconnect: a new allowance), the first [`RESENT_AT_ONCE`] at once.
     pub(super) fn resend_outbox(&self) {
+        self.pacing.update_value(Pacing::restart);
         let waiting = self.waiting_to_send();
-        let at_once = self.pacing.try_update_value(|pacing| pacing.resending(&waiting, RESENT_AT_ONCE)).unwrap_or(0);
+        let at_once = waiting.len().min(RESENT_AT_ONCE);
         for client_id in &waiting[..at_once] {
             self.send_outgoing(client_id, Attempt::Counted);
         }
+        // Paced only after they went: one given up meanwhile sends nothing more now.
+        self.pacing.update_value(|pacing| pacing.resent(&waiting, at_once));
     }
 
     /// The messages not stored and not given up, oldest first.

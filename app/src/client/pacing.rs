@@ -96,17 +96,14 @@ impl Pacing {
         }
     }
 
-    /// After a reconnect (a new allowance): how many of `waiting` go at once, the
-    /// first `at_once`; the rest follow one at a time once the last of those is stored
-    /// (answers come in the order sent, so the others are stored by then).
-    pub(super) fn resending(&mut self, waiting: &[String], at_once: usize) -> usize {
-        self.restart();
+    /// After a reconnect (a new allowance), once the first `at_once` of `waiting`
+    /// (restarted, so unpaced) have gone: the rest follow one at a time once the last
+    /// of those is stored (answers come in the order sent, so the others are stored by
+    /// then).
+    pub(super) fn resent(&mut self, waiting: &[String], at_once: usize) {
         if waiting.len() > at_once && at_once > 0 {
             self.on = true;
             self.in_flight = Some(waiting[at_once - 1].clone());
-            at_once
-        } else {
-            waiting.len()
         }
     }
 }
@@ -184,7 +181,7 @@ mod tests {
         assert!(pacing.wait_over(again));
         assert_eq!(pacing.next(&waiting), None, "\"a\" is still on its way: sending it twice would keep the turn from it");
         let waiting = without(&waiting, "a");
-        assert_eq!(pacing.next(&waiting).as_deref(), Some("b"), "then the refused one, owed the turn");
+        assert_eq!(pacing.next(&waiting).as_deref(), Some("b"), "then the oldest (the one owed the turn is stored)");
     }
 
     #[test]
@@ -226,11 +223,12 @@ mod tests {
     fn after_a_reconnect_the_first_go_at_once_and_the_rest_one_at_a_time() {
         let mut pacing = Pacing::default();
         let waiting: Vec<String> = (0..12).map(|n| format!("m{n}")).collect();
-        assert_eq!(pacing.resending(&waiting, 10), 10);
+        pacing.restart();
+        assert!(pacing.lets_go_on_its_own("m0"), "the first ten go at once, unpaced");
+        pacing.resent(&waiting, 10);
         assert!(pacing.is_on());
         assert_eq!(pacing.next(&waiting), None, "the rest wait for the tenth to be stored");
-        let stored_ten: Vec<String> = waiting[10..].to_vec();
-        assert_eq!(pacing.next(&stored_ten).as_deref(), Some("m10"));
+        assert_eq!(pacing.next(&waiting[10..]).as_deref(), Some("m10"));
         assert_eq!(pacing.next(&waiting[11..]).as_deref(), Some("m11"));
     }
 
@@ -239,7 +237,8 @@ mod tests {
         let mut pacing = Pacing::default();
         let waiting = ids(&["a", "b"]);
         pacing.refused("a", &waiting);
-        assert_eq!(pacing.resending(&waiting, 10), 2);
+        pacing.restart();
+        pacing.resent(&waiting, 10);
         assert!(!pacing.is_on(), "a new connection is a new allowance");
     }
 }
