@@ -139,42 +139,11 @@ async fn with_schema(
     }
 
     sleep(Duration::from_secs(3)).await;
-    let per_socket: Vec<String> = servers
-        .iter()
-        .zip(&at_rest)
-        .zip(&holders)
-        .map(|((server, rest), holder)| {
-            format!(
-                "{:.1} KiB ({:.0} MiB)",
-                server.rss_kib().saturating_sub(*rest) as f64 / holder.sockets.max(1) as f64,
-                server.rss_kib() as f64 / 1024.0
-            )
-        })
-        .collect();
+    let per_socket = memory_per_socket(&servers, &at_rest, &holders);
     println!("memory per socket on each node, once quiet: {}", per_socket.join(", "));
 
     let members_held = (0..sockets).filter(|n| n % rooms == 0).count() as u64;
-    let sent = Instant::now();
-    probes[0].post(room_ids[0]).await?;
-    loop {
-        let seen = Seen::of_all(&mut holders).await?;
-        if seen.received >= members_held || sent.elapsed() > SETTLE_LIMIT {
-            break;
-        }
-        sleep(Duration::from_millis(50)).await;
-    }
-    let reached_in = sent.elapsed();
-    // Everyone has it: any more would be copies.
-    sleep(COPIES_WATCHED).await;
-    let seen = Seen::of_all(&mut holders).await?;
-    let once_each = seen.received == members_held && seen.duplicated == 0;
-    println!(
-        "{}one message to the first room: {} deliveries ({} copies) to its {members_held} held sockets, the last in {reached_in:.2?}",
-        if once_each { "" } else { "FAILED: " },
-        seen.received,
-        seen.duplicated,
-    );
-    let closed = seen.closed;
+    let (once_each, closed) = one_message_to_all(&mut probes[0], room_ids[0], &mut holders, members_held).await?;
     let running = servers.iter_mut().all(Server::is_running);
     println!(
         "| {nodes} | {sockets} | {:.2} s | {:.0} | {} | {closed} closed{} |",
@@ -184,6 +153,56 @@ async fn with_schema(
         if running { "" } else { ", A NODE EXITED" }
     );
     Ok(once_each && closed == 0 && running && agreed == online)
+}
+
+/// Each node's growth in memory since `at_rest`, per socket it holds, and its whole
+/// resident size.
+fn memory_per_socket(servers: &[Server], at_rest: &[u64], holders: &[Holder]) -> Vec<String> {
+    servers
+        .iter()
+        .zip(at_rest)
+        .zip(holders)
+        .map(|((server, rest), holder)| {
+            let now = server.rss_kib();
+            format!(
+                "{:.1} KiB ({:.0} MiB)",
+                now.saturating_sub(*rest) as f64 / holder.sockets.max(1) as f64,
+                now as f64 / 1024.0
+            )
+        })
+        .collect()
+}
+
+/// Posts one message from `probe` to `room_id` and waits until the holders' sockets
+/// have it; whether each of the `members_held` got it exactly once, and how many
+/// sockets have been closed by then.
+async fn one_message_to_all(
+    probe: &mut Probe,
+    room_id: i64,
+    holders: &mut [Holder],
+    members_held: u64,
+) -> Result<(bool, u64), String> {
+    let sent = Instant::now();
+    probe.post(room_id).await?;
+    loop {
+        let seen = Seen::of_all(holders).await?;
+        if seen.received >= members_held || sent.elapsed() > SETTLE_LIMIT {
+            break;
+        }
+        sleep(Duration::from_millis(50)).await;
+    }
+    let reached_in = sent.elapsed();
+    // Everyone has it: any more would be copies.
+    sleep(COPIES_WATCHED).await;
+    let seen = Seen::of_all(holders).await?;
+    let once_each = seen.received == members_held && seen.duplicated == 0;
+    println!(
+        "{}one message to the first room: {} deliveries ({} copies) to its {members_held} held sockets, the last in {reached_in:.2?}",
+        if once_each { "" } else { "FAILED: " },
+        seen.received,
+        seen.duplicated,
+    );
+    Ok((once_each, seen.closed))
 }
 
 /// Asks every probe how many are online in its room until all say `expected` (the
